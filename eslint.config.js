@@ -1,0 +1,37 @@
+// @ts-check
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+/** Layers may import only what sits beside or below them in the flow (shared/STYLE.md). */
+const layer = (dir, forbidden) => ({
+  files: [`src/${dir}/**/*.ts`],
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      { patterns: forbidden.map((f) => ({ group: [`**/${f}/*`, `../${f}/*`], message: `src/${dir} must not import src/${f} (see shared/STYLE.md layout)` })) },
+    ],
+  },
+});
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'data/**', 'coverage/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setImmediate: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', URL: 'readonly' } },
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-control-regex': 'off',
+    },
+  },
+  layer('domain', ['config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs']),
+  layer('policy', ['config', 'store', 'identity', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs']),
+  layer('store', ['identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli']),
+  layer('identity', ['protocol', 'spool', 'delivery', 'dns', 'notify', 'cli']),
+  layer('spool', ['protocol', 'identity', 'delivery', 'dns', 'cli']),
+  layer('delivery', ['protocol', 'identity', 'cli']),
+  layer('dns', ['protocol', 'identity', 'spool', 'delivery', 'cli']),
+  layer('notify', ['protocol', 'identity', 'delivery', 'cli']),
+  layer('cli', ['protocol']),
+  layer('obs', ['config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli']),
+);

@@ -1,0 +1,63 @@
+import type { Config } from '../config/schema.js';
+import { loadConfig } from '../config/load.js';
+import { openStore, type Store } from '../store/index.js';
+
+export interface Io {
+  stdout: (s: string) => void;
+  stderr: (s: string) => void;
+  /** All of standard input, read on demand (passwords, ids). */
+  stdin: () => Promise<string>;
+  env: NodeJS.ProcessEnv;
+}
+
+/** A refusal with a one-line reason; exit status 1 (2 for usage). */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
+
+export class UsageError extends CliError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+}
+
+export interface Ctx {
+  io: Io;
+  configPath: string | undefined;
+  config(): Config;
+  /** Opens the store (bringing the schema up to date) once per command. */
+  store(): Store;
+}
+
+export function makeCtx(io: Io, configPath: string | undefined): Ctx & { close(): void } {
+  let cfg: Config | undefined;
+  let st: Store | undefined;
+  return {
+    io,
+    configPath,
+    config: () => (cfg ??= loadConfig(configPath ?? io.env.POSTERN_CONFIG)),
+    store() {
+      st ??= openStore(this.config().server.data_dir);
+      return st;
+    },
+    close: () => st?.close(),
+  };
+}
+
+export function printJson(io: Io, value: unknown): void {
+  io.stdout(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Fixed-width columns for human listings. */
+export function table(rows: string[][]): string {
+  if (!rows.length) return '';
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+export const iso = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));

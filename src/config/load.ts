@@ -1,0 +1,52 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
+import type { z } from 'zod';
+import { configSchema, type Config } from './schema.js';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function describe(issue: z.core.$ZodIssue): string {
+  const key = issue.path.join('.') || '(top level)';
+  if (issue.code === 'unrecognized_keys') {
+    const prefix = issue.path.length ? `${issue.path.join('.')}.` : '';
+    return `unknown key ${issue.keys.map((k) => prefix + k).join(', ')}`;
+  }
+  return `${key}: ${issue.message}`;
+}
+
+/** Validates an already-parsed TOML document; relative paths are resolved against baseDir. */
+export function parseConfig(doc: unknown, baseDir: string, source = 'config'): Config {
+  const result = configSchema.safeParse(doc);
+  if (!result.success) {
+    throw new ConfigError(`${source}: ${result.error.issues.map(describe).join('; ')}`);
+  }
+  const cfg = result.data;
+  cfg.server.data_dir = path.resolve(baseDir, cfg.server.data_dir);
+  if (cfg.tls.cert) cfg.tls.cert = path.resolve(baseDir, cfg.tls.cert);
+  if (cfg.tls.key) cfg.tls.key = path.resolve(baseDir, cfg.tls.key);
+  if (Boolean(cfg.tls.cert) !== Boolean(cfg.tls.key)) {
+    throw new ConfigError(`${source}: tls.cert and tls.key must be set together (or both left empty)`);
+  }
+  return cfg;
+}
+
+/** Reads --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.toml. */
+export function loadConfig(file?: string): Config {
+  const p = path.resolve(file ?? process.env.POSTERN_CONFIG ?? '/etc/postern/postern.toml');
+  let text: string;
+  try {
+    text = readFileSync(p, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config ${p}: ${(e as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseToml(text);
+  } catch (e) {
+    throw new ConfigError(`${p}: not valid TOML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  return parseConfig(doc, path.dirname(p), p);
+}

@@ -1,0 +1,44 @@
+/**
+ * The reason catalogue (house rule 1): every reply Postern composes comes from here, so the
+ * log line's reason id and the client's reply can never drift apart. Texts never reveal
+ * configuration or whether a username exists.
+ */
+export interface Reason {
+  id: string;
+  code: number;
+  /** RFC 3463 enhanced status code. */
+  enhanced: string;
+  text: string;
+}
+
+function r(id: string, code: number, enhanced: string, text: string): Reason {
+  return { id, code, enhanced, text };
+}
+
+export const REASONS = {
+  TLS_REQUIRED: r('TLS_REQUIRED', 530, '5.7.0', 'Must issue a STARTTLS command first'),
+  AUTH_REQUIRED: r('AUTH_REQUIRED', 530, '5.7.0', 'Authentication required'),
+  // The same text for an unknown user and a wrong password (RFC 4954 section 6: 535 5.7.8).
+  AUTH_INVALID: r('AUTH_INVALID', 535, '5.7.8', 'Authentication credentials invalid'),
+  AUTH_SUSPENDED: r(
+    'AUTH_SUSPENDED',
+    535,
+    '5.7.8',
+    'Authentication credentials invalid: this account is suspended, please contact your helpdesk',
+  ),
+  AUTH_TEMPFAIL: r('AUTH_TEMPFAIL', 454, '4.7.0', 'Temporary authentication failure, try again later'),
+  TOO_MANY_RECIPIENTS: r('TOO_MANY_RECIPIENTS', 452, '4.5.3', 'Too many recipients for one message'),
+  MESSAGE_TOO_BIG: r('MESSAGE_TOO_BIG', 552, '5.3.4', 'Message size exceeds fixed maximum message size'),
+  // RFC 5321 section 2.3.8: lines end in CRLF. Bare CR or LF is how SMTP smuggling splits
+  // one submission into two messages at a receiver that ends DATA differently.
+  BARE_NEWLINE: r(
+    'BARE_NEWLINE',
+    550,
+    '5.6.0',
+    'Message refused: bare CR or LF in message data, lines must end with CRLF',
+  ),
+  LOCAL_ERROR: r('LOCAL_ERROR', 451, '4.3.0', 'Temporary local problem, please try again later'),
+  SHUTTING_DOWN: r('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, please try again later'),
+} as const satisfies Record<string, Reason>;
+
+export type ReasonId = keyof typeof REASONS;

@@ -1,0 +1,122 @@
+import Bottleneck from 'bottleneck';
+import { createHmac, randomBytes } from 'node:crypto';
+import type { Clock } from '../domain/clock.js';
+import type { User } from '../domain/types.js';
+import type { UserRepo } from '../store/users.js';
+import { hashPassword, needsRehash, verifyPassword, type Argon2Params } from './passwords.js';
+
+export type AuthOutcome =
+  | { kind: 'ok'; user: User; cached: boolean }
+  | { kind: 'invalid' } // unknown user or wrong password: indistinguishable by design
+  | { kind: 'busy' }; // too many verifications queued: a temporary failure
+
+export interface AuthenticatorOptions {
+  params: Argon2Params;
+  maxConcurrent: number;
+  maxQueued: number;
+  cacheTtlMs: number;
+  cacheMaxEntries?: number;
+  clock: Clock;
+}
+
+interface CacheEntry {
+  userId: number;
+  epoch: number;
+  expires: number;
+}
+
+/**
+ * Verifies SMTP AUTH credentials. argon2 is deliberately expensive, so verifications run
+ * through a bounded queue (memory stays at maxConcurrent × memoryCost during a login storm)
+ * and a success is remembered for a short TTL under a keyed hash of username and password:
+ * the key lives only in this process, so the cache holds nothing an attacker could use
+ * offline. An entry is valid only while the user's auth_epoch is unchanged, so a password
+ * change, reset or suspension made by the CLI in another process drops it at once.
+ */
+export class Authenticator {
+  private readonly limiter: Bottleneck;
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly cacheKey = randomBytes(32);
+  private readonly maxEntries: number;
+  private dummyHash: Promise<string> | undefined;
+
+  constructor(
+    private readonly users: UserRepo,
+    private readonly opts: AuthenticatorOptions,
+  ) {
+    this.limiter = new Bottleneck({
+      maxConcurrent: opts.maxConcurrent,
+      highWater: opts.maxQueued,
+      strategy: Bottleneck.strategy.OVERFLOW,
+    });
+    this.maxEntries = opts.cacheMaxEntries ?? 10_000;
+  }
+
+  /** A hash with the live parameters, verified for unknown users so they cost the same time. */
+  private dummy(): Promise<string> {
+    this.dummyHash ??= hashPassword(randomBytes(16).toString('hex'), this.opts.params);
+    return this.dummyHash;
+  }
+
+  private key(username: string, password: string): string {
+    return createHmac('sha256', this.cacheKey).update(username.toLowerCase()).update('\0').update(password).digest('base64');
+  }
+
+  async verify(username: string, password: string): Promise<AuthOutcome> {
+    const now = this.opts.clock.now();
+    const key = this.key(username, password);
+    const hit = this.cache.get(key);
+    if (hit) {
+      const user = this.users.get(hit.userId);
+      if (user && user.authEpoch === hit.epoch && hit.expires > now) return { kind: 'ok', user, cached: true };
+      this.cache.delete(key);
+    }
+
+    const user = this.users.find(username);
+    let ok: boolean;
+    try {
+      ok = await this.limiter.schedule(async () => {
+        if (!user) {
+          await verifyPassword(await this.dummy(), password);
+          return false;
+        }
+        return verifyPassword(user.passwordHash, password);
+      });
+    } catch {
+      // OVERFLOW dropped the job: the queue is at its high-water mark.
+      return { kind: 'busy' };
+    }
+    if (!ok || !user) return { kind: 'invalid' };
+
+    // Re-read: the user may have changed while we waited in the queue.
+    const fresh = this.users.get(user.id);
+    if (!fresh || fresh.passwordHash !== user.passwordHash) return { kind: 'invalid' };
+
+    if (needsRehash(fresh.passwordHash, this.opts.params)) {
+      const rehashed = await hashPassword(password, this.opts.params);
+      this.users.rehash(fresh.id, rehashed, this.opts.clock.now());
+    }
+    if (this.opts.cacheTtlMs > 0) {
+      if (this.cache.size >= this.maxEntries) {
+        const oldest = this.cache.keys().next().value;
+        if (oldest !== undefined) this.cache.delete(oldest);
+      }
+      this.cache.set(key, { userId: fresh.id, epoch: fresh.authEpoch, expires: now + this.opts.cacheTtlMs });
+    }
+    return { kind: 'ok', user: this.users.get(fresh.id) ?? fresh, cached: false };
+  }
+
+  /** Drops every cached credential of one user (same-process changes; others use the epoch). */
+  forget(userId: number): void {
+    for (const [k, v] of this.cache) if (v.userId === userId) this.cache.delete(k);
+  }
+
+  get pending(): number {
+    const c = this.limiter.counts();
+    return (c.QUEUED ?? 0) + (c.RUNNING ?? 0) + (c.EXECUTING ?? 0);
+  }
+
+  async stop(): Promise<void> {
+    await this.limiter.stop({ dropWaitingJobs: true }).catch(() => undefined);
+  }
+}

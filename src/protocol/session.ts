@@ -1,0 +1,154 @@
+import type { Readable } from 'node:stream';
+import type {
+  SMTPServerAddress,
+  SMTPServerAuthentication,
+  SMTPServerAuthenticationResponse,
+  SMTPServerDataStream,
+  SMTPServerSession,
+} from 'smtp-server';
+import type { Clock } from '../domain/clock.js';
+import { REASONS } from '../domain/reasons.js';
+import type { Principal } from '../domain/types.js';
+import type { Authenticator } from '../identity/authenticator.js';
+import type { Logger } from '../obs/log.js';
+import { findBareNewline, newQueueId, prepareMessage } from '../spool/message.js';
+import type { Spool } from '../spool/spool.js';
+import type { UserRepo } from '../store/users.js';
+import { normalizeIp } from './listen.js';
+import { reply, type SmtpReply } from './replies.js';
+
+export interface SessionDeps {
+  hostname: string;
+  maxRecipients: number;
+  maxMessageBytes: number;
+  authenticator: Authenticator;
+  users: UserRepo;
+  spool: Spool;
+  clock: Clock;
+  log: Logger;
+}
+
+type Cb = (err?: SmtpReply | Error | null) => void;
+
+/** What a session carries once authenticated (smtp-server's untyped session.user). */
+export interface SessionUser {
+  principal: Principal;
+}
+
+function principalOf(session: SMTPServerSession): Principal | undefined {
+  return (session.user as SessionUser | undefined)?.principal;
+}
+
+/**
+ * The smtp-server callbacks: protocol only. Each callback asks identity/spool for a
+ * decision and hands the result to replies.ts; none of them formats a reply itself.
+ */
+export function createHandlers(deps: SessionDeps) {
+  const { log } = deps;
+
+  function refuse(session: SMTPServerSession, event: string, r: SmtpReply, extra: object = {}): SmtpReply {
+    log.info({ event, session: session.id, ip: normalizeIp(session.remoteAddress), reason: r.reason.id, ...extra });
+    return r;
+  }
+
+  /** Sender and recipient commands need TLS and an authenticated user, in that order. */
+  function gate(session: SMTPServerSession, command: string): SmtpReply | null {
+    if (!session.secure) return refuse(session, `${command}.refused`, reply(REASONS.TLS_REQUIRED));
+    if (!principalOf(session)) return refuse(session, `${command}.refused`, reply(REASONS.AUTH_REQUIRED));
+    return null;
+  }
+
+  return {
+    onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: SMTPServerAuthenticationResponse) => void) {
+      const ip = normalizeIp(session.remoteAddress);
+      if (!session.secure) {
+        cb(refuse(session, 'auth.refused', reply(REASONS.TLS_REQUIRED)));
+        return;
+      }
+      const username = auth.username ?? '';
+      deps.authenticator
+        .verify(username, auth.password ?? '')
+        .then((out) => {
+          if (out.kind === 'busy') {
+            cb(refuse(session, 'auth.busy', reply(REASONS.AUTH_TEMPFAIL), { user: username }));
+          } else if (out.kind === 'invalid') {
+            cb(refuse(session, 'auth.fail', reply(REASONS.AUTH_INVALID), { user: username, method: auth.method }));
+          } else if (out.user.status !== 'active') {
+            cb(refuse(session, 'auth.fail', reply(REASONS.AUTH_SUSPENDED), { user: out.user.username }));
+          } else {
+            const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
+            log.info({ event: 'auth.ok', session: session.id, ip, user: principal.name, method: auth.method, cached: out.cached });
+            cb(null, { user: { principal } satisfies SessionUser });
+          }
+        })
+        .catch((e: unknown) => {
+          log.error({ event: 'auth.error', session: session.id, ip, err: (e as Error).message });
+          cb(reply(REASONS.LOCAL_ERROR));
+        });
+    },
+
+    onMailFrom(_address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
+      cb(gate(session, 'mail'));
+    },
+
+    onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
+      const refused = gate(session, 'rcpt');
+      if (refused) return cb(refused);
+      if (session.envelope.rcptTo.length >= deps.maxRecipients) {
+        return cb(refuse(session, 'rcpt.refused', reply(REASONS.TOO_MANY_RECIPIENTS), { rcpt: address.address }));
+      }
+      cb();
+    },
+
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void) {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      stream.on('data', (c: Buffer) => {
+        size += c.length;
+        // Past the limit we keep reading (the client is still sending) but stop storing.
+        if (size <= deps.maxMessageBytes) chunks.push(c);
+      });
+      (stream as Readable).on('end', () => {
+        const principal = principalOf(session);
+        const ip = normalizeIp(session.remoteAddress);
+        if (stream.sizeExceeded || size > deps.maxMessageBytes) {
+          // smtp-server answers 552 5.3.4 itself; log the decision.
+          refuse(session, 'message.refused', reply(REASONS.MESSAGE_TOO_BIG), { size });
+          return cb(reply(REASONS.MESSAGE_TOO_BIG));
+        }
+        if (!principal) return cb(refuse(session, 'message.refused', reply(REASONS.AUTH_REQUIRED)));
+        const raw = Buffer.concat(chunks, size);
+        const bare = findBareNewline(raw);
+        if (bare !== -1) {
+          return cb(refuse(session, 'message.refused', reply(REASONS.BARE_NEWLINE), { user: principal.name, offset: bare }));
+        }
+        const now = deps.clock.now();
+        const id = newQueueId(now);
+        const rcptTo = session.envelope.rcptTo.map((a) => a.address);
+        const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+        const tls = session.tlsOptions ? `using ${session.tlsOptions.version} with cipher ${session.tlsOptions.name}` : null;
+        const data = prepareMessage(raw, {
+          queueId: id,
+          hostname: deps.hostname,
+          helo: session.hostNameAppearsAs,
+          clientIp: ip,
+          protocol: `ESMTP${session.secure ? 'S' : ''}A`,
+          tls,
+          authenticatedAs: principal.name,
+          rcptTo,
+          now,
+        });
+        deps.spool
+          .accept({ id, envelope: { mailFrom, rcptTo }, principal, clientIp: ip, receivedAt: now, state: 'queued', data })
+          .then(() => {
+            log.info({ event: 'message.accepted', session: session.id, ip, user: principal.name, queue_id: id, from: mailFrom, rcpts: rcptTo.length, size: data.length });
+            cb(null, `2.0.0 Ok: queued as ${id}`);
+          })
+          .catch((e: unknown) => {
+            log.error({ event: 'spool.error', session: session.id, queue_id: id, err: (e as Error).message });
+            cb(reply(REASONS.LOCAL_ERROR));
+          });
+      });
+    },
+  };
+}

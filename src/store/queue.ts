@@ -1,0 +1,90 @@
+import type { Db } from './db.js';
+import type { NewMessage, QueuedMessage, QueueState } from '../domain/types.js';
+
+interface MessageRow {
+  id: string;
+  state: QueueState;
+  mail_from: string;
+  principal: string | null;
+  client_ip: string;
+  size: number;
+  received_at: number;
+  attempts: number;
+  next_attempt_at: number | null;
+  rcpts: string;
+}
+
+const SELECT = `SELECT m.*, (SELECT json_group_array(address) FROM
+  (SELECT address FROM recipients r WHERE r.message_id = m.id ORDER BY position)) AS rcpts
+  FROM messages m`;
+
+function toMessage(row: MessageRow): QueuedMessage {
+  return {
+    id: row.id,
+    state: row.state,
+    mailFrom: row.mail_from,
+    rcptTo: JSON.parse(row.rcpts) as string[],
+    principal: row.principal,
+    clientIp: row.client_ip,
+    size: row.size,
+    receivedAt: row.received_at,
+    attempts: row.attempts,
+    nextAttemptAt: row.next_attempt_at,
+  };
+}
+
+/** The spool's tables. Only spool/ writes new messages; the CLI reads and changes states. */
+export class QueueRepo {
+  private readonly insertMsg;
+  private readonly insertRcpt;
+  private readonly insertBody;
+  readonly insertMany: (messages: NewMessage[]) => void;
+
+  constructor(private readonly db: Db) {
+    this.insertMsg = db.prepare(
+      `INSERT INTO messages (id, state, mail_from, principal, client_ip, size, received_at, next_attempt_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.insertRcpt = db.prepare('INSERT INTO recipients (message_id, position, address) VALUES (?, ?, ?)');
+    this.insertBody = db.prepare('INSERT INTO message_bodies (message_id, data) VALUES (?, ?)');
+    // One transaction, hence one fsync, for every message accepted in the same event-loop
+    // turn: group commit keeps durable accept cheap under concurrency.
+    this.insertMany = db.transaction((messages: NewMessage[]) => {
+      for (const m of messages) {
+        this.insertMsg.run(
+          m.id,
+          m.state,
+          m.envelope.mailFrom,
+          m.principal ? `${m.principal.kind}:${m.principal.name}` : null,
+          m.clientIp,
+          m.data.length,
+          m.receivedAt,
+          m.state === 'queued' ? m.receivedAt : null,
+        );
+        m.envelope.rcptTo.forEach((a, i) => this.insertRcpt.run(m.id, i, a));
+        this.insertBody.run(m.id, m.data);
+      }
+    });
+  }
+
+  list(state?: QueueState): QueuedMessage[] {
+    const rows = state
+      ? this.db.prepare<[string], MessageRow>(`${SELECT} WHERE state = ? ORDER BY received_at, id`).all(state)
+      : this.db.prepare<[], MessageRow>(`${SELECT} ORDER BY received_at, id`).all();
+    return rows.map(toMessage);
+  }
+
+  get(id: string): QueuedMessage | undefined {
+    const row = this.db.prepare<[string], MessageRow>(`${SELECT} WHERE id = ?`).get(id);
+    return row && toMessage(row);
+  }
+
+  body(id: string): Buffer | undefined {
+    const row = this.db.prepare<[string], { data: Buffer }>('SELECT data FROM message_bodies WHERE message_id = ?').get(id);
+    return row?.data;
+  }
+
+  count(): number {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM messages').get() as { n: number }).n;
+  }
+}

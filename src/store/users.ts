@@ -1,0 +1,83 @@
+import type { Db } from './db.js';
+import type { User, UserStatus } from '../domain/types.js';
+
+interface UserRow {
+  id: number;
+  username: string;
+  password_hash: string;
+  status: UserStatus;
+  status_reason: string | null;
+  auth_epoch: number;
+  created_at: number;
+  updated_at: number;
+}
+
+function toUser(row: UserRow): User {
+  return {
+    id: row.id,
+    username: row.username,
+    passwordHash: row.password_hash,
+    status: row.status,
+    statusReason: row.status_reason,
+    authEpoch: row.auth_epoch,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+export class UserExistsError extends Error {
+  override name = 'UserExistsError';
+}
+
+export class UserRepo {
+  private readonly byName;
+  private readonly byId;
+  constructor(private readonly db: Db) {
+    this.byName = db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?');
+    this.byId = db.prepare<[number], UserRow>('SELECT * FROM users WHERE id = ?');
+  }
+
+  find(username: string): User | undefined {
+    const row = this.byName.get(username);
+    return row && toUser(row);
+  }
+
+  get(id: number): User | undefined {
+    const row = this.byId.get(id);
+    return row && toUser(row);
+  }
+
+  list(): User[] {
+    return this.db.prepare<[], UserRow>('SELECT * FROM users ORDER BY username').all().map(toUser);
+  }
+
+  add(username: string, passwordHash: string, now: number): User {
+    try {
+      const info = this.db
+        .prepare('INSERT INTO users (username, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?)')
+        .run(username, passwordHash, now, now);
+      return this.get(Number(info.lastInsertRowid))!;
+    } catch (e) {
+      if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+        throw new UserExistsError(`user ${username} already exists`);
+      }
+      throw e;
+    }
+  }
+
+  /** A new password: cached credentials for the user are dropped via the epoch. */
+  setPassword(id: number, passwordHash: string, now: number): void {
+    this.db
+      .prepare('UPDATE users SET password_hash = ?, auth_epoch = auth_epoch + 1, updated_at = ? WHERE id = ?')
+      .run(passwordHash, now, id);
+  }
+
+  /** Same password, stronger parameters: the cache stays valid. */
+  rehash(id: number, passwordHash: string, now: number): void {
+    this.db.prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?').run(passwordHash, now, id);
+  }
+
+  delete(id: number): boolean {
+    return this.db.prepare('DELETE FROM users WHERE id = ?').run(id).changes === 1;
+  }
+}
