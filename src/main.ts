@@ -2,6 +2,7 @@ import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config/schema.js';
 import { systemClock, type Clock } from './domain/clock.js';
+import { REASONS } from './domain/reasons.js';
 import { Authenticator } from './identity/authenticator.js';
 import { createLogger, type Logger } from './obs/log.js';
 import { parseListen } from './protocol/listen.js';
@@ -36,6 +37,21 @@ function listen(server: SMTPServer, spec: string): Promise<number> {
   });
 }
 
+interface Connection {
+  session?: { envelope?: { mailFrom?: unknown } };
+  send(code: number, text: string): void;
+  close(): void;
+}
+
+function closeIdle(server: SMTPServer): void {
+  const conns = (server as unknown as { connections: Set<Connection> }).connections;
+  for (const c of conns) {
+    if (c.session?.envelope?.mailFrom) continue;
+    c.send(REASONS.SHUTTING_DOWN.code, `${REASONS.SHUTTING_DOWN.enhanced} ${REASONS.SHUTTING_DOWN.text}`);
+    c.close();
+  }
+}
+
 /** Wires config, store, identity, spool and protocol, and starts the listeners. */
 export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<Relay> {
   const clock = opts.clock ?? systemClock;
@@ -56,7 +72,9 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     clock,
   });
   const spool = new Spool(store.queue);
+  let closing: Promise<void> | undefined;
   const handlers = createHandlers({
+    isClosing: () => closing !== undefined,
     hostname: cfg.server.hostname,
     maxRecipients: cfg.submission.max_recipients,
     maxMessageBytes: cfg.submission.max_message_bytes,
@@ -87,7 +105,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     disableReverseLookup: true,
     maxClients: cfg.server.max_clients,
     socketTimeout: cfg.server.idle_timeout_seconds * 1000,
-    closeTimeout: 30_000,
+    closeTimeout: cfg.server.shutdown_grace_seconds * 1000,
     logger: false,
     onAuth: handlers.onAuth,
     onMailFrom: handlers.onMailFrom,
@@ -118,7 +136,6 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   }
   log.info({ event: 'relay.started', hostname: cfg.server.hostname, starttls: ports.starttls, tls: ports.tls, cert: tlsMaterial.source });
 
-  let closing: Promise<void> | undefined;
   return {
     store,
     log,
@@ -126,8 +143,12 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     ports,
     close() {
       closing ??= (async () => {
-        // Stop accepting; smtp-server lets sessions in flight finish (up to closeTimeout).
-        await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+        // Stop accepting. Sessions between transactions are told 421 now; one in the middle
+        // of a transaction may finish it (its next MAIL gets 421) within the grace period,
+        // after which smtp-server closes what is left.
+        const closed = Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+        for (const s of servers) closeIdle(s);
+        await closed;
         spool.close();
         await authenticator.stop();
         store.close();

@@ -20,6 +20,7 @@ export const configSchema = z.strictObject({
       data_dir: z.string().min(1).default('/var/lib/postern'),
       max_clients: z.number().int().min(1).max(100_000).default(1000),
       idle_timeout_seconds: z.number().int().min(5).max(3600).default(300),
+      shutdown_grace_seconds: z.number().int().min(0).max(600).default(30),
     })
     .prefault({ hostname: 'localhost' }),
   submission: z

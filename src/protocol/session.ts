@@ -18,6 +18,8 @@ import { normalizeIp } from './listen.js';
 import { reply, type SmtpReply } from './replies.js';
 
 export interface SessionDeps {
+  /** True once shutdown began: new transactions get 421 so clients retry elsewhere or later. */
+  isClosing: () => boolean;
   hostname: string;
   maxRecipients: number;
   maxMessageBytes: number;
@@ -53,6 +55,7 @@ export function createHandlers(deps: SessionDeps) {
 
   /** Sender and recipient commands need TLS and an authenticated user, in that order. */
   function gate(session: SMTPServerSession, command: string): SmtpReply | null {
+    if (deps.isClosing()) return refuse(session, `${command}.refused`, reply(REASONS.SHUTTING_DOWN));
     if (!session.secure) return refuse(session, `${command}.refused`, reply(REASONS.TLS_REQUIRED));
     if (!principalOf(session)) return refuse(session, `${command}.refused`, reply(REASONS.AUTH_REQUIRED));
     return null;
