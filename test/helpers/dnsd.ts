@@ -65,7 +65,7 @@ export async function startDnsServer(records: Rr[] = []): Promise<DnsServer> {
         name = norm(cname.data as string);
         continue;
       }
-      answers.push(...here.filter((r) => r.type === q.type || q.type === 'ANY').map(answer));
+      answers.push(...here.filter((r) => r.type === q.type || (q.type as string) === 'ANY').map(answer));
       return { rcode: 'NOERROR', answers };
     }
     return { rcode: 'NOERROR', answers };

@@ -19,12 +19,18 @@ export class SmtpClient {
 
   static async connect(port: number, opts: { host?: string; tls?: boolean; localAddress?: string; servername?: string } = {}): Promise<SmtpClient> {
     const host = opts.host ?? '127.0.0.1';
-    const sock = await new Promise<net.Socket>((resolve, reject) => {
-      const s = opts.tls
-        ? tls.connect({ host, port, localAddress: opts.localAddress, rejectUnauthorized: false, servername: opts.servername }, () => resolve(s))
-        : net.connect({ host, port, localAddress: opts.localAddress }, () => resolve(s));
+    // TLS goes over a plain socket we open ourselves, so localAddress (a second loopback
+    // address as a "foreign" client) works the same for both kinds of listener.
+    const plain = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ host, port, localAddress: opts.localAddress }, () => resolve(s));
       s.once('error', reject);
     });
+    const sock = opts.tls
+      ? await new Promise<tls.TLSSocket>((resolve, reject) => {
+          const s = tls.connect({ socket: plain, rejectUnauthorized: false, ...(opts.servername ? { servername: opts.servername } : {}) }, () => resolve(s));
+          s.once('error', reject);
+        })
+      : plain;
     const c = new SmtpClient(sock);
     await c.greeting;
     return c;

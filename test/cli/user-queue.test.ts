@@ -1,0 +1,101 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { openDb } from '../../src/store/db.js';
+import { openStore } from '../../src/store/index.js';
+import { verifyPassword } from '../../src/identity/passwords.js';
+import { cli, writeConfig } from '../helpers/cli.js';
+import { tempDir } from '../helpers/relay.js';
+import path from 'node:path';
+
+let cfg: string;
+beforeEach(() => {
+  cfg = writeConfig(tempDir());
+});
+
+function hashOf(name: string): string {
+  const st = openStore(path.join(path.dirname(cfg), 'data'));
+  try {
+    return st.users.find(name)!.passwordHash;
+  } finally {
+    st.close();
+  }
+}
+
+describe('postern user', () => {
+  it('adds a user with a generated password printed once, stored as argon2id', async () => {
+    const r = await cli(cfg, ['user', 'add', 'alice']);
+    expect(r.code).toBe(0);
+    const pw = /^user alice added; password \(shown once\): ([A-Za-z0-9_-]{24})\n$/.exec(r.out)![1]!;
+    expect(hashOf('alice')).toMatch(/^\$argon2id\$/);
+    expect(await verifyPassword(hashOf('alice'), pw)).toBe(true);
+  });
+
+  it('takes a password on stdin and refuses a weak one', async () => {
+    expect(await cli(cfg, ['user', 'add', 'bob', '--password-stdin'], 'correct horse battery\n')).toEqual({ code: 0, out: 'user bob added\n', err: '' });
+    expect(await verifyPassword(hashOf('bob'), 'correct horse battery')).toBe(true);
+    expect(await cli(cfg, ['user', 'add', 'carol', '--password-stdin'], 'short\n')).toEqual({
+      code: 1,
+      out: '',
+      err: 'postern: password must be at least 12 characters\n',
+    });
+  });
+
+  it('refuses a duplicate name (case-insensitively) and a malformed one', async () => {
+    await cli(cfg, ['user', 'add', 'alice']);
+    expect(await cli(cfg, ['user', 'add', 'Alice'])).toMatchObject({ code: 1, err: 'postern: user Alice already exists (to change the password: postern user passwd Alice)\n' });
+    expect((await cli(cfg, ['user', 'add', 'a b'])).err).toBe('postern: invalid user name "a b": use letters, digits and . _ @ + - (at most 64)\n');
+  });
+
+  it('lists, shows, changes the password of and deletes users', async () => {
+    await cli(cfg, ['user', 'add', 'alice']);
+    await cli(cfg, ['user', 'add', 'bob']);
+    const list = await cli(cfg, ['user', 'list', '--json']);
+    expect(JSON.parse(list.out).map((u: { name: string; status: string }) => [u.name, u.status])).toEqual([['alice', 'active'], ['bob', 'active']]);
+    expect((await cli(cfg, ['user', 'list'])).out).toMatch(/^NAME +STATUS +CREATED\nalice +active +\d{4}-/);
+    expect(JSON.parse((await cli(cfg, ['user', 'show', 'alice', '--json'])).out)).toMatchObject({ name: 'alice', status: 'active' });
+
+    const before = hashOf('alice');
+    expect(await cli(cfg, ['user', 'passwd', 'alice', '--password-stdin'], 'another long password\n')).toMatchObject({ code: 0, out: 'password of alice changed\n' });
+    expect(hashOf('alice')).not.toBe(before);
+    expect(await verifyPassword(hashOf('alice'), 'another long password')).toBe(true);
+
+    expect(await cli(cfg, ['user', 'delete', 'bob'])).toMatchObject({ code: 0, out: 'user bob deleted\n' });
+    expect(await cli(cfg, ['user', 'show', 'bob'])).toMatchObject({ code: 1, err: 'postern: no such user: bob (see: postern user list)\n' });
+  });
+
+  it('answers unknown commands and options with usage and exit status 2', async () => {
+    expect((await cli(cfg, ['user', 'frobnicate'])).code).toBe(2);
+    expect((await cli(cfg, ['user', 'list', '--colour'])).code).toBe(2);
+    expect((await cli(cfg, ['bogus'])).err).toMatch(/^postern: unknown command: bogus\n/);
+    const help = await cli(cfg, ['user', '--help']);
+    expect(help).toMatchObject({ code: 0 });
+    expect(help.out).toContain('Example:');
+  });
+});
+
+describe('postern queue list and db migrate', () => {
+  it('shows an empty queue, in JSON too', async () => {
+    expect(await cli(cfg, ['queue', 'list'])).toEqual({ code: 0, out: 'queue is empty\n', err: '' });
+    expect(JSON.parse((await cli(cfg, ['queue', 'list', '--json'])).out)).toEqual([]);
+    expect((await cli(cfg, ['queue', 'list', '--state', 'lost'])).err).toBe('postern: unknown state lost: use one of queued, held, waiting-quota\n');
+  });
+
+  it('migrates once and reports the version after', async () => {
+    const first = await cli(cfg, ['db', 'migrate']);
+    expect(first.out).toMatch(/^applied migrations 1, 2(, \d+)*; schema is at version \d+\n$/);
+    expect((await cli(cfg, ['db', 'migrate'])).out).toMatch(/^schema is up to date \(version \d+\)\n$/);
+  });
+
+  it('refuses to work on a database newer than the code', async () => {
+    await cli(cfg, ['db', 'migrate']);
+    const db = openDb(path.join(path.dirname(cfg), 'data'));
+    db.prepare('INSERT INTO schema_migrations VALUES (999, ?, 0)').run('future');
+    db.close();
+    const r = await cli(cfg, ['user', 'list']);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^postern: the database schema is version 999 but this Postern only knows up to \d+: it was used by a newer Postern/);
+  });
+
+  it('names the missing config file', async () => {
+    expect(await cli('/nonexistent/postern.toml', ['user', 'list'])).toMatchObject({ code: 1, err: expect.stringMatching(/^postern: cannot read config \/nonexistent\/postern.toml: ENOENT/) });
+  });
+});

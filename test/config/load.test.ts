@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ConfigError, loadConfig, parseConfig } from '../../src/config/load.js';
+import { tempDir } from '../helpers/relay.js';
+
+describe('config', () => {
+  it('fills every default and resolves data_dir against the config file', () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'p.toml');
+    writeFileSync(file, '[server]\nhostname = "smtp.example.com"\ndata_dir = "state"\n');
+    const cfg = loadConfig(file);
+    expect(cfg.server.data_dir).toBe(path.join(dir, 'state'));
+    expect(cfg.submission).toEqual({ listen: ['[::]:587'], listen_tls: ['[::]:465'], max_message_bytes: 26_214_400, max_recipients: 100 });
+    expect(cfg.auth.argon2_memory_kib).toBe(19_456);
+  });
+
+  it.each([
+    [{ server: { hostname: 'x.example', colour: 'blue' } }, 'unknown key server.colour'],
+    [{ sever: {} }, 'unknown key sever'],
+    [{ server: { hostname: 'bad_name.example' } }, 'server.hostname: must be a host name'],
+    [{ submission: { max_recipients: 0 } }, 'submission.max_recipients: Too small'],
+    [{ submission: { listen: ['587'] } }, 'submission.listen.0: must be "address:port"'],
+    [{ delivery: { port: 'twenty-five' } }, 'delivery.port: Invalid input: expected number, received string'],
+    [{ tls: { cert: 'a.pem' } }, 'tls.cert and tls.key must be set together'],
+  ])('refuses %j naming the key', (doc, message) => {
+    expect(() => parseConfig(doc, '/tmp')).toThrow(ConfigError);
+    expect(() => parseConfig(doc, '/tmp')).toThrow(message);
+  });
+
+  it('names the file and the line when the TOML does not parse', () => {
+    const file = path.join(tempDir(), 'bad.toml');
+    writeFileSync(file, '[server\nhostname = 1\n');
+    expect(() => loadConfig(file)).toThrow(new RegExp(`^${file}: not valid TOML`));
+  });
+});
