@@ -8,6 +8,8 @@ export interface Io {
   /** All of standard input, read on demand (passwords, ids). */
   stdin: () => Promise<string>;
   env: NodeJS.ProcessEnv;
+  /** stdout is a terminal that takes colour (not piped, NO_COLOR unset); absent means no. */
+  colour?: boolean;
 }
 
 /** A refusal with a one-line reason; exit status 1 (2 for usage). */

@@ -11,5 +11,7 @@ const code = await runCli(process.argv.slice(2), {
   stderr: (s) => process.stderr.write(s),
   stdin: readStdin,
   env: process.env,
+  // https://no-color.org: any non-empty NO_COLOR turns colour off.
+  colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
 });
 process.exitCode = code;

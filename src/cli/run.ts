@@ -1,6 +1,7 @@
 import { ConfigError } from '../config/load.js';
 import { SchemaError } from '../store/migrate.js';
 import { dbCommand, DB_HELP } from './db.js';
+import { doctorCommand, DOCTOR_HELP } from './doctor.js';
 import { CliError, makeCtx, UsageError, type Io } from './io.js';
 import { queueCommand, QUEUE_HELP } from './queue.js';
 import { serveCommand } from './serve.js';
@@ -12,6 +13,7 @@ Commands:
   serve                 run the relay (listeners, spool)
   user ...              add, list, show, passwd, delete users
   queue list            show the spool
+  doctor                check PTR, HELO, SPF, DMARC, DKIM, MX and TLS; print the records to publish
   db migrate            apply schema migrations
 
 The config file is --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.toml.
@@ -21,7 +23,7 @@ Example:
   postern --config /etc/postern/postern.toml user add alice
 `;
 
-const HELPS: Record<string, string> = { user: USER_HELP, queue: QUEUE_HELP, db: DB_HELP, serve: 'Usage: postern serve\n\nExample:\n  postern --config /etc/postern/postern.toml serve\n' };
+const HELPS: Record<string, string> = { user: USER_HELP, queue: QUEUE_HELP, doctor: DOCTOR_HELP, db: DB_HELP, serve: 'Usage: postern serve\n\nExample:\n  postern --config /etc/postern/postern.toml serve\n' };
 
 /** Pulls --config FILE (anywhere in argv) out, so every command accepts it. */
 function extractConfig(argv: string[]): { config: string | undefined; rest: string[] } {
@@ -61,6 +63,8 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
         return await userCommand(ctx, args);
       case 'queue':
         return queueCommand(ctx, args);
+      case 'doctor':
+        return await doctorCommand(ctx, args);
       case 'db':
         return dbCommand(ctx, args);
       default:

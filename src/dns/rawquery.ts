@@ -1,0 +1,75 @@
+import dgram from 'node:dgram';
+import { randomInt } from 'node:crypto';
+import { isIP } from 'node:net';
+import dnsPacket, { type Answer, type RecordType } from 'dns-packet';
+
+/** An error shaped like node:dns's, so callers treat both alike. */
+class DnsError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+/** "127.0.0.1:5353", "[::1]:53", "192.0.2.1", "2001:db8::1" as node's Resolver.getServers() gives them. */
+export function parseServer(s: string): { host: string; port: number } {
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(s);
+  if (v6) return { host: v6[1]!, port: Number(v6[2] ?? 53) };
+  if (isIP(s) === 6) return { host: s, port: 53 };
+  const [host, port] = s.split(':');
+  return { host: host!, port: Number(port ?? 53) };
+}
+
+function askOne(server: string, name: string, type: RecordType, timeoutMs: number): Promise<Answer[]> {
+  const { host, port } = parseServer(server);
+  const socket = dgram.createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
+  const id = randomInt(0, 65_536);
+  return new Promise<Answer[]>((resolve, reject) => {
+    const timer = setTimeout(() => finish(new DnsError(`query ${type} ${name} to ${server} timed out`, 'ETIMEOUT')), timeoutMs);
+    let done = false;
+    function finish(err: Error | null, answers: Answer[] = []) {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.close();
+      if (err) reject(err);
+      else resolve(answers);
+    }
+    socket.on('error', (e) => finish(e));
+    socket.on('message', (msg) => {
+      let res;
+      try {
+        res = dnsPacket.decode(msg);
+      } catch {
+        return;
+      }
+      // A reply with another id is a stray or a spoofing attempt, not our answer.
+      if (res.id !== id) return;
+      const rcode = (res.flags ?? 0) & 0xf;
+      if (rcode === 3) finish(null, []);
+      else if (rcode !== 0) finish(new DnsError(`query ${type} ${name}: server ${server} answered rcode ${rcode}`, rcode === 2 ? 'ESERVFAIL' : 'EREFUSED'));
+      else finish(null, res.answers ?? []);
+    });
+    const query = dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] });
+    socket.send(query, port, host);
+  });
+}
+
+/**
+ * One question over UDP to the same servers the Resolver uses, for record types node:dns cannot
+ * ask (RP). NXDOMAIN is an empty answer; a timeout moves on to the next server. Answers to such
+ * questions are small, so a truncated reply is not retried over TCP.
+ */
+export async function rawQuery(servers: string[], name: string, type: RecordType, timeoutMs = 2000): Promise<Answer[]> {
+  let last: Error = new DnsError('no DNS servers configured', 'ECONNREFUSED');
+  for (const server of servers) {
+    try {
+      return await askOne(server, name, type, timeoutMs);
+    } catch (e) {
+      last = e as Error;
+    }
+  }
+  throw last;
+}
