@@ -1,0 +1,170 @@
+// Shared pieces of the benchmarks: a lean SMTP client, child-process servers, /proc readings.
+// All traffic stays on loopback; every loop is bounded in count and time.
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export function args(defaults) {
+  const out = { ...defaults };
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i].replace(/^--/, '');
+    if (!(k in defaults)) throw new Error(`unknown option --${k}; known: ${Object.keys(defaults).join(', ')}`);
+    const v = argv[++i];
+    out[k] = typeof defaults[k] === 'number' ? Number(v) : v;
+  }
+  return out;
+}
+
+/** Minimal SMTP conversation over one socket: reads whole replies, upgrades with STARTTLS. */
+export class Conn {
+  static open(port, host = '127.0.0.1') {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ port, host }, async () => {
+        const c = new Conn(s);
+        await c.reply();
+        resolve(c);
+      });
+      s.once('error', reject);
+    });
+  }
+  constructor(sock) {
+    this.buf = '';
+    this.wait = null;
+    this.use(sock);
+  }
+  use(sock) {
+    this.sock = sock;
+    sock.setEncoding('latin1');
+    sock.on('data', (d) => {
+      this.buf += d;
+      this.wait?.();
+    });
+    sock.on('error', () => this.wait?.());
+    sock.on('close', () => {
+      this.closed = true;
+      this.wait?.();
+    });
+  }
+  async reply() {
+    for (;;) {
+      const m = /(?:^|\r\n)(\d{3}) [^\r\n]*\r\n/.exec(this.buf);
+      if (m) {
+        const end = m.index + m[0].length;
+        const r = this.buf.slice(0, end);
+        this.buf = this.buf.slice(end);
+        return r.trimEnd().split('\r\n').pop();
+      }
+      if (this.closed) throw new Error('connection closed');
+      await new Promise((r) => (this.wait = r));
+      this.wait = null;
+    }
+  }
+  async cmd(line) {
+    this.sock.write(line + '\r\n');
+    return this.reply();
+  }
+  async starttls() {
+    const r = await this.cmd('STARTTLS');
+    if (!r.startsWith('220')) throw new Error(r);
+    const plain = this.sock;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('close');
+    const s = await new Promise((resolve, reject) => {
+      const t = tls.connect({ socket: plain, rejectUnauthorized: false }, () => resolve(t));
+      t.once('error', reject);
+    });
+    this.use(s);
+  }
+  async login(user, pass) {
+    await this.cmd('EHLO bench.example');
+    await this.starttls();
+    await this.cmd('EHLO bench.example');
+    const r = await this.cmd('AUTH PLAIN ' + Buffer.from(`\0${user}\0${pass}`).toString('base64'));
+    if (!r.startsWith('235')) throw new Error(`AUTH: ${r}`);
+  }
+  /** One transaction; returns ms from MAIL to the reply after the final dot. */
+  async send(from, to, body) {
+    const t0 = performance.now();
+    let r = await this.cmd(`MAIL FROM:<${from}>`);
+    if (!r.startsWith('250')) throw new Error(`MAIL: ${r}`);
+    r = await this.cmd(`RCPT TO:<${to}>`);
+    if (!r.startsWith('250')) throw new Error(`RCPT: ${r}`);
+    r = await this.cmd('DATA');
+    if (!r.startsWith('354')) throw new Error(`DATA: ${r}`);
+    this.sock.write(body);
+    r = await this.reply();
+    if (!r.startsWith('250')) throw new Error(`end of DATA: ${r}`);
+    return performance.now() - t0;
+  }
+  close() {
+    this.sock.destroy();
+  }
+}
+
+/** A CRLF message of about `size` bytes, dot-terminated. */
+export function message(size) {
+  const head = 'From: bench@example.com\r\nTo: sink@example.org\r\nSubject: bench\r\n\r\n';
+  const line = 'x'.repeat(76) + '\r\n';
+  let body = head;
+  while (body.length + line.length <= size) body += line;
+  return body + '.\r\n';
+}
+
+export function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** Peak resident set (VmHWM) and CPU seconds of a process, from /proc. */
+export function procStats(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)[1]) * 1024;
+  const rss = Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const ticks = Number(stat[11]) + Number(stat[12]);
+  return { peakRss: hwm, rss, cpuSeconds: ticks / 100 };
+}
+
+/** Spawns a node script and resolves once it prints a JSON line with event "relay.started" or "ready". */
+export function startChild(argv, env = {}) {
+  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15 * 60_000).unref();
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`${argv.join(' ')} exited with ${code}`)));
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      let ev;
+      try {
+        ev = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (ev.event === 'relay.started' || ev.event === 'ready') {
+        child.removeAllListeners('exit');
+        resolve({ child, port: ev.starttls ? ev.starttls[0] : ev.port, stop: () => { clearTimeout(timer); child.kill('SIGKILL'); } });
+      }
+    });
+  });
+}
+
+export function tempConfig(extra = '') {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'postern-bench-'));
+  const file = path.join(dir, 'postern.toml');
+  writeFileSync(
+    file,
+    `[server]\nhostname = "bench.localhost"\ndata_dir = "data"\nmax_clients = 5000\n` +
+      `[submission]\nlisten = ["127.0.0.1:0"]\nlisten_tls = []\n[log]\nlevel = "info"\n` +
+      `[identity]\nhelo = "mta-out.bench.example"\nptr = "mail.bench.example"\n` +
+      // Delivery stays off unless the caller configures it (deliver.mjs points it at loopback
+      // DNS and sinks): left on, it would query the system resolver about example.org.
+      `${/^\[delivery\]/m.test(extra) ? '' : '[delivery]\nenabled = false\n'}${extra}`,
+  );
+  return { dir, file };
+}

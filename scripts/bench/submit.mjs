@@ -1,0 +1,97 @@
+// Submission benchmark (issue 2 / issue 8): N concurrent clients, STARTTLS + AUTH PLAIN,
+// M messages of S bytes, one login per connection or per message; against Postern or the
+// bare smtp-server ceiling. Prints one JSON line.
+//   node scripts/bench/submit.mjs --target postern --conns 50 --messages 5000 --size 10240
+//   node scripts/bench/submit.mjs --target bare ...         (the ceiling)
+//   node scripts/bench/submit.mjs --storm 200               (200 logins at once)
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfig } from './lib.mjs';
+
+const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, extra: '' });
+const PASS = 'bench password 0123456789';
+const deadline = Date.now() + o.seconds * 1000;
+
+let server;
+if (o.target === 'bare') {
+  server = await startChild([path.join(ROOT, 'scripts/bench/bare-server.mjs')]);
+} else {
+  const { file } = tempConfig(o.extra.replace(/\\n/g, '\n'));
+  const add = spawnSync(process.execPath, [path.join(ROOT, 'bin/postern.js'), '--config', file, 'user', 'add', 'bench', '--password-stdin'], { input: PASS });
+  if (add.status !== 0) throw new Error(add.stderr.toString());
+  server = await startChild([path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
+}
+const { child, port } = server;
+const base = procStats(child.pid);
+
+const result = { bench: o.storm ? 'login-storm' : 'submit', target: o.target, node: process.version, cpus: (await import('node:os')).cpus().length };
+if (o.storm) {
+  // All connections complete TLS first, then AUTH at the same instant.
+  const t0 = performance.now();
+  const conns = await Promise.all(Array.from({ length: o.storm }, () => Conn.open(port)));
+  await Promise.all(conns.map(async (c) => { await c.cmd('EHLO bench.example'); await c.starttls(); await c.cmd('EHLO bench.example'); }));
+  const t1 = performance.now();
+  const replies = await Promise.all(conns.map((c) => c.cmd('AUTH PLAIN ' + Buffer.from(`\0bench\0${PASS}`).toString('base64'))));
+  const t2 = performance.now();
+  const st = procStats(child.pid);
+  Object.assign(result, {
+    connections: o.storm,
+    tls_setup_s: +((t1 - t0) / 1000).toFixed(2),
+    auth_s: +((t2 - t1) / 1000).toFixed(2),
+    ok: replies.filter((r) => r.startsWith('235')).length,
+    tempfail: replies.filter((r) => r.startsWith('454')).length,
+    server_peak_rss_mb: +(st.peakRss / 1048576).toFixed(1),
+    server_idle_rss_mb: +(base.rss / 1048576).toFixed(1),
+  });
+  for (const c of conns) c.close();
+} else {
+  const body = message(o.size);
+  const latencies = [];
+  let errors = 0;
+  let next = 0;
+  const t0 = performance.now();
+  async function worker() {
+    let c = null;
+    while (next < o.messages && Date.now() < deadline) {
+      next++;
+      try {
+        if (!c) {
+          c = await Conn.open(port);
+          await c.login('bench', PASS);
+        }
+        latencies.push(await c.send('bench@example.com', 'sink@example.org', body));
+        if (o.mode === 'message') {
+          c.sock.write('QUIT\r\n');
+          c.close();
+          c = null;
+        }
+      } catch (e) {
+        errors++;
+        if (errors < 5) console.error(String(e));
+        c?.close();
+        c = null;
+      }
+    }
+    c?.close();
+  }
+  await Promise.all(Array.from({ length: o.conns }, worker));
+  const secs = (performance.now() - t0) / 1000;
+  latencies.sort((a, b) => a - b);
+  const st = procStats(child.pid);
+  Object.assign(result, {
+    mode: o.mode === 'message' ? 'login-per-message' : 'login-per-connection',
+    connections: o.conns,
+    size: o.size,
+    accepted: latencies.length,
+    errors,
+    seconds: +secs.toFixed(2),
+    msgs_per_s: +(latencies.length / secs).toFixed(1),
+    p50_ms: +percentile(latencies, 50).toFixed(2),
+    p99_ms: +percentile(latencies, 99).toFixed(2),
+    server_peak_rss_mb: +(st.peakRss / 1048576).toFixed(1),
+    server_cpu_s: +(st.cpuSeconds - base.cpuSeconds).toFixed(2),
+  });
+}
+server.stop();
+console.log(JSON.stringify(result));
+process.exit(0);
