@@ -37,6 +37,8 @@ export interface NewMessage {
   receivedAt: number;
   state: QueueState;
   data: Buffer;
+  /** Score and reasons when policy assessed the message (quarantine). */
+  assessment?: Assessment;
 }
 
 export interface QueuedMessage {
@@ -51,3 +53,32 @@ export interface QueuedMessage {
   attempts: number;
   nextAttemptAt: number | null;
 }
+
+/** One named signal that contributed to a message's score. */
+export interface ScoreReason {
+  id: string;
+  weight: number;
+  detail?: string;
+}
+
+/** What policy decided about an accepted message: where it goes in the spool, and why. */
+export interface Assessment {
+  state: QueueState;
+  score: number;
+  reasons: ScoreReason[];
+}
+
+export interface AssessInput {
+  id: string;
+  data: Buffer;
+  envelope: Envelope;
+  principal: Principal;
+  clientIp: string;
+  now: number;
+}
+
+/** Scores a message before it is committed (quarantine, rate limits). Must not write state. */
+export type MessageAssessor = (input: AssessInput) => Assessment | Promise<Assessment>;
+
+/** Runs after the message is durably in the spool (held notices, counters). */
+export type AcceptedHook = (input: AssessInput, assessment: Assessment) => void;

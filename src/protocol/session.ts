@@ -8,7 +8,7 @@ import type {
 } from 'smtp-server';
 import type { Clock } from '../domain/clock.js';
 import { REASONS } from '../domain/reasons.js';
-import type { Principal } from '../domain/types.js';
+import type { AcceptedHook, Assessment, MessageAssessor, Principal } from '../domain/types.js';
 import type { Authenticator } from '../identity/authenticator.js';
 import type { Logger } from '../obs/log.js';
 import { findBareNewline, newQueueId, prepareMessage } from '../spool/message.js';
@@ -28,6 +28,10 @@ export interface SessionDeps {
   spool: Spool;
   clock: Clock;
   log: Logger;
+  /** Policy's verdict on a message's spool state (quarantine, quota); absent = queued. */
+  assess?: MessageAssessor;
+  /** Called once the message is on disk (held notices and the like). */
+  onAccepted?: AcceptedHook;
 }
 
 type Cb = (err?: SmtpReply | Error | null) => void;
@@ -141,11 +145,17 @@ export function createHandlers(deps: SessionDeps) {
           rcptTo,
           now,
         });
-        deps.spool
-          .accept({ id, envelope: { mailFrom, rcptTo }, principal, clientIp: ip, receivedAt: now, state: 'queued', data })
-          .then(() => {
-            log.info({ event: 'message.accepted', session: session.id, ip, user: principal.name, queue_id: id, from: mailFrom, rcpts: rcptTo.length, size: data.length });
+        const input = { id, data, envelope: { mailFrom, rcptTo }, principal, clientIp: ip, now };
+        const accept = async (): Promise<Assessment> => {
+          const assessment: Assessment = deps.assess ? await deps.assess(input) : { state: 'queued', score: 0, reasons: [] };
+          await deps.spool.accept({ ...input, receivedAt: now, state: assessment.state, assessment });
+          return assessment;
+        };
+        accept()
+          .then((assessment) => {
+            log.info({ event: 'message.accepted', session: session.id, ip, user: principal.name, queue_id: id, from: mailFrom, rcpts: rcptTo.length, size: data.length, state: assessment.state, score: assessment.score });
             cb(null, `2.0.0 Ok: queued as ${id}`);
+            deps.onAccepted?.(input, assessment);
           })
           .catch((e: unknown) => {
             log.error({ event: 'spool.error', session: session.id, queue_id: id, err: (e as Error).message });

@@ -1,0 +1,95 @@
+import ipaddr from 'ipaddr.js';
+import { domainToASCII } from 'node:url';
+
+/**
+ * Pure matching of a client address and an envelope sender against a principal's bindings.
+ * No I/O: callers read the bindings from the store and act on the answer (house rule 2).
+ */
+
+export type Cidr = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+/** "192.0.2.0/24", "2001:db8::/32", or a bare address (a /32 or /128). Throws on anything else. */
+export function parseNetwork(spec: string): Cidr {
+  const s = spec.trim();
+  if (s.includes('/')) {
+    const [addr, bits] = ipaddr.parseCIDR(s);
+    // "192.0.2.7/24" is almost always a typo for the network; refuse rather than guess.
+    const net = ipaddr.parseCIDR(`${networkAddress(addr, bits)}/${bits}`)[0];
+    if (net.toString() !== addr.toString()) {
+      throw new Error(`${spec} has host bits set; did you mean ${networkAddress(addr, bits)}/${bits}?`);
+    }
+    return [addr, bits];
+  }
+  const addr = ipaddr.parse(s);
+  return [addr, addr.kind() === 'ipv4' ? 32 : 128];
+}
+
+function networkAddress(addr: ipaddr.IPv4 | ipaddr.IPv6, bits: number): string {
+  const bytes = addr.toByteArray();
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    bytes[i]! &= keep === 0 ? 0 : (0xff << (8 - keep)) & 0xff;
+  }
+  return ipaddr.fromByteArray(bytes).toString();
+}
+
+/** The canonical text of a network as stored: "192.0.2.0/24", "2001:db8::/32". */
+export function canonicalNetwork(spec: string): string {
+  const [addr, bits] = parseNetwork(spec);
+  return `${addr.toString()}/${bits}`;
+}
+
+/** Is the client inside one of the networks? IPv4-mapped IPv6 clients match IPv4 networks. */
+export function networkAllowed(clientIp: string, networks: string[]): boolean {
+  let ip: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    ip = ipaddr.process(clientIp);
+  } catch {
+    return false;
+  }
+  for (const n of networks) {
+    let cidr: Cidr;
+    try {
+      cidr = parseNetwork(n);
+    } catch {
+      continue;
+    }
+    if (ip.kind() === cidr[0].kind() && ip.match(cidr)) return true;
+  }
+  return false;
+}
+
+/** A domain in lower-case A-label form (IDN U-labels converted), or null when it is not one. */
+export function asciiDomain(domain: string): string | null {
+  const d = domainToASCII(domain.trim().replace(/\.$/, '').toLowerCase());
+  return d && /^[a-z0-9.-]+$/.test(d) ? d : null;
+}
+
+/**
+ * The comparison form of an address: local part lower-cased (mailbox names are case-blind
+ * in practice, and a binding that failed on "Alice@" would only teach admins to add both),
+ * domain in A-label form. Null for the empty sender or anything without a domain.
+ */
+export function canonicalAddress(address: string): string | null {
+  const at = address.lastIndexOf('@');
+  if (at <= 0 || at === address.length - 1) return null;
+  const domain = asciiDomain(address.slice(at + 1));
+  return domain ? `${address.slice(0, at).toLowerCase()}@${domain}` : null;
+}
+
+/** A sender binding as stored: an exact canonical address, or "@domain" for the whole domain. */
+export function canonicalSenderBinding(spec: string): string | null {
+  if (spec.startsWith('@')) {
+    const d = asciiDomain(spec.slice(1));
+    return d ? `@${d}` : null;
+  }
+  return canonicalAddress(spec);
+}
+
+/** Is this envelope sender one of the bound senders? The empty sender (<>) never is. */
+export function senderAllowed(mailFrom: string, senders: string[]): boolean {
+  const addr = canonicalAddress(mailFrom);
+  if (!addr) return false;
+  const domain = addr.slice(addr.lastIndexOf('@'));
+  return senders.some((s) => s === addr || s === domain);
+}

@@ -1,0 +1,82 @@
+import type { Db } from './db.js';
+
+export type PrincipalKind = 'user' | 'device';
+export type BindingKind = 'network' | 'sender' | 'recipient';
+
+export interface Binding {
+  kind: BindingKind;
+  value: string;
+  expiresAt: number | null;
+}
+
+interface Row {
+  kind: BindingKind;
+  value: string;
+  expires_at: number | null;
+}
+
+/** What each principal may do: its networks, senders and (devices) recipients. */
+export class BindingRepo {
+  constructor(private readonly db: Db) {}
+
+  /** Bindings in force at `now` (lapsed exceptions excluded), in the order they were added. */
+  list(pk: PrincipalKind, id: number, now: number, kind?: BindingKind): Binding[] {
+    const rows = this.db
+      .prepare<[string, number, number], Row>(
+        `SELECT kind, value, expires_at FROM bindings
+         WHERE principal_kind = ? AND principal_id = ? AND (expires_at IS NULL OR expires_at > ?)
+         ORDER BY kind, position`,
+      )
+      .all(pk, id, now);
+    return rows.filter((r) => !kind || r.kind === kind).map((r) => ({ kind: r.kind, value: r.value, expiresAt: r.expires_at }));
+  }
+
+  values(pk: PrincipalKind, id: number, kind: BindingKind, now: number): string[] {
+    return this.list(pk, id, now, kind).map((b) => b.value);
+  }
+
+  /** Adds or refreshes (a new expiry replaces the old one; permanent stays permanent). Returns true if new. */
+  add(pk: PrincipalKind, id: number, kind: BindingKind, value: string, now: number, expiresAt: number | null = null): boolean {
+    const existing = this.db
+      .prepare<[string, number, string, string], { expires_at: number | null }>(
+        'SELECT expires_at FROM bindings WHERE principal_kind = ? AND principal_id = ? AND kind = ? AND value = ?',
+      )
+      .get(pk, id, kind, value);
+    if (existing) {
+      if (existing.expires_at !== null) {
+        this.db
+          .prepare('UPDATE bindings SET expires_at = ? WHERE principal_kind = ? AND principal_id = ? AND kind = ? AND value = ?')
+          .run(expiresAt, pk, id, kind, value);
+      }
+      return false;
+    }
+    const pos = this.db
+      .prepare<[string, number, string], { p: number | null }>('SELECT MAX(position) AS p FROM bindings WHERE principal_kind = ? AND principal_id = ? AND kind = ?')
+      .get(pk, id, kind)!.p;
+    this.db
+      .prepare('INSERT INTO bindings (principal_kind, principal_id, kind, value, position, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(pk, id, kind, value, (pos ?? -1) + 1, expiresAt, now);
+    return true;
+  }
+
+  remove(pk: PrincipalKind, id: number, kind: BindingKind, value: string): boolean {
+    return (
+      this.db.prepare('DELETE FROM bindings WHERE principal_kind = ? AND principal_id = ? AND kind = ? AND value = ?').run(pk, id, kind, value)
+        .changes === 1
+    );
+  }
+
+  removeAll(pk: PrincipalKind, id: number): void {
+    this.db.prepare('DELETE FROM bindings WHERE principal_kind = ? AND principal_id = ?').run(pk, id);
+  }
+
+  /** Deletes exceptions that have lapsed and returns them, so the caller can log and audit each. */
+  sweepLapsed(now: number): Array<{ pk: PrincipalKind; id: number; kind: BindingKind; value: string; expiresAt: number }> {
+    const rows = this.db
+      .prepare<[number], { principal_kind: PrincipalKind; principal_id: number; kind: BindingKind; value: string; expires_at: number }>(
+        'DELETE FROM bindings WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING principal_kind, principal_id, kind, value, expires_at',
+      )
+      .all(now);
+    return rows.map((r) => ({ pk: r.principal_kind, id: r.principal_id, kind: r.kind, value: r.value, expiresAt: r.expires_at }));
+  }
+}
