@@ -1,21 +1,42 @@
 import { parseArgs } from 'node:util';
-import { generatePassword, hashPassword, passwordProblem } from '../identity/passwords.js';
-import { UserExistsError } from '../store/users.js';
-import type { User } from '../domain/types.js';
-import { CliError, iso, printJson, table, UsageError, type Ctx } from './io.js';
 import type { Config } from '../config/schema.js';
+import type { User } from '../domain/types.js';
+import { generatePassword, hashPassword, passwordProblem } from '../identity/passwords.js';
+import { canonicalAddress } from '../policy/bindings.js';
+import { UserExistsError } from '../store/users.js';
+import { networksArg, notifyWarning, sendersArg } from './bindings.js';
+import { actor, CliError, iso, many, parseDuration, printJson, table, UsageError, type Ctx } from './io.js';
 
 export const USER_HELP = `Usage: postern user COMMAND [options]
 
-  add NAME [--password-stdin]      create a user; without --password-stdin a strong
-                                   password is generated and printed once
-  list [--json]                    all users
-  show NAME [--json]               one user
-  passwd NAME [--password-stdin]   set a new password (cached logins are dropped)
-  delete NAME                      remove a user
+Reading:
+  list [--json]                          all users
+  show NAME [--json]                     one user: status, networks, senders, notices, incidents
+Changing (audited: --by NAME, default the OS user; --reason TEXT):
+  add NAME --sender ADDR --network CIDR [--notify ADDR] [--password-stdin]
+                                         create a user; without --password-stdin a strong
+                                         password is generated and printed once
+  allow NAME [--sender ADDR] [--network CIDR] [--for 7d]
+                                         bind more senders or networks; --for makes a
+                                         time-limited exception that lapses by itself
+  deny NAME [--sender ADDR] [--network CIDR]
+                                         remove bindings
+  notify NAME ADDR                       set the address notices about NAME go to
+  passwd NAME [--password-stdin]         set a new password (cached logins are dropped)
+  reset NAME [--password-stdin]          after a compromise: new password, suspension
+                                         lifted, open incidents resolved
+  suspend NAME --reason TEXT             stop NAME from sending
+  unsuspend NAME --reason TEXT           lift a suspension (a false alarm), same password
+  delete NAME                            remove a user
 
-Example:
-  printf '%s\\n' 'correct horse battery' | postern user add alice --password-stdin
+Senders are addresses (alice@example.com) or whole domains (@example.com). Networks are
+CIDRs; a roaming user needs 0.0.0.0/0 and ::/0 written out. Repeat a flag or separate
+values with commas.
+
+Examples:
+  postern user add alice --sender alice@example.com --network 192.0.2.0/24 --notify alice@home.example
+  postern user allow alice --network 203.0.113.0/24 --for 7d --reason "conference in Lisbon"
+  postern user reset alice --by helpdesk-bob --reason "phished, ticket 4711"
 `;
 
 const USERNAME_RE = /^[a-z0-9][a-z0-9._@+-]{0,63}$/i;
@@ -33,14 +54,30 @@ async function newPassword(ctx: Ctx, fromStdin: boolean): Promise<{ password: st
   return { password, generated: false };
 }
 
-function publicUser(u: User) {
-  return { name: u.username, status: u.status, status_reason: u.statusReason, created: iso(u.createdAt), updated: iso(u.updatedAt) };
-}
-
 function mustFind(ctx: Ctx, name: string): User {
   const u = ctx.store().users.find(name);
   if (!u) throw new CliError(`no such user: ${name} (see: postern user list)`);
   return u;
+}
+
+function describe(ctx: Ctx, u: User, now: number) {
+  const st = ctx.store();
+  const bindings = st.bindings.list('user', u.id, now);
+  const show = (kind: string) =>
+    bindings.filter((b) => b.kind === kind).map((b) => (b.expiresAt ? `${b.value} (until ${iso(b.expiresAt)})` : b.value));
+  const senders = bindings.filter((b) => b.kind === 'sender').map((b) => b.value);
+  return {
+    name: u.username,
+    status: u.status,
+    status_reason: u.statusReason,
+    suspended: u.suspendedAt === null ? null : iso(u.suspendedAt),
+    notify: u.notifyAddress ?? senders.find((s) => !s.startsWith('@')) ?? null,
+    networks: show('network'),
+    senders: show('sender'),
+    open_incidents: st.incidents.list({ principalKind: 'user', name: u.username, open: true }).length,
+    created: iso(u.createdAt),
+    updated: iso(u.updatedAt),
+  };
 }
 
 export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
@@ -48,7 +85,16 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
-    options: { json: { type: 'boolean' }, 'password-stdin': { type: 'boolean' } },
+    options: {
+      json: { type: 'boolean' },
+      'password-stdin': { type: 'boolean' },
+      sender: { type: 'string', multiple: true },
+      network: { type: 'string', multiple: true },
+      notify: { type: 'string' },
+      for: { type: 'string' },
+      by: { type: 'string' },
+      reason: { type: 'string' },
+    },
   });
   const name = positionals[0];
   const needName = () => {
@@ -56,47 +102,159 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
     return name;
   };
   const now = Date.now();
+  const who = actor(values.by, ctx.io.env);
+  const reason = values.reason ?? null;
+  const audit = (action: string, target: string, detail: string | null) =>
+    ctx.store().audit.record({ at: now, actor: who, action, target: `user:${target}`, detail, reason });
+  const tx = <T>(fn: () => T): T => ctx.store().db.transaction(fn)();
+  const notifyArg = (): string | null => {
+    if (values.notify === undefined) return null;
+    const a = canonicalAddress(values.notify);
+    if (!a) throw new CliError(`bad notification address ${JSON.stringify(values.notify)}`);
+    return a;
+  };
+
   switch (sub) {
     case 'add': {
       const n = needName();
       if (!USERNAME_RE.test(n)) throw new CliError(`invalid user name ${JSON.stringify(n)}: use letters, digits and . _ @ + - (at most 64)`);
+      const senders = sendersArg(many(values.sender));
+      const networks = networksArg(many(values.network));
+      const notify = notifyArg();
       const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
       const hash = await hashPassword(password, params(ctx.config()));
+      const st = ctx.store();
       try {
-        ctx.store().users.add(n, hash, now);
+        tx(() => {
+          const u = st.users.add(n, hash, now);
+          for (const s of senders) st.bindings.add('user', u.id, 'sender', s, now);
+          for (const net of networks) st.bindings.add('user', u.id, 'network', net, now);
+          if (notify) st.users.setNotifyAddress(u.id, notify, now);
+          audit('user.add', n, JSON.stringify({ senders, networks, notify }));
+        });
       } catch (e) {
         if (e instanceof UserExistsError) throw new CliError(`user ${n} already exists (to change the password: postern user passwd ${n})`);
         throw e;
       }
       ctx.io.stdout(generated ? `user ${n} added; password (shown once): ${password}\n` : `user ${n} added\n`);
+      if (!networks.length || !senders.length) {
+        ctx.io.stderr(`warning: ${n} has no ${!networks.length ? 'network' : 'sender'} yet and cannot send: postern user allow ${n} --${!networks.length ? 'network CIDR' : 'sender ADDR'}\n`);
+      }
+      const warn = notifyWarning(n, notify ?? senders.find((s) => !s.startsWith('@')) ?? null, senders);
+      if (warn) ctx.io.stderr(warn);
       return 0;
     }
-    case 'passwd': {
+    case 'allow':
+    case 'deny': {
+      const u = mustFind(ctx, needName());
+      const senders = sendersArg(many(values.sender));
+      const networks = networksArg(many(values.network));
+      if (!senders.length && !networks.length) throw new UsageError(`postern user ${sub} needs --sender or --network\n\n${USER_HELP}`);
+      if (values.for && sub === 'deny') throw new UsageError('--for goes with allow');
+      const expires = values.for ? now + parseDuration(values.for) : null;
+      const st = ctx.store();
+      const changed: string[] = [];
+      tx(() => {
+        for (const [kind, list] of [['sender', senders], ['network', networks]] as const) {
+          for (const v of list) {
+            const did = sub === 'allow' ? st.bindings.add('user', u.id, kind, v, now, expires) : st.bindings.remove('user', u.id, kind, v);
+            if (did || (sub === 'allow' && expires)) changed.push(`${kind} ${v}`);
+          }
+        }
+        if (changed.length) audit(`user.${sub}`, u.username, changed.join(', ') + (expires ? ` until ${iso(expires)}` : ''));
+      });
+      ctx.io.stdout(
+        changed.length
+          ? `${sub === 'allow' ? 'allowed' : 'denied'} for ${u.username}: ${changed.join(', ')}${expires ? ` (until ${iso(expires)})` : ''}\n`
+          : `nothing changed for ${u.username}\n`,
+      );
+      return 0;
+    }
+    case 'notify': {
+      const u = mustFind(ctx, needName());
+      const raw = positionals[1] ?? values.notify;
+      if (!raw) throw new UsageError(`postern user notify NAME ADDR\n\n${USER_HELP}`);
+      const a = canonicalAddress(raw);
+      if (!a) throw new CliError(`bad notification address ${JSON.stringify(raw)}`);
+      tx(() => {
+        ctx.store().users.setNotifyAddress(u.id, a, now);
+        audit('user.notify', u.username, a);
+      });
+      ctx.io.stdout(`notices for ${u.username} go to ${a}\n`);
+      const warn = notifyWarning(u.username, a, ctx.store().bindings.values('user', u.id, 'sender', now));
+      if (warn) ctx.io.stderr(warn);
+      return 0;
+    }
+    case 'passwd':
+    case 'reset': {
       const u = mustFind(ctx, needName());
       const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
-      ctx.store().users.setPassword(u.id, await hashPassword(password, params(ctx.config())), now);
-      ctx.io.stdout(generated ? `password of ${u.username} changed; new password (shown once): ${password}\n` : `password of ${u.username} changed\n`);
+      const hash = await hashPassword(password, params(ctx.config()));
+      const st = ctx.store();
+      let resolved = 0;
+      let lifted = false;
+      tx(() => {
+        st.users.setPassword(u.id, hash, now);
+        if (sub === 'reset') {
+          lifted = st.users.unsuspend(u.id, now);
+          resolved = st.incidents.resolveOpen('user', u.username, who, now);
+        }
+        audit(`user.${sub}`, u.username, sub === 'reset' ? `password changed; suspension ${lifted ? 'lifted' : 'was not set'}; ${resolved} incident(s) resolved` : 'password changed');
+      });
+      const what = sub === 'reset' ? `user ${u.username} reset: password changed, ${lifted ? 'suspension lifted' : 'was not suspended'}, ${resolved} open incident${resolved === 1 ? '' : 's'} resolved` : `password of ${u.username} changed`;
+      ctx.io.stdout(generated ? `${what}; new password (shown once): ${password}\n` : `${what}\n`);
+      return 0;
+    }
+    case 'suspend':
+    case 'unsuspend': {
+      const u = mustFind(ctx, needName());
+      if (!reason) throw new UsageError(`postern user ${sub} ${u.username} needs --reason "..." (it goes into the audit log)`);
+      const st = ctx.store();
+      const done = tx(() => {
+        const ok = sub === 'suspend' ? st.users.suspend(u.id, `manual: ${reason}`, now) : st.users.unsuspend(u.id, now);
+        if (ok) audit(`user.${sub}`, u.username, null);
+        return ok;
+      });
+      if (!done) throw new CliError(`user ${u.username} is ${sub === 'suspend' ? 'already suspended' : 'not suspended'}`);
+      ctx.io.stdout(`user ${u.username} ${sub}ed\n`);
       return 0;
     }
     case 'list': {
-      const users = ctx.store().users.list();
-      if (values.json) printJson(ctx.io, users.map(publicUser));
-      else if (!users.length) ctx.io.stdout('no users (add one: postern user add NAME)\n');
-      else ctx.io.stdout(table([['NAME', 'STATUS', 'CREATED'], ...users.map((u) => [u.username, u.status, iso(u.createdAt)])]));
+      const st = ctx.store();
+      const users = st.users.list();
+      if (values.json) printJson(ctx.io, users.map((u) => describe(ctx, u, now)));
+      else if (!users.length) ctx.io.stdout('no users (add one: postern user add NAME --sender ADDR --network CIDR)\n');
+      else
+        ctx.io.stdout(
+          table([
+            ['NAME', 'STATUS', 'NETWORKS', 'SENDERS', 'CREATED'],
+            ...users.map((u) => {
+              const d = describe(ctx, u, now);
+              return [u.username, u.status, String(d.networks.length), String(d.senders.length), iso(u.createdAt)];
+            }),
+          ]),
+        );
       return 0;
     }
     case 'show': {
       const u = mustFind(ctx, needName());
-      if (values.json) printJson(ctx.io, publicUser(u));
+      const d = describe(ctx, u, now);
+      if (values.json) printJson(ctx.io, d);
       else {
-        const p = publicUser(u);
-        ctx.io.stdout(Object.entries(p).map(([k, v]) => `${k}: ${v ?? '-'}`).join('\n') + '\n');
+        const line = (k: string, v: unknown) => `${k.padEnd(15)}${Array.isArray(v) ? (v.length ? v.join('\n' + ' '.repeat(15)) : '-') : (v ?? '-')}\n`;
+        ctx.io.stdout(Object.entries(d).map(([k, v]) => line(k, v)).join(''));
+        if (u.status === 'suspended') ctx.io.stdout(`\nto restore sending: postern user reset ${u.username}  (or: postern user unsuspend ${u.username} --reason "false alarm")\n`);
       }
       return 0;
     }
     case 'delete': {
       const u = mustFind(ctx, needName());
-      ctx.store().users.delete(u.id);
+      const st = ctx.store();
+      tx(() => {
+        st.bindings.removeAll('user', u.id);
+        st.users.delete(u.id);
+        audit('user.delete', u.username, null);
+      });
       ctx.io.stdout(`user ${u.username} deleted\n`);
       return 0;
     }

@@ -26,6 +26,15 @@ export const REASONS = {
     '5.7.8',
     'Authentication credentials invalid: this account is suspended, please contact your helpdesk',
   ),
+  // A correct password from outside the user's networks, or a user with none: the same
+  // reply as a wrong password, so a thief learns nothing; only the log tells them apart.
+  AUTH_FOREIGN_NETWORK: r('AUTH_FOREIGN_NETWORK', 535, '5.7.8', 'Authentication credentials invalid'),
+  AUTH_NO_NETWORKS: r('AUTH_NO_NETWORKS', 535, '5.7.8', 'Authentication credentials invalid'),
+  ACCOUNT_SUSPENDED: r('ACCOUNT_SUSPENDED', 550, '5.7.1', 'This account is suspended, please contact your helpdesk'),
+  SENDER_NOT_BOUND: r('SENDER_NOT_BOUND', 553, '5.7.1', 'Sender address not allowed for this account'),
+  SENDER_NULL: r('SENDER_NULL', 553, '5.7.1', 'The null sender <> cannot be used for submission, use your own address'),
+  NO_SENDERS: r('NO_SENDERS', 553, '5.7.1', 'This account has no sender addresses and cannot send mail, please contact your helpdesk'),
+  RECIPIENT_NOT_BOUND: r('RECIPIENT_NOT_BOUND', 550, '5.7.1', 'Recipient address not allowed for this device'),
   AUTH_TEMPFAIL: r('AUTH_TEMPFAIL', 454, '4.7.0', 'Temporary authentication failure, try again later'),
   TOO_MANY_RECIPIENTS: r('TOO_MANY_RECIPIENTS', 452, '4.5.3', 'Too many recipients for one message'),
   MESSAGE_TOO_BIG: r('MESSAGE_TOO_BIG', 552, '5.3.4', 'Message size exceeds fixed maximum message size'),

@@ -14,6 +14,11 @@ import type { Logger } from '../obs/log.js';
 import { findBareNewline, newQueueId, prepareMessage } from '../spool/message.js';
 import type { Spool } from '../spool/spool.js';
 import type { UserRepo } from '../store/users.js';
+import type { BindingRepo } from '../store/bindings.js';
+import type { DeviceRepo } from '../store/devices.js';
+import type { IncidentResponder } from '../notify/incidents.js';
+import { canonicalNetwork } from '../policy/bindings.js';
+import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
 import { normalizeIp } from './listen.js';
 import { reply, type SmtpReply } from './replies.js';
 
@@ -25,6 +30,9 @@ export interface SessionDeps {
   maxMessageBytes: number;
   authenticator: Authenticator;
   users: UserRepo;
+  devices: DeviceRepo;
+  bindings: BindingRepo;
+  incidents: IncidentResponder;
   spool: Spool;
   clock: Clock;
   log: Logger;
@@ -41,8 +49,11 @@ export interface SessionUser {
   principal: Principal;
 }
 
+/** Devices do not AUTH; the session they were recognised in is remembered here by id. */
+const devicesBySession = new Map<string, Principal>();
+
 function principalOf(session: SMTPServerSession): Principal | undefined {
-  return (session.user as SessionUser | undefined)?.principal;
+  return (session.user as SessionUser | undefined)?.principal ?? devicesBySession.get(session.id);
 }
 
 /**
@@ -57,12 +68,49 @@ export function createHandlers(deps: SessionDeps) {
     return r;
   }
 
-  /** Sender and recipient commands need TLS and an authenticated user, in that order. */
+  /** Turns a refusing verdict into a reply, acting on its incident first (suspend, record, notify). */
+  function refuseVerdict(session: SMTPServerSession, event: string, v: Exclude<Verdict, { kind: 'accept' }>, principal: Principal, sender?: string): SmtpReply {
+    const ip = normalizeIp(session.remoteAddress);
+    if (v.incident) {
+      deps.incidents.report({
+        principal: { kind: principal.kind, id: principal.id, name: principal.name },
+        kind: v.incident.kind,
+        clientIp: ip,
+        sender: sender ?? null,
+        detail: v.detail?.replace(/^<|>$/g, '') ?? null,
+        suspend: v.incident.suspend,
+      });
+    }
+    return refuse(session, event, reply(v.reason, v.detail), { principal: principal.name, kind: principal.kind });
+  }
+
+  /**
+   * Every transaction command passes here. An authenticated session is re-checked against
+   * the store each time, so a suspension (by a signal in another session, or by the CLI)
+   * stops sessions already open at their next command. Without AUTH, only a device bound to
+   * this exact client address may go on; everyone else needs TLS, then AUTH.
+   */
   function gate(session: SMTPServerSession, command: string): SmtpReply | null {
     if (deps.isClosing()) return refuse(session, `${command}.refused`, reply(REASONS.SHUTTING_DOWN));
+    const principal = principalOf(session);
+    if (principal) {
+      const current = principal.kind === 'user' ? deps.users.get(principal.id) : deps.devices.get(principal.id);
+      if (!current || current.status !== 'active') {
+        return refuse(session, `${command}.refused`, reply(REASONS.ACCOUNT_SUSPENDED), { principal: principal.name });
+      }
+      return null;
+    }
+    const ip = normalizeIp(session.remoteAddress);
+    const device = deps.devices.byAddress(canonicalNetwork(ip));
+    if (device) {
+      if (device.requireTls && !session.secure) return refuse(session, `${command}.refused`, reply(REASONS.TLS_REQUIRED), { device: device.name });
+      if (device.status !== 'active') return refuse(session, `${command}.refused`, reply(REASONS.ACCOUNT_SUSPENDED), { device: device.name });
+      devicesBySession.set(session.id, { kind: 'device', id: device.id, name: device.name });
+      log.info({ event: 'device.recognised', session: session.id, ip, device: device.name });
+      return null;
+    }
     if (!session.secure) return refuse(session, `${command}.refused`, reply(REASONS.TLS_REQUIRED));
-    if (!principalOf(session)) return refuse(session, `${command}.refused`, reply(REASONS.AUTH_REQUIRED));
-    return null;
+    return refuse(session, `${command}.refused`, reply(REASONS.AUTH_REQUIRED));
   }
 
   return {
@@ -80,10 +128,14 @@ export function createHandlers(deps: SessionDeps) {
             cb(refuse(session, 'auth.busy', reply(REASONS.AUTH_TEMPFAIL), { user: username }));
           } else if (out.kind === 'invalid') {
             cb(refuse(session, 'auth.fail', reply(REASONS.AUTH_INVALID), { user: username, method: auth.method }));
-          } else if (out.user.status !== 'active') {
-            cb(refuse(session, 'auth.fail', reply(REASONS.AUTH_SUSPENDED), { user: out.user.username }));
           } else {
             const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
+            const networks = deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
+            const verdict = judgeLogin(out.user.status, ip, networks);
+            if (verdict.kind === 'reject') {
+              cb(refuseVerdict(session, 'auth.fail', verdict, principal));
+              return;
+            }
             log.info({ event: 'auth.ok', session: session.id, ip, user: principal.name, method: auth.method, cached: out.cached });
             cb(null, { user: { principal } satisfies SessionUser });
           }
@@ -94,8 +146,14 @@ export function createHandlers(deps: SessionDeps) {
         });
     },
 
-    onMailFrom(_address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
-      cb(gate(session, 'mail'));
+    onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
+      const refused = gate(session, 'mail');
+      if (refused) return cb(refused);
+      const principal = principalOf(session)!;
+      const senders = deps.bindings.values(principal.kind, principal.id, 'sender', deps.clock.now());
+      const verdict = judgeSender(principal.kind, address.address, senders);
+      if (verdict.kind === 'reject') return cb(refuseVerdict(session, 'mail.refused', verdict, principal, address.address));
+      cb();
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
@@ -104,7 +162,19 @@ export function createHandlers(deps: SessionDeps) {
       if (session.envelope.rcptTo.length >= deps.maxRecipients) {
         return cb(refuse(session, 'rcpt.refused', reply(REASONS.TOO_MANY_RECIPIENTS), { rcpt: address.address }));
       }
+      const principal = principalOf(session)!;
+      if (principal.kind === 'device') {
+        const verdict = judgeRecipient(address.address, deps.bindings.values('device', principal.id, 'recipient', deps.clock.now()));
+        if (verdict.kind === 'reject') {
+          const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+          return cb(refuseVerdict(session, 'rcpt.refused', verdict, principal, from));
+        }
+      }
       cb();
+    },
+
+    onClose(session: SMTPServerSession) {
+      devicesBySession.delete(session.id);
     },
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void) {
@@ -139,9 +209,9 @@ export function createHandlers(deps: SessionDeps) {
           hostname: deps.hostname,
           helo: session.hostNameAppearsAs,
           clientIp: ip,
-          protocol: `ESMTP${session.secure ? 'S' : ''}A`,
+          protocol: `ESMTP${session.secure ? 'S' : ''}${principal.kind === 'user' ? 'A' : ''}`,
           tls,
-          authenticatedAs: principal.name,
+          authenticatedAs: principal.kind === 'user' ? principal.name : null,
           rcptTo,
           now,
         });

@@ -8,6 +8,8 @@ interface UserRow {
   status: UserStatus;
   status_reason: string | null;
   auth_epoch: number;
+  notify_address: string | null;
+  suspended_at: number | null;
   created_at: number;
   updated_at: number;
 }
@@ -20,6 +22,8 @@ function toUser(row: UserRow): User {
     status: row.status,
     statusReason: row.status_reason,
     authEpoch: row.auth_epoch,
+    notifyAddress: row.notify_address,
+    suspendedAt: row.suspended_at,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -75,6 +79,33 @@ export class UserRepo {
   /** Same password, stronger parameters: the cache stays valid. */
   rehash(id: number, passwordHash: string, now: number): void {
     this.db.prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?').run(passwordHash, now, id);
+  }
+
+  /** Suspends SMTP auth; the epoch bump drops cached credentials in every process. */
+  suspend(id: number, reason: string, now: number): boolean {
+    return (
+      this.db
+        .prepare(
+          `UPDATE users SET status = 'suspended', status_reason = ?, suspended_at = ?, auth_epoch = auth_epoch + 1, updated_at = ?
+           WHERE id = ? AND status = 'active'`,
+        )
+        .run(reason, now, now, id).changes === 1
+    );
+  }
+
+  unsuspend(id: number, now: number): boolean {
+    return (
+      this.db
+        .prepare(
+          `UPDATE users SET status = 'active', status_reason = NULL, suspended_at = NULL, auth_epoch = auth_epoch + 1, updated_at = ?
+           WHERE id = ? AND status = 'suspended'`,
+        )
+        .run(now, id).changes === 1
+    );
+  }
+
+  setNotifyAddress(id: number, address: string | null, now: number): void {
+    this.db.prepare('UPDATE users SET notify_address = ?, updated_at = ? WHERE id = ?').run(address, now, id);
   }
 
   delete(id: number): boolean {

@@ -30,7 +30,8 @@ describe('postern user', () => {
   });
 
   it('takes a password on stdin and refuses a weak one', async () => {
-    expect(await cli(cfg, ['user', 'add', 'bob', '--password-stdin'], 'correct horse battery\n')).toEqual({ code: 0, out: 'user bob added\n', err: '' });
+    const bob = await cli(cfg, ['user', 'add', 'bob', '--password-stdin', '--sender', 'bob@example.com', '--network', '192.0.2.0/24', '--notify', 'bob@home.example'], 'correct horse battery\n');
+    expect(bob).toEqual({ code: 0, out: 'user bob added\n', err: '' });
     expect(await verifyPassword(hashOf('bob'), 'correct horse battery')).toBe(true);
     expect(await cli(cfg, ['user', 'add', 'carol', '--password-stdin'], 'short\n')).toEqual({
       code: 1,
@@ -50,7 +51,7 @@ describe('postern user', () => {
     await cli(cfg, ['user', 'add', 'bob']);
     const list = await cli(cfg, ['user', 'list', '--json']);
     expect(JSON.parse(list.out).map((u: { name: string; status: string }) => [u.name, u.status])).toEqual([['alice', 'active'], ['bob', 'active']]);
-    expect((await cli(cfg, ['user', 'list'])).out).toMatch(/^NAME +STATUS +CREATED\nalice +active +\d{4}-/);
+    expect((await cli(cfg, ['user', 'list'])).out).toMatch(/^NAME +STATUS +NETWORKS +SENDERS +CREATED\nalice +active +0 +0 +\d{4}-/);
     expect(JSON.parse((await cli(cfg, ['user', 'show', 'alice', '--json'])).out)).toMatchObject({ name: 'alice', status: 'active' });
 
     const before = hashOf('alice');
@@ -68,7 +69,7 @@ describe('postern user', () => {
     expect((await cli(cfg, ['bogus'])).err).toMatch(/^postern: unknown command: bogus\n/);
     const help = await cli(cfg, ['user', '--help']);
     expect(help).toMatchObject({ code: 0 });
-    expect(help.out).toContain('Example:');
+    expect(help.out).toMatch(/Examples?:\n {2}postern /);
   });
 });
 

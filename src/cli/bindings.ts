@@ -1,0 +1,30 @@
+import { canonicalNetwork, canonicalSenderBinding, senderAllowed } from '../policy/bindings.js';
+import { CliError } from './io.js';
+
+/** Validates and canonicalises CLI input for bindings; errors say what was wrong and how to fix it. */
+export function networksArg(values: string[]): string[] {
+  return values.map((v) => {
+    try {
+      return canonicalNetwork(v);
+    } catch (e) {
+      throw new CliError(`bad network ${JSON.stringify(v)}: ${(e as Error).message.replace(/^ipaddr: /, '')} (use CIDR like 192.0.2.0/24 or 2001:db8::/32; 0.0.0.0/0 and ::/0 for roaming)`);
+    }
+  });
+}
+
+export function sendersArg(values: string[], what = 'sender'): string[] {
+  return values.map((v) => {
+    const c = canonicalSenderBinding(v);
+    if (!c) throw new CliError(`bad ${what} ${JSON.stringify(v)}: use an address (alice@example.com) or @domain (@example.com)`);
+    return c;
+  });
+}
+
+/** Notices to a mailbox the account itself can send as may be read by whoever stole the account. */
+export function notifyWarning(name: string, address: string | null, senders: string[]): string | null {
+  if (!address) return `warning: ${name} has no notification address: notices of a suspension will reach only the admins (set one with --notify)\n`;
+  if (senderAllowed(address, senders)) {
+    return `warning: notices for ${name} go to ${address}, one of the account's own senders: whoever holds the account may hold that mailbox too; prefer an address the user reads elsewhere (--notify)\n`;
+  }
+  return null;
+}

@@ -1,0 +1,139 @@
+import type { Clock } from '../domain/clock.js';
+import type { Incident, IncidentKind } from '../domain/types.js';
+import type { Logger } from '../obs/log.js';
+import type { Spool } from '../spool/spool.js';
+import type { Store } from '../store/index.js';
+import { rfc5322Date } from '../spool/message.js';
+import { systemMessage } from './compose.js';
+
+export interface NotifyConfig {
+  hostname: string;
+  admins: string[];
+  /** "" = postmaster@hostname */
+  from: string;
+  helpdesk: string;
+  burstMinutes: number;
+}
+
+export interface IncidentReport {
+  principal: { kind: 'user' | 'device'; id: number; name: string };
+  kind: IncidentKind;
+  clientIp: string | null;
+  sender?: string | null;
+  detail?: string | null;
+  /** Compromise signals suspend; rate limits and remote rejections only record and notify. */
+  suspend: boolean;
+}
+
+const WHAT: Record<string, (r: IncidentReport) => string> = {
+  'foreign-network': (r) =>
+    `The correct password for this account was used from ${r.clientIp}, an address outside the networks it may send from.`,
+  'foreign-sender': (r) => `The account tried to send mail as <${r.sender}>, an address it may not use.`,
+  'device-foreign-sender': (r) => `The device at ${r.clientIp} tried to send mail as <${r.sender}>, an address it may not use.`,
+  'foreign-recipient': (r) => `The device at ${r.clientIp} tried to send mail to <${r.detail}>, a recipient it may not write to.`,
+};
+
+/**
+ * Acts on a compromise signal that policy detected: suspends the principal, records the
+ * incident, and (once per burst) queues the notices. Notices go through the spool with no
+ * principal, so the suspended user's bindings and limits never hold them back.
+ */
+export class IncidentResponder {
+  constructor(
+    private readonly store: Pick<Store, 'users' | 'devices' | 'incidents' | 'bindings'>,
+    private readonly spool: Spool,
+    private readonly cfg: NotifyConfig,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  get from(): string {
+    return this.cfg.from || `postmaster@${this.cfg.hostname}`;
+  }
+
+  report(r: IncidentReport): Incident {
+    const now = this.clock.now();
+    const what = (WHAT[r.kind] ?? ((x: IncidentReport) => x.detail ?? x.kind))(r);
+    if (r.suspend) {
+      const reason = `${r.kind}${r.clientIp ? ` from ${r.clientIp}` : ''}${r.sender ? ` as <${r.sender}>` : ''}`;
+      const changed = r.principal.kind === 'user' ? this.store.users.suspend(r.principal.id, reason, now) : this.store.devices.suspend(r.principal.id, reason, now);
+      if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, principal: r.principal.name, reason: r.kind, ip: r.clientIp, sender: r.sender ?? null });
+    }
+    const { incident, notify } = this.store.incidents.record(
+      { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null },
+      now,
+      this.cfg.burstMinutes * 60_000,
+    );
+    this.log.warn({ event: 'incident.recorded', incident: incident.id, principal: r.principal.name, kind: r.kind, ip: r.clientIp, notify });
+    if (notify) this.queueNotices(r, incident, what, now);
+    return incident;
+  }
+
+  private notifyAddress(r: IncidentReport, now: number): string | null {
+    if (r.principal.kind !== 'user') return null;
+    const user = this.store.users.get(r.principal.id);
+    if (user?.notifyAddress) return user.notifyAddress;
+    return this.store.bindings.values('user', r.principal.id, 'sender', now).find((s) => !s.startsWith('@')) ?? null;
+  }
+
+  private queueNotices(r: IncidentReport, incident: Incident, what: string, now: number): void {
+    const when = rfc5322Date(now);
+    const helpdesk = this.cfg.helpdesk ? `your helpdesk (${this.cfg.helpdesk})` : 'your helpdesk';
+    const who = `${r.principal.kind} ${r.principal.name}`;
+    const messages = [];
+    const userAddr = this.notifyAddress(r, now);
+    if (userAddr && r.suspend) {
+      messages.push({
+        to: [userAddr],
+        subject: `Sending from your mail account ${r.principal.name} has been suspended`,
+        text: [
+          `Hello,`,
+          ``,
+          `The mail relay ${this.cfg.hostname} suspended sending for your account "${r.principal.name}" on ${when}.`,
+          ``,
+          `What happened: ${what}`,
+          `The message was not sent.`,
+          ``,
+          `If this was you (for example, you are travelling or set up a new address), contact ${helpdesk}; they can restore access.`,
+          `If this was not you, someone else knows your password. Contact ${helpdesk}: they will set a new password for you.`,
+          `Change the password of any other account where you used the same one.`,
+          ``,
+          `Your mail program will show errors when sending until access is restored. Receiving mail is not affected.`,
+          ``,
+          `Incident number: ${incident.id}`,
+        ].join('\n'),
+      });
+    }
+    if (this.cfg.admins.length) {
+      const fix =
+        r.principal.kind === 'user'
+          ? [`  postern user reset ${r.principal.name}            (new password, suspension lifted)`, `  postern user unsuspend ${r.principal.name} --reason "false alarm"`]
+          : [`  postern device unsuspend ${r.principal.name} --reason "..."`];
+      messages.push({
+        to: this.cfg.admins,
+        subject: `[postern] ${r.suspend ? 'Suspended' : 'Incident for'} ${who}: ${r.kind}${r.clientIp ? ` from ${r.clientIp}` : ''}`,
+        text: [
+          `${r.suspend ? `Postern suspended ${who}` : `Postern recorded an incident for ${who}`} on ${when}.`,
+          ``,
+          `Incident:   ${incident.id} (${r.kind})`,
+          `Client IP:  ${r.clientIp ?? '-'}`,
+          `Sender:     ${r.sender ?? '-'}`,
+          `Detail:     ${what}`,
+          ``,
+          r.suspend ? `The user was notified${userAddr ? ` at ${userAddr}` : ' (no notification address known)'}. To restore sending:` : 'No action was taken automatically. See:',
+          ...(r.suspend ? fix : [`  postern incidents --user ${r.principal.name}`]),
+          ``,
+          `Further incidents for ${who} within ${this.cfg.burstMinutes} minutes are recorded without another notice:`,
+          `  postern incidents --user ${r.principal.name} --open`,
+        ].join('\n'),
+      });
+    }
+    for (const m of messages) {
+      const msg = systemMessage({ from: this.from, ...m }, this.cfg.hostname, now);
+      this.spool
+        .accept(msg)
+        .then(() => this.log.info({ event: 'notice.queued', queue_id: msg.id, incident: incident.id, to: m.to }))
+        .catch((e: unknown) => this.log.error({ event: 'notice.error', incident: incident.id, err: (e as Error).message }));
+    }
+  }
+}

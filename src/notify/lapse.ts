@@ -1,0 +1,19 @@
+import type { Clock } from '../domain/clock.js';
+import type { Logger } from '../obs/log.js';
+import type { Store } from '../store/index.js';
+
+/**
+ * Time-limited exceptions (`postern user allow --for 7d`) stop matching the moment they
+ * lapse (the store filters on expires_at); this sweep then removes them, with a log line and
+ * an audit row, so an admin can see when a traveller's network stopped being allowed.
+ */
+export function sweepLapsedBindings(store: Pick<Store, 'bindings' | 'audit' | 'users' | 'devices'>, clock: Clock, log: Logger): number {
+  const now = clock.now();
+  const lapsed = store.bindings.sweepLapsed(now);
+  for (const b of lapsed) {
+    const name = (b.pk === 'user' ? store.users.get(b.id)?.username : store.devices.get(b.id)?.name) ?? `#${b.id}`;
+    log.info({ event: 'binding.lapsed', principal: name, kind: b.kind, value: b.value, expired_at: new Date(b.expiresAt).toISOString() });
+    store.audit.record({ at: now, actor: 'postern', action: `${b.kind}.lapsed`, target: `${b.pk}:${name}`, detail: b.value, reason: 'time-limited exception ended' });
+  }
+  return lapsed.length;
+}

@@ -1,0 +1,53 @@
+import { REASONS, type Reason } from '../domain/reasons.js';
+import type { IncidentKind, UserStatus } from '../domain/types.js';
+import { canonicalAddress, networkAllowed, senderAllowed } from './bindings.js';
+
+/**
+ * Access verdicts for a principal's login, sender and recipients. Pure: the caller reads the
+ * bindings and acts on the verdict (reply, suspend, record, notify).
+ */
+export type Verdict =
+  | { kind: 'accept' }
+  | { kind: 'reject'; reason: Reason; detail?: string; incident?: { kind: IncidentKind; suspend: boolean } };
+
+const ACCEPT: Verdict = { kind: 'accept' };
+
+/** After a correct password: is this login allowed from this address? */
+export function judgeLogin(status: UserStatus, clientIp: string, networks: string[]): Verdict {
+  if (status !== 'active') return { kind: 'reject', reason: REASONS.AUTH_SUSPENDED };
+  // No networks is the admin's unfinished setup, not an attack: refuse without suspending.
+  if (!networks.length) return { kind: 'reject', reason: REASONS.AUTH_NO_NETWORKS };
+  if (!networkAllowed(clientIp, networks)) {
+    return { kind: 'reject', reason: REASONS.AUTH_FOREIGN_NETWORK, incident: { kind: 'foreign-network', suspend: true } };
+  }
+  return ACCEPT;
+}
+
+/**
+ * Is this MAIL FROM one of the principal's senders? A foreign sender after a good login is a
+ * compromise signal and suspends. The null sender and an account without senders are refused
+ * without suspension: mail clients send <> for read receipts, and no senders is the admin's
+ * unfinished setup; neither says the password was stolen.
+ */
+export function judgeSender(principalKind: 'user' | 'device', mailFrom: string, senders: string[]): Verdict {
+  if (!senders.length) return { kind: 'reject', reason: REASONS.NO_SENDERS };
+  if (!mailFrom) return { kind: 'reject', reason: REASONS.SENDER_NULL };
+  if (senderAllowed(mailFrom, senders)) return ACCEPT;
+  return {
+    kind: 'reject',
+    reason: REASONS.SENDER_NOT_BOUND,
+    detail: `<${mailFrom}>`,
+    incident: { kind: principalKind === 'user' ? 'foreign-sender' : 'device-foreign-sender', suspend: true },
+  };
+}
+
+/** Devices may be bound to recipients too; none bound means any recipient. */
+export function judgeRecipient(rcpt: string, recipients: string[]): Verdict {
+  if (!recipients.length || senderAllowed(rcpt, recipients)) return ACCEPT;
+  return {
+    kind: 'reject',
+    reason: REASONS.RECIPIENT_NOT_BOUND,
+    detail: `<${canonicalAddress(rcpt) ?? rcpt}>`,
+    incident: { kind: 'foreign-recipient', suspend: true },
+  };
+}

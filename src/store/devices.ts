@@ -1,0 +1,82 @@
+import type { Db } from './db.js';
+import type { Device, UserStatus } from '../domain/types.js';
+
+interface Row {
+  id: number;
+  name: string;
+  status: UserStatus;
+  status_reason: string | null;
+  suspended_at: number | null;
+  require_tls: number;
+  created_at: number;
+  updated_at: number;
+}
+
+const toDevice = (r: Row): Device => ({
+  id: r.id,
+  name: r.name,
+  status: r.status,
+  statusReason: r.status_reason,
+  suspendedAt: r.suspended_at,
+  requireTls: r.require_tls === 1,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+export class DeviceRepo {
+  private readonly byIp;
+  constructor(private readonly db: Db) {
+    // A device is found by its exact client address (stored as a /32 or /128 network binding).
+    this.byIp = db.prepare<[string], Row>(
+      `SELECT d.* FROM devices d JOIN bindings b ON b.principal_kind = 'device' AND b.principal_id = d.id
+       WHERE b.kind = 'network' AND b.value = ? LIMIT 1`,
+    );
+  }
+
+  find(name: string): Device | undefined {
+    const r = this.db.prepare<[string], Row>('SELECT * FROM devices WHERE name = ?').get(name);
+    return r && toDevice(r);
+  }
+
+  get(id: number): Device | undefined {
+    const r = this.db.prepare<[number], Row>('SELECT * FROM devices WHERE id = ?').get(id);
+    return r && toDevice(r);
+  }
+
+  /** The device bound to this exact address ("192.0.2.7/32" form). */
+  byAddress(network: string): Device | undefined {
+    const r = this.byIp.get(network);
+    return r && toDevice(r);
+  }
+
+  list(): Device[] {
+    return this.db.prepare<[], Row>('SELECT * FROM devices ORDER BY name').all().map(toDevice);
+  }
+
+  add(name: string, requireTls: boolean, now: number): Device {
+    const info = this.db
+      .prepare('INSERT INTO devices (name, require_tls, created_at, updated_at) VALUES (?, ?, ?, ?)')
+      .run(name, requireTls ? 1 : 0, now, now);
+    return this.get(Number(info.lastInsertRowid))!;
+  }
+
+  suspend(id: number, reason: string, now: number): boolean {
+    return (
+      this.db
+        .prepare(`UPDATE devices SET status = 'suspended', status_reason = ?, suspended_at = ?, updated_at = ? WHERE id = ? AND status = 'active'`)
+        .run(reason, now, now, id).changes === 1
+    );
+  }
+
+  unsuspend(id: number, now: number): boolean {
+    return (
+      this.db
+        .prepare(`UPDATE devices SET status = 'active', status_reason = NULL, suspended_at = NULL, updated_at = ? WHERE id = ? AND status = 'suspended'`)
+        .run(now, id).changes === 1
+    );
+  }
+
+  delete(id: number): boolean {
+    return this.db.prepare('DELETE FROM devices WHERE id = ?').run(id).changes === 1;
+  }
+}

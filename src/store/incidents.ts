@@ -1,0 +1,103 @@
+import type { Db } from './db.js';
+import type { Incident, IncidentKind } from '../domain/types.js';
+
+interface Row {
+  id: number;
+  principal_kind: 'user' | 'device';
+  principal_id: number | null;
+  principal_name: string;
+  kind: string;
+  client_ip: string | null;
+  sender: string | null;
+  detail: string | null;
+  created_at: number;
+  resolved_at: number | null;
+  resolved_by: string | null;
+  notified: number;
+}
+
+const toIncident = (r: Row): Incident => ({
+  id: r.id,
+  principalKind: r.principal_kind,
+  principalId: r.principal_id,
+  principalName: r.principal_name,
+  kind: r.kind,
+  clientIp: r.client_ip,
+  sender: r.sender,
+  detail: r.detail,
+  createdAt: r.created_at,
+  resolvedAt: r.resolved_at,
+  resolvedBy: r.resolved_by,
+  notified: r.notified === 1,
+});
+
+export interface NewIncident {
+  principalKind: 'user' | 'device';
+  principalId: number | null;
+  principalName: string;
+  kind: IncidentKind;
+  clientIp?: string | null;
+  sender?: string | null;
+  detail?: string | null;
+}
+
+export class IncidentRepo {
+  /**
+   * Records an incident and says whether it opens a new burst: true when no incident of this
+   * principal was notified within `burstMs`. Only the first of a burst is notified, so an
+   * attacker retrying a stolen password does not flood the user's and the admins' mailboxes.
+   * One transaction: concurrent sessions cannot both claim the notice.
+   */
+  readonly record: (i: NewIncident, now: number, burstMs: number) => { incident: Incident; notify: boolean };
+
+  constructor(private readonly db: Db) {
+    const insert = db.prepare(
+      `INSERT INTO incidents (principal_kind, principal_id, principal_name, kind, client_ip, sender, detail, created_at, notified)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const recent = db.prepare<[string, string, number], { n: number }>(
+      'SELECT COUNT(*) AS n FROM incidents WHERE principal_kind = ? AND principal_name = ? AND notified = 1 AND created_at > ?',
+    );
+    this.record = db.transaction((i: NewIncident, now: number, burstMs: number) => {
+      const notify = recent.get(i.principalKind, i.principalName, now - burstMs)!.n === 0;
+      const info = insert.run(i.principalKind, i.principalId, i.principalName, i.kind, i.clientIp ?? null, i.sender ?? null, i.detail ?? null, now, notify ? 1 : 0);
+      return { incident: this.get(Number(info.lastInsertRowid))!, notify };
+    });
+  }
+
+  get(id: number): Incident | undefined {
+    const r = this.db.prepare<[number], Row>('SELECT * FROM incidents WHERE id = ?').get(id);
+    return r && toIncident(r);
+  }
+
+  list(filter: { principalKind?: 'user' | 'device'; name?: string; open?: boolean; limit?: number } = {}): Incident[] {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (filter.principalKind) {
+      where.push('principal_kind = ?');
+      params.push(filter.principalKind);
+    }
+    if (filter.name) {
+      where.push('principal_name = ? COLLATE NOCASE');
+      params.push(filter.name);
+    }
+    if (filter.open) where.push('resolved_at IS NULL');
+    const sql = `SELECT * FROM incidents ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id DESC LIMIT ?`;
+    return this.db.prepare<unknown[], Row>(sql).all(...params, filter.limit ?? 1000).map(toIncident);
+  }
+
+  hasOpen(principalKind: 'user' | 'device', name: string): boolean {
+    return (
+      this.db
+        .prepare<[string, string], { n: number }>('SELECT COUNT(*) AS n FROM incidents WHERE principal_kind = ? AND principal_name = ? COLLATE NOCASE AND resolved_at IS NULL')
+        .get(principalKind, name)!.n > 0
+    );
+  }
+
+  /** Resolves every open incident of a principal; returns how many. */
+  resolveOpen(principalKind: 'user' | 'device', name: string, by: string, now: number): number {
+    return this.db
+      .prepare('UPDATE incidents SET resolved_at = ?, resolved_by = ? WHERE principal_kind = ? AND principal_name = ? COLLATE NOCASE AND resolved_at IS NULL')
+      .run(now, by, principalKind, name).changes;
+  }
+}

@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { canonicalNetwork, canonicalSenderBinding, networkAllowed, senderAllowed } from '../../src/policy/bindings.js';
+import { judgeLogin, judgeRecipient, judgeSender } from '../../src/policy/access.js';
+
+describe('network bindings', () => {
+  it.each([
+    ['192.0.2.7', ['192.0.2.0/24'], true],
+    ['192.0.3.7', ['192.0.2.0/24'], false],
+    ['::ffff:192.0.2.7', ['192.0.2.0/24'], true],
+    ['::ffff:192.0.2.7', ['::ffff:0:0/96'], false],
+    ['2001:db8::5', ['2001:db8::/32'], true],
+    ['2001:db9::5', ['2001:db8::/32'], false],
+    ['192.0.2.7', ['0.0.0.0/0'], true],
+    ['2001:db8::5', ['0.0.0.0/0'], false],
+    ['2001:db8::5', ['::/0'], true],
+    ['192.0.2.7', [], false],
+    ['not-an-ip', ['0.0.0.0/0'], false],
+  ])('client %s against %j is %s', (ip, nets, ok) => {
+    expect(networkAllowed(ip, nets)).toBe(ok);
+  });
+
+  it('canonicalises networks and refuses host bits and garbage', () => {
+    expect(canonicalNetwork('192.0.2.7')).toBe('192.0.2.7/32');
+    expect(canonicalNetwork('2001:DB8:0::/32')).toBe('2001:db8::/32');
+    expect(() => canonicalNetwork('192.0.2.7/24')).toThrow('192.0.2.7/24 has host bits set; did you mean 192.0.2.0/24?');
+    expect(() => canonicalNetwork('192.0.2.0/33')).toThrow();
+    expect(() => canonicalNetwork('example.com')).toThrow();
+  });
+});
+
+describe('sender bindings', () => {
+  const senders = ['alice@example.com', '@example.org', canonicalSenderBinding('@bücher.example')!];
+  it.each([
+    ['alice@example.com', true],
+    ['Alice@EXAMPLE.com', true],
+    ['bob@example.com', false],
+    ['anyone@example.org', true],
+    ['x@sub.example.org', false],
+    ['x@example.org.evil.example', false],
+    ['x@xn--bcher-kva.example', true],
+    ['x@bücher.example', true],
+    ['', false],
+    ['no-at-sign', false],
+  ])('%j is allowed: %s', (addr, ok) => {
+    expect(senderAllowed(addr, senders)).toBe(ok);
+  });
+
+  it('stores IDN domains as A-labels', () => {
+    expect(canonicalSenderBinding('@Bücher.Example')).toBe('@xn--bcher-kva.example');
+    expect(canonicalSenderBinding('Info@Bücher.example')).toBe('info@xn--bcher-kva.example');
+    expect(canonicalSenderBinding('@')).toBeNull();
+  });
+});
+
+describe('access verdicts', () => {
+  it('judges logins: suspended, no networks, foreign, allowed', () => {
+    expect(judgeLogin('suspended', '192.0.2.1', ['0.0.0.0/0'])).toMatchObject({ kind: 'reject', reason: { id: 'AUTH_SUSPENDED' } });
+    expect(judgeLogin('active', '192.0.2.1', [])).toEqual({ kind: 'reject', reason: expect.objectContaining({ id: 'AUTH_NO_NETWORKS' }) });
+    expect(judgeLogin('active', '203.0.113.9', ['192.0.2.0/24'])).toMatchObject({ kind: 'reject', incident: { kind: 'foreign-network', suspend: true } });
+    expect(judgeLogin('active', '192.0.2.1', ['192.0.2.0/24'])).toEqual({ kind: 'accept' });
+  });
+
+  it('judges senders: only a foreign sender is a compromise signal', () => {
+    expect(judgeSender('user', 'mallory@evil.example', ['@example.com'])).toMatchObject({ reason: { id: 'SENDER_NOT_BOUND' }, detail: '<mallory@evil.example>', incident: { kind: 'foreign-sender', suspend: true } });
+    expect(judgeSender('user', '', ['@example.com'])).toEqual({ kind: 'reject', reason: expect.objectContaining({ id: 'SENDER_NULL' }) });
+    expect(judgeSender('user', 'a@example.com', [])).toEqual({ kind: 'reject', reason: expect.objectContaining({ id: 'NO_SENDERS' }) });
+    expect(judgeSender('device', 'x@evil.example', ['scan@example.com'])).toMatchObject({ incident: { kind: 'device-foreign-sender' } });
+  });
+
+  it('judges device recipients: none bound means any', () => {
+    expect(judgeRecipient('x@anywhere.example', [])).toEqual({ kind: 'accept' });
+    expect(judgeRecipient('ops@example.com', ['@example.com'])).toEqual({ kind: 'accept' });
+    expect(judgeRecipient('x@evil.example', ['@example.com'])).toMatchObject({ kind: 'reject', incident: { kind: 'foreign-recipient' } });
+  });
+});
