@@ -5,6 +5,7 @@ import { generatePassword, hashPassword, passwordProblem } from '../identity/pas
 import { canonicalAddress } from '../policy/bindings.js';
 import { UserExistsError } from '../store/users.js';
 import { networksArg, notifyWarning, sendersArg } from './bindings.js';
+import { userLimits } from './limits.js';
 import { actor, CliError, iso, many, parseDuration, printJson, table, UsageError, type Ctx } from './io.js';
 
 export const USER_HELP = `Usage: postern user COMMAND [options]
@@ -25,6 +26,8 @@ Changing (audited: --by NAME, default the OS user; --reason TEXT):
   passwd NAME [--password-stdin]         set a new password (cached logins are dropped)
   reset NAME [--password-stdin]          after a compromise: new password, suspension
                                          lifted, open incidents resolved
+  limits NAME [--messages-per-hour N] [--recipients-per-hour N] [--recipients-per-day N]
+                                         NAME's own rate limits (see: postern limits --help)
   suspend NAME --reason TEXT             stop NAME from sending
   unsuspend NAME --reason TEXT           lift a suspension (a false alarm), same password
   delete NAME                            remove a user
@@ -82,6 +85,7 @@ function describe(ctx: Ctx, u: User, now: number) {
 
 export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
+  if (sub === 'limits') return userLimits(ctx, rest);
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,

@@ -46,6 +46,17 @@ export const REASONS = {
     '5.6.0',
     'Message refused: bare CR or LF in message data, lines must end with CRLF',
   ),
+  // RFC 3463 4.7.1: a temporary policy refusal; the client keeps the mail and retries.
+  RATE_LIMITED: r('RATE_LIMITED', 451, '4.7.1', 'Too much mail from this account is waiting to be sent, please try again later'),
+  AUTH_THROTTLED: r('AUTH_THROTTLED', 454, '4.7.0', 'Too many failed logins from this address, please try again later'),
+  // RFC 2045 section 2.8 and RFC 6152: even 8-bit data never holds NUL (only BINARYMIME,
+  // which Postern does not offer, would); C filters downstream treat it as end of string.
+  NUL_IN_DATA: r('NUL_IN_DATA', 550, '5.6.0', 'Message refused: NUL character in message data'),
+  // smtp-server ends these sessions itself with 421 4.4.2 ("bad connection"); the cause is the
+  // client's input, so they carry 4.7.0 like Postfix's "421 4.7.0 Error: too many errors".
+  LINE_TOO_LONG: r('LINE_TOO_LONG', 421, '4.7.0', 'Line too long, closing connection'),
+  TOO_MANY_ERRORS: r('TOO_MANY_ERRORS', 421, '4.7.0', 'Too many errors, closing connection'),
+  NOT_SMTP: r('NOT_SMTP', 421, '4.7.0', 'HTTP requests not allowed, closing connection'),
   LOCAL_ERROR: r('LOCAL_ERROR', 451, '4.3.0', 'Temporary local problem, please try again later'),
   SHUTTING_DOWN: r('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, please try again later'),
 } as const satisfies Record<string, Reason>;

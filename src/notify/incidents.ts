@@ -23,6 +23,8 @@ export interface IncidentReport {
   detail?: string | null;
   /** Compromise signals suspend; rate limits and remote rejections only record and notify. */
   suspend: boolean;
+  /** Notice burst window for this report; default [notify] burst_minutes. */
+  burstMs?: number;
 }
 
 const WHAT: Record<string, (r: IncidentReport) => string> = {
@@ -62,7 +64,7 @@ export class IncidentResponder {
     const { incident, notify } = this.store.incidents.record(
       { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null },
       now,
-      this.cfg.burstMinutes * 60_000,
+      r.burstMs ?? this.cfg.burstMinutes * 60_000,
     );
     this.log.warn({ event: 'incident.recorded', incident: incident.id, principal: r.principal.name, kind: r.kind, ip: r.clientIp, notify });
     if (notify) this.queueNotices(r, incident, what, now);

@@ -19,6 +19,9 @@ import type { DeviceRepo } from '../store/devices.js';
 import type { IncidentResponder } from '../notify/incidents.js';
 import { canonicalNetwork } from '../policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
+import { distinctRecipients, HOUR } from '../policy/limits.js';
+import type { AuthThrottle } from '../identity/throttle.js';
+import type { QuotaGate } from '../spool/quota.js';
 import { normalizeIp } from './listen.js';
 import { reply, type SmtpReply } from './replies.js';
 
@@ -40,6 +43,10 @@ export interface SessionDeps {
   assess?: MessageAssessor;
   /** Called once the message is on disk (held notices and the like). */
   onAccepted?: AcceptedHook;
+  throttle: AuthThrottle;
+  /** Pause before a failed-AUTH reply (ms): slows guessing, equal for known and unknown users. */
+  authFailureDelayMs: number;
+  quota: QuotaGate;
 }
 
 type Cb = (err?: SmtpReply | Error | null) => void;
@@ -48,6 +55,8 @@ type Cb = (err?: SmtpReply | Error | null) => void;
 export interface SessionUser {
   principal: Principal;
 }
+
+const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16);
 
 /** Devices do not AUTH; the session they were recognised in is remembered here by id. */
 const devicesBySession = new Map<string, Principal>();
@@ -82,6 +91,33 @@ export function createHandlers(deps: SessionDeps) {
       });
     }
     return refuse(session, event, reply(v.reason, v.detail), { principal: principal.name, kind: principal.kind });
+  }
+
+  const rateIncidentAt = new Map<string, number>();
+
+  /** Slow first, then refuse: once too much of this principal's mail waits, say when to come back. */
+  async function quotaRefusal(session: SMTPServerSession, command: string, principal: Principal): Promise<SmtpReply | null> {
+    const key = `${principal.kind}:${principal.name}`;
+    const over = await deps.quota.refusal(key);
+    if (!over) return null;
+    const now = deps.clock.now();
+    // One incident (and admin notice) per window, not one per refused command.
+    if ((rateIncidentAt.get(key) ?? -Infinity) <= now - HOUR) {
+      rateIncidentAt.set(key, now);
+      deps.incidents.report({ principal, kind: 'rate-limit', clientIp: normalizeIp(session.remoteAddress), detail: 'too much mail waiting for quota', suspend: false, burstMs: HOUR });
+    }
+    return refuse(session, `${command}.refused`, reply(REASONS.RATE_LIMITED, `retry after ${hhmm(over.retryAt)} UTC`), { principal: principal.name });
+  }
+
+  /** Runs an async check and answers the callback, turning a failure into 451 4.3.0, not a crash. */
+  function answer(session: SMTPServerSession, cb: Cb, check: () => Promise<SmtpReply | null>): void {
+    check().then(
+      (r) => cb(r),
+      (e: unknown) => {
+        log.error({ event: 'policy.error', session: session.id, err: (e as Error).message });
+        cb(reply(REASONS.LOCAL_ERROR));
+      },
+    );
   }
 
   /**
@@ -121,13 +157,23 @@ export function createHandlers(deps: SessionDeps) {
         return;
       }
       const username = auth.username ?? '';
+      const lockedUntil = deps.throttle.lockedUntil(ip, username);
+      if (lockedUntil !== null) {
+        cb(refuse(session, 'auth.throttled', reply(REASONS.AUTH_THROTTLED), { user: username, until: new Date(lockedUntil).toISOString() }));
+        return;
+      }
+      const failLater = (r: SmtpReply) => {
+        if (deps.throttle.fail(ip, username)) log.warn({ event: 'auth.lockout', session: session.id, ip, user: username });
+        const t = setTimeout(() => cb(r), deps.authFailureDelayMs);
+        t.unref();
+      };
       deps.authenticator
         .verify(username, auth.password ?? '')
         .then((out) => {
           if (out.kind === 'busy') {
             cb(refuse(session, 'auth.busy', reply(REASONS.AUTH_TEMPFAIL), { user: username }));
           } else if (out.kind === 'invalid') {
-            cb(refuse(session, 'auth.fail', reply(REASONS.AUTH_INVALID), { user: username, method: auth.method }));
+            failLater(refuse(session, 'auth.fail', reply(REASONS.AUTH_INVALID), { user: username, method: auth.method }));
           } else {
             const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
             const networks = deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
@@ -153,7 +199,7 @@ export function createHandlers(deps: SessionDeps) {
       const senders = deps.bindings.values(principal.kind, principal.id, 'sender', deps.clock.now());
       const verdict = judgeSender(principal.kind, address.address, senders);
       if (verdict.kind === 'reject') return cb(refuseVerdict(session, 'mail.refused', verdict, principal, address.address));
-      cb();
+      answer(session, cb, () => quotaRefusal(session, 'mail', principal));
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
@@ -163,6 +209,12 @@ export function createHandlers(deps: SessionDeps) {
         return cb(refuse(session, 'rcpt.refused', reply(REASONS.TOO_MANY_RECIPIENTS), { rcpt: address.address }));
       }
       const principal = principalOf(session)!;
+      // A message with more distinct recipients than the principal may ever send in a window
+      // could never leave the queue: refuse the extra recipients now, while the client can act.
+      const distinct = distinctRecipients([...session.envelope.rcptTo.map((a) => a.address), address.address]);
+      if (distinct > deps.quota.maxRecipients(`${principal.kind}:${principal.name}`)) {
+        return cb(refuse(session, 'rcpt.refused', reply(REASONS.TOO_MANY_RECIPIENTS), { rcpt: address.address, principal: principal.name }));
+      }
       if (principal.kind === 'device') {
         const verdict = judgeRecipient(address.address, deps.bindings.values('device', principal.id, 'recipient', deps.clock.now()));
         if (verdict.kind === 'reject') {
@@ -170,7 +222,7 @@ export function createHandlers(deps: SessionDeps) {
           return cb(refuseVerdict(session, 'rcpt.refused', verdict, principal, from));
         }
       }
-      cb();
+      answer(session, cb, () => quotaRefusal(session, 'rcpt', principal));
     },
 
     onClose(session: SMTPServerSession) {
@@ -194,10 +246,20 @@ export function createHandlers(deps: SessionDeps) {
           return cb(reply(REASONS.MESSAGE_TOO_BIG));
         }
         if (!principal) return cb(refuse(session, 'message.refused', reply(REASONS.AUTH_REQUIRED)));
+        // DATA passes no gate: without this, recipients accepted before a suspension (by a
+        // refused RCPT in this very transaction, another session or the CLI) still get the mail.
+        const current = principal.kind === 'user' ? deps.users.get(principal.id) : deps.devices.get(principal.id);
+        if (!current || current.status !== 'active') {
+          return cb(refuse(session, 'message.refused', reply(REASONS.ACCOUNT_SUSPENDED), { principal: principal.name }));
+        }
         const raw = Buffer.concat(chunks, size);
         const bare = findBareNewline(raw);
         if (bare !== -1) {
           return cb(refuse(session, 'message.refused', reply(REASONS.BARE_NEWLINE), { user: principal.name, offset: bare }));
+        }
+        const nul = raw.indexOf(0);
+        if (nul !== -1) {
+          return cb(refuse(session, 'message.refused', reply(REASONS.NUL_IN_DATA), { user: principal.name, offset: nul }));
         }
         const now = deps.clock.now();
         const id = newQueueId(now);
@@ -218,6 +280,8 @@ export function createHandlers(deps: SessionDeps) {
         const input = { id, data, envelope: { mailFrom, rcptTo }, principal, clientIp: ip, now };
         const accept = async (): Promise<Assessment> => {
           const assessment: Assessment = deps.assess ? await deps.assess(input) : { state: 'queued', score: 0, reasons: [] };
+          // Quota is taken only by mail that is going out now; held mail takes it on release.
+          if (assessment.state === 'queued') assessment.state = await deps.quota.admit(`${principal.kind}:${principal.name}`, rcptTo);
           await deps.spool.accept({ ...input, receivedAt: now, state: assessment.state, assessment });
           return assessment;
         };

@@ -38,7 +38,7 @@ describe('durable accept', () => {
     async () => {
       const dir = tempDir();
       const config = writeConfig(dir);
-      expect((await cli(config, ['user', 'add', 'alice', '--password-stdin'], `${PASS}\n`)).code).toBe(0);
+      expect((await cli(config, ['user', 'add', 'alice', '--password-stdin', '--sender', 'alice@example.com', '--network', '127.0.0.1', '--notify', 'alice@home.example'], `${PASS}\n`)).code).toBe(0);
 
       const first = await serve(config);
       // Five sessions send at once so the kill lands while other commits are in flight.
@@ -55,6 +55,8 @@ describe('durable accept', () => {
           }
         }),
       );
+      // Whatever happened above, the server dies now (a failure must not hang the test).
+      first.child.kill('SIGKILL');
       expect(await first.exited).toBe(null);
       expect(acked.length).toBeGreaterThanOrEqual(1);
 

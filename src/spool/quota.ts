@@ -1,0 +1,91 @@
+import type { Clock } from '../domain/clock.js';
+import type { QueueState } from '../domain/types.js';
+import type { Logger } from '../obs/log.js';
+import { decideQuota, distinctRecipients, type Limits } from '../policy/limits.js';
+import type { LimitRepo } from '../store/limits.js';
+import { SqliteLedger, type QuotaLedger } from './ledger.js';
+
+export interface QuotaConfig extends Limits {
+  /** Waiting messages beyond which new mail is refused with 451 4.7.1; 0 = one window's worth. */
+  ceiling: number;
+}
+
+/**
+ * Slow first, then refuse. Mail within a principal's rate goes to delivery at once; mail over
+ * it is accepted and waits in the spool (state waiting-quota) and drain() hands it on, paced,
+ * as quota frees; once too much waits, the protocol refuses new mail with a temporary error.
+ * Each decision is one atomic step on the ledger, so it is exact under concurrency and
+ * survives restarts. Waiting mail and the ceiling are per node (each node has its own
+ * spool); the quota itself is global when the ledger is Redis.
+ */
+export class QuotaGate {
+  readonly ledger: QuotaLedger;
+
+  constructor(
+    private readonly repo: LimitRepo,
+    private readonly defaults: QuotaConfig,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    ledger?: QuotaLedger,
+  ) {
+    this.ledger = ledger ?? new SqliteLedger(repo);
+  }
+
+  limitsFor(principal: string): Limits {
+    const o = this.repo.override(principal);
+    return {
+      messagesPerHour: o?.messagesPerHour ?? this.defaults.messagesPerHour,
+      recipientsPerHour: o?.recipientsPerHour ?? this.defaults.recipientsPerHour,
+      recipientsPerDay: o?.recipientsPerDay ?? this.defaults.recipientsPerDay,
+    };
+  }
+
+  ceilingFor(principal: string): number {
+    return this.defaults.ceiling || this.limitsFor(principal).messagesPerHour;
+  }
+
+  /** The spool state for a message about to be accepted: queued if quota allows, else waiting. */
+  async admit(principal: string, rcpts: string[]): Promise<QueueState> {
+    // Mail already waiting goes first: a new message must not overtake it.
+    if (this.repo.waiting(principal).messages > 0) return 'waiting-quota';
+    const d = await this.ledger.reserve(principal, distinctRecipients(rcpts), this.limitsFor(principal), this.clock.now(), false);
+    return d.admit ? 'queued' : 'waiting-quota';
+  }
+
+  /** Null while new mail is welcome, else when to come back. */
+  async refusal(principal: string): Promise<{ retryAt: number } | null> {
+    if (this.repo.waiting(principal).messages < this.ceilingFor(principal)) return null;
+    // Room opens when the oldest waiting message can leave: the same paced decision drain() makes.
+    const now = this.clock.now();
+    const d = decideQuota(this.limitsFor(principal), await this.ledger.usage(principal, now), 1, now, true);
+    return { retryAt: d.admit ? now : d.retryAt };
+  }
+
+  /** Largest number of distinct recipients one message of this principal could ever be admitted with. */
+  maxRecipients(principal: string): number {
+    const l = this.limitsFor(principal);
+    return Math.min(l.recipientsPerHour, l.recipientsPerDay);
+  }
+
+  /** Hands waiting mail to delivery as quota frees, paced; returns the ids released. */
+  async drain(): Promise<string[]> {
+    const now = this.clock.now();
+    const released: string[] = [];
+    for (const principal of this.repo.principalsWaiting()) {
+      const limits = this.limitsFor(principal);
+      for (;;) {
+        const next = this.repo.oldestWaiting(principal);
+        if (!next) break;
+        const d = await this.ledger.reserve(principal, distinctRecipients(next.rcpts), limits, now, true);
+        if (!d.admit) break;
+        // Promotion fails only if an admin deleted or released it meanwhile: the quota
+        // taken for it is then spent, erring on the side of sending less.
+        if (!this.repo.promote(next.id, now)) continue;
+        released.push(next.id);
+        this.log.info({ event: 'quota.released', principal, queue_id: next.id });
+      }
+    }
+    this.repo.purge(now);
+    return released;
+  }
+}

@@ -1,0 +1,102 @@
+import type { Db } from './db.js';
+import { DAY, HOUR, decideQuota, type Limits, type QuotaDecision, type Usage } from '../policy/limits.js';
+
+export interface LimitOverride {
+  messagesPerHour: number | null;
+  recipientsPerHour: number | null;
+  recipientsPerDay: number | null;
+}
+
+/** The quota ledger and per-principal overrides. Every decision is one IMMEDIATE transaction. */
+export class LimitRepo {
+  private readonly usageStmt;
+  private readonly insertUsage;
+  readonly reserve: (principal: string, recipients: number, limits: Limits, now: number, paced: boolean) => QuotaDecision;
+
+  constructor(private readonly db: Db) {
+    this.usageStmt = db.prepare<{ p: string; hour: number; day: number }, { mh: number | null; rh: number | null; rd: number | null; last: number | null; oldest: number | null }>(
+      `SELECT SUM(CASE WHEN at > @hour THEN messages END) AS mh,
+              SUM(CASE WHEN at > @hour THEN recipients END) AS rh,
+              SUM(recipients) AS rd,
+              MAX(at) AS last,
+              MIN(CASE WHEN at > @hour THEN at END) AS oldest
+       FROM quota_usage WHERE principal = @p AND at > @day`,
+    );
+    this.insertUsage = db.prepare('INSERT INTO quota_usage (principal, at, messages, recipients) VALUES (?, ?, 1, ?)');
+    const reserveTx = db.transaction((principal: string, recipients: number, limits: Limits, now: number, paced: boolean) => {
+      const d = decideQuota(limits, this.usage(principal, now), recipients, now, paced);
+      if (d.admit) this.insertUsage.run(principal, now, recipients);
+      return d;
+    });
+    // IMMEDIATE takes the write lock before reading usage, so two processes sharing the
+    // database cannot both see room for the last message.
+    this.reserve = (...a) => reserveTx.immediate(...a);
+
+  }
+
+  usage(principal: string, now: number): Usage {
+    const r = this.usageStmt.get({ p: principal, hour: now - HOUR, day: now - DAY })!;
+    return { messagesHour: r.mh ?? 0, recipientsHour: r.rh ?? 0, recipientsDay: r.rd ?? 0, lastAt: r.last, oldestHourAt: r.oldest };
+  }
+
+  override(principal: string): LimitOverride | undefined {
+    const r = this.db
+      .prepare<[string], { messages_per_hour: number | null; recipients_per_hour: number | null; recipients_per_day: number | null }>(
+        'SELECT messages_per_hour, recipients_per_hour, recipients_per_day FROM principal_limits WHERE principal = ?',
+      )
+      .get(principal);
+    return r && { messagesPerHour: r.messages_per_hour, recipientsPerHour: r.recipients_per_hour, recipientsPerDay: r.recipients_per_day };
+  }
+
+  setOverride(principal: string, o: Partial<LimitOverride>, now: number): void {
+    const cur = this.override(principal) ?? { messagesPerHour: null, recipientsPerHour: null, recipientsPerDay: null };
+    const next = { ...cur, ...o };
+    this.db
+      .prepare(
+        `INSERT INTO principal_limits (principal, messages_per_hour, recipients_per_hour, recipients_per_day, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (principal) DO UPDATE SET messages_per_hour = excluded.messages_per_hour, recipients_per_hour = excluded.recipients_per_hour,
+           recipients_per_day = excluded.recipients_per_day, updated_at = excluded.updated_at`,
+      )
+      .run(principal, next.messagesPerHour, next.recipientsPerHour, next.recipientsPerDay, now);
+  }
+
+  /** The message of this principal that has waited longest. */
+  oldestWaiting(principal: string): { id: string; rcpts: string[] } | undefined {
+    const r = this.db
+      .prepare<[string], { id: string; rcpts: string }>(
+        `SELECT m.id, (SELECT json_group_array(address) FROM recipients r WHERE r.message_id = m.id) AS rcpts
+         FROM messages m WHERE m.principal = ? AND m.state = 'waiting-quota' ORDER BY m.received_at, m.id LIMIT 1`,
+      )
+      .get(principal);
+    return r && { id: r.id, rcpts: JSON.parse(r.rcpts) as string[] };
+  }
+
+  /** Hands a waiting message to delivery; false if it is no longer waiting. */
+  promote(id: string, now: number): boolean {
+    return this.db.prepare(`UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ? AND state = 'waiting-quota'`).run(now, id).changes === 1;
+  }
+
+  /** Messages and recipients waiting for quota. */
+  waiting(principal: string): { messages: number; recipients: number } {
+    const r = this.db
+      .prepare<{ p: string }, { m: number; r: number | null }>(
+        `SELECT COUNT(*) AS m, (SELECT COUNT(*) FROM recipients WHERE message_id IN
+           (SELECT id FROM messages WHERE principal = @p AND state = 'waiting-quota')) AS r
+         FROM messages WHERE principal = @p AND state = 'waiting-quota'`,
+      )
+      .get({ p: principal })!;
+    return { messages: r.m, recipients: r.r ?? 0 };
+  }
+
+  principalsWaiting(): string[] {
+    return this.db
+      .prepare<[], { principal: string }>(`SELECT DISTINCT principal FROM messages WHERE state = 'waiting-quota' AND principal IS NOT NULL`)
+      .all()
+      .map((r) => r.principal);
+  }
+
+  /** Ledger rows older than the longest window count for nothing. */
+  purge(now: number): number {
+    return this.db.prepare('DELETE FROM quota_usage WHERE at <= ?').run(now - DAY).changes;
+  }
+}
