@@ -47,7 +47,11 @@ export interface SessionDeps {
   /** Pause before a failed-AUTH reply (ms): slows guessing, equal for known and unknown users. */
   authFailureDelayMs: number;
   quota: QuotaGate;
+  /** Per policy: enforce, or monitor (log and count the would-be verdict, apply nothing). */
+  modes: { network: PolicyMode; sender: PolicyMode; limits: PolicyMode; quarantine: PolicyMode };
 }
+
+export type PolicyMode = 'enforce' | 'monitor';
 
 type Cb = (err?: SmtpReply | Error | null) => void;
 
@@ -77,6 +81,16 @@ export function createHandlers(deps: SessionDeps) {
     return r;
   }
 
+  /**
+   * Monitor mode: the verdict is logged and counted as what would have happened, and the
+   * caller carries on as if it had accepted. Returns true when the verdict is not applied.
+   */
+  function monitored(session: SMTPServerSession, policy: keyof SessionDeps['modes'], would: string, fields: object): boolean {
+    if (deps.modes[policy] !== 'monitor') return false;
+    log.warn({ event: 'policy.monitor', policy, would, session: session.id, ip: normalizeIp(session.remoteAddress), ...fields });
+    return true;
+  }
+
   /** Turns a refusing verdict into a reply, acting on its incident first (suspend, record, notify). */
   function refuseVerdict(session: SMTPServerSession, event: string, v: Exclude<Verdict, { kind: 'accept' }>, principal: Principal, sender?: string): SmtpReply {
     const ip = normalizeIp(session.remoteAddress);
@@ -100,6 +114,7 @@ export function createHandlers(deps: SessionDeps) {
     const key = `${principal.kind}:${principal.name}`;
     const over = await deps.quota.refusal(key);
     if (!over) return null;
+    if (monitored(session, 'limits', 'refuse', { principal: principal.name, reason: REASONS.RATE_LIMITED.id })) return null;
     const now = deps.clock.now();
     // One incident (and admin notice) per window, not one per refused command.
     if ((rateIncidentAt.get(key) ?? -Infinity) <= now - HOUR) {
@@ -178,7 +193,10 @@ export function createHandlers(deps: SessionDeps) {
             const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
             const networks = deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
             const verdict = judgeLogin(out.user.status, ip, networks);
-            if (verdict.kind === 'reject') {
+            const shadow =
+              verdict.kind === 'reject' && verdict.reason.id !== 'AUTH_SUSPENDED' &&
+              monitored(session, 'network', verdict.incident?.suspend ? 'suspend' : 'refuse', { principal: principal.name, reason: verdict.reason.id });
+            if (verdict.kind === 'reject' && !shadow) {
               cb(refuseVerdict(session, 'auth.fail', verdict, principal));
               return;
             }
@@ -198,7 +216,9 @@ export function createHandlers(deps: SessionDeps) {
       const principal = principalOf(session)!;
       const senders = deps.bindings.values(principal.kind, principal.id, 'sender', deps.clock.now());
       const verdict = judgeSender(principal.kind, address.address, senders);
-      if (verdict.kind === 'reject') return cb(refuseVerdict(session, 'mail.refused', verdict, principal, address.address));
+      if (verdict.kind === 'reject' && !monitored(session, 'sender', verdict.incident?.suspend ? 'suspend' : 'refuse', { principal: principal.name, reason: verdict.reason.id, sender: address.address })) {
+        return cb(refuseVerdict(session, 'mail.refused', verdict, principal, address.address));
+      }
       answer(session, cb, () => quotaRefusal(session, 'mail', principal));
     },
 
@@ -280,8 +300,14 @@ export function createHandlers(deps: SessionDeps) {
         const input = { id, data, envelope: { mailFrom, rcptTo }, principal, clientIp: ip, now };
         const accept = async (): Promise<Assessment> => {
           const assessment: Assessment = deps.assess ? await deps.assess(input) : { state: 'queued', score: 0, reasons: [] };
+          if (assessment.state === 'held' && monitored(session, 'quarantine', 'hold', { principal: principal.name, queue_id: id, score: assessment.score, reasons: assessment.reasons.map((r) => r.id) })) {
+            assessment.state = 'queued';
+          }
           // Quota is taken only by mail that is going out now; held mail takes it on release.
           if (assessment.state === 'queued') assessment.state = await deps.quota.admit(`${principal.kind}:${principal.name}`, rcptTo);
+          if (assessment.state === 'waiting-quota' && monitored(session, 'limits', 'wait', { principal: principal.name, queue_id: id })) {
+            assessment.state = 'queued';
+          }
           await deps.spool.accept({ ...input, receivedAt: now, state: assessment.state, assessment });
           return assessment;
         };
