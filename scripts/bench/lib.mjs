@@ -148,7 +148,7 @@ export function startChild(argv, env = {}) {
       }
       if (ev.event === 'relay.started' || ev.event === 'ready') {
         child.removeAllListeners('exit');
-        resolve({ child, port: ev.starttls ? ev.starttls[0] : ev.port, stop: () => { clearTimeout(timer); child.kill('SIGKILL'); } });
+        resolve({ child, event: ev, port: ev.starttls ? ev.starttls[0] : ev.port, stop: () => { clearTimeout(timer); child.kill('SIGKILL'); } });
       }
     });
   });

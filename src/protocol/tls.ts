@@ -1,6 +1,5 @@
 import { existsSync, readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import selfsigned from 'selfsigned';
 
 export interface TlsMaterial {
   cert: Buffer;
@@ -24,6 +23,8 @@ export async function loadTls(opts: { cert: string; key: string; dataDir: string
     return { cert: readFileSync(certPath), key: readFileSync(keyPath), source: 'reused' };
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Loaded only here: it costs ~15 MB of resident memory, needed once in the data dir's life.
+  const { default: selfsigned } = await import('selfsigned');
   const now = new Date();
   const pems = await selfsigned.generate([{ name: 'commonName', value: opts.hostname }], {
     keyType: 'ec',

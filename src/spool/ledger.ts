@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { DAY, HOUR, decideQuota, type Limits, type QuotaDecision, type Usage } from '../policy/limits.js';
 import type { LimitRepo } from '../store/limits.js';
 
@@ -33,11 +33,17 @@ export class SqliteLedger implements QuotaLedger {
  * Postern's clock, not Redis's, so the injected clock governs both ledgers alike.
  */
 export class RedisLedger implements QuotaLedger {
-  private readonly redis: Redis;
   private readonly chains = new Map<string, Promise<unknown>>();
 
-  constructor(url: string, private readonly prefix = 'postern:quota:') {
-    this.redis = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 2, enableOfflineQueue: true });
+  private constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  /** ioredis is loaded only when [limits] redis is set: most installations never need it. */
+  static async connect(url: string, prefix = 'postern:quota:'): Promise<RedisLedger> {
+    const { Redis } = await import('ioredis');
+    return new RedisLedger(new Redis(url, { maxRetriesPerRequest: 2, enableOfflineQueue: true }), prefix);
   }
 
   private static usageOf(members: string[], now: number): Usage {
