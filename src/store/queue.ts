@@ -42,8 +42,8 @@ export class QueueRepo {
 
   constructor(private readonly db: Db) {
     this.insertMsg = db.prepare(
-      `INSERT INTO messages (id, state, mail_from, principal, client_ip, size, received_at, next_attempt_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO messages (id, state, mail_from, principal, client_ip, size, received_at, next_attempt_at, score, reasons, held_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.insertRcpt = db.prepare('INSERT INTO recipients (message_id, position, address) VALUES (?, ?, ?)');
     this.insertBody = db.prepare('INSERT INTO message_bodies (message_id, data) VALUES (?, ?)');
@@ -60,6 +60,10 @@ export class QueueRepo {
           m.data.length,
           m.receivedAt,
           m.state === 'queued' ? m.receivedAt : null,
+          // Quarantine (issue 5): why policy put it where it is, and since when it waits.
+          m.assessment ? m.assessment.score : null,
+          m.assessment ? JSON.stringify(m.assessment.reasons) : null,
+          m.state === 'queued' ? null : m.receivedAt,
         );
         m.envelope.rcptTo.forEach((a, i) => this.insertRcpt.run(m.id, i, a));
         this.insertBody.run(m.id, m.data);
@@ -86,5 +90,11 @@ export class QueueRepo {
 
   count(): number {
     return (this.db.prepare('SELECT COUNT(*) AS n FROM messages').get() as { n: number }).n;
+  }
+
+  /** Messages per spool state (metrics gauge, read at scrape time). */
+  depth(): Record<string, number> {
+    const rows = this.db.prepare<[], { state: string; n: number }>('SELECT state, COUNT(*) AS n FROM messages GROUP BY state').all();
+    return Object.fromEntries(rows.map((r) => [r.state, r.n]));
   }
 }
