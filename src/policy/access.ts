@@ -41,9 +41,21 @@ export function judgeSender(principalKind: 'user' | 'device', mailFrom: string, 
   };
 }
 
+/**
+ * A local part holding '%' or '!' is a route, not a mailbox: the percent hack and UUCP bang
+ * paths. The receiving MTA may rewrite `u%elsewhere@example.com` to `u@elsewhere` and relay it
+ * on, trusting us (Postfix's allow_percent_hack and swap_bangpath are on by default), so for a
+ * domain binding these name a recipient outside it.
+ */
+const ROUTED_LOCAL_PART = /[%!]/;
+
 /** Devices may be bound to recipients too; none bound means any recipient. */
 export function judgeRecipient(rcpt: string, recipients: string[]): Verdict {
-  if (!recipients.length || senderAllowed(rcpt, recipients)) return ACCEPT;
+  if (!recipients.length) return ACCEPT;
+  const addr = canonicalAddress(rcpt);
+  // An exact binding is the admin's own word, routing characters and all.
+  if (addr && recipients.includes(addr)) return ACCEPT;
+  if (!ROUTED_LOCAL_PART.test(rcpt.slice(0, Math.max(0, rcpt.lastIndexOf('@')))) && senderAllowed(rcpt, recipients)) return ACCEPT;
   return {
     kind: 'reject',
     reason: REASONS.RECIPIENT_NOT_BOUND,

@@ -60,8 +60,12 @@ export interface Provenance {
   now: number;
 }
 
-/** Strip anything that could end a header line or smuggle another field. */
-const clean = (s: string) => s.replace(/[\x00-\x1f\x7f()\\]/g, '?').slice(0, 255);
+/**
+ * Strip anything that could end a header line or smuggle another field, and anything outside
+ * printable ASCII: the header is written as latin1, so a client's invalid UTF-8 HELO would
+ * otherwise land in our Received field as raw 8-bit bytes (Postfix's printable() does the same).
+ */
+const clean = (s: string) => s.replace(/[^\x20-\x7e]|[()\\]/g, '?').slice(0, 255);
 
 function receivedHeader(p: Provenance): string {
   let h = `Received: from ${clean(p.helo) || 'unknown'} ([${clean(p.clientIp)}])\r\n`;
@@ -105,4 +109,16 @@ export function newQueueId(now: number): string {
   const rnd = randomBytes(6);
   for (const b of rnd) s += B32[b % 31]!;
   return s;
+}
+
+/** The arrival time newQueueId put in an id's first 9 characters; null for a foreign id. */
+export function queueIdTime(id: string): number | null {
+  if (id.length < 9) return null;
+  let t = 0;
+  for (let i = 0; i < 9; i++) {
+    const d = B32.indexOf(id[i]!);
+    if (d === -1) return null;
+    t = t * 31 + d;
+  }
+  return t;
 }

@@ -17,7 +17,7 @@ export class SmtpClient {
     this.greeting = this.read();
   }
 
-  static async connect(port: number, opts: { host?: string; tls?: boolean; localAddress?: string; servername?: string } = {}): Promise<SmtpClient> {
+  static async connect(port: number, opts: { host?: string; tls?: boolean; localAddress?: string; servername?: string; proxyHeader?: string | Buffer } = {}): Promise<SmtpClient> {
     const host = opts.host ?? '127.0.0.1';
     // TLS goes over a plain socket we open ourselves, so localAddress (a second loopback
     // address as a "foreign" client) works the same for both kinds of listener.
@@ -25,6 +25,8 @@ export class SmtpClient {
       const s = net.connect({ host, port, localAddress: opts.localAddress }, () => resolve(s));
       s.once('error', reject);
     });
+    // The test plays a load balancer: the PROXY header goes first, in clear, before any TLS.
+    if (opts.proxyHeader !== undefined) plain.write(opts.proxyHeader);
     const sock = opts.tls
       ? await new Promise<tls.TLSSocket>((resolve, reject) => {
           const s = tls.connect({ socket: plain, rejectUnauthorized: false, ...(opts.servername ? { servername: opts.servername } : {}) }, () => resolve(s));
@@ -88,7 +90,12 @@ export class SmtpClient {
 
   async starttls(): Promise<string> {
     const r = await this.cmd('STARTTLS');
-    if (!r.startsWith('220')) return r;
+    if (r.startsWith('220')) await this.upgrade();
+    return r;
+  }
+
+  /** The TLS handshake after a 220 to STARTTLS (the fuzzer sends its own STARTTLS spellings). */
+  async upgrade(): Promise<void> {
     const plain = this.sock;
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
@@ -97,7 +104,6 @@ export class SmtpClient {
       s.once('error', reject);
     });
     this.attach(this.sock);
-    return r;
   }
 
   get tlsSocket(): tls.TLSSocket | undefined {
