@@ -4,26 +4,9 @@
  * released no faster than one message per (hour / messages_per_hour), so a burst drains at
  * the allowed rate instead of all at once when the window slides.
  */
-export interface Limits {
-  messagesPerHour: number;
-  recipientsPerHour: number;
-  recipientsPerDay: number;
-}
+import { HOUR, type Limits, type QuotaDecision, type Usage } from '../domain/limits.js';
 
-export interface Usage {
-  messagesHour: number;
-  recipientsHour: number;
-  recipientsDay: number;
-  /** Time of the latest release, for pacing; null if none in the last day. */
-  lastAt: number | null;
-  /** Oldest usage within the hour window, to say when room frees up. */
-  oldestHourAt: number | null;
-}
-
-export const HOUR = 3_600_000;
-export const DAY = 86_400_000;
-
-export type QuotaDecision = { admit: true } | { admit: false; retryAt: number };
+export { DAY, HOUR, type Limits, type QuotaDecision, type Usage } from '../domain/limits.js';
 
 /** May a message with `recipients` distinct recipients be handed to delivery now? */
 export function decideQuota(limits: Limits, usage: Usage, recipients: number, now: number, paced: boolean): QuotaDecision {

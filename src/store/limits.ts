@@ -1,5 +1,5 @@
 import type { Db } from './db.js';
-import { DAY, HOUR, decideQuota, type Limits, type QuotaDecision, type Usage } from '../policy/limits.js';
+import { DAY, HOUR, type QuotaDecision, type Usage } from '../domain/limits.js';
 
 export interface LimitOverride {
   messagesPerHour: number | null;
@@ -11,7 +11,12 @@ export interface LimitOverride {
 export class LimitRepo {
   private readonly usageStmt;
   private readonly insertUsage;
-  readonly reserve: (principal: string, recipients: number, limits: Limits, now: number, paced: boolean) => QuotaDecision;
+  /**
+   * Reads usage and records one message if `decide` (policy's pure decision) admits it, as
+   * one IMMEDIATE transaction: it takes the write lock before reading, so two processes
+   * sharing the database cannot both see room for the last message.
+   */
+  readonly reserve: (principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => QuotaDecision;
 
   constructor(private readonly db: Db) {
     this.usageStmt = db.prepare<{ p: string; hour: number; day: number }, { mh: number | null; rh: number | null; rd: number | null; last: number | null; oldest: number | null }>(
@@ -23,13 +28,11 @@ export class LimitRepo {
        FROM quota_usage WHERE principal = @p AND at > @day`,
     );
     this.insertUsage = db.prepare('INSERT INTO quota_usage (principal, at, messages, recipients) VALUES (?, ?, 1, ?)');
-    const reserveTx = db.transaction((principal: string, recipients: number, limits: Limits, now: number, paced: boolean) => {
-      const d = decideQuota(limits, this.usage(principal, now), recipients, now, paced);
+    const reserveTx = db.transaction((principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => {
+      const d = decide(this.usage(principal, now));
       if (d.admit) this.insertUsage.run(principal, now, recipients);
       return d;
     });
-    // IMMEDIATE takes the write lock before reading usage, so two processes sharing the
-    // database cannot both see room for the last message.
     this.reserve = (...a) => reserveTx.immediate(...a);
 
   }

@@ -1,39 +1,18 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { openStore } from '../../src/store/index.js';
 import { cli, writeConfig } from '../helpers/cli.js';
 import { tempDir } from '../helpers/relay.js';
 import { SmtpClient } from '../helpers/smtp-client.js';
+import { BUILT, killAll, serve } from '../helpers/child.js';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const BIN = path.join(ROOT, 'bin/postern.js');
-const children: ChildProcess[] = [];
-afterEach(() => {
-  for (const c of children.splice(0)) c.kill('SIGKILL');
-});
-
-/** Starts `postern serve` as a real process and resolves with its ports once it logs relay.started. */
-function serve(config: string): Promise<{ child: ChildProcess; port: number; tlsPort: number; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, [BIN, '--config', config, 'serve'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`serve exited with ${code}`)));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const ev = JSON.parse(line) as { event: string; starttls: number[]; tls: number[] };
-      if (ev.event === 'relay.started') resolve({ child, port: ev.starttls[0]!, tlsPort: ev.tls[0]!, exited });
-    });
-  });
-}
+afterEach(killAll);
 
 const PASS = 'correct horse battery staple';
 
 describe('durable accept', () => {
   // npm test builds dist/ before vitest runs; this test drives the built binary.
-  it.runIf(existsSync(path.join(ROOT, 'dist/src/cli/postern.js')))(
+  it.runIf(BUILT)(
     'keeps every message acknowledged with 250 when the server is killed with SIGKILL the next instant',
     async () => {
       const dir = tempDir();
@@ -76,7 +55,7 @@ describe('durable accept', () => {
     },
   );
 
-  it.runIf(existsSync(path.join(ROOT, 'dist/src/cli/postern.js')))('reuses the certificate it generated on first start', async () => {
+  it.runIf(BUILT)('reuses the certificate it generated on first start', async () => {
     const dir = tempDir();
     const config = writeConfig(dir);
     const fingerprints: string[] = [];

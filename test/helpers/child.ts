@@ -1,0 +1,55 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+
+export const ROOT = path.resolve(import.meta.dirname, '../..');
+export const BIN = path.join(ROOT, 'bin/postern.js');
+/** npm test builds dist/ before vitest runs; child-process tests drive the built binary. */
+export const BUILT = existsSync(path.join(ROOT, 'dist/src/cli/postern.js'));
+
+export interface ServeChild {
+  child: ChildProcess;
+  port: number;
+  tlsPort: number;
+  exited: Promise<number | null>;
+  /** Every JSON log line the server printed so far. */
+  events: Array<Record<string, unknown>>;
+}
+
+const running = new Set<ChildProcess>();
+/** Kills every child still running (call from afterEach). */
+export function killAll(): void {
+  for (const c of running) c.kill('SIGKILL');
+  running.clear();
+}
+
+/** Starts `postern serve` as a real process; resolves with its ports once it logs relay.started. */
+export function serve(config: string): Promise<ServeChild> {
+  const child = spawn(process.execPath, [BIN, '--config', config, 'serve'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  running.add(child);
+  const exited = new Promise<number | null>((r) =>
+    child.once('exit', (code) => {
+      running.delete(child);
+      r(code);
+    }),
+  );
+  const events: Array<Record<string, unknown>> = [];
+  return new Promise((resolve, reject) => {
+    const early = (code: number | null, signal: string | null) => reject(new Error(`serve exited with ${code ?? signal} before it started`));
+    child.once('exit', early);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      let ev: Record<string, unknown>;
+      try {
+        ev = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        return;
+      }
+      events.push(ev);
+      if (ev.event === 'relay.started') {
+        child.off('exit', early);
+        resolve({ child, port: (ev.starttls as number[])[0]!, tlsPort: (ev.tls as number[])[0]!, exited, events });
+      }
+    });
+  });
+}
