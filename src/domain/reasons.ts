@@ -57,8 +57,12 @@ export const REASONS = {
   LINE_TOO_LONG: r('LINE_TOO_LONG', 421, '4.7.0', 'Line too long, closing connection'),
   TOO_MANY_ERRORS: r('TOO_MANY_ERRORS', 421, '4.7.0', 'Too many errors, closing connection'),
   NOT_SMTP: r('NOT_SMTP', 421, '4.7.0', 'HTTP requests not allowed, closing connection'),
+  TOO_MANY_CONNECTIONS: r('TOO_MANY_CONNECTIONS', 421, '4.7.0', 'Too many connections from this address, please try again later'),
   LOCAL_ERROR: r('LOCAL_ERROR', 451, '4.3.0', 'Temporary local problem, please try again later'),
   SHUTTING_DOWN: r('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, please try again later'),
+  // PROXY protocol (issue 9): a header from an untrusted peer, none from a trusted proxy, or a
+  // malformed one. The text says nothing of which, so a prober learns nothing about the setup.
+  PROXY_REFUSED: r('PROXY_REFUSED', 421, '4.7.0', 'Connection refused, closing connection'),
 } as const satisfies Record<string, Reason>;
 
 export type ReasonId = keyof typeof REASONS;

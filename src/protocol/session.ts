@@ -47,6 +47,8 @@ export interface SessionDeps {
   /** Pause before a failed-AUTH reply (ms): slows guessing, equal for known and unknown users. */
   authFailureDelayMs: number;
   quota: QuotaGate;
+  /** Simultaneous connections one client address may hold. */
+  maxConnectionsPerIp: number;
   /** Per policy: enforce, or monitor (log and count the would-be verdict, apply nothing). */
   modes: { network: PolicyMode; sender: PolicyMode; limits: PolicyMode; quarantine: PolicyMode };
 }
@@ -108,6 +110,8 @@ export function createHandlers(deps: SessionDeps) {
   }
 
   const rateIncidentAt = new Map<string, number>();
+  const connectionsByIp = new Map<string, number>();
+  const counted = new Set<string>();
 
   /** Slow first, then refuse: once too much of this principal's mail waits, say when to come back. */
   async function quotaRefusal(session: SMTPServerSession, command: string, principal: Principal): Promise<SmtpReply | null> {
@@ -245,8 +249,30 @@ export function createHandlers(deps: SessionDeps) {
       answer(session, cb, () => quotaRefusal(session, 'rcpt', principal));
     },
 
+    /**
+     * Postfix anvil's per-client connection cap: smtp-server restarts its idle timer on every
+     * byte, so a slow client (one byte every few seconds) holds its slot indefinitely; the cap
+     * keeps one address from holding many, leaving max_clients for everyone else.
+     */
+    onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void) {
+      const ip = normalizeIp(session.remoteAddress);
+      const n = (connectionsByIp.get(ip) ?? 0) + 1;
+      if (n > deps.maxConnectionsPerIp) {
+        return cb(refuse(session, 'session.refused', reply(REASONS.TOO_MANY_CONNECTIONS), { connections: n - 1 }));
+      }
+      connectionsByIp.set(ip, n);
+      counted.add(session.id);
+      cb();
+    },
+
     onClose(session: SMTPServerSession) {
       devicesBySession.delete(session.id);
+      if (counted.delete(session.id)) {
+        const ip = normalizeIp(session.remoteAddress);
+        const n = (connectionsByIp.get(ip) ?? 1) - 1;
+        if (n > 0) connectionsByIp.set(ip, n);
+        else connectionsByIp.delete(ip);
+      }
     },
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void) {
@@ -313,7 +339,7 @@ export function createHandlers(deps: SessionDeps) {
         };
         accept()
           .then((assessment) => {
-            log.info({ event: 'message.accepted', session: session.id, ip, user: principal.name, queue_id: id, from: mailFrom, rcpts: rcptTo.length, size: data.length, state: assessment.state, score: assessment.score });
+            log.info({ event: 'message.accepted', session: session.id, ip, user: principal.name, queue_id: id, from: mailFrom, rcpts: rcptTo.length, size: data.length, state: assessment.state, score: assessment.score, ms: deps.clock.now() - now });
             cb(null, `2.0.0 Ok: queued as ${id}`);
             deps.onAccepted?.(input, assessment);
           })
