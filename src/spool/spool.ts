@@ -17,8 +17,25 @@ export class Spool {
   private pending: Pending[] = [];
   private scheduled = false;
   private closed = false;
+  private readonly committed: ((msgs: NewMessage[]) => void)[] = [];
 
   constructor(private readonly queue: QueueRepo) {}
+
+  /** Called after each commit with the messages it made durable: delivery wakes on it. */
+  onCommit(fn: (msgs: NewMessage[]) => void): void {
+    this.committed.push(fn);
+  }
+
+  private notify(msgs: NewMessage[]): void {
+    if (!msgs.length) return;
+    for (const fn of this.committed) {
+      try {
+        fn(msgs);
+      } catch {
+        // A listener's trouble must not turn a durable accept into a failed one.
+      }
+    }
+  }
 
   accept(msg: NewMessage): Promise<void> {
     if (this.closed) return Promise.reject(new Error('spool is closed'));
@@ -41,20 +58,24 @@ export class Spool {
     } catch (e) {
       // One bad message must not fail its neighbours: retry them one by one.
       if (batch.length > 1) {
+        const ok: NewMessage[] = [];
         for (const p of batch) {
           try {
             this.queue.insertMany([p.msg]);
+            ok.push(p.msg);
             p.resolve();
           } catch (e2) {
             p.reject(e2);
           }
         }
+        this.notify(ok);
         return;
       }
       batch[0]!.reject(e);
       return;
     }
     for (const p of batch) p.resolve();
+    this.notify(batch.map((p) => p.msg));
   }
 
   /** Commits what is pending and refuses anything further. */

@@ -9,11 +9,11 @@ export type Db = Database.Database;
  * synchronous=FULL makes every commit reach the disk before it returns, which is what
  * lets a 250 after DATA promise that the message survives a crash.
  */
-export function openDb(dataDir: string): Db {
+export function openDb(dataDir: string, opts: { synchronous?: 'FULL' | 'NORMAL' } = {}): Db {
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const db = new Database(path.join(dataDir, 'postern.db'));
   db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
+  db.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`);
   db.pragma('foreign_keys = ON');
   // The CLI and the server share the file: wait for the other's write instead of failing.
   db.pragma('busy_timeout = 5000');

@@ -1,0 +1,253 @@
+import type { Clock } from '../domain/clock.js';
+import type { NewMessage } from '../domain/types.js';
+import type { Logger } from '../obs/log.js';
+import { headerEnd, newQueueId } from '../spool/message.js';
+import type { AttemptRecord, DeliveryJob, DeliveryRepo, RecipientState, RecipientUpdate } from '../store/delivery.js';
+import type { QueueRepo } from '../store/queue.js';
+import { expired, retryDelayMs } from './backoff.js';
+import { classify } from './classify.js';
+import type { DkimSigner } from './dkim.js';
+import { buildDsn, type FailedRecipient } from './dsn.js';
+import type { Reputation } from './reputation.js';
+import type { Router } from './routing.js';
+import { SendError, type TlsLevel, type TlsOutcome, type Transport } from './transport.js';
+
+export interface DelivererDeps {
+  repo: DeliveryRepo;
+  queue: QueueRepo;
+  /** Only the spool writes new messages, DSNs included (Postfix's cleanup). */
+  accept: (msg: NewMessage) => Promise<void>;
+  router: Router;
+  transport: Transport;
+  dkim: DkimSigner;
+  reputation: Reputation;
+  clock: Clock;
+  log: Logger;
+  /** Name in Reporting-MTA and MAILER-DAEMON@ of DSNs. */
+  reportingMta: string;
+  tlsPolicy: Record<string, TlsLevel>;
+  maxQueueDays: number;
+  retryInitialMinutes: number;
+  retryMaxMinutes: number;
+}
+
+/** One recipient's outcome in this attempt, before it is written down. */
+interface Outcome {
+  rcpt: RecipientState;
+  status: 'delivered' | 'deferred' | 'failed';
+  /** RFC 3463 status. */
+  code: string;
+  /** Remote reply line or our reason. */
+  text: string;
+  remote: boolean;
+  mx: string | null;
+  tls: TlsOutcome | null;
+  category: string;
+}
+
+const domainOf = (address: string) => address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+
+const tlsSummary = (t: TlsOutcome | null) =>
+  !t ? null : t.used ? `${t.protocol ?? 'TLS'} ${t.cipher ?? ''}${t.verified ? ' verified' : ' unverified'}`.replace(/\s+/g, ' ').trim() : `none (${t.note ?? 'not-offered'})`;
+
+/**
+ * One delivery attempt of one message (Postfix's smtp(8) plus the qmgr bookkeeping): route
+ * each recipient domain, send, and turn every reply into a per-recipient outcome written in
+ * one transaction. Failures become one DSN per attempt that produced them.
+ */
+export class Deliverer {
+  private readonly writer: BatchWriter;
+
+  constructor(private readonly d: DelivererDeps) {
+    this.writer = new BatchWriter(d.repo);
+  }
+
+  async attempt(id: string): Promise<void> {
+    const job = this.d.repo.job(id);
+    if (!job) return;
+    const body = this.d.queue.body(id);
+    // Thrown, not returned: the scheduler then postpones the message instead of retrying it at once.
+    if (!body) throw new Error(`message ${id} has no body in the spool`);
+    const pending = job.recipients.filter((r) => r.status === 'pending');
+    if (pending.length) {
+      const signed = await this.d.dkim.sign(body);
+      if (signed.domain) this.d.log.debug({ event: 'delivery.dkim', queue_id: id, domain: signed.domain, selector: signed.selector });
+
+      const byDomain = new Map<string, RecipientState[]>();
+      for (const r of pending) byDomain.set(domainOf(r.address), [...(byDomain.get(domainOf(r.address)) ?? []), r]);
+      const outcomes = (await Promise.all([...byDomain].map(([domain, rcpts]) => this.deliverDomain(job, domain, rcpts, signed.raw)))).flat();
+      if (await this.record(job, outcomes)) {
+        this.d.log.info({ event: 'delivery.done', queue_id: id });
+        return;
+      }
+    }
+    await this.finish(job.id, body.subarray(0, headerEnd(body)));
+  }
+
+  private async deliverDomain(job: DeliveryJob, domain: string, rcpts: RecipientState[], raw: Buffer): Promise<Outcome[]> {
+    const all = (status: Outcome['status'], code: string, text: string, extra: Partial<Outcome> = {}): Outcome[] =>
+      rcpts.map((rcpt) => ({ rcpt, status, code, text, remote: false, mx: null, tls: null, category: 'routing', ...extra }));
+
+    const route = await this.d.router.route(domain);
+    if (route.kind === 'fail') return all('failed', route.status, route.text);
+    if (route.kind === 'defer') return all('deferred', route.status, route.text);
+
+    const tls = this.d.tlsPolicy[domain] ?? 'may';
+    let last: { line: string; mx: string; tls: TlsOutcome | null } = { line: 'ECONNECTION no MX host could be tried', mx: '', tls: null };
+    for (const host of route.hosts) {
+      for (const address of host.addresses) {
+        try {
+          const res = await this.d.transport.send({
+            target: { address, port: host.port, name: host.name },
+            tls,
+            from: job.mailFrom,
+            to: rcpts.map((r) => r.address),
+            raw,
+          });
+          const rejected = new Map(res.rejected.map((r) => [r.rcpt.toLowerCase(), r.reply]));
+          return rcpts.map((rcpt) => {
+            const reply = rejected.get(rcpt.address.toLowerCase());
+            if (reply === undefined) {
+              return { rcpt, status: 'delivered', code: /^2\d\d[ -](2\.\d{1,3}\.\d{1,3})\b/.exec(res.response)?.[1] ?? '2.0.0', text: res.response, remote: true, mx: host.name, tls: res.tls, category: 'ok' };
+            }
+            return this.fromReply(rcpt, reply, host.name, res.tls);
+          });
+        } catch (e) {
+          if (!(e instanceof SendError)) throw e;
+          if (e.scope === 'message') {
+            const perRcpt = new Map(e.rejected.map((r) => [r.rcpt.toLowerCase(), r.reply]));
+            return rcpts.map((rcpt) => this.fromReply(rcpt, perRcpt.get(rcpt.address.toLowerCase()) ?? e.line, host.name, e.tls));
+          }
+          // RFC 5321 5.1: a host that cannot be reached or will not talk is skipped for the next.
+          this.d.log.info({ event: 'delivery.mx_unusable', queue_id: job.id, domain, mx: host.name, address, error: e.line });
+          last = { line: e.line, mx: host.name, tls: e.tls };
+        }
+      }
+    }
+    const c = classify(last.line);
+    // No host answered for the message: only an explicit 5xx from the last one is final.
+    const status = c.action === 'fail' ? 'failed' : 'deferred';
+    return all(status, c.status, last.line, { remote: /^\d{3}/.test(last.line), mx: last.mx || null, tls: last.tls, category: c.category });
+  }
+
+  private fromReply(rcpt: RecipientState, reply: string, mx: string, tls: TlsOutcome | null): Outcome {
+    const c = classify(reply);
+    return { rcpt, status: c.action === 'fail' ? 'failed' : 'deferred', code: c.status, text: reply, remote: true, mx, tls, category: c.category };
+  }
+
+  /** Writes the outcomes; true when that left nothing to do and the message is gone. */
+  private async record(job: DeliveryJob, outcomes: Outcome[]): Promise<boolean> {
+    const now = this.d.clock.now();
+    const isExpired = expired(job.receivedAt, now, this.d.maxQueueDays);
+    for (const o of outcomes) {
+      if (o.status === 'deferred' && isExpired) {
+        // RFC 3463 4.4.7: delivery time expired; the last reason goes into the DSN too.
+        o.status = 'failed';
+        o.text = `delivery time expired after ${this.d.maxQueueDays} days; last error: ${o.text}`;
+        o.code = '4.4.7';
+        o.remote = false;
+        o.category = 'expired';
+      }
+    }
+    const stillPending = outcomes.some((o) => o.status === 'deferred') ||
+      job.recipients.some((r) => r.status === 'pending' && !outcomes.some((o) => o.rcpt.position === r.position));
+    const next = stillPending ? now + retryDelayMs(job.attempts + 1, this.d.retryInitialMinutes, this.d.retryMaxMinutes) : null;
+    const updates: RecipientUpdate[] = outcomes.map((o) => ({
+      position: o.rcpt.position,
+      status: o.status === 'deferred' ? 'pending' : o.status,
+      error: o.status === 'delivered' ? null : o.text,
+      statusCode: o.code,
+      remoteMta: o.mx,
+      remoteVerdict: o.remote && o.status === 'delivered' ? 'accepted' : o.remote && o.status === 'failed' ? 'rejected' : undefined,
+    }));
+    const removed = await this.writer.write({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal });
+    for (const o of outcomes) {
+      const base = { queue_id: job.id, principal: job.principal, rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
+      if (o.status === 'delivered') this.d.log.info({ event: 'delivery.ok', ...base, response: o.text });
+      else if (o.status === 'deferred') this.d.log.info({ event: 'delivery.defer', ...base, reason: o.category, response: o.text, next_attempt: next && new Date(next).toISOString() });
+      else this.d.log.info({ event: 'delivery.fail', ...base, reason: o.category, response: o.text });
+    }
+    if (job.principal && updates.some((u) => u.remoteVerdict === 'rejected')) this.d.reputation.check(job.principal);
+    return removed;
+  }
+
+  /**
+   * Reports failures not yet reported, then lets the repo drop the message if nothing is left
+   * to do. Runs after every attempt and on its own for a message whose DSN was not queued
+   * before a crash, so a DSN is queued at least once and, thanks to dsn_done in the same
+   * spool, normally exactly once.
+   */
+  private async finish(id: string, headers: Buffer): Promise<void> {
+    const job = this.d.repo.job(id);
+    if (!job) return;
+    const unreported = job.recipients.filter((r) => r.status === 'failed' && !r.dsnDone);
+    // RFC 5321 6.1 / RFC 3464: never a notification about a message with a null sender, so
+    // DSNs can never loop.
+    if (unreported.length && job.mailFrom !== '') {
+      const now = this.d.clock.now();
+      const recipients: FailedRecipient[] = unreported.map((r) => ({
+        address: r.address,
+        status: r.statusCode ?? '5.0.0',
+        diagnostic: r.lastError ?? 'delivery failed',
+        remoteMta: r.remoteMta,
+        remote: r.lastError !== null && /^\d{3}\b/.test(r.lastError),
+        lastAttemptAt: r.lastAttemptAt ?? now,
+      }));
+      const dsnId = newQueueId(now);
+      await this.d.accept({
+        id: dsnId,
+        envelope: { mailFrom: '', rcptTo: [job.mailFrom] },
+        principal: null,
+        clientIp: '127.0.0.1',
+        receivedAt: now,
+        state: 'queued',
+        data: buildDsn({ queueId: id, to: job.mailFrom, reportingMta: this.d.reportingMta, arrivalDate: job.receivedAt, recipients, originalHeaders: headers, now }),
+      });
+      this.d.log.info({ event: 'dsn.queued', queue_id: id, dsn_id: dsnId, to: job.mailFrom, recipients: recipients.map((r) => r.address) });
+    } else if (unreported.length) {
+      this.d.log.info({ event: 'dsn.suppressed', queue_id: id, reason: 'null-sender', recipients: unreported.map((r) => r.address) });
+    }
+    if (this.d.repo.finish(id, unreported.map((r) => r.position))) this.d.log.info({ event: 'delivery.done', queue_id: id });
+  }
+}
+
+/**
+ * Group commit of attempt outcomes: every attempt finishing in the same event-loop turn is
+ * written by one transaction. A failing batch is retried entry by entry so one bad record
+ * cannot lose its neighbours' outcomes (which would mean sending those messages again).
+ */
+class BatchWriter {
+  private pending: { rec: AttemptRecord; resolve: (removed: boolean) => void; reject: (e: unknown) => void }[] = [];
+  private scheduled = false;
+
+  constructor(private readonly repo: DeliveryRepo) {}
+
+  write(rec: AttemptRecord): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ rec, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    try {
+      const removed = this.repo.recordAttempts(batch.map((b) => b.rec));
+      for (const b of batch) b.resolve(removed.has(b.rec.id));
+    } catch (e) {
+      if (batch.length === 1) return batch[0]!.reject(e);
+      for (const b of batch) {
+        try {
+          b.resolve(this.repo.recordAttempts([b.rec]).has(b.rec.id));
+        } catch (e2) {
+          b.reject(e2);
+        }
+      }
+    }
+  }
+}

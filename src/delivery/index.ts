@@ -1,0 +1,110 @@
+import { isIP } from 'node:net';
+import type { Config } from '../config/schema.js';
+import type { Clock } from '../domain/clock.js';
+import type { Logger } from '../obs/log.js';
+import { createResolver } from '../dns/resolver.js';
+import type { Spool } from '../spool/spool.js';
+import type { Store } from '../store/index.js';
+import { Deliverer } from './deliver.js';
+import { DkimSigner } from './dkim.js';
+import { Reputation, type IncidentSink } from './reputation.js';
+import type { IncidentResponder } from '../notify/incidents.js';
+import { Router, type MxResolver } from './routing.js';
+import { DeliveryScheduler } from './scheduler.js';
+import { SmtpTransport, type Transport } from './transport.js';
+
+export interface DeliveryDeps {
+  store: Store;
+  spool: Spool;
+  clock: Clock;
+  log: Logger;
+  /** Injected in tests; default: node:dns Resolver on [delivery] dns_servers. */
+  resolver?: MxResolver;
+  /** Injected in tests; default: SMTP over nodemailer. */
+  transport?: Transport;
+  /** Order of equal-preference MX hosts; default Math.random. */
+  random?: () => number;
+  /** Records remote-rejections incidents and notifies the admins; without it they are only recorded. */
+  incidents?: IncidentResponder;
+  /** Cache lifetime of DKIM keys read from the data dir (tests use 0). */
+  dkimCacheMs?: number;
+}
+
+export interface Delivery {
+  scheduler: DeliveryScheduler;
+  reputation: Reputation;
+  /** Stops scheduling, waits for attempts in flight, closes connections. */
+  stop(): Promise<void>;
+}
+
+/** Wires routing, sending, signing and the scheduler, and starts it. */
+export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
+  const { store, clock, log } = deps;
+  const d = cfg.delivery;
+  const outboundIp = cfg.identity.outbound_ip;
+  const transport =
+    deps.transport ??
+    new SmtpTransport({
+      name: cfg.identity.helo,
+      localAddress: outboundIp,
+      connectTimeoutMs: d.connect_timeout_seconds * 1000,
+      connectionsPerHost: d.connections_per_host,
+      clock,
+      log,
+    });
+  const router = new Router({
+    resolver: deps.resolver ?? createResolver(d.dns_servers),
+    port: d.port,
+    smarthost: d.smarthost,
+    random: deps.random ?? Math.random,
+    family: outboundIp ? (isIP(outboundIp) as 4 | 6) : 0,
+  });
+  const responder = deps.incidents;
+  const report: IncidentSink | undefined = responder
+    ? ({ principalKind, principalName, detail }) => {
+        const p = principalKind === 'user' ? store.users.find(principalName) : store.devices.find(principalName);
+        if (!p) return null;
+        // Remote rejections are a signal, not proof of compromise: record and notify, no suspension.
+        return responder.report({ principal: { kind: principalKind, id: p.id, name: principalName }, kind: 'remote-rejections', clientIp: null, detail, suspend: false }).id;
+      }
+    : undefined;
+  const reputation = new Reputation(store.delivery, { alert: d.reject_alert, windowMs: d.reject_window_minutes * 60_000, minSample: d.reject_min_sample }, clock, log, report);
+  const deliverer = new Deliverer({
+    repo: store.delivery,
+    queue: store.queue,
+    accept: (m) => deps.spool.accept(m),
+    router,
+    transport,
+    dkim: new DkimSigner(cfg.server.data_dir, clock, deps.dkimCacheMs),
+    reputation,
+    clock,
+    log,
+    reportingMta: cfg.server.hostname,
+    tlsPolicy: Object.fromEntries(Object.entries(d.tls_policy).map(([k, v]) => [k.toLowerCase(), v])),
+    maxQueueDays: d.max_queue_days,
+    retryInitialMinutes: d.retry_initial_minutes,
+    retryMaxMinutes: d.retry_max_minutes,
+  });
+  const scheduler = new DeliveryScheduler({
+    repo: store.delivery,
+    attempt: (id) => deliverer.attempt(id),
+    clock,
+    log,
+    maxConcurrent: d.max_concurrent_messages,
+    scanMs: d.scan_interval_seconds * 1000,
+  });
+  deps.spool.onCommit((msgs) => {
+    if (msgs.some((m) => m.state === 'queued')) scheduler.wake();
+  });
+  // Only the recent window is ever read; older outcomes are dropped at each start.
+  store.delivery.pruneOutcomes(clock.now() - Math.max(d.reject_window_minutes * 60_000, 7 * 86_400_000));
+  scheduler.start();
+  return {
+    scheduler,
+    reputation,
+    async stop() {
+      await scheduler.stop();
+      await transport.close();
+    },
+  };
+}

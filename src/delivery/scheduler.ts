@@ -1,0 +1,132 @@
+import { EventEmitter } from 'node:events';
+import type { Clock } from '../domain/clock.js';
+import type { Logger } from '../obs/log.js';
+import type { DeliveryRepo } from '../store/delivery.js';
+
+/** Pause after an attempt that failed locally (bug, unreadable body, DB trouble). */
+const LOCAL_ERROR_RETRY_MS = 5 * 60_000;
+
+export interface SchedulerOptions {
+  repo: DeliveryRepo;
+  attempt: (id: string) => Promise<void>;
+  clock: Clock;
+  log: Logger;
+  maxConcurrent: number;
+  /** Rescan at least this often (a CLI "queue retry" in another process changes the DB). */
+  scanMs: number;
+}
+
+/**
+ * Picks due 'queued' messages and runs one attempt each (Postfix's qmgr). It holds no state
+ * that is not in the database: what is due is next_attempt_at, what is left is the
+ * recipients' status, so after kill -9 the next start carries on where the DB says. The set
+ * of messages in flight exists only to avoid starting the same one twice in one process.
+ *
+ * It never blocks the event loop for long: each scan is one indexed query for at most
+ * maxConcurrent ids, sending is asynchronous and outcomes are group-committed, so a client
+ * waiting for its 250 waits for milliseconds, not for a delivery. Delivery still takes CPU
+ * from submission on a busy host (measured in docs/delivery.md); lower
+ * max_concurrent_messages to give it less.
+ *
+ * Emits 'attempted' (id) after each attempt, for tests and the benchmark to await.
+ */
+export class DeliveryScheduler extends EventEmitter {
+  private readonly inflight = new Map<string, Promise<void>>();
+  private timer: NodeJS.Timeout | null = null;
+  private kicked = false;
+  private running = false;
+
+  constructor(private readonly o: SchedulerOptions) {
+    super();
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.o.log.info({ event: 'delivery.scheduler.started', max_concurrent: this.o.maxConcurrent });
+    this.wake();
+  }
+
+  /** New mail or a retry: look at the queue now instead of at the next timer. */
+  wake(): void {
+    if (!this.running || this.kicked) return;
+    this.kicked = true;
+    setImmediate(() => {
+      this.kicked = false;
+      this.pump();
+    });
+  }
+
+  get inFlight(): number {
+    return this.inflight.size;
+  }
+
+  private pump(): void {
+    if (!this.running) return;
+    const free = this.o.maxConcurrent - this.inflight.size;
+    if (free > 0) {
+      let ids: string[] = [];
+      try {
+        ids = this.o.repo.due(this.o.clock.now(), free + this.inflight.size).filter((id) => !this.inflight.has(id)).slice(0, free);
+      } catch (e) {
+        this.o.log.error({ event: 'delivery.scheduler.error', err: (e as Error).message });
+      }
+      for (const id of ids) {
+        const p = this.o
+          .attempt(id)
+          .catch((e: unknown) => {
+            // A local fault (not a remote answer): the message must not stay due, or the
+            // scheduler would spin on it. It comes back after a pause, recipients untouched.
+            const retryAt = this.o.clock.now() + LOCAL_ERROR_RETRY_MS;
+            this.o.log.error({ event: 'delivery.error', queue_id: id, err: (e as Error).message, next_attempt: new Date(retryAt).toISOString() });
+            try {
+              this.o.repo.postpone(id, retryAt);
+            } catch {
+              // The DB itself is failing; the next scan tries again.
+            }
+          })
+          .finally(() => {
+            this.inflight.delete(id);
+            this.emit('attempted', id);
+            this.wake();
+          });
+        this.inflight.set(id, p);
+      }
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    let delay = this.o.scanMs;
+    try {
+      const next = this.o.repo.nextDueAt();
+      const now = this.o.clock.now();
+      // A due message not started is in flight or waiting for a free slot: a finishing
+      // attempt wakes the scheduler, so only future ones set the timer.
+      if (next !== null && next > now) delay = Math.min(delay, next - now);
+    } catch {
+      // The next scan retries.
+    }
+    this.timer = setTimeout(() => this.pump(), Math.max(delay, 10));
+    this.timer.unref();
+  }
+
+  /** Runs every attempt due now, and those that become due meanwhile (DSNs), to the end. */
+  async drain(): Promise<void> {
+    for (;;) {
+      this.pump();
+      if (!this.inflight.size) return;
+      await Promise.all(this.inflight.values());
+    }
+  }
+
+  /** Stops picking new work and waits for attempts in flight (their outcome is recorded). */
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await Promise.all(this.inflight.values());
+    this.o.log.info({ event: 'delivery.scheduler.stopped' });
+  }
+}

@@ -1,0 +1,257 @@
+import type { Db } from './db.js';
+
+export type RecipientStatus = 'pending' | 'delivered' | 'failed';
+
+export interface RecipientState {
+  position: number;
+  address: string;
+  status: RecipientStatus;
+  attempts: number;
+  lastAttemptAt: number | null;
+  lastError: string | null;
+  statusCode: string | null;
+  remoteMta: string | null;
+  dsnDone: boolean;
+}
+
+/** What delivery needs of a message: its envelope, provenance and progress. */
+export interface DeliveryJob {
+  id: string;
+  mailFrom: string;
+  principal: string | null;
+  receivedAt: number;
+  attempts: number;
+  nextAttemptAt: number | null;
+  recipients: RecipientState[];
+}
+
+/** The outcome of one attempt for one recipient, as it is written down. */
+export interface RecipientUpdate {
+  position: number;
+  status: RecipientStatus;
+  error: string | null;
+  statusCode: string | null;
+  remoteMta: string | null;
+  /** A final verdict from a remote server (2xx or 5xx): counted for reputation. */
+  remoteVerdict?: 'accepted' | 'rejected';
+}
+
+interface RcptRow {
+  position: number;
+  address: string;
+  status: RecipientStatus;
+  attempts: number;
+  last_attempt_at: number | null;
+  last_error: string | null;
+  status_code: string | null;
+  remote_mta: string | null;
+  dsn_done: number;
+}
+
+const toRcpt = (r: RcptRow): RecipientState => ({
+  position: r.position,
+  address: r.address,
+  status: r.status,
+  attempts: r.attempts,
+  lastAttemptAt: r.last_attempt_at,
+  lastError: r.last_error,
+  statusCode: r.status_code,
+  remoteMta: r.remote_mta,
+  dsnDone: r.dsn_done === 1,
+});
+
+/** One attempt's outcome for one message, as recordAttempts writes it. */
+export interface AttemptRecord {
+  id: string;
+  updates: RecipientUpdate[];
+  now: number;
+  /** null when no recipient is left pending. */
+  nextAttemptAt: number | null;
+  principal: string | null;
+}
+
+export class MessageNotFoundError extends Error {}
+
+/**
+ * The delivery side of the spool (Postfix's qmgr view of the queue): which messages are due,
+ * what each recipient's state is, and the verbs that move them on. The scheduler keeps nothing
+ * it cannot rebuild from here, which is what makes kill -9 between attempts harmless.
+ */
+export class DeliveryRepo {
+  private readonly dueStmt;
+  private readonly rcptStmt;
+  private readonly nextDueStmt;
+  private readonly jobStmt;
+  private readonly updateRcpt;
+  private readonly updateMsg;
+  private readonly insertOutcome;
+  /**
+   * Writes the outcomes of several attempts in one transaction (group commit, as
+   * the spool does for accepts), and removes each message left with nothing to do. Returns
+   * the ids removed. With synchronous=FULL an fsync per attempt would cap delivery at the
+   * disk's fsync rate and stall the event loop that submission shares.
+   */
+  readonly recordAttempts: (batch: AttemptRecord[]) => Set<string>;
+  readonly finish: (id: string, reported: number[]) => boolean;
+  readonly deleteAudited: (id: string, audit: { actor: string; reason: string | null; now: number }) => void;
+
+  /**
+   * db: the spool's connection (synchronous=FULL) for reads and CLI changes; fast: a second
+   * connection with synchronous=NORMAL for attempt outcomes (see openStore).
+   */
+  constructor(
+    private readonly db: Db,
+    private readonly fast: Db = db,
+  ) {
+    // Index order only (messages_state_next): no sort of everything due at each scan.
+    this.dueStmt = db.prepare<[number, number], { id: string }>(
+      `SELECT id FROM messages WHERE state = 'queued' AND next_attempt_at <= ?
+       ORDER BY next_attempt_at LIMIT ?`,
+    );
+    this.nextDueStmt = db.prepare<[], { t: number | null }>(`SELECT MIN(next_attempt_at) AS t FROM messages WHERE state = 'queued'`);
+    this.jobStmt = db.prepare<[string], { id: string; state: string; mail_from: string; principal: string | null; received_at: number; attempts: number; next_attempt_at: number | null }>(
+      'SELECT id, state, mail_from, principal, received_at, attempts, next_attempt_at FROM messages WHERE id = ?',
+    );
+    this.rcptStmt = db.prepare<[string], RcptRow>('SELECT * FROM recipients WHERE message_id = ? ORDER BY position');
+    this.updateRcpt = fast.prepare(
+      `UPDATE recipients SET status = ?, last_error = ?, status_code = ?, remote_mta = ?,
+         attempts = attempts + 1, last_attempt_at = ?, dsn_done = ? WHERE message_id = ? AND position = ?`,
+    );
+    this.updateMsg = fast.prepare('UPDATE messages SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?');
+    this.insertOutcome = fast.prepare('INSERT INTO delivery_outcomes (principal, at, rejected) VALUES (?, ?, ?)');
+
+    const openCount = fast.prepare<[string], { n: number }>(
+      `SELECT COUNT(*) AS n FROM recipients WHERE message_id = ? AND (status = 'pending' OR dsn_done = 0)`,
+    );
+    const deleteMsg = fast.prepare('DELETE FROM messages WHERE id = ?');
+    this.recordAttempts = fast.transaction((batch: AttemptRecord[]) => {
+      const removed = new Set<string>();
+      for (const a of batch) {
+        for (const u of a.updates) {
+          // Nothing to report for a delivered recipient: its dsn_done is set at once.
+          this.updateRcpt.run(u.status, u.error, u.statusCode, u.remoteMta, a.now, u.status === 'failed' ? 0 : 1, a.id, u.position);
+          if (a.principal && u.remoteVerdict) this.insertOutcome.run(a.principal, a.now, u.remoteVerdict === 'rejected' ? 1 : 0);
+        }
+        this.updateMsg.run(a.nextAttemptAt, a.id);
+        if (openCount.get(a.id)!.n === 0) {
+          deleteMsg.run(a.id);
+          removed.add(a.id);
+        }
+      }
+      return removed;
+    });
+
+    // Marks failures as reported and removes the message once nothing is left to do for it:
+    // every recipient final and every failure reported (RFC 5321 6.1: the message is ours
+    // until then).
+    this.finish = fast.transaction((id: string, reported: number[]) => {
+      const mark = fast.prepare('UPDATE recipients SET dsn_done = 1 WHERE message_id = ? AND position = ?');
+      for (const p of reported) mark.run(id, p);
+      if (openCount.get(id)!.n > 0) return false;
+      deleteMsg.run(id);
+      return true;
+    });
+
+    this.deleteAudited = db.transaction((id: string, audit: { actor: string; reason: string | null; now: number }) => {
+      const m = db
+        .prepare<[string], { state: string; mail_from: string; n: number }>(
+          `SELECT state, mail_from, (SELECT COUNT(*) FROM recipients WHERE message_id = m.id) AS n FROM messages m WHERE id = ?`,
+        )
+        .get(id);
+      if (!m) throw new MessageNotFoundError(id);
+      db.prepare('DELETE FROM messages WHERE id = ?').run(id);
+      db.prepare('INSERT INTO audit (at, actor, action, target, detail, reason) VALUES (?, ?, ?, ?, ?, ?)').run(
+        audit.now,
+        audit.actor,
+        'queue.delete',
+        `message:${id}`,
+        JSON.stringify({ state: m.state, from: m.mail_from, recipients: m.n }),
+        audit.reason,
+      );
+    });
+  }
+
+  /** Ids of queued messages whose next attempt is due; held and waiting-quota never are. */
+  due(now: number, limit: number): string[] {
+    return this.dueStmt.all(now, limit).map((r) => r.id);
+  }
+
+  /** When the earliest queued message becomes due, or null with nothing queued. */
+  nextDueAt(): number | null {
+    return this.nextDueStmt.get()?.t ?? null;
+  }
+
+  job(id: string): DeliveryJob | undefined {
+    const m = this.jobStmt.get(id);
+    // A message held or deleted by the CLI since it was picked is left alone.
+    if (!m || m.state !== 'queued') return undefined;
+    return {
+      id: m.id,
+      mailFrom: m.mail_from,
+      principal: m.principal,
+      receivedAt: m.received_at,
+      attempts: m.attempts,
+      nextAttemptAt: m.next_attempt_at,
+      recipients: this.rcptStmt.all(id).map(toRcpt),
+    };
+  }
+
+  recipients(id: string): RecipientState[] {
+    return this.rcptStmt.all(id).map(toRcpt);
+  }
+
+  /** Moves a message's next attempt without counting one (an attempt that broke locally). */
+  postpone(id: string, at: number): void {
+    this.fast.prepare(`UPDATE messages SET next_attempt_at = ? WHERE id = ? AND state = 'queued'`).run(at, id);
+  }
+
+  /** Makes queued messages due now ("try now"); returns how many. Held ones stay held. */
+  retry(ids: string[] | 'all', now: number): number {
+    if (ids === 'all') {
+      return this.db.prepare(`UPDATE messages SET next_attempt_at = ? WHERE state = 'queued'`).run(now).changes;
+    }
+    const stmt = this.db.prepare(`UPDATE messages SET next_attempt_at = ? WHERE state = 'queued' AND id = ?`);
+    let n = 0;
+    this.db.transaction(() => {
+      for (const id of ids) n += stmt.run(now, id).changes;
+    })();
+    return n;
+  }
+
+  /** Final remote verdicts for a principal since a time: the rejection rate's numerator and denominator. */
+  outcomeCounts(principal: string, since: number): { total: number; rejected: number } {
+    const row = this.db
+      .prepare<[string, number], { total: number; rejected: number | null }>(
+        'SELECT COUNT(*) AS total, SUM(rejected) AS rejected FROM delivery_outcomes WHERE principal = ? AND at >= ?',
+      )
+      .get(principal, since)!;
+    return { total: row.total, rejected: row.rejected ?? 0 };
+  }
+
+  pruneOutcomes(before: number): void {
+    this.db.prepare('DELETE FROM delivery_outcomes WHERE at < ?').run(before);
+  }
+
+  /** An unresolved incident of this kind for the principal opened since `since`. */
+  hasOpenIncident(principalKind: string, principalName: string, kind: string, since: number): boolean {
+    return (
+      this.db
+        .prepare(
+          `SELECT 1 FROM incidents WHERE principal_kind = ? AND principal_name = ? AND kind = ?
+           AND resolved_at IS NULL AND created_at >= ? LIMIT 1`,
+        )
+        .get(principalKind, principalName, kind, since) !== undefined
+    );
+  }
+
+  recordIncident(i: { principalKind: string; principalName: string; kind: string; detail: string; now: number }): number {
+    return Number(
+      this.db
+        .prepare(
+          `INSERT INTO incidents (principal_kind, principal_id, principal_name, kind, detail, created_at)
+           VALUES (?, (SELECT id FROM users WHERE username = ? AND ? = 'user'), ?, ?, ?, ?)`,
+        )
+        .run(i.principalKind, i.principalName, i.principalKind, i.principalName, i.kind, i.detail, i.now).lastInsertRowid,
+    );
+  }
+}
