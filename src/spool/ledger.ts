@@ -1,6 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DAY, HOUR, decideQuota, type Limits, type QuotaDecision, type Usage } from '../policy/limits.js';
+
+const MINUTE = 60_000;
 import type { LimitRepo } from '../store/limits.js';
 
 /**
@@ -26,11 +27,12 @@ export class SqliteLedger implements QuotaLedger {
 }
 
 /**
- * Redis ledger. Members are "at:recipients:random" scored by `at`; a reservation reads the
- * set under WATCH, decides with the same pure decideQuota as the embedded ledger, and adds
- * its member in MULTI/EXEC, retrying if another node wrote in between. Reservations of one
- * principal are chained in-process, so retries only happen across nodes. Times come from
- * Postern's clock, not Redis's, so the injected clock governs both ledgers alike.
+ * Redis ledger: one hash per principal with a messages and a recipients counter per minute
+ * ("m:<minute>", "r:<minute>") and the time of the last release ("last"), the same layout
+ * as the SQLite buckets. A reservation reads the hash under WATCH, decides with the same pure
+ * decideQuota, and increments in MULTI/EXEC, retrying if another node wrote in between.
+ * Reservations of one principal are chained in-process, so retries only happen across nodes.
+ * Times come from Postern's clock, not Redis's, so the injected clock governs both ledgers.
  */
 export class RedisLedger implements QuotaLedger {
   private readonly chains = new Map<string, Promise<unknown>>();
@@ -46,26 +48,36 @@ export class RedisLedger implements QuotaLedger {
     return new RedisLedger(new Redis(url, { maxRetriesPerRequest: 2, enableOfflineQueue: true }), prefix);
   }
 
-  private static usageOf(members: string[], now: number): Usage {
+  private static usageOf(fields: Record<string, string>, now: number): { usage: Usage; stale: string[] } {
     const u: Usage = { messagesHour: 0, recipientsHour: 0, recipientsDay: 0, lastAt: null, oldestHourAt: null };
-    for (const m of members) {
-      const [atS, rS] = m.split(':');
-      const at = Number(atS);
-      const r = Number(rS);
-      if (at <= now - DAY) continue;
-      u.recipientsDay += r;
-      u.lastAt = Math.max(u.lastAt ?? at, at);
-      if (at > now - HOUR) {
-        u.messagesHour += 1;
-        u.recipientsHour += r;
-        u.oldestHourAt = Math.min(u.oldestHourAt ?? at, at);
+    const hour = Math.floor((now - HOUR) / MINUTE);
+    const day = Math.floor((now - DAY) / MINUTE);
+    const stale: string[] = [];
+    for (const [f, v] of Object.entries(fields)) {
+      if (f === 'last') {
+        const at = Number(v);
+        if (at > now - DAY) u.lastAt = at;
+        continue;
+      }
+      const minute = Number(f.slice(2));
+      if (minute <= day) {
+        stale.push(f);
+        continue;
+      }
+      const n = Number(v);
+      if (f.startsWith('r:')) {
+        u.recipientsDay += n;
+        if (minute > hour) u.recipientsHour += n;
+      } else if (minute > hour) {
+        u.messagesHour += n;
+        u.oldestHourAt = Math.min(u.oldestHourAt ?? minute * MINUTE, minute * MINUTE);
       }
     }
-    return u;
+    return { usage: u, stale };
   }
 
   async usage(principal: string, now: number): Promise<Usage> {
-    return RedisLedger.usageOf(await this.redis.zrangebyscore(this.prefix + principal, now - DAY, '+inf'), now);
+    return RedisLedger.usageOf(await this.redis.hgetall(this.prefix + principal), now).usage;
   }
 
   reserve(principal: string, recipients: number, limits: Limits, now: number, paced: boolean): Promise<QuotaDecision> {
@@ -81,20 +93,18 @@ export class RedisLedger implements QuotaLedger {
 
   private async reserveNow(principal: string, recipients: number, limits: Limits, now: number, paced: boolean): Promise<QuotaDecision> {
     const key = this.prefix + principal;
+    const minute = Math.floor(now / MINUTE);
     for (let attempt = 0; attempt < 50; attempt++) {
       await this.redis.watch(key);
-      const members = await this.redis.zrangebyscore(key, now - DAY, '+inf');
-      const d = decideQuota(limits, RedisLedger.usageOf(members, now), recipients, now, paced);
+      const { usage, stale } = RedisLedger.usageOf(await this.redis.hgetall(key), now);
+      const d = decideQuota(limits, usage, recipients, now, paced);
       if (!d.admit) {
         await this.redis.unwatch();
         return d;
       }
-      const res = await this.redis
-        .multi()
-        .zremrangebyscore(key, '-inf', now - DAY)
-        .zadd(key, now, `${now}:${recipients}:${randomBytes(6).toString('hex')}`)
-        .pexpire(key, DAY + HOUR)
-        .exec();
+      const tx = this.redis.multi().hincrby(key, `m:${minute}`, 1).hincrby(key, `r:${minute}`, recipients).hset(key, 'last', String(now));
+      if (stale.length) tx.hdel(key, ...stale);
+      const res = await tx.pexpire(key, DAY + HOUR).exec();
       if (res) return d; // null: another node wrote the key first; read again
     }
     throw new Error(`quota reservation for ${principal} kept conflicting in Redis`);

@@ -1,6 +1,8 @@
 import type { Db } from './db.js';
 import { DAY, HOUR, type QuotaDecision, type Usage } from '../domain/limits.js';
 
+const MINUTE = 60_000;
+
 export interface LimitOverride {
   messagesPerHour: number | null;
   recipientsPerHour: number | null;
@@ -10,7 +12,13 @@ export interface LimitOverride {
 /** The quota ledger and per-principal overrides. Every decision is one IMMEDIATE transaction. */
 export class LimitRepo {
   private readonly usageStmt;
-  private readonly insertUsage;
+  private readonly lastStmt;
+  private readonly addBucket;
+  private readonly setLast;
+  private readonly overrideStmt;
+  private readonly waitingStmt;
+  private readonly oldestStmt;
+  private readonly promoteStmt;
   /**
    * Reads usage and records one message if `decide` (policy's pure decision) admits it, as
    * one IMMEDIATE transaction: it takes the write lock before reading, so two processes
@@ -19,35 +27,59 @@ export class LimitRepo {
   readonly reserve: (principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => QuotaDecision;
 
   constructor(private readonly db: Db) {
-    this.usageStmt = db.prepare<{ p: string; hour: number; day: number }, { mh: number | null; rh: number | null; rd: number | null; last: number | null; oldest: number | null }>(
-      `SELECT SUM(CASE WHEN at > @hour THEN messages END) AS mh,
-              SUM(CASE WHEN at > @hour THEN recipients END) AS rh,
+    // Windows slide by whole minutes: a bucket counts while its first minute is inside the
+    // window, so usage leaves the window up to a minute early, never late.
+    this.usageStmt = db.prepare<{ p: string; hour: number; day: number }, { mh: number | null; rh: number | null; rd: number | null; oldest: number | null }>(
+      `SELECT SUM(CASE WHEN minute > @hour THEN messages END) AS mh,
+              SUM(CASE WHEN minute > @hour THEN recipients END) AS rh,
               SUM(recipients) AS rd,
-              MAX(at) AS last,
-              MIN(CASE WHEN at > @hour THEN at END) AS oldest
-       FROM quota_usage WHERE principal = @p AND at > @day`,
+              MIN(CASE WHEN minute > @hour THEN minute END) AS oldest
+       FROM quota_buckets WHERE principal = @p AND minute > @day`,
     );
-    this.insertUsage = db.prepare('INSERT INTO quota_usage (principal, at, messages, recipients) VALUES (?, ?, 1, ?)');
+    this.lastStmt = db.prepare<[string], { at: number }>('SELECT at FROM quota_last WHERE principal = ?');
+    this.addBucket = db.prepare(
+      `INSERT INTO quota_buckets (principal, minute, messages, recipients) VALUES (?, ?, 1, ?)
+       ON CONFLICT (principal, minute) DO UPDATE SET messages = messages + 1, recipients = recipients + excluded.recipients`,
+    );
+    this.setLast = db.prepare('INSERT INTO quota_last (principal, at) VALUES (?, ?) ON CONFLICT (principal) DO UPDATE SET at = excluded.at');
+    this.overrideStmt = db.prepare<[string], { messages_per_hour: number | null; recipients_per_hour: number | null; recipients_per_day: number | null }>(
+      'SELECT messages_per_hour, recipients_per_hour, recipients_per_day FROM principal_limits WHERE principal = ?',
+    );
+    this.waitingStmt = db.prepare<{ p: string }, { m: number; r: number | null }>(
+      `SELECT COUNT(*) AS m, (SELECT COUNT(*) FROM recipients WHERE message_id IN
+         (SELECT id FROM messages WHERE principal = @p AND state = 'waiting-quota')) AS r
+       FROM messages WHERE principal = @p AND state = 'waiting-quota'`,
+    );
+    this.oldestStmt = db.prepare<[string], { id: string; rcpts: string }>(
+      `SELECT m.id, (SELECT json_group_array(address) FROM recipients r WHERE r.message_id = m.id) AS rcpts
+       FROM messages m WHERE m.principal = ? AND m.state = 'waiting-quota' ORDER BY m.received_at, m.id LIMIT 1`,
+    );
+    this.promoteStmt = db.prepare(`UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ? AND state = 'waiting-quota'`);
     const reserveTx = db.transaction((principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => {
       const d = decide(this.usage(principal, now));
-      if (d.admit) this.insertUsage.run(principal, now, recipients);
+      if (d.admit) {
+        this.addBucket.run(principal, Math.floor(now / MINUTE), recipients);
+        this.setLast.run(principal, now);
+      }
       return d;
     });
     this.reserve = (...a) => reserveTx.immediate(...a);
-
   }
 
   usage(principal: string, now: number): Usage {
-    const r = this.usageStmt.get({ p: principal, hour: now - HOUR, day: now - DAY })!;
-    return { messagesHour: r.mh ?? 0, recipientsHour: r.rh ?? 0, recipientsDay: r.rd ?? 0, lastAt: r.last, oldestHourAt: r.oldest };
+    const r = this.usageStmt.get({ p: principal, hour: Math.floor((now - HOUR) / MINUTE), day: Math.floor((now - DAY) / MINUTE) })!;
+    const last = this.lastStmt.get(principal)?.at ?? null;
+    return {
+      messagesHour: r.mh ?? 0,
+      recipientsHour: r.rh ?? 0,
+      recipientsDay: r.rd ?? 0,
+      lastAt: last !== null && last > now - DAY ? last : null,
+      oldestHourAt: r.oldest === null ? null : r.oldest * MINUTE,
+    };
   }
 
   override(principal: string): LimitOverride | undefined {
-    const r = this.db
-      .prepare<[string], { messages_per_hour: number | null; recipients_per_hour: number | null; recipients_per_day: number | null }>(
-        'SELECT messages_per_hour, recipients_per_hour, recipients_per_day FROM principal_limits WHERE principal = ?',
-      )
-      .get(principal);
+    const r = this.overrideStmt.get(principal);
     return r && { messagesPerHour: r.messages_per_hour, recipientsPerHour: r.recipients_per_hour, recipientsPerDay: r.recipients_per_day };
   }
 
@@ -65,29 +97,18 @@ export class LimitRepo {
 
   /** The message of this principal that has waited longest. */
   oldestWaiting(principal: string): { id: string; rcpts: string[] } | undefined {
-    const r = this.db
-      .prepare<[string], { id: string; rcpts: string }>(
-        `SELECT m.id, (SELECT json_group_array(address) FROM recipients r WHERE r.message_id = m.id) AS rcpts
-         FROM messages m WHERE m.principal = ? AND m.state = 'waiting-quota' ORDER BY m.received_at, m.id LIMIT 1`,
-      )
-      .get(principal);
+    const r = this.oldestStmt.get(principal);
     return r && { id: r.id, rcpts: JSON.parse(r.rcpts) as string[] };
   }
 
   /** Hands a waiting message to delivery; false if it is no longer waiting. */
   promote(id: string, now: number): boolean {
-    return this.db.prepare(`UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ? AND state = 'waiting-quota'`).run(now, id).changes === 1;
+    return this.promoteStmt.run(now, id).changes === 1;
   }
 
   /** Messages and recipients waiting for quota. */
   waiting(principal: string): { messages: number; recipients: number } {
-    const r = this.db
-      .prepare<{ p: string }, { m: number; r: number | null }>(
-        `SELECT COUNT(*) AS m, (SELECT COUNT(*) FROM recipients WHERE message_id IN
-           (SELECT id FROM messages WHERE principal = @p AND state = 'waiting-quota')) AS r
-         FROM messages WHERE principal = @p AND state = 'waiting-quota'`,
-      )
-      .get({ p: principal })!;
+    const r = this.waitingStmt.get({ p: principal })!;
     return { messages: r.m, recipients: r.r ?? 0 };
   }
 
@@ -100,6 +121,8 @@ export class LimitRepo {
 
   /** Ledger rows older than the longest window count for nothing. */
   purge(now: number): number {
-    return this.db.prepare('DELETE FROM quota_usage WHERE at <= ?').run(now - DAY).changes;
+    const stale = this.db.prepare('DELETE FROM quota_buckets WHERE minute <= ?').run(Math.floor((now - DAY) / MINUTE)).changes;
+    this.db.prepare('DELETE FROM quota_last WHERE at <= ?').run(now - DAY);
+    return stale;
   }
 }
