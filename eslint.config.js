@@ -18,20 +18,23 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setImmediate: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', URL: 'readonly' } },
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setImmediate: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', URL: 'readonly', performance: 'readonly' } },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-control-regex': 'off',
     },
   },
-  layer('domain', ['config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs']),
-  layer('policy', ['config', 'store', 'identity', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs']),
-  layer('store', ['identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli']),
-  layer('identity', ['protocol', 'spool', 'delivery', 'dns', 'notify', 'cli']),
-  layer('spool', ['protocol', 'identity', 'delivery', 'dns', 'cli']),
+  layer('domain', ['config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
+  layer('policy', ['config', 'store', 'identity', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
+  layer('store', ['identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
+  layer('identity', ['protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
+  layer('spool', ['protocol', 'identity', 'delivery', 'dns', 'cli', 'quarantine']),
   layer('delivery', ['protocol', 'identity', 'cli']),
-  layer('dns', ['protocol', 'identity', 'spool', 'delivery', 'cli']),
-  layer('notify', ['protocol', 'identity', 'delivery', 'cli']),
+  layer('dns', ['protocol', 'identity', 'spool', 'delivery', 'cli', 'quarantine']),
+  layer('notify', ['protocol', 'identity', 'delivery', 'cli', 'quarantine']),
+  // Quarantine acts around policy's scoring: parses, reads state, notifies, expires. Protocol
+  // calls it through the assess/onAccepted hooks wired in main.ts, never by import.
+  layer('quarantine', ['protocol', 'identity', 'delivery', 'cli']),
   layer('cli', ['protocol']),
-  layer('obs', ['config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli']),
+  layer('obs', ['config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
 );

@@ -174,12 +174,11 @@ const result = { bench: 'deliver', node: process.version, cpus: os.cpus().length
 result.one_domain = await drain(1);
 result.ten_domains = await drain(DOMAINS);
 if (o.submit) {
-  // No metrics listener (its fixed default port may be taken by another instance); quotas
-  // and quarantine watch only, so every message is queued and the two runs do the same work.
-  const common = '[metrics]\nenabled = false\n[limits]\nmode = "monitor"\n[quarantine]\nmode = "monitor"\n';
-  result.submit_without_delivery = await submitBench(common + '[delivery]\nenabled = false\n');
+  // Quarantine watches only, so every message is queued and the two runs do the same work.
+  const common = { quarantine: { mode: 'monitor' } };
+  result.submit_without_delivery = await submitBench({ ...common, delivery: { enabled: false } });
   const before = received;
-  result.submit_with_delivery = await submitBench(`${common}[delivery]\nenabled = true\ndns_servers = ["${dns.address}"]\nport = ${port}\n`);
+  result.submit_with_delivery = await submitBench({ ...common, delivery: { enabled: true, dns_servers: [dns.address], port } });
   await settle();
   result.submit_with_delivery.delivered_meanwhile = received - before;
 }

@@ -1,14 +1,12 @@
 // Idle benchmark (issue 8): N TLS connections held open on the implicit-TLS listener, each
 // past the greeting and EHLO, then the server's RSS: memory per idle connection. One JSON line.
 //   node scripts/bench/idle.mjs --conns 2000
-import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import { args, procStats, ROOT, startChild, tempConfig } from './lib.mjs';
 
 const o = args({ conns: 2000, seconds: 120 });
-const { file } = tempConfig('');
-writeFileSync(file, readFileSync(file, 'utf8').replace('listen_tls = []', 'listen_tls = ["127.0.0.1:0"]'));
+const { file } = tempConfig({ submission: { listen: ['127.0.0.1:0'], listen_tls: ['127.0.0.1:0'] } });
 const server = await startChild([path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
 const port = server.event.tls[0];
 const deadline = Date.now() + o.seconds * 1000;
@@ -39,7 +37,10 @@ const t0 = performance.now();
 // Open in waves of 100: a real fleet reconnects over time, not in one SYN flood.
 while (sockets.length + errors < o.conns && Date.now() < deadline) {
   const wave = await Promise.allSettled(Array.from({ length: Math.min(100, o.conns - sockets.length - errors) }, open));
-  for (const r of wave) r.status === 'fulfilled' ? sockets.push(r.value) : errors++;
+  for (const r of wave) {
+    if (r.status === 'fulfilled') sockets.push(r.value);
+    else errors++;
+  }
 }
 const openSecs = (performance.now() - t0) / 1000;
 const held = procStats(server.child.pid);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { stringify as stringifyToml } from 'smol-toml';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -154,17 +155,26 @@ export function startChild(argv, env = {}) {
   });
 }
 
-export function tempConfig(extra = '') {
+/**
+ * A throwaway config for a benchmark run. Limits are set far above what a run sends and the
+ * per-address connection cap above its connection count, so they cost what they cost on
+ * every message without ever refusing; `overrides` ({section: {key: value}}) is merged in.
+ * Delivery stays off unless the caller configures it: left on, it would ask the system
+ * resolver about example.org.
+ */
+export function tempConfig(overrides = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'postern-bench-'));
   const file = path.join(dir, 'postern.toml');
-  writeFileSync(
-    file,
-    `[server]\nhostname = "bench.localhost"\ndata_dir = "data"\nmax_clients = 5000\n` +
-      `[submission]\nlisten = ["127.0.0.1:0"]\nlisten_tls = []\n[log]\nlevel = "info"\n` +
-      `[identity]\nhelo = "mta-out.bench.example"\nptr = "mail.bench.example"\n` +
-      // Delivery stays off unless the caller configures it (deliver.mjs points it at loopback
-      // DNS and sinks): left on, it would query the system resolver about example.org.
-      `${/^\[delivery\]/m.test(extra) ? '' : '[delivery]\nenabled = false\n'}${extra}`,
-  );
+  const cfg = {
+    server: { hostname: 'bench.localhost', data_dir: 'data', max_clients: 5000, max_connections_per_ip: 10000 },
+    submission: { listen: ['127.0.0.1:0'], listen_tls: [] },
+    limits: { messages_per_hour: 1_000_000, recipients_per_hour: 1_000_000, recipients_per_day: 1_000_000 },
+    identity: { helo: 'mta-out.bench.example', ptr: 'mail.bench.example' },
+    delivery: { enabled: false },
+    metrics: { listen: '127.0.0.1:0' },
+    log: { level: 'info' },
+  };
+  for (const [section, values] of Object.entries(overrides)) cfg[section] = { ...cfg[section], ...values };
+  writeFileSync(file, stringifyToml(cfg));
   return { dir, file };
 }

@@ -8,7 +8,8 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfig } from './lib.mjs';
 
-const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, extra: '' });
+// --set limits.enabled=false,quarantine.mode=monitor changes the relay's config for the run.
+const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '' });
 const PASS = 'bench password 0123456789';
 const deadline = Date.now() + o.seconds * 1000;
 
@@ -16,8 +17,14 @@ let server;
 if (o.target === 'bare') {
   server = await startChild([path.join(ROOT, 'scripts/bench/bare-server.mjs')]);
 } else {
-  const { file } = tempConfig(o.extra.replace(/\\n/g, '\n'));
-  const add = spawnSync(process.execPath, [path.join(ROOT, 'bin/postern.js'), '--config', file, 'user', 'add', 'bench', '--password-stdin'], { input: PASS });
+  const overrides = {};
+  for (const kv of o.set.split(',').filter(Boolean)) {
+    const [k, v] = kv.split('=');
+    const [section, key] = k.split('.');
+    overrides[section] = { ...overrides[section], [key]: v === 'true' ? true : v === 'false' ? false : /^\d+$/.test(v) ? Number(v) : v };
+  }
+  const { file } = tempConfig(overrides);
+  const add = spawnSync(process.execPath, [path.join(ROOT, 'bin/postern.js'), '--config', file, 'user', 'add', 'bench', '--password-stdin', '--sender', '@example.com', '--network', '127.0.0.1'], { input: PASS });
   if (add.status !== 0) throw new Error(add.stderr.toString());
   server = await startChild([path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
 }

@@ -68,14 +68,14 @@ export function deviceCommand(ctx: Ctx, argv: string[]): number {
   switch (sub) {
     case 'add': {
       const n = needName();
-      if (!/^[a-z0-9][a-z0-9._-]{0,63}$/i.test(n)) throw new CliError(`invalid device name ${JSON.stringify(n)}`);
+      if (!/^[a-z0-9][a-z0-9._-]{0,63}$/i.test(n)) throw new CliError(`invalid device name ${JSON.stringify(n)}: use letters, digits and . _ - (at most 64), e.g. printer-3f`);
       const ips = many(values.ip).map((ip) => {
         // Exact addresses only: a device has no password, its address is all it has.
         if (ip.includes('/')) throw new CliError(`devices are bound to exact addresses, not networks: ${ip}`);
         try {
           return canonicalNetwork(ip);
         } catch {
-          throw new CliError(`bad IP address ${JSON.stringify(ip)}`);
+          throw new CliError(`bad IP address ${JSON.stringify(ip)}: use one address such as 192.0.2.33 or 2001:db8::33`);
         }
       });
       const senders = sendersArg(many(values.sender));
@@ -85,7 +85,7 @@ export function deviceCommand(ctx: Ctx, argv: string[]): number {
         const other = st.devices.byAddress(ip);
         if (other) throw new CliError(`${ip.replace(/\/(32|128)$/, '')} already belongs to device ${other.name}`);
       }
-      if (st.devices.find(n)) throw new CliError(`device ${n} already exists`);
+      if (st.devices.find(n)) throw new CliError(`device ${n} already exists (see: postern device show ${n})`);
       st.db.transaction(() => {
         const d = st.devices.add(n, Boolean(values['require-tls']), now);
         for (const ip of ips) st.bindings.add('device', d.id, 'network', ip, now);
@@ -120,7 +120,7 @@ export function deviceCommand(ctx: Ctx, argv: string[]): number {
         }
         return changed;
       })();
-      if (!ok) throw new CliError(`device ${d.name} is not suspended`);
+      if (!ok) throw new CliError(`device ${d.name} is not suspended (see: postern device show ${d.name})`);
       ctx.io.stdout(`device ${d.name} unsuspended\n`);
       return 0;
     }

@@ -1,9 +1,12 @@
+import { userInfo } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { loadConfig } from '../config/load.js';
 import { openStore, type Store } from '../store/index.js';
 
 export interface Io {
   stdout: (s: string) => void;
+  /** Bytes exactly as given (quarantine show --raw); absent = stdout of the UTF-8 decoding. */
+  stdoutBytes?: (b: Buffer) => void;
   stderr: (s: string) => void;
   /** All of standard input, read on demand (passwords, ids). */
   stdin: () => Promise<string>;
@@ -63,3 +66,26 @@ export function table(rows: string[][]): string {
 }
 
 export const iso = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
+
+/** Who is making a change, for the audit log: --by NAME, else the OS user running the CLI. */
+export function actor(by: string | undefined, env: NodeJS.ProcessEnv): string {
+  if (by) return by;
+  try {
+    return userInfo().username;
+  } catch {
+    return env.USER ?? 'unknown';
+  }
+}
+
+/** "7d", "12h", "30m", "2w" -> milliseconds. */
+export function parseDuration(s: string): number {
+  const m = /^(\d+)\s*([mhdw])$/.exec(s.trim());
+  if (!m) throw new CliError(`bad duration ${JSON.stringify(s)}: use a number and m, h, d or w, e.g. 7d`);
+  const unit = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w'];
+  return Number(m[1]) * unit;
+}
+
+/** Repeated flags and comma-separated values alike: --sender a --sender b,c -> [a, b, c]. */
+export function many(v: string[] | undefined): string[] {
+  return (v ?? []).flatMap((x) => x.split(',')).map((x) => x.trim()).filter(Boolean);
+}

@@ -19,7 +19,7 @@ function principalOf(ctx: Ctx, name: string, device: boolean): string {
   const st = ctx.store();
   if (device) {
     const d = st.devices.find(name);
-    if (!d) throw new CliError(`no such device: ${name}`);
+    if (!d) throw new CliError(`no such device: ${name} (see: postern device list)`);
     return `device:${d.name}`;
   }
   const u = st.users.find(name);

@@ -8,6 +8,7 @@ async function readStdin(): Promise<string> {
 
 const code = await runCli(process.argv.slice(2), {
   stdout: (s) => process.stdout.write(s),
+  stdoutBytes: (b) => process.stdout.write(b),
   stderr: (s) => process.stderr.write(s),
   stdin: readStdin,
   env: process.env,

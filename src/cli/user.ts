@@ -114,7 +114,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const notifyArg = (): string | null => {
     if (values.notify === undefined) return null;
     const a = canonicalAddress(values.notify);
-    if (!a) throw new CliError(`bad notification address ${JSON.stringify(values.notify)}`);
+    if (!a) throw new CliError(`bad notification address ${JSON.stringify(values.notify)}: use one address such as alice@home.example`);
     return a;
   };
 
@@ -179,7 +179,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const raw = positionals[1] ?? values.notify;
       if (!raw) throw new UsageError(`postern user notify NAME ADDR\n\n${USER_HELP}`);
       const a = canonicalAddress(raw);
-      if (!a) throw new CliError(`bad notification address ${JSON.stringify(raw)}`);
+      if (!a) throw new CliError(`bad notification address ${JSON.stringify(raw)}: use one address such as alice@home.example`);
       tx(() => {
         ctx.store().users.setNotifyAddress(u.id, a, now);
         audit('user.notify', u.username, a);
@@ -219,7 +219,11 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
         if (ok) audit(`user.${sub}`, u.username, null);
         return ok;
       });
-      if (!done) throw new CliError(`user ${u.username} is ${sub === 'suspend' ? 'already suspended' : 'not suspended'}`);
+      if (!done) throw new CliError(
+          sub === 'suspend'
+            ? `user ${u.username} is already suspended (to lift it: postern user unsuspend ${u.username} --reason "..."; after a compromise: postern user reset ${u.username})`
+            : `user ${u.username} is not suspended (see: postern user show ${u.username})`,
+        );
       ctx.io.stdout(`user ${u.username} ${sub}ed\n`);
       return 0;
     }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseNetwork } from '../policy/bindings.js';
 
 /** RFC 1123 host name: letters, digits and hyphens in dot-separated labels, no underscore. */
 export const HOSTNAME_RE = /^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$/i;
@@ -7,6 +8,20 @@ const hostname = z.string().regex(HOSTNAME_RE, 'must be a host name such as smtp
 const listenAddr = z
   .string()
   .regex(/^(\[[0-9a-f:.]+\]|[0-9.]+|[a-z0-9.-]+):\d{1,5}$/i, 'must be "address:port", e.g. "[::]:587"');
+/** "10.0.0.0/8", "2001:db8::/32" or a bare address; host bits set is refused as a likely typo. */
+const cidr = z.string().refine(
+  (v) => {
+    try {
+      parseNetwork(v);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a network such as "10.0.0.0/8" or an address' },
+);
+/** A quarantine signal's weight; 0 turns the signal off. */
+const W = z.number().min(0).max(1000);
 const hostPort = z
   .string()
   .regex(/^(\[[0-9a-f:.]+\]|[0-9.]+|[a-z0-9.-]+):\d{1,5}$/i, 'must be "host:port"');
@@ -19,6 +34,7 @@ export const configSchema = z.strictObject({
       hostname,
       data_dir: z.string().min(1).default('/var/lib/postern'),
       max_clients: z.number().int().min(1).max(100_000).default(1000),
+      max_connections_per_ip: z.number().int().min(1).max(100_000).default(50),
       idle_timeout_seconds: z.number().int().min(5).max(3600).default(300),
       shutdown_grace_seconds: z.number().int().min(0).max(600).default(30),
     })
@@ -29,6 +45,9 @@ export const configSchema = z.strictObject({
       listen_tls: z.array(listenAddr).default(['[::]:465']),
       max_message_bytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(26_214_400),
       max_recipients: z.number().int().min(1).max(100_000).default(100),
+      // Issue 9: PROXY protocol v1/v2 on every submission listener, only from trusted_proxies.
+      proxy_protocol: z.boolean().default(false),
+      trusted_proxies: z.array(cidr).default([]),
     })
     .prefault({}),
   tls: z
@@ -60,6 +79,94 @@ export const configSchema = z.strictObject({
       port: z.number().int().min(1).max(65_535).default(25),
       dns_servers: z.array(hostPort).default([]),
       smarthost: z.union([z.literal(''), hostPort]).default(''),
+      // Issue 6 (outbound delivery); each key is documented in config/postern.example.toml.
+      enabled: z.boolean().default(true),
+      max_queue_days: z.number().min(0.01).max(60).default(5),
+      retry_initial_minutes: z.number().min(0.1).max(1440).default(5),
+      retry_max_minutes: z.number().min(1).max(10_080).default(240),
+      connections_per_host: z.number().int().min(1).max(100).default(5),
+      max_concurrent_messages: z.number().int().min(1).max(10_000).default(50),
+      connect_timeout_seconds: z.number().int().min(1).max(600).default(30),
+      scan_interval_seconds: z.number().min(0.1).max(3600).default(30),
+      reject_alert: z.number().min(0).max(1).default(0.2),
+      reject_window_minutes: z.number().int().min(1).max(10_080).default(60),
+      reject_min_sample: z.number().int().min(1).max(100_000).default(20),
+      tls_policy: z.record(z.string().regex(HOSTNAME_RE, 'keys must be domain names'), z.enum(['may', 'encrypt', 'verify'])).default({}),
+    })
+    .prefault({}),
+  // Each enforcing policy can run in monitor mode: the would-be verdict is logged
+  // (event policy.monitor) and counted, never applied, so a rollout shows who would be refused.
+  binding: z
+    .strictObject({
+      network: z.strictObject({ mode: z.enum(['enforce', 'monitor']).default('enforce') }).prefault({}),
+      sender: z.strictObject({ mode: z.enum(['enforce', 'monitor']).default('enforce') }).prefault({}),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      mode: z.enum(['enforce', 'monitor']).default('enforce'),
+      messages_per_hour: z.number().int().min(1).max(1_000_000).default(200),
+      recipients_per_hour: z.number().int().min(1).max(10_000_000).default(1000),
+      recipients_per_day: z.number().int().min(1).max(10_000_000).default(2000),
+      ceiling: z.number().int().min(0).max(1_000_000).default(0),
+      drain_interval_seconds: z.number().int().min(1).max(3600).default(10),
+      redis: z.union([z.literal(''), z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')]).default(''),
+      auth_max_failures_per_ip: z.number().int().min(1).max(100_000).default(20),
+      auth_max_failures_per_user_ip: z.number().int().min(1).max(100_000).default(5),
+      auth_failure_window_seconds: z.number().int().min(1).max(86_400).default(900),
+      auth_lockout_seconds: z.number().int().min(1).max(86_400).default(900),
+      auth_failure_delay_ms: z.number().int().min(0).max(30_000).default(1000),
+    })
+    .prefault({}),
+  notify: z
+    .strictObject({
+      admins: z.array(z.email()).default([]),
+      from: z.union([z.literal(''), z.email()]).default(''),
+      helpdesk: z.string().max(500).default(''),
+      burst_minutes: z.number().int().min(1).max(7 * 24 * 60).default(60),
+    })
+    .prefault({}),
+  // Issue 5 (quarantine); each key is documented in config/postern.example.toml.
+  quarantine: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      mode: z.enum(['enforce', 'monitor']).default('enforce'),
+      threshold: z.number().min(0.1).max(10_000).default(10),
+      retention_days: z.number().min(0.01).max(365).default(14),
+      notify_sender: z.boolean().default(true),
+      many_recipients: z.number().int().min(2).max(100_000).default(50),
+      many_domains: z.number().int().min(2).max(100_000).default(20),
+      rejection_rate: z.number().min(0).max(1).default(0.3),
+      rejection_min_sample: z.number().int().min(1).max(100_000).default(10),
+      near_rate_limit: z.number().min(0.01).max(1).default(0.8),
+      shorteners: z
+        .array(z.string().regex(HOSTNAME_RE, 'shorteners must be host names such as bit.ly'))
+        .default(['bit.ly', 'tinyurl.com', 't.co', 'goo.gl', 'ow.ly', 'is.gd', 'v.gd', 'buff.ly', 'rebrand.ly', 'cutt.ly', 'shorturl.at', 'rb.gy', 't.ly', 'tiny.cc', 'bl.ink', 's.id']),
+      weights: z
+        .strictObject({
+          from_not_bound: W.default(10),
+          from_display_name_address: W.default(7),
+          executable_attachment: W.default(10),
+          archived_executable: W.default(10),
+          many_recipients: W.default(4),
+          many_domains: W.default(6),
+          link_text_mismatch: W.default(7),
+          link_to_ip: W.default(5),
+          link_shortener: W.default(3),
+          near_rate_limit: W.default(3),
+          open_incident: W.default(6),
+          remote_rejections: W.default(6),
+          new_domain: W.default(3),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  // Issue 9: Prometheus /metrics and /healthz on a separate listener.
+  metrics: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      listen: listenAddr.default('127.0.0.1:9587'),
     })
     .prefault({}),
   log: z

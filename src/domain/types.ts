@@ -12,13 +12,46 @@ export interface User {
   statusReason: string | null;
   /** Bumped on every change that must invalidate cached credentials. */
   authEpoch: number;
+  /** Where notices about this account go; null = its first exact sender. */
+  notifyAddress: string | null;
+  suspendedAt: number | null;
   createdAt: number;
   updatedAt: number;
 }
 
+export interface Device {
+  id: number;
+  name: string;
+  status: UserStatus;
+  statusReason: string | null;
+  suspendedAt: number | null;
+  /** Refuse the device's mail unless it used STARTTLS first. */
+  requireTls: boolean;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export const INCIDENT_KINDS = ['foreign-network', 'foreign-sender', 'foreign-recipient', 'device-foreign-sender', 'rate-limit', 'remote-rejections', 'manual'] as const;
+export type IncidentKind = (typeof INCIDENT_KINDS)[number] | (string & {});
+
+export interface Incident {
+  id: number;
+  principalKind: 'user' | 'device';
+  principalId: number | null;
+  principalName: string;
+  kind: IncidentKind;
+  clientIp: string | null;
+  sender: string | null;
+  detail: string | null;
+  createdAt: number;
+  resolvedAt: number | null;
+  resolvedBy: string | null;
+  notified: boolean;
+}
+
 /** Who submitted a message, as recorded in the spool and logs. */
 export interface Principal {
-  kind: 'user';
+  kind: 'user' | 'device';
   id: number;
   name: string;
 }

@@ -1,12 +1,26 @@
+import { AuditRepo } from './audit.js';
+import { BindingRepo } from './bindings.js';
 import { openDb, type Db } from './db.js';
+import { DeviceRepo } from './devices.js';
+import { IncidentRepo } from './incidents.js';
+import { LimitRepo } from './limits.js';
+import { DeliveryRepo } from './delivery.js';
 import { migrate } from './migrate.js';
 import { QueueRepo } from './queue.js';
+import { QuarantineRepo } from './quarantine.js';
 import { UserRepo } from './users.js';
 
 export interface Store {
   db: Db;
   users: UserRepo;
+  devices: DeviceRepo;
+  bindings: BindingRepo;
+  incidents: IncidentRepo;
+  audit: AuditRepo;
+  limits: LimitRepo;
   queue: QueueRepo;
+  quarantine: QuarantineRepo;
+  delivery: DeliveryRepo;
   close(): void;
 }
 
@@ -19,11 +33,26 @@ export function openStore(dataDir: string, opts: { migrate?: boolean } = {}): St
     db.close();
     throw e;
   }
+  // Delivery bookkeeping (attempt outcomes) and the quota ledger commit on their own connection with
+  // synchronous=NORMAL: in WAL mode that survives a killed process, and only a power cut can
+  // lose the last outcomes, which means sending those messages again, never losing them
+  // (RFC 5321 6.1 prefers duplicates). An fsync per outcome would cap delivery at the disk's
+  // fsync rate and block the event loop that submission shares. For the ledger a power cut
+  // can forget the last reservations: that errs towards sending, never towards losing mail.
+  const bookkeeping = openDb(dataDir, { synchronous: 'NORMAL' });
   return {
     db,
     users: new UserRepo(db),
+    devices: new DeviceRepo(db),
+    bindings: new BindingRepo(db),
+    incidents: new IncidentRepo(db),
+    audit: new AuditRepo(db),
+    limits: new LimitRepo(bookkeeping),
     queue: new QueueRepo(db),
+    quarantine: new QuarantineRepo(db),
+    delivery: new DeliveryRepo(db, bookkeeping),
     close: () => {
+      if (bookkeeping.open) bookkeeping.close();
       if (db.open) db.close();
     },
   };

@@ -36,10 +36,14 @@ listen_tls = ["127.0.0.1:0"]
 [auth]
 argon2_memory_kib = 1024
 argon2_time_cost = 1
+[limits]
+auth_failure_delay_ms = 0
 [identity]
 helo = "mta-out.test.example"
 ptr = "mail.test.example"
-${extra}`,
+[metrics]
+listen = "127.0.0.1:0"
+${/^\[delivery\]/m.test(extra) ? '' : '[delivery]\nenabled = false # opt-in: no DNS or SMTP beyond loopback in tests\n'}${extra}`,
   );
   return file;
 }

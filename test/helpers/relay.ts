@@ -24,7 +24,14 @@ export function testConfig(dataDir: string, overrides: DeepPartial<Config> = {})
     submission: { listen: ['127.0.0.1:0'], listen_tls: ['127.0.0.1:0'] },
     auth: { argon2_memory_kib: TEST_ARGON2.memoryCost, argon2_time_cost: TEST_ARGON2.timeCost, argon2_parallelism: 1 },
     identity: { helo: 'mta-out.test.example', ptr: 'mail.test.example' },
+    // Delivery is opt-in in tests: left on, it would ask the system resolver about
+    // example.org, and test traffic stays on loopback (test/delivery enables it with a test DNS).
+    delivery: { enabled: false },
+    // The pause before a failed-AUTH reply is production behaviour; tests assert replies, not waits.
+    limits: { auth_failure_delay_ms: 0 },
     log: { level: 'info' },
+    // Port 0: test relays run side by side; relay.metricsPort says where this one listens.
+    metrics: { listen: '127.0.0.1:0' },
   };
   for (const [section, values] of Object.entries(overrides)) doc[section] = { ...doc[section], ...(values as object) };
   return parseConfig(doc, dataDir);
@@ -55,7 +62,8 @@ export interface TestRelay {
   clock: ManualClock;
   port: number;
   tlsPort: number;
-  addUser(name: string, password: string): Promise<number>;
+  /** A user bound by default to loopback (127.0.0.1 only, so 127.0.0.2 is "foreign") and @example.com. */
+  addUser(name: string, password: string, bind?: { networks?: string[]; senders?: string[] }): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -73,9 +81,12 @@ export async function startTestRelay(overrides: DeepPartial<Config> = {}, opts: 
     clock,
     port: relay.ports.starttls[0]!,
     tlsPort: relay.ports.tls[0]!,
-    async addUser(name, password) {
+    async addUser(name, password, bind = {}) {
       const hash = await hashPassword(password, TEST_ARGON2);
-      return relay.store.users.add(name, hash, clock.now()).id;
+      const id = relay.store.users.add(name, hash, clock.now()).id;
+      for (const n of bind.networks ?? ['127.0.0.1/32', '::1/128']) relay.store.bindings.add('user', id, 'network', n, clock.now());
+      for (const sndr of bind.senders ?? ['@example.com']) relay.store.bindings.add('user', id, 'sender', sndr, clock.now());
+      return id;
     },
     async stop() {
       await relay.close();

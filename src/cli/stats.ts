@@ -1,0 +1,67 @@
+import { parseArgs } from 'node:util';
+import { StatsRepo } from '../store/stats.js';
+import { CliError, iso, parseDuration, printJson, table, type Ctx } from './io.js';
+
+export const STATS_HELP = `Usage: postern stats [--user NAME] [--since 24h] [--json]
+
+Per-user figures from the store over a recent window (m, h, d or w; default 24h):
+  SENT      messages handed to delivery (the quota ledger)
+  HELD      messages received in the window and still held in quarantine
+  REJECTED  remote 5xx verdicts, out of OUTCOMES final verdicts from remote servers
+  INCIDENTS incidents opened (see: postern incidents --user NAME)
+Refusals (5xx/4xx answers to MAIL, RCPT, DATA) are not stored per user: the relay counts
+them by reason in /metrics (postern_messages_refused_total) and logs each one with the
+user (events mail.refused, rcpt.refused, message.refused).
+
+Example:
+  postern stats --since 7d
+  postern stats --user alice --json
+`;
+
+/** The quota ledger keeps one day (spool/quota.ts purges older rows), so SENT cannot look further back. */
+const LEDGER_MS = 86_400_000;
+
+export function statsCommand(ctx: Ctx, argv: string[]): number {
+  const { values } = parseArgs({ args: argv, options: { user: { type: 'string' }, since: { type: 'string', default: '24h' }, json: { type: 'boolean' } } });
+  const windowMs = parseDuration(values.since);
+  const now = Date.now();
+  const st = ctx.store();
+  let principal: string | undefined;
+  if (values.user) {
+    const u = st.users.find(values.user);
+    if (!u) throw new CliError(`no such user: ${values.user} (see: postern user list)`);
+    principal = `user:${u.username}`;
+  }
+  const rows = new StatsRepo(st.db).since(now - windowMs, principal);
+  const sentPartial = windowMs > LEDGER_MS;
+  const sentNote = sentPartial ? `SENT covers only the last 24h: the quota ledger keeps no more` : null;
+  if (values.json) {
+    printJson(ctx.io, {
+      since: iso(now - windowMs),
+      notes: [...(sentNote ? [sentNote] : []), 'refused: not stored per user; see /metrics postern_messages_refused_total or the log'],
+      principals: rows.map((r) => ({
+        principal: r.principal,
+        sent: r.sent,
+        held: r.held,
+        refused: null,
+        remote_rejections: r.remoteRejections,
+        remote_outcomes: r.outcomes,
+        incidents: r.incidents,
+      })),
+    });
+    return 0;
+  }
+  if (!rows.length) {
+    ctx.io.stdout(`no mail sent, held or rejected and no incidents${principal ? ` for ${principal}` : ''} since ${iso(now - windowMs)}\n`);
+    return 0;
+  }
+  ctx.io.stdout(
+    table([
+      ['PRINCIPAL', 'SENT', 'HELD', 'REJECTED', 'OUTCOMES', 'INCIDENTS'],
+      ...rows.map((r) => [r.principal, String(r.sent), String(r.held), String(r.remoteRejections), String(r.outcomes), String(r.incidents)]),
+    ]),
+  );
+  ctx.io.stdout(`since ${iso(now - windowMs)}; refusals are not stored per user (see postern stats --help)\n`);
+  if (sentNote) ctx.io.stdout(`note: ${sentNote}\n`);
+  return 0;
+}

@@ -1,0 +1,57 @@
+import type { Db } from './db.js';
+
+/** One principal's figures over a window; each comes from the table named beside it. */
+export interface PrincipalStats {
+  /** "user:alice", "device:printer-3" */
+  principal: string;
+  /** quota_buckets: messages handed to delivery (held mail counts once released). */
+  sent: number;
+  /** messages: held in quarantine now, received in the window. */
+  held: number;
+  /** delivery_outcomes: final remote verdicts, and how many of them were 5xx. */
+  outcomes: number;
+  remoteRejections: number;
+  /** incidents: opened in the window. */
+  incidents: number;
+}
+
+/** Per-principal figures for "postern stats"; the relay's own counters are in /metrics. */
+export class StatsRepo {
+  constructor(private readonly db: Db) {}
+
+  /**
+   * Quarantine releases, deletions and expiries ever made, from the audit log. Release and
+   * delete run in the CLI's process, not the relay's, so the relay cannot count their log
+   * events; the audit rows are written in the same transaction and never pruned.
+   */
+  quarantineDecisions(): Record<string, number> {
+    const rows = this.db
+      .prepare<[], { action: string; n: number }>(
+        "SELECT action, COUNT(*) AS n FROM audit WHERE action IN ('quarantine.release', 'quarantine.delete', 'quarantine.expire') GROUP BY action",
+      )
+      .all();
+    const name: Record<string, string> = { 'quarantine.release': 'released', 'quarantine.delete': 'deleted', 'quarantine.expire': 'expired' };
+    return Object.fromEntries(rows.map((r) => [name[r.action]!, r.n]));
+  }
+
+  /** Every principal with any figure since `since`, or just `principal`; sorted by name. */
+  since(since: number, principal?: string): PrincipalStats[] {
+    const only = principal ? 'AND principal = @p' : '';
+    const onlyInc = principal ? "AND principal_kind || ':' || principal_name = @p" : '';
+    const rows = this.db
+      .prepare<{ since: number; p: string | null }, { principal: string; sent: number; held: number; outcomes: number; rejected: number; incidents: number }>(
+        `WITH
+           s AS (SELECT principal, SUM(messages) AS n FROM quota_buckets WHERE minute * 60000 > @since ${only} GROUP BY principal),
+           h AS (SELECT principal, COUNT(*) AS n FROM messages WHERE state = 'held' AND principal IS NOT NULL AND received_at > @since ${only} GROUP BY principal),
+           o AS (SELECT principal, COUNT(*) AS n, SUM(rejected) AS r FROM delivery_outcomes WHERE at > @since ${only} GROUP BY principal),
+           i AS (SELECT principal_kind || ':' || principal_name AS principal, COUNT(*) AS n FROM incidents WHERE created_at > @since ${onlyInc} GROUP BY 1),
+           p AS (SELECT principal FROM s UNION SELECT principal FROM h UNION SELECT principal FROM o UNION SELECT principal FROM i)
+         SELECT p.principal, COALESCE(s.n, 0) AS sent, COALESCE(h.n, 0) AS held, COALESCE(o.n, 0) AS outcomes,
+                COALESCE(o.r, 0) AS rejected, COALESCE(i.n, 0) AS incidents
+           FROM p LEFT JOIN s USING (principal) LEFT JOIN h USING (principal) LEFT JOIN o USING (principal) LEFT JOIN i USING (principal)
+          ORDER BY p.principal`,
+      )
+      .all({ since, p: principal ?? null });
+    return rows.map((r) => ({ principal: r.principal, sent: r.sent, held: r.held, outcomes: r.outcomes, remoteRejections: r.rejected, incidents: r.incidents }));
+  }
+}
