@@ -9,13 +9,29 @@ import path from 'node:path';
 import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfig } from './lib.mjs';
 
 // --set limits.enabled=false,quarantine.mode=monitor changes the relay's config for the run.
-const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '' });
+// --target smtp-sink runs Postfix's smtp-sink (no TLS, no AUTH): use --plain 1 for it and for
+// the bare smtp-server figure it is compared with.
+const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '', plain: 0 });
 const PASS = 'bench password 0123456789';
 const deadline = Date.now() + o.seconds * 1000;
 
 let server;
-if (o.target === 'bare') {
-  server = await startChild([path.join(ROOT, 'scripts/bench/bare-server.mjs')]);
+if (o.target === 'smtp-sink') {
+  const { spawn } = await import('node:child_process');
+  const net = await import('node:net');
+  const probe = net.createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise((r) => probe.close(r));
+  const child = spawn('smtp-sink', ['-u', 'nobody', `127.0.0.1:${port}`, '1000'], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise((r) => net.connect(port, '127.0.0.1').once('connect', function () { this.destroy(); r(true); }).once('error', () => r(false)));
+    if (ok) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  server = { child, port, stop: () => child.kill('SIGKILL') };
+} else if (o.target === 'bare') {
+  server = await startChild([path.join(ROOT, 'scripts/bench/bare-server.mjs')], { BARE_PLAIN: o.plain ? '1' : '0' });
 } else {
   const overrides = {};
   for (const kv of o.set.split(',').filter(Boolean)) {
@@ -30,6 +46,10 @@ if (o.target === 'bare') {
 }
 const { child, port } = server;
 const base = procStats(child.pid);
+const login = async (c) => {
+  if (o.plain) await c.cmd('EHLO bench.example');
+  else await c.login('bench', PASS);
+};
 
 const result = { bench: o.storm ? 'login-storm' : 'submit', target: o.target, node: process.version, cpus: (await import('node:os')).cpus().length };
 if (o.storm) {
@@ -64,7 +84,7 @@ if (o.storm) {
       try {
         if (!c) {
           c = await Conn.open(port);
-          await c.login('bench', PASS);
+          await login(c);
         }
         latencies.push(await c.send('bench@example.com', 'sink@example.org', body));
         if (o.mode === 'message') {
@@ -87,6 +107,7 @@ if (o.storm) {
   const st = procStats(child.pid);
   Object.assign(result, {
     mode: o.mode === 'message' ? 'login-per-message' : 'login-per-connection',
+    protocol: o.plain ? 'plain SMTP' : 'STARTTLS + AUTH PLAIN',
     connections: o.conns,
     size: o.size,
     accepted: latencies.length,
