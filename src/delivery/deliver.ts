@@ -4,6 +4,7 @@ import type { Logger } from '../obs/log.js';
 import { headerEnd, newQueueId } from '../spool/message.js';
 import type { AttemptRecord, DeliveryJob, DeliveryRepo, RecipientState, RecipientUpdate } from '../store/delivery.js';
 import type { QueueRepo } from '../store/queue.js';
+import { GroupCommit } from '../store/group-commit.js';
 import { expired, retryDelayMs } from './backoff.js';
 import { classify } from './classify.js';
 import type { DkimSigner } from './dkim.js';
@@ -56,10 +57,14 @@ const tlsSummary = (t: TlsOutcome | null) =>
  * one transaction. Failures become one DSN per attempt that produced them.
  */
 export class Deliverer {
-  private readonly writer: BatchWriter;
+  /** Outcomes of attempts finishing in one turn share a transaction (on the NORMAL-sync connection). */
+  private readonly writer: GroupCommit<AttemptRecord, boolean>;
 
   constructor(private readonly d: DelivererDeps) {
-    this.writer = new BatchWriter(d.repo);
+    this.writer = new GroupCommit((recs) => {
+      const removed = d.repo.recordAttempts(recs);
+      return recs.map((r) => removed.has(r.id));
+    });
   }
 
   async attempt(id: string): Promise<void> {
@@ -160,7 +165,7 @@ export class Deliverer {
       remoteMta: o.mx,
       remoteVerdict: o.remote && o.status === 'delivered' ? 'accepted' : o.remote && o.status === 'failed' ? 'rejected' : undefined,
     }));
-    const removed = await this.writer.write({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal });
+    const removed = await this.writer.push({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal });
     for (const o of outcomes) {
       const base = { queue_id: job.id, principal: job.principal, rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
       if (o.status === 'delivered') this.d.log.info({ event: 'delivery.ok', ...base, response: o.text });
@@ -211,43 +216,3 @@ export class Deliverer {
   }
 }
 
-/**
- * Group commit of attempt outcomes: every attempt finishing in the same event-loop turn is
- * written by one transaction. A failing batch is retried entry by entry so one bad record
- * cannot lose its neighbours' outcomes (which would mean sending those messages again).
- */
-class BatchWriter {
-  private pending: { rec: AttemptRecord; resolve: (removed: boolean) => void; reject: (e: unknown) => void }[] = [];
-  private scheduled = false;
-
-  constructor(private readonly repo: DeliveryRepo) {}
-
-  write(rec: AttemptRecord): Promise<boolean> {
-    return new Promise((resolve, reject) => {
-      this.pending.push({ rec, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  private flush(): void {
-    this.scheduled = false;
-    const batch = this.pending;
-    this.pending = [];
-    try {
-      const removed = this.repo.recordAttempts(batch.map((b) => b.rec));
-      for (const b of batch) b.resolve(removed.has(b.rec.id));
-    } catch (e) {
-      if (batch.length === 1) return batch[0]!.reject(e);
-      for (const b of batch) {
-        try {
-          b.resolve(this.repo.recordAttempts([b.rec]).has(b.rec.id));
-        } catch (e2) {
-          b.reject(e2);
-        }
-      }
-    }
-  }
-}

@@ -1,17 +1,16 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { openStore } from '../../src/store/index.js';
-import { cli } from '../helpers/cli.js';
+import { cli, writeConfig } from '../helpers/cli.js';
+import { killAll, serve } from '../helpers/child.js';
 import { startDnsServer, type DnsServer } from '../helpers/dnsd.js';
 import { tempDir } from '../helpers/relay.js';
 import { startSinks, type Sink } from '../helpers/sink.js';
 import { SmtpClient } from '../helpers/smtp-client.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const BIN = path.join(ROOT, 'bin/postern.js');
 const BUILT = path.join(ROOT, 'dist/src/cli/postern.js');
 
 function newestSource(dir: string): number {
@@ -35,51 +34,14 @@ beforeAll(() => {
   }
 }, 60_000);
 
-const children: ChildProcess[] = [];
 let sinks: Sink[] = [];
 let dns: DnsServer | undefined;
 afterEach(async () => {
-  for (const c of children.splice(0)) c.kill('SIGKILL');
+  killAll();
   await Promise.all(sinks.map((s) => s.close()));
   sinks = [];
 });
 afterAll(() => dns?.close());
-
-interface Served {
-  child: ChildProcess;
-  port: number;
-  exited: Promise<number | null>;
-  /** Resolves with the first log line of this event (after those already seen). */
-  next(event: string): Promise<Record<string, unknown>>;
-}
-
-/** `postern serve` as a real process; log lines are JSON on stdout. */
-function serve(config: string): Promise<Served> {
-  const child = spawn(process.execPath, [BIN, '--config', config, 'serve'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const lines: Record<string, unknown>[] = [];
-  const waiters: { event: string; resolve: (l: Record<string, unknown>) => void }[] = [];
-  createInterface({ input: child.stdout! }).on('line', (text) => {
-    let line: Record<string, unknown>;
-    try {
-      line = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      return;
-    }
-    lines.push(line);
-    for (const w of waiters.filter((w) => w.event === line.event)) {
-      waiters.splice(waiters.indexOf(w), 1);
-      w.resolve(line);
-    }
-  });
-  const next = (event: string) =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      waiters.push({ event, resolve });
-      void exited.then((code) => reject(new Error(`serve exited (${code}) before logging ${event}`)));
-    });
-  return next('relay.started').then((l) => ({ child, port: (l.starttls as number[])[0]!, exited, next }));
-}
 
 const PASS = 'correct horse battery staple';
 
@@ -94,29 +56,7 @@ describe('delivery across a crash', () => {
       { type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx.dest.example' } },
     ]);
     const dir = tempDir();
-    const config = path.join(dir, 'postern.toml');
-    writeFileSync(
-      config,
-      `[server]
-hostname = "smtp.test.example"
-data_dir = "data"
-shutdown_grace_seconds = 2
-[submission]
-listen = ["127.0.0.1:0"]
-listen_tls = ["127.0.0.1:0"]
-[auth]
-argon2_memory_kib = 1024
-argon2_time_cost = 1
-[identity]
-helo = "mta-out.test.example"
-ptr = "mail.test.example"
-[delivery]
-dns_servers = ["${dns.address}"]
-port = ${mx.port}
-[log]
-level = "info"
-`,
-    );
+    const config = writeConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nport = ${mx.port}\n`);
     expect((await cli(config, ['user', 'add', 'alice', '--password-stdin', '--sender', 'alice@sender.example', '--network', '127.0.0.1', '--notify', 'alice@home.example'], `${PASS}\n`)).code).toBe(0);
 
     const first = await serve(config);

@@ -15,6 +15,8 @@ export interface ServeChild {
   exited: Promise<number | null>;
   /** Every JSON log line the server printed so far. */
   events: Array<Record<string, unknown>>;
+  /** Resolves with the next log line of this event (after those already seen). */
+  next(event: string): Promise<Record<string, unknown>>;
 }
 
 const running = new Set<ChildProcess>();
@@ -35,6 +37,12 @@ export function serve(config: string): Promise<ServeChild> {
     }),
   );
   const events: Array<Record<string, unknown>> = [];
+  const waiters: Array<{ event: string; resolve: (l: Record<string, unknown>) => void }> = [];
+  const next = (event: string) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      waiters.push({ event, resolve });
+      void exited.then((code) => reject(new Error(`serve exited (${code}) before logging ${event}`)));
+    });
   return new Promise((resolve, reject) => {
     const early = (code: number | null, signal: string | null) => reject(new Error(`serve exited with ${code ?? signal} before it started`));
     child.once('exit', early);
@@ -46,9 +54,13 @@ export function serve(config: string): Promise<ServeChild> {
         return;
       }
       events.push(ev);
+      for (const w of waiters.filter((x) => x.event === ev.event)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(ev);
+      }
       if (ev.event === 'relay.started') {
         child.off('exit', early);
-        resolve({ child, port: (ev.starttls as number[])[0]!, tlsPort: (ev.tls as number[])[0]!, exited, events });
+        resolve({ child, port: (ev.starttls as number[])[0]!, tlsPort: (ev.tls as number[])[0]!, exited, events, next });
       }
     });
   });
