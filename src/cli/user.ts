@@ -6,6 +6,7 @@ import { canonicalAddress } from '../policy/bindings.js';
 import { UserExistsError } from '../store/users.js';
 import { networksArg, notifyWarning, sendersArg } from './bindings.js';
 import { userLimits } from './limits.js';
+import { suspendPrincipal } from '../notify/incidents.js';
 import { actor, CliError, iso, many, parseDuration, printJson, table, UsageError, type Ctx } from './io.js';
 
 export const USER_HELP = `Usage: postern user COMMAND [options]
@@ -215,7 +216,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       if (!reason) throw new UsageError(`postern user ${sub} ${u.username} needs --reason "..." (it goes into the audit log)`);
       const st = ctx.store();
       const done = tx(() => {
-        const ok = sub === 'suspend' ? st.users.suspend(u.id, `manual: ${reason}`, now) : st.users.unsuspend(u.id, now);
+        const ok = sub === 'suspend' ? suspendPrincipal(st, { kind: 'user', id: u.id, name: u.username }, `manual: ${reason}`, now).changed : st.users.unsuspend(u.id, now);
         if (ok) audit(`user.${sub}`, u.username, null);
         return ok;
       });
@@ -261,6 +262,8 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       tx(() => {
         st.bindings.removeAll('user', u.id);
         st.users.delete(u.id);
+        // Mail still waiting for quota would never drain for a user who is gone: hold it for an admin.
+        st.limits.holdWaiting(`user:${u.username}`, 'user deleted', now);
         audit('user.delete', u.username, null);
       });
       ctx.io.stdout(`user ${u.username} deleted\n`);

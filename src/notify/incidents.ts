@@ -6,6 +6,24 @@ import type { Store } from '../store/index.js';
 import { rfc5322Date } from '../spool/message.js';
 import { systemMessage } from './compose.js';
 
+/**
+ * Suspends a user or device and, in the same transaction, holds its mail that is still
+ * waiting for quota: once an account is known to be stolen, its queued burst is for an admin
+ * to judge (postern quarantine), not for the drain to keep sending.
+ */
+export function suspendPrincipal(
+  store: Pick<Store, 'db' | 'users' | 'devices' | 'limits'>,
+  p: { kind: 'user' | 'device'; id: number; name: string },
+  reason: string,
+  now: number,
+): { changed: boolean; held: number } {
+  return store.db.transaction(() => {
+    const changed = p.kind === 'user' ? store.users.suspend(p.id, reason, now) : store.devices.suspend(p.id, reason, now);
+    const held = store.limits.holdWaiting(`${p.kind}:${p.name}`, `suspended: ${reason}`, now);
+    return { changed, held };
+  })();
+}
+
 export interface NotifyConfig {
   hostname: string;
   admins: string[];
@@ -42,7 +60,7 @@ const WHAT: Record<string, (r: IncidentReport) => string> = {
  */
 export class IncidentResponder {
   constructor(
-    private readonly store: Pick<Store, 'users' | 'devices' | 'incidents' | 'bindings'>,
+    private readonly store: Pick<Store, 'db' | 'users' | 'devices' | 'incidents' | 'bindings' | 'limits'>,
     private readonly spool: Spool,
     private readonly cfg: NotifyConfig,
     private readonly clock: Clock,
@@ -58,8 +76,8 @@ export class IncidentResponder {
     const what = (WHAT[r.kind] ?? ((x: IncidentReport) => x.detail ?? x.kind))(r);
     if (r.suspend) {
       const reason = `${r.kind}${r.clientIp ? ` from ${r.clientIp}` : ''}${r.sender ? ` as <${r.sender}>` : ''}`;
-      const changed = r.principal.kind === 'user' ? this.store.users.suspend(r.principal.id, reason, now) : this.store.devices.suspend(r.principal.id, reason, now);
-      if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, principal: r.principal.name, reason: r.kind, ip: r.clientIp, sender: r.sender ?? null });
+      const { changed, held } = suspendPrincipal(this.store, r.principal, reason, now);
+      if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, principal: r.principal.name, reason: r.kind, ip: r.clientIp, sender: r.sender ?? null, held });
     }
     const { incident, notify } = this.store.incidents.record(
       { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null },

@@ -12,14 +12,18 @@ export type Verdict =
 
 const ACCEPT: Verdict = { kind: 'accept' };
 
-/** After a correct password: is this login allowed from this address? */
+/**
+ * After a correct password: is this login allowed from this address? Only a client inside
+ * the user's networks is told the account is suspended: anywhere else the reply is the one
+ * a wrong password gets, so a thief never learns the password was right.
+ */
 export function judgeLogin(status: UserStatus, clientIp: string, networks: string[]): Verdict {
-  if (status !== 'active') return { kind: 'reject', reason: REASONS.AUTH_SUSPENDED };
   // No networks is the admin's unfinished setup, not an attack: refuse without suspending.
   if (!networks.length) return { kind: 'reject', reason: REASONS.AUTH_NO_NETWORKS };
   if (!networkAllowed(clientIp, networks)) {
     return { kind: 'reject', reason: REASONS.AUTH_FOREIGN_NETWORK, incident: { kind: 'foreign-network', suspend: true } };
   }
+  if (status !== 'active') return { kind: 'reject', reason: REASONS.AUTH_SUSPENDED };
   return ACCEPT;
 }
 

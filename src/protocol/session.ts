@@ -22,7 +22,7 @@ import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy
 import { distinctRecipients, HOUR } from '../policy/limits.js';
 import type { AuthThrottle } from '../identity/throttle.js';
 import type { QuotaGate } from '../spool/quota.js';
-import { normalizeIp } from './listen.js';
+import { clientKey, normalizeIp } from './listen.js';
 import { reply, type SmtpReply } from './replies.js';
 
 export interface SessionDeps {
@@ -156,7 +156,7 @@ export function createHandlers(deps: SessionDeps) {
       return null;
     }
     const ip = normalizeIp(session.remoteAddress);
-    const device = deps.devices.byAddress(canonicalNetwork(ip));
+    const device = deps.devices.byAddress(canonicalNetwork(ip), deps.clock.now());
     if (device) {
       if (device.requireTls && !session.secure) return refuse(session, `${command}.refused`, reply(REASONS.TLS_REQUIRED), { device: device.name });
       if (device.status !== 'active') return refuse(session, `${command}.refused`, reply(REASONS.ACCOUNT_SUSPENDED), { device: device.name });
@@ -201,7 +201,9 @@ export function createHandlers(deps: SessionDeps) {
               verdict.kind === 'reject' && verdict.reason.id !== 'AUTH_SUSPENDED' &&
               monitored(session, 'network', verdict.incident?.suspend ? 'suspend' : 'refuse', { principal: principal.name, reason: verdict.reason.id });
             if (verdict.kind === 'reject' && !shadow) {
-              cb(refuseVerdict(session, 'auth.fail', verdict, principal));
+              // Same pause and same lockout count as a wrong password: a fast 535 would tell a
+              // thief the password was right.
+              failLater(refuseVerdict(session, 'auth.fail', verdict, principal));
               return;
             }
             log.info({ event: 'auth.ok', session: session.id, ip, user: principal.name, method: auth.method, cached: out.cached });
@@ -255,7 +257,7 @@ export function createHandlers(deps: SessionDeps) {
      * keeps one address from holding many, leaving max_clients for everyone else.
      */
     onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void) {
-      const ip = normalizeIp(session.remoteAddress);
+      const ip = clientKey(session.remoteAddress);
       const n = (connectionsByIp.get(ip) ?? 0) + 1;
       if (n > deps.maxConnectionsPerIp) {
         return cb(refuse(session, 'session.refused', reply(REASONS.TOO_MANY_CONNECTIONS), { connections: n - 1 }));
@@ -268,7 +270,7 @@ export function createHandlers(deps: SessionDeps) {
     onClose(session: SMTPServerSession) {
       devicesBySession.delete(session.id);
       if (counted.delete(session.id)) {
-        const ip = normalizeIp(session.remoteAddress);
+        const ip = clientKey(session.remoteAddress);
         const n = (connectionsByIp.get(ip) ?? 1) - 1;
         if (n > 0) connectionsByIp.set(ip, n);
         else connectionsByIp.delete(ip);
@@ -283,7 +285,9 @@ export function createHandlers(deps: SessionDeps) {
         // Past the limit we keep reading (the client is still sending) but stop storing.
         if (size <= deps.maxMessageBytes) chunks.push(c);
       });
-      (stream as Readable).on('end', () => {
+      // The stream's events run outside smtp-server's try/catch: a throw here (a store error,
+      // a store closed by shutdown) would end the process, so it becomes a 451 instead.
+      const finish = () => {
         const principal = principalOf(session);
         const ip = normalizeIp(session.remoteAddress);
         if (stream.sizeExceeded || size > deps.maxMessageBytes) {
@@ -329,7 +333,8 @@ export function createHandlers(deps: SessionDeps) {
           if (assessment.state === 'held' && monitored(session, 'quarantine', 'hold', { principal: principal.name, queue_id: id, score: assessment.score, reasons: assessment.reasons.map((r) => r.id) })) {
             assessment.state = 'queued';
           }
-          // Quota is taken only by mail that is going out now; held mail takes it on release.
+          // Quota is taken only by mail that is going out now. Held mail takes none, and an
+          // admin's release sends it without quota: that is the admin's decision.
           if (assessment.state === 'queued') assessment.state = await deps.quota.admit(`${principal.kind}:${principal.name}`, rcptTo);
           if (assessment.state === 'waiting-quota' && monitored(session, 'limits', 'wait', { principal: principal.name, queue_id: id })) {
             assessment.state = 'queued';
@@ -347,6 +352,14 @@ export function createHandlers(deps: SessionDeps) {
             log.error({ event: 'spool.error', session: session.id, queue_id: id, err: (e as Error).message });
             cb(reply(REASONS.LOCAL_ERROR));
           });
+      };
+      (stream as Readable).on('end', () => {
+        try {
+          finish();
+        } catch (e) {
+          log.error({ event: 'policy.error', session: session.id, err: (e as Error).message });
+          cb(reply(REASONS.LOCAL_ERROR));
+        }
       });
     },
   };

@@ -74,6 +74,20 @@ export class QuotaGate {
 
   /** Hands waiting mail to delivery as quota frees, paced; returns the ids released. */
   async drain(): Promise<string[]> {
+    // One drain at a time: overlapping runs (a slow Redis) would reserve quota twice for the
+    // same oldest message.
+    if (this.draining) return [];
+    this.draining = true;
+    try {
+      return await this.drainNow();
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private draining = false;
+
+  private async drainNow(): Promise<string[]> {
     const now = this.clock.now();
     const released: string[] = [];
     for (const principal of this.repo.principalsWaiting()) {
@@ -81,6 +95,13 @@ export class QuotaGate {
       for (;;) {
         const next = this.repo.oldestWaiting(principal);
         if (!next) break;
+        // Limits lowered below this message's recipients: it could never leave, and everything
+        // behind it would wait forever. An admin decides (postern quarantine).
+        if (distinctRecipients(next.rcpts) > this.maxRecipients(principal)) {
+          this.repo.holdOne(next.id, 'more distinct recipients than the current limits allow', now);
+          this.log.warn({ event: 'quota.held', principal, queue_id: next.id });
+          continue;
+        }
         const d = await this.ledger.reserve(principal, distinctRecipients(next.rcpts), limits, now, true);
         if (!d.admit) break;
         // Promotion fails only if an admin deleted or released it meanwhile: the quota

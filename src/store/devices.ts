@@ -27,9 +27,9 @@ export class DeviceRepo {
   private readonly byIp;
   constructor(private readonly db: Db) {
     // A device is found by its exact client address (stored as a /32 or /128 network binding).
-    this.byIp = db.prepare<[string], Row>(
+    this.byIp = db.prepare<[string, number], Row>(
       `SELECT d.* FROM devices d JOIN bindings b ON b.principal_kind = 'device' AND b.principal_id = d.id
-       WHERE b.kind = 'network' AND b.value = ? LIMIT 1`,
+       WHERE b.kind = 'network' AND b.value = ? AND (b.expires_at IS NULL OR b.expires_at > ?) LIMIT 1`,
     );
   }
 
@@ -44,8 +44,8 @@ export class DeviceRepo {
   }
 
   /** The device bound to this exact address ("192.0.2.7/32" form). */
-  byAddress(network: string): Device | undefined {
-    const r = this.byIp.get(network);
+  byAddress(network: string, now = Date.now()): Device | undefined {
+    const r = this.byIp.get(network, now);
     return r && toDevice(r);
   }
 

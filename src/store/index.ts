@@ -47,7 +47,7 @@ export function openStore(dataDir: string, opts: { migrate?: boolean } = {}): St
     bindings: new BindingRepo(db),
     incidents: new IncidentRepo(db),
     audit: new AuditRepo(db),
-    limits: new LimitRepo(bookkeeping),
+    limits: new LimitRepo(db, bookkeeping),
     queue: new QueueRepo(db),
     quarantine: new QuarantineRepo(db),
     delivery: new DeliveryRepo(db, bookkeeping),

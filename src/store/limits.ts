@@ -19,6 +19,7 @@ export class LimitRepo {
   private readonly waitingStmt;
   private readonly oldestStmt;
   private readonly promoteStmt;
+  private readonly ledgerDb: Db;
   /**
    * Reads usage and records one message if `decide` (policy's pure decision) admits it, as
    * one IMMEDIATE transaction: it takes the write lock before reading, so two processes
@@ -26,22 +27,29 @@ export class LimitRepo {
    */
   readonly reserve: (principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => QuotaDecision;
 
-  constructor(private readonly db: Db) {
+  /**
+   * `db` is the main connection (overrides, which the CLI audits in the same transaction, and
+   * the spool's states); `ledger` the synchronous=NORMAL one for the usage buckets.
+   */
+  constructor(
+    private readonly db: Db,
+    ledger: Db = db,
+  ) {
     // Windows slide by whole minutes: a bucket counts while its first minute is inside the
     // window, so usage leaves the window up to a minute early, never late.
-    this.usageStmt = db.prepare<{ p: string; hour: number; day: number }, { mh: number | null; rh: number | null; rd: number | null; oldest: number | null }>(
+    this.usageStmt = ledger.prepare<{ p: string; hour: number; day: number }, { mh: number | null; rh: number | null; rd: number | null; oldest: number | null }>(
       `SELECT SUM(CASE WHEN minute > @hour THEN messages END) AS mh,
               SUM(CASE WHEN minute > @hour THEN recipients END) AS rh,
               SUM(recipients) AS rd,
               MIN(CASE WHEN minute > @hour THEN minute END) AS oldest
        FROM quota_buckets WHERE principal = @p AND minute > @day`,
     );
-    this.lastStmt = db.prepare<[string], { at: number }>('SELECT at FROM quota_last WHERE principal = ?');
-    this.addBucket = db.prepare(
+    this.lastStmt = ledger.prepare<[string], { at: number }>('SELECT at FROM quota_last WHERE principal = ?');
+    this.addBucket = ledger.prepare(
       `INSERT INTO quota_buckets (principal, minute, messages, recipients) VALUES (?, ?, 1, ?)
        ON CONFLICT (principal, minute) DO UPDATE SET messages = messages + 1, recipients = recipients + excluded.recipients`,
     );
-    this.setLast = db.prepare('INSERT INTO quota_last (principal, at) VALUES (?, ?) ON CONFLICT (principal) DO UPDATE SET at = excluded.at');
+    this.setLast = ledger.prepare('INSERT INTO quota_last (principal, at) VALUES (?, ?) ON CONFLICT (principal) DO UPDATE SET at = excluded.at');
     this.overrideStmt = db.prepare<[string], { messages_per_hour: number | null; recipients_per_hour: number | null; recipients_per_day: number | null }>(
       'SELECT messages_per_hour, recipients_per_hour, recipients_per_day FROM principal_limits WHERE principal = ?',
     );
@@ -54,8 +62,9 @@ export class LimitRepo {
       `SELECT m.id, (SELECT json_group_array(address) FROM recipients r WHERE r.message_id = m.id) AS rcpts
        FROM messages m WHERE m.principal = ? AND m.state = 'waiting-quota' ORDER BY m.received_at, m.id LIMIT 1`,
     );
+    this.ledgerDb = ledger;
     this.promoteStmt = db.prepare(`UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ? AND state = 'waiting-quota'`);
-    const reserveTx = db.transaction((principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => {
+    const reserveTx = ledger.transaction((principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => {
       const d = decide(this.usage(principal, now));
       if (d.admit) {
         this.addBucket.run(principal, Math.floor(now / MINUTE), recipients);
@@ -112,17 +121,50 @@ export class LimitRepo {
     return { messages: r.m, recipients: r.r ?? 0 };
   }
 
+  /** Principals with mail waiting for quota, active ones only: a suspended account's mail never drains. */
   principalsWaiting(): string[] {
     return this.db
-      .prepare<[], { principal: string }>(`SELECT DISTINCT principal FROM messages WHERE state = 'waiting-quota' AND principal IS NOT NULL`)
+      .prepare<[], { principal: string }>(
+        `SELECT DISTINCT m.principal FROM messages m
+         WHERE m.state = 'waiting-quota' AND m.principal IS NOT NULL
+           AND EXISTS (SELECT 1 FROM users u WHERE 'user:' || u.username = m.principal COLLATE NOCASE AND u.status = 'active'
+                       UNION ALL SELECT 1 FROM devices d WHERE 'device:' || d.name = m.principal COLLATE NOCASE AND d.status = 'active')`,
+      )
       .all()
       .map((r) => r.principal);
   }
 
+  holdOne(id: string, reason: string, now: number): boolean {
+    return (
+      this.db
+        .prepare(
+          `UPDATE messages SET state = 'held', held_at = ?, score = COALESCE(score, 0),
+             reasons = json_array(json_object('id', 'over_limits', 'weight', 0, 'detail', ?))
+           WHERE id = ? AND state = 'waiting-quota'`,
+        )
+        .run(now, reason, id).changes === 1
+    );
+  }
+
+  /**
+   * Moves a principal's waiting mail to held, with a reason, so an admin decides what of it
+   * goes out (postern quarantine). Used when the principal is suspended: a stolen account's
+   * burst must not keep trickling out, nor go out all at once after a reset.
+   */
+  holdWaiting(principal: string, reason: string, now: number): number {
+    return this.db
+      .prepare(
+        `UPDATE messages SET state = 'held', held_at = ?, score = COALESCE(score, 0),
+           reasons = json_array(json_object('id', 'principal_suspended', 'weight', 0, 'detail', ?))
+         WHERE principal = ? COLLATE NOCASE AND state = 'waiting-quota'`,
+      )
+      .run(now, reason, principal).changes;
+  }
+
   /** Ledger rows older than the longest window count for nothing. */
   purge(now: number): number {
-    const stale = this.db.prepare('DELETE FROM quota_buckets WHERE minute <= ?').run(Math.floor((now - DAY) / MINUTE)).changes;
-    this.db.prepare('DELETE FROM quota_last WHERE at <= ?').run(now - DAY);
+    const stale = this.ledgerDb.prepare('DELETE FROM quota_buckets WHERE minute <= ?').run(Math.floor((now - DAY) / MINUTE)).changes;
+    this.ledgerDb.prepare('DELETE FROM quota_last WHERE at <= ?').run(now - DAY);
     return stale;
   }
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalNetwork, canonicalSenderBinding, networkAllowed, senderAllowed } from '../../src/policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender } from '../../src/policy/access.js';
+import { clientKey } from '../../src/protocol/listen.js';
 
 describe('network bindings', () => {
   it.each([
@@ -52,9 +53,24 @@ describe('sender bindings', () => {
   });
 });
 
+describe('per-client keys', () => {
+  it.each([
+    ['192.0.2.7', '192.0.2.7'],
+    ['::ffff:192.0.2.7', '192.0.2.7'],
+    ['2001:db8:1:2:3:4:5:6', '2001:db8:1:2::/64'],
+    ['2001:db8:1:2::99', '2001:db8:1:2::/64'],
+    ['2001:0DB8::1', '2001:db8:0:0::/64'],
+    ['::1', '0:0:0:0::/64'],
+  ])('%s counts as %s', (ip, key) => {
+    expect(clientKey(ip)).toBe(key);
+  });
+});
+
 describe('access verdicts', () => {
   it('judges logins: suspended, no networks, foreign, allowed', () => {
     expect(judgeLogin('suspended', '192.0.2.1', ['0.0.0.0/0'])).toMatchObject({ kind: 'reject', reason: { id: 'AUTH_SUSPENDED' } });
+    // Suspended, from outside: the wrong-password reply, and it is another foreign-network signal.
+    expect(judgeLogin('suspended', '203.0.113.9', ['192.0.2.0/24'])).toMatchObject({ reason: { id: 'AUTH_FOREIGN_NETWORK' }, incident: { kind: 'foreign-network' } });
     expect(judgeLogin('active', '192.0.2.1', [])).toEqual({ kind: 'reject', reason: expect.objectContaining({ id: 'AUTH_NO_NETWORKS' }) });
     expect(judgeLogin('active', '203.0.113.9', ['192.0.2.0/24'])).toMatchObject({ kind: 'reject', incident: { kind: 'foreign-network', suspend: true } });
     expect(judgeLogin('active', '192.0.2.1', ['192.0.2.0/24'])).toEqual({ kind: 'accept' });

@@ -78,6 +78,51 @@ describe('rate limits: slow first', () => {
   });
 });
 
+describe('rate limits and suspension', () => {
+  it('holds a suspended account\'s waiting mail instead of draining it', async () => {
+    await relay({ messages_per_hour: 2 });
+    await t.addUser('alice', PASS);
+    await sendMany(4);
+    expect(count('waiting-quota')).toBe(2);
+    const c = await SmtpClient.connect(t.port);
+    await c.login('alice', PASS);
+    // The thief tries another sender: suspension, and the burst behind it is held.
+    expect(await c.cmd('MAIL FROM:<ceo@bank.example>')).toMatch(/^553 5\.7\.1 /);
+    await c.quit();
+    expect(count('waiting-quota')).toBe(0);
+    expect(count('held')).toBe(2);
+    t.clock.advance(HOUR + 1);
+    expect(await t.relay.quota.drain()).toEqual([]);
+    const held = t.relay.store.queue.list('held')[0]!;
+    expect((t.relay.store.db.prepare('SELECT reasons FROM messages WHERE id = ?').get(held.id) as { reasons: string }).reasons).toMatch(/principal_suspended/);
+  });
+
+  it('holds a waiting message that lowered limits could never let out, instead of blocking the rest', async () => {
+    await relay({ messages_per_hour: 1, ceiling: 10 });
+    await t.addUser('alice', PASS);
+    await sendMany(1);
+    await sendMany(1, ['a@x.example', 'b@x.example', 'c@x.example']);
+    await sendMany(1);
+    expect(count('waiting-quota')).toBe(2);
+    t.relay.store.limits.setOverride('user:alice', { recipientsPerHour: 2 }, t.clock.now());
+    t.clock.advance(HOUR + 1);
+    expect(await t.relay.quota.drain()).toHaveLength(1);
+    expect(count('held')).toBe(1);
+    expect(count('waiting-quota')).toBe(0);
+  });
+
+  it('counts a correct password from a foreign address towards the lockout, like a wrong one', async () => {
+    await relay({ auth_max_failures_per_user_ip: 2 });
+    await t.addUser('alice', PASS, { networks: ['127.0.0.1/32'] });
+    const c = await SmtpClient.connect(t.port, { localAddress: '127.0.0.2' });
+    expect(await c.login('alice', PASS)).toBe('535 5.7.8 Authentication credentials invalid');
+    // Suspended now, but from outside the reply still says nothing about it.
+    expect(await c.authPlain('alice', PASS)).toBe('535 5.7.8 Authentication credentials invalid');
+    expect(await c.authPlain('alice', PASS)).toBe('454 4.7.0 Too many failed logins from this address, please try again later');
+    await c.quit();
+  });
+});
+
 describe('rate limits: then refuse', () => {
   it('gives the first message over the ceiling 451 4.7.1 with a retry time, records one incident and tells the admins once', async () => {
     await relay({ messages_per_hour: 2 });
