@@ -1,18 +1,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
 import type { Rr } from '../helpers/dnsd.js';
-import { startHarness, type Harness } from '../helpers/delivery.js';
+import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
 import { startSinks, type Sink } from '../helpers/sink.js';
 
 const MIN = 60_000;
 let h: Harness | undefined;
 let sinks: Sink[] = [];
-afterEach(async () => {
-  await h?.close();
-  h = undefined;
-  await Promise.all(sinks.map((s) => s.close()));
-  sinks = [];
-});
+// Everything a test starts is closed after it, whatever the test left assigned here.
+afterEach(closeDeliveryFixtures);
 
 /** Zone: MX hosts on loopback addresses; 127.0.0.9 has nothing listening (refuses connections). */
 const zone = (extra: Rr[] = []): Rr[] => [

@@ -5,17 +5,13 @@ import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { createResolver } from '../../src/dns/resolver.js';
 import { cli } from '../helpers/cli.js';
 import type { Rr } from '../helpers/dnsd.js';
-import { startHarness, type Harness } from '../helpers/delivery.js';
+import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
 import { startSinks, type Sink } from '../helpers/sink.js';
 
 let h: Harness | undefined;
 let sinks: Sink[] = [];
-afterEach(async () => {
-  await h?.close();
-  h = undefined;
-  await Promise.all(sinks.map((s) => s.close()));
-  sinks = [];
-});
+// Everything a test starts is closed after it, whatever the test left assigned here.
+afterEach(closeDeliveryFixtures);
 
 const zone: Rr[] = [
   { type: 'A', name: 'mx.dest.example', data: '127.0.0.2' },

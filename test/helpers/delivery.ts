@@ -1,3 +1,4 @@
+import { closeAllSinks } from './sink.js';
 import { rmSync } from 'node:fs';
 import type { Config } from '../../src/config/schema.js';
 import { ManualClock } from '../../src/domain/clock.js';
@@ -48,7 +49,8 @@ export async function startHarness(opts: { records: Rr[]; port: number; config?:
     ? new IncidentResponder(store, spool, { hostname: cfg.server.hostname, admins: opts.admins, from: '', helpdesk: '', burstMinutes: 60 }, clock, log)
     : undefined;
   const delivery = startDelivery(cfg, { store, spool, clock, log, random: opts.random, dkimCacheMs: 0, incidents });
-  return {
+  let closing: Promise<void> | undefined;
+  const harness: Harness = {
     cfg,
     dir,
     dns,
@@ -80,12 +82,26 @@ export async function startHarness(opts: { records: Rr[]; port: number; config?:
       return id;
     },
     drain: () => delivery.scheduler.drain(),
-    async close() {
-      await delivery.stop();
-      spool.close();
-      store.close();
-      await dns.close();
-      rmSync(dir, { recursive: true, force: true });
+    close() {
+      closing ??= (async () => {
+        await delivery.stop();
+        spool.close();
+        store.close();
+        await dns.close();
+        rmSync(dir, { recursive: true, force: true });
+        openHarnesses.delete(harness);
+      })();
+      return closing;
     },
   };
+  openHarnesses.add(harness);
+  return harness;
+}
+
+const openHarnesses = new Set<Harness>();
+
+/** afterEach for delivery tests: closes every harness and sink the test started. */
+export async function closeDeliveryFixtures(): Promise<void> {
+  await Promise.all([...openHarnesses].map((h) => h.close()));
+  await closeAllSinks();
 }

@@ -105,8 +105,20 @@ export async function startSink(host: string, port: number, opts: { tls?: boolea
     server.listen(port, host, () => resolve());
   });
   ee.port = (server.server.address() as AddressInfo).port;
-  ee.close = () => new Promise<void>((r) => server.close(() => r()));
+  let closing: Promise<void> | undefined;
+  ee.close = () =>
+    (closing ??= new Promise<void>((r) => server.close(() => r())).then(() => {
+      openSinks.delete(ee);
+    }));
+  openSinks.add(ee);
   return ee;
+}
+
+const openSinks = new Set<Sink>();
+
+/** Closes every sink still open (afterEach); closing one twice is harmless. */
+export async function closeAllSinks(): Promise<void> {
+  await Promise.all([...openSinks].map((s) => s.close()));
 }
 
 /** Sinks on several loopback addresses sharing one port ([delivery] port is global). */
