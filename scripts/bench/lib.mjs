@@ -131,7 +131,7 @@ export function procStats(pid) {
   const rss = Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) * 1024;
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   const ticks = Number(stat[11]) + Number(stat[12]);
-  return { peakRss: hwm, rss, cpuSeconds: ticks / 100 };
+  return { peakRss: hwm, rss, cpuSeconds: ticks / 100, sysSeconds: Number(stat[12]) / 100 };
 }
 
 /** Spawns a node script and resolves once it prints a JSON line with event "relay.started" or "ready". */

@@ -118,6 +118,7 @@ if (o.storm) {
     p99_ms: +percentile(latencies, 99).toFixed(2),
     server_peak_rss_mb: +(st.peakRss / 1048576).toFixed(1),
     server_cpu_s: +(st.cpuSeconds - base.cpuSeconds).toFixed(2),
+    server_sys_s: +(st.sysSeconds - base.sysSeconds).toFixed(2),
   });
 }
 server.stop();

@@ -2,8 +2,10 @@ import { Readable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Parser } from 'htmlparser2';
 import { simpleParser, type AddressObject } from 'mailparser';
+import addressparser from 'nodemailer/lib/addressparser';
 import yauzl from 'yauzl';
 import type { AttachmentFacts, MessageFacts } from '../policy/scoring.js';
+import { headerEnd } from '../spool/message.js';
 
 // Bounds on work per message, so a crafted message cannot make scoring the slow part of DATA:
 // beyond these counts the facts already say enough to hold it.
@@ -33,6 +35,11 @@ function sliced(data: Buffer): Buffer | Readable {
  * zip archives are listed by name from their central directory, never extracted.
  */
 export async function parseFacts(data: Buffer): Promise<MessageFacts> {
+  return plainFacts(data) ?? mimeFacts(data);
+}
+
+/** The full MIME parse (mailparser): any message. */
+export async function mimeFacts(data: Buffer): Promise<MessageFacts> {
   const mail = await simpleParser(sliced(data), {
     // Only the parts and the raw HTML are needed; converting between text and HTML is most
     // of mailparser's cost on a large HTML body and tells scoring nothing.
@@ -52,11 +59,75 @@ export async function parseFacts(data: Buffer): Promise<MessageFacts> {
     });
   }
   const htmlLinks = typeof mail.html === 'string' ? anchors(mail.html) : [];
-  const textUrls = [...(mail.text ?? '').matchAll(/\bhttps?:\/\/[^\s<>"'`)\]}]+/gi)]
+  return { from, attachments, htmlLinks, textUrls: urlsIn(mail.text ?? '') };
+}
+
+function urlsIn(text: string): string[] {
+  return [...text.matchAll(/\bhttps?:\/\/[^\s<>"'`)\]}]+/gi)]
     .slice(0, MAX_LINKS)
     // Sentence punctuation after a URL is prose, not part of the link.
     .map((m) => m[0].replace(/[.,;:!?]+$/, ''));
-  return { from, attachments, htmlLinks, textUrls };
+}
+
+// A top-level Content-Type that mailparser would read as plain UTF-8 (or ASCII) text.
+const PLAIN_TYPE = /^text\/plain[ \t]*(?:;[ \t]*charset[ \t]*=[ \t]*(?:"(?:us-ascii|ascii|utf-8|utf8)"|(?:us-ascii|ascii|utf-8|utf8))[ \t]*)?;?[ \t]*$/i;
+const HEADER_LINE = /^([!-9;-~]+)[ \t]*:([^]*)$/;
+
+/**
+ * The facts of the commonest message, without a MIME parse: one part of plain text in UTF-8
+ * or ASCII, 7bit or 8bit, no encoded words or IDNs in From. Such a message has no
+ * attachments and no HTML, its text is its body, and its From is what addressparser makes of
+ * the header: exactly what mailparser reports, at a twentieth of the cost (mailparser's
+ * stream set-up alone is 0.2 ms a message, and submission spends it on every one). Anything
+ * else, or anything unusual about the header (a second From, a Content-Disposition, a
+ * parameter other than charset), returns null and gets the full parse. A test compares the
+ * two on every message of the corpus.
+ */
+export function plainFacts(data: Buffer): MessageFacts | null {
+  const end = headerEnd(data);
+  const lines = data.toString('utf8', 0, end).split(/\r\n(?![ \t])/);
+  let type: string | undefined;
+  let encoding: string | undefined;
+  let from: string | undefined;
+  for (const line of lines) {
+    if (line === '') continue;
+    const m = HEADER_LINE.exec(line);
+    if (!m) return null;
+    const name = m[1]!.toLowerCase();
+    // Unfolded as libmime unfolds for mailparser: a line break and its indent become one space.
+    const value = m[2]!.replace(/\r\n[ \t]*/g, ' ').trim();
+    if (name === 'content-type') {
+      if (type !== undefined) return null;
+      type = value;
+    } else if (name === 'content-transfer-encoding') {
+      if (encoding !== undefined) return null;
+      encoding = value.toLowerCase();
+    } else if (name === 'from') {
+      if (from !== undefined) return null;
+      from = value;
+    } else if (name === 'content-disposition' || name === 'mime-version' && value !== '1.0') {
+      return null;
+    }
+  }
+  if (type !== undefined && !PLAIN_TYPE.test(type)) return null;
+  if (encoding !== undefined && encoding !== '7bit' && encoding !== '8bit') return null;
+  // Encoded words, IDNs and non-ASCII names are mailparser's to decode.
+  if (from !== undefined && (/=\?|xn--/i.test(from) || /[^\x20-\x7e\t]/.test(from))) return null;
+  return {
+    from: from === undefined ? [] : flatMailboxes(addressparser(from)),
+    attachments: [],
+    htmlLinks: [],
+    textUrls: urlsIn(data.toString('utf8', end)),
+  };
+}
+
+/** As mailboxes() below: a group stands for its members; names trimmed, as mailparser does. */
+function flatMailboxes(list: ReturnType<typeof addressparser>): MessageFacts['from'] {
+  const out: MessageFacts['from'] = [];
+  for (const v of list) {
+    for (const m of v.group ?? [v]) out.push({ address: m.address ?? '', name: m.name.trim() });
+  }
+  return out;
 }
 
 function mailboxes(field: AddressObject | AddressObject[] | undefined): MessageFacts['from'] {
