@@ -63,6 +63,8 @@ export class Quarantine {
   private timer: NodeJS.Timeout | undefined;
   /** principal -> when its last held notice was queued (memory only: a restart costs one extra notice at most). */
   private readonly noticed = new Map<string, number>();
+  /** What assess found new per message, so onAccepted writes only those (usually none). */
+  private readonly fresh = new WeakMap<AssessInput, string[]>();
 
   constructor(
     private readonly cfg: Config,
@@ -80,10 +82,12 @@ export class Quarantine {
       const facts = await parseFacts(input.data);
       const senders = store.bindings.values(input.principal.kind, input.principal.id, 'sender', input.now);
       const window = this.cfg.delivery.reject_window_minutes * 60_000;
+      const newDomains = store.quarantine.newDomains(key, input.envelope.rcptTo.map(domainOf));
+      this.fresh.set(input, newDomains);
       const state = {
         rcptTo: input.envelope.rcptTo,
         allowedSenders: senders.length ? senders : null,
-        newDomains: store.quarantine.newDomains(key, input.envelope.rcptTo.map(domainOf)),
+        newDomains,
         openIncident: store.incidents.hasOpen(input.principal.kind, input.principal.name),
         nearRateLimit: this.deps.quota ? nearRateLimit(this.deps.quota.limitsFor(key), store.limits.usage(key, input.now), this.cfg.quarantine.near_rate_limit) : false,
         remoteOutcomes: this.deps.remoteOutcomes?.(key, input.now) ?? store.delivery.outcomeCounts(key, input.now - window),
@@ -101,7 +105,9 @@ export class Quarantine {
     const key = principalKey(input.principal);
     if (assessment.state !== 'held') {
       // Queued or waiting for quota: it will be delivered, so its domains are known from now on.
-      store.quarantine.addDomains(key, input.envelope.rcptTo.map(domainOf), input.now);
+      // Only the ones assess found new need writing (all of them if it did not run).
+      const domains = this.fresh.get(input) ?? input.envelope.rcptTo.map(domainOf);
+      if (domains.length) store.quarantine.addDomains(key, domains, input.now);
       return;
     }
     log.warn({

@@ -1,4 +1,5 @@
 import type { Db } from './db.js';
+import type { PolicyCache } from './policy-cache.js';
 
 export type PrincipalKind = 'user' | 'device';
 export type BindingKind = 'network' | 'sender' | 'recipient';
@@ -17,18 +18,27 @@ interface Row {
 
 /** What each principal may do: its networks, senders and (devices) recipients. */
 export class BindingRepo {
-  constructor(private readonly db: Db) {}
+  /** Every binding of a principal, lapsed ones too (filtered by time on each read). */
+  private readonly all: (key: string) => Row[];
+
+  constructor(
+    private readonly db: Db,
+    cache?: PolicyCache,
+  ) {
+    const load = (key: string) => {
+      const sep = key.indexOf(':');
+      return this.db
+        .prepare<[string, number], Row>('SELECT kind, value, expires_at FROM bindings WHERE principal_kind = ? AND principal_id = ? ORDER BY kind, position')
+        .all(key.slice(0, sep), Number(key.slice(sep + 1)));
+    };
+    this.all = cache ? cache.table(load) : load;
+  }
 
   /** Bindings in force at `now` (lapsed exceptions excluded), in the order they were added. */
   list(pk: PrincipalKind, id: number, now: number, kind?: BindingKind): Binding[] {
-    const rows = this.db
-      .prepare<[string, number, number], Row>(
-        `SELECT kind, value, expires_at FROM bindings
-         WHERE principal_kind = ? AND principal_id = ? AND (expires_at IS NULL OR expires_at > ?)
-         ORDER BY kind, position`,
-      )
-      .all(pk, id, now);
-    return rows.filter((r) => !kind || r.kind === kind).map((r) => ({ kind: r.kind, value: r.value, expiresAt: r.expires_at }));
+    return this.all(`${pk}:${id}`)
+      .filter((r) => (!kind || r.kind === kind) && (r.expires_at === null || r.expires_at > now))
+      .map((r) => ({ kind: r.kind, value: r.value, expiresAt: r.expires_at }));
   }
 
   values(pk: PrincipalKind, id: number, kind: BindingKind, now: number): string[] {

@@ -1,4 +1,5 @@
 import type { Db } from './db.js';
+import type { PolicyCache } from './policy-cache.js';
 import type { Device, UserStatus } from '../domain/types.js';
 
 interface Row {
@@ -25,7 +26,17 @@ const toDevice = (r: Row): Device => ({
 
 export class DeviceRepo {
   private readonly byIp;
-  constructor(private readonly db: Db) {
+  /** By id; cached (shared, frozen) when the store has a PolicyCache. */
+  readonly get: (id: number) => Device | undefined;
+  constructor(
+    private readonly db: Db,
+    cache?: PolicyCache,
+  ) {
+    const get = (id: number) => {
+      const r = this.db.prepare<[number], Row>('SELECT * FROM devices WHERE id = ?').get(id);
+      return r && toDevice(r);
+    };
+    this.get = cache ? cache.table(get) : get;
     // A device is found by its exact client address (stored as a /32 or /128 network binding).
     this.byIp = db.prepare<[string, number], Row>(
       `SELECT d.* FROM devices d JOIN bindings b ON b.principal_kind = 'device' AND b.principal_id = d.id
@@ -35,11 +46,6 @@ export class DeviceRepo {
 
   find(name: string): Device | undefined {
     const r = this.db.prepare<[string], Row>('SELECT * FROM devices WHERE name = ?').get(name);
-    return r && toDevice(r);
-  }
-
-  get(id: number): Device | undefined {
-    const r = this.db.prepare<[number], Row>('SELECT * FROM devices WHERE id = ?').get(id);
     return r && toDevice(r);
   }
 

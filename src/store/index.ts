@@ -6,6 +6,7 @@ import { IncidentRepo } from './incidents.js';
 import { LimitRepo } from './limits.js';
 import { DeliveryRepo } from './delivery.js';
 import { migrate } from './migrate.js';
+import { PolicyCache } from './policy-cache.js';
 import { QueueRepo } from './queue.js';
 import { QuarantineRepo } from './quarantine.js';
 import { UserRepo } from './users.js';
@@ -40,14 +41,15 @@ export function openStore(dataDir: string, opts: { migrate?: boolean } = {}): St
   // fsync rate and block the event loop that submission shares. For the ledger a power cut
   // can forget the last reservations: that errs towards sending, never towards losing mail.
   const bookkeeping = openDb(dataDir, { synchronous: 'NORMAL' });
+  const cache = new PolicyCache(db);
   return {
     db,
-    users: new UserRepo(db),
-    devices: new DeviceRepo(db),
-    bindings: new BindingRepo(db),
+    users: new UserRepo(db, cache),
+    devices: new DeviceRepo(db, cache),
+    bindings: new BindingRepo(db, cache),
     incidents: new IncidentRepo(db),
     audit: new AuditRepo(db),
-    limits: new LimitRepo(db, bookkeeping),
+    limits: new LimitRepo(db, bookkeeping, cache),
     queue: new QueueRepo(db),
     quarantine: new QuarantineRepo(db),
     delivery: new DeliveryRepo(db, bookkeeping),

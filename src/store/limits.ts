@@ -1,4 +1,5 @@
 import type { Db } from './db.js';
+import type { PolicyCache } from './policy-cache.js';
 import { DAY, HOUR, type QuotaDecision, type Usage } from '../domain/limits.js';
 
 const MINUTE = 60_000;
@@ -31,9 +32,13 @@ export class LimitRepo {
    * `db` is the main connection (overrides, which the CLI audits in the same transaction, and
    * the spool's states); `ledger` the synchronous=NORMAL one for the usage buckets.
    */
+  /** The admin's override for a principal; cached (shared, frozen) when the store has a PolicyCache. */
+  readonly override: (principal: string) => LimitOverride | undefined;
+
   constructor(
     private readonly db: Db,
     ledger: Db = db,
+    cache?: PolicyCache,
   ) {
     // Windows slide by whole minutes: a bucket counts while its first minute is inside the
     // window, so usage leaves the window up to a minute early, never late.
@@ -63,6 +68,11 @@ export class LimitRepo {
        FROM messages m WHERE m.principal = ? AND m.state = 'waiting-quota' ORDER BY m.received_at, m.id LIMIT 1`,
     );
     this.ledgerDb = ledger;
+    const override = (principal: string): LimitOverride | undefined => {
+      const r = this.overrideStmt.get(principal);
+      return r && { messagesPerHour: r.messages_per_hour, recipientsPerHour: r.recipients_per_hour, recipientsPerDay: r.recipients_per_day };
+    };
+    this.override = cache ? cache.table(override) : override;
     this.promoteStmt = db.prepare(`UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ? AND state = 'waiting-quota'`);
     const reserveTx = ledger.transaction((principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => {
       const d = decide(this.usage(principal, now));
@@ -87,10 +97,6 @@ export class LimitRepo {
     };
   }
 
-  override(principal: string): LimitOverride | undefined {
-    const r = this.overrideStmt.get(principal);
-    return r && { messagesPerHour: r.messages_per_hour, recipientsPerHour: r.recipients_per_hour, recipientsPerDay: r.recipients_per_day };
-  }
 
   setOverride(principal: string, o: Partial<LimitOverride>, now: number): void {
     const cur = this.override(principal) ?? { messagesPerHour: null, recipientsPerHour: null, recipientsPerDay: null };

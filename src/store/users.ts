@@ -1,4 +1,5 @@
 import type { Db } from './db.js';
+import type { PolicyCache } from './policy-cache.js';
 import type { User, UserStatus } from '../domain/types.js';
 
 interface UserRow {
@@ -34,21 +35,26 @@ export class UserExistsError extends Error {
 }
 
 export class UserRepo {
-  private readonly byName;
-  private readonly byId;
-  constructor(private readonly db: Db) {
-    this.byName = db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?');
-    this.byId = db.prepare<[number], UserRow>('SELECT * FROM users WHERE id = ?');
-  }
-
-  find(username: string): User | undefined {
-    const row = this.byName.get(username);
-    return row && toUser(row);
-  }
-
-  get(id: number): User | undefined {
-    const row = this.byId.get(id);
-    return row && toUser(row);
+  /** By username; cached (shared, frozen) when the store has a PolicyCache. */
+  readonly find: (username: string) => User | undefined;
+  /** By id, as find. */
+  readonly get: (id: number) => User | undefined;
+  constructor(
+    private readonly db: Db,
+    cache?: PolicyCache,
+  ) {
+    const byName = db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?');
+    const byId = db.prepare<[number], UserRow>('SELECT * FROM users WHERE id = ?');
+    const find = (username: string) => {
+      const row = byName.get(username);
+      return row && toUser(row);
+    };
+    const get = (id: number) => {
+      const row = byId.get(id);
+      return row && toUser(row);
+    };
+    this.find = cache ? cache.table(find) : find;
+    this.get = cache ? cache.table(get) : get;
   }
 
   list(): User[] {
