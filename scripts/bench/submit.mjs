@@ -4,6 +4,7 @@
 //   node scripts/bench/submit.mjs --target postern --conns 50 --messages 5000 --size 10240
 //   node scripts/bench/submit.mjs --target bare ...         (the ceiling)
 //   node scripts/bench/submit.mjs --storm 200               (200 logins at once)
+//   node scripts/bench/submit.mjs --conns 50 --rate 400      (paced: latency at a given load)
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfig } from './lib.mjs';
@@ -11,7 +12,7 @@ import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfi
 // --set limits.enabled=false,quarantine.mode=monitor changes the relay's config for the run.
 // --target smtp-sink runs Postfix's smtp-sink (no TLS, no AUTH): use --plain 1 for it and for
 // the bare smtp-server figure it is compared with.
-const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '', plain: 0 });
+const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '', plain: 0, rate: 0 });
 const PASS = 'bench password 0123456789';
 const deadline = Date.now() + o.seconds * 1000;
 
@@ -76,9 +77,26 @@ if (o.storm) {
   const latencies = [];
   let errors = 0;
   let next = 0;
-  const t0 = performance.now();
-  async function worker() {
+  let t0 = performance.now();
+  // --rate R: open loop. Each connection sends on a fixed schedule (together R msgs/s) and
+  // latency counts from the scheduled moment, so time spent behind schedule is counted too
+  // (no coordinated omission). Without it, closed loop: each sends as soon as it can, and
+  // latency is bound to connections / throughput (Little's law).
+  const interval = o.rate ? (o.conns / o.rate) * 1000 : 0;
+  // Paced runs log every connection in first and start the schedule together, so it measures
+  // submission and not 50 argon2 verifications queueing. (The pacing waits are the load's
+  // schedule, not a test waiting for an event.)
+  let loggedIn = 0;
+  let startAll;
+  const started = new Promise((r) => (startAll = r));
+  async function worker(_, index) {
     let c = null;
+    if (interval) {
+      c = await Conn.open(port);
+      await login(c);
+      if (++loggedIn === o.conns) startAll(performance.now());
+    }
+    let due = interval ? (await started) + (index * interval) / o.conns : 0;
     while (next < o.messages && Date.now() < deadline) {
       next++;
       try {
@@ -86,7 +104,15 @@ if (o.storm) {
           c = await Conn.open(port);
           await login(c);
         }
-        latencies.push(await c.send('bench@example.com', 'sink@example.org', body));
+        if (interval) {
+          const wait = due - performance.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          const ms = await c.send('bench@example.com', 'sink@example.org', body);
+          latencies.push(ms + Math.max(0, -wait));
+          due += interval;
+        } else {
+          latencies.push(await c.send('bench@example.com', 'sink@example.org', body));
+        }
         if (o.mode === 'message') {
           c.sock.write('QUIT\r\n');
           c.close();
@@ -101,12 +127,14 @@ if (o.storm) {
     }
     c?.close();
   }
+  if (interval) void started.then((t) => (t0 = t));
   await Promise.all(Array.from({ length: o.conns }, worker));
   const secs = (performance.now() - t0) / 1000;
   latencies.sort((a, b) => a - b);
   const st = procStats(child.pid);
   Object.assign(result, {
     mode: o.mode === 'message' ? 'login-per-message' : 'login-per-connection',
+    load: o.rate ? `paced at ${o.rate} msgs/s` : 'closed loop (as fast as replies come)',
     protocol: o.plain ? 'plain SMTP' : 'STARTTLS + AUTH PLAIN',
     connections: o.conns,
     size: o.size,
