@@ -10,7 +10,7 @@ import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfig } from './lib.mjs';
+import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfig, SERVE_FLAGS } from './lib.mjs';
 
 const dist = (p) => path.join(ROOT, 'dist', p);
 const { parseConfig } = await import(dist('src/config/load.js'));
@@ -134,7 +134,7 @@ async function submitBench(delivery) {
   );
   if (add.status !== 0) throw new Error(add.stderr.toString());
   startPhase();
-  const server = await startChild([path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
+  const server = await startChild([...SERVE_FLAGS, path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
   const base = procStats(server.child.pid);
   const total = o['submit-messages'];
   const latencies = [];

@@ -3,11 +3,11 @@
 //   node scripts/bench/idle.mjs --conns 2000
 import path from 'node:path';
 import tls from 'node:tls';
-import { args, procStats, ROOT, startChild, tempConfig } from './lib.mjs';
+import { args, procStats, ROOT, startChild, tempConfig, SERVE_FLAGS } from './lib.mjs';
 
 const o = args({ conns: 2000, seconds: 120 });
 const { file } = tempConfig({ submission: { listen: ['127.0.0.1:0'], listen_tls: ['127.0.0.1:0'] } });
-const server = await startChild([path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
+const server = await startChild([...SERVE_FLAGS, path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
 const port = server.event.tls[0];
 const deadline = Date.now() + o.seconds * 1000;
 const before = procStats(server.child.pid);

@@ -10,6 +10,14 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { stringify as stringifyToml } from 'smol-toml';
 
+/**
+ * Node flags the relay runs with in production (config/postern.service, npm start): a young
+ * generation of 2 MB semi-spaces instead of up to 16 MB, which keeps ~40 MB of garbage from
+ * sitting in RSS between scavenges (no measurable cost in submit runs). Benchmarks start the
+ * relay the same way.
+ */
+export const SERVE_FLAGS = ['--max-semi-space-size=2'];
+
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 export function args(defaults) {

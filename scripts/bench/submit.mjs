@@ -7,7 +7,7 @@
 //   node scripts/bench/submit.mjs --conns 50 --rate 400      (paced: latency at a given load)
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfig } from './lib.mjs';
+import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfig, SERVE_FLAGS } from './lib.mjs';
 
 // --set limits.enabled=false,quarantine.mode=monitor changes the relay's config for the run.
 // --target smtp-sink runs Postfix's smtp-sink (no TLS, no AUTH): use --plain 1 for it and for
@@ -43,7 +43,7 @@ if (o.target === 'smtp-sink') {
   const { file } = tempConfig(overrides);
   const add = spawnSync(process.execPath, [path.join(ROOT, 'bin/postern.js'), '--config', file, 'user', 'add', 'bench', '--password-stdin', '--sender', '@example.com', '--network', '127.0.0.1'], { input: PASS });
   if (add.status !== 0) throw new Error(add.stderr.toString());
-  server = await startChild([path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
+  server = await startChild([...SERVE_FLAGS, path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
 }
 const { child, port } = server;
 const base = procStats(child.pid);

@@ -1,9 +1,8 @@
 import { Readable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { Parser } from 'htmlparser2';
-import { simpleParser, type AddressObject } from 'mailparser';
+import type { AddressObject } from 'mailparser';
 import addressparser from 'nodemailer/lib/addressparser';
-import yauzl from 'yauzl';
+import type yauzl from 'yauzl';
 import type { AttachmentFacts, MessageFacts } from '../policy/scoring.js';
 import { headerEnd } from '../spool/message.js';
 
@@ -40,6 +39,9 @@ export async function parseFacts(data: Buffer): Promise<MessageFacts> {
 
 /** The full MIME parse (mailparser): any message. */
 export async function mimeFacts(data: Buffer): Promise<MessageFacts> {
+  // mailparser (with its charset tables) is 30 MB resident: loaded when the first message
+  // that needs it arrives, not by every process that might (plain text never does).
+  const { simpleParser } = await import('mailparser');
   const mail = await simpleParser(sliced(data), {
     // Only the parts and the raw HTML are needed; converting between text and HTML is most
     // of mailparser's cost on a large HTML body and tells scoring nothing.
@@ -58,7 +60,7 @@ export async function mimeFacts(data: Buffer): Promise<MessageFacts> {
       archiveEntries: isZip(a.filename, a.contentType, a.content) ? await zipEntryNames(a.content) : null,
     });
   }
-  const htmlLinks = typeof mail.html === 'string' ? anchors(mail.html) : [];
+  const htmlLinks = typeof mail.html === 'string' ? await anchors(mail.html) : [];
   return { from, attachments, htmlLinks, textUrls: urlsIn(mail.text ?? '') };
 }
 
@@ -159,9 +161,10 @@ function isZip(name: string | undefined, type: string | undefined, b: Buffer): b
 /** Entry names of a zip, or null when it cannot be read as one (scoring then has only its name). */
 export async function zipEntryNames(b: Buffer): Promise<string[] | null> {
   let zip: yauzl.ZipFile;
+  const { default: yauzlLib } = await import('yauzl');
   try {
     // strictFileNames off: a name with "\" or "../" is itself a sign, and must still be listed.
-    zip = await yauzl.fromBufferPromise(b, { lazyEntries: true, decodeStrings: true, validateEntrySizes: false, strictFileNames: false });
+    zip = await yauzlLib.fromBufferPromise(b, { lazyEntries: true, decodeStrings: true, validateEntrySizes: false, strictFileNames: false });
   } catch {
     return null;
   }
@@ -180,7 +183,8 @@ export async function zipEntryNames(b: Buffer): Promise<string[] | null> {
 }
 
 /** Each <a href> (and image-map <area href>) with the text a reader sees for it. */
-export function anchors(html: string): MessageFacts['htmlLinks'] {
+export async function anchors(html: string): Promise<MessageFacts['htmlLinks']> {
+  const { Parser } = await import('htmlparser2');
   const out: MessageFacts['htmlLinks'] = [];
   let open: { href: string; text: string } | null = null;
   const parser = new Parser(
