@@ -87,6 +87,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     queueDepth: () => store.queue.depth(),
     openConnections: () => servers.reduce((n, s) => n + s.connections.size, 0),
     quarantineDecisions: () => new StatsRepo(store.db).quarantineDecisions(),
+    passwordVerifications: () => authenticator.verifications,
     receivedAt: queueIdTime,
     now: () => clock.now(),
   });
@@ -144,6 +145,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     {
       maxPerIp: cfg.limits.auth_max_failures_per_ip,
       maxPerUserIp: cfg.limits.auth_max_failures_per_user_ip,
+      maxPerUser: cfg.limits.auth_max_failures_per_user,
       windowMs: cfg.limits.auth_failure_window_seconds * 1000,
       lockoutMs: cfg.limits.auth_lockout_seconds * 1000,
     },

@@ -114,6 +114,7 @@ export const configSchema = z.strictObject({
       redis: z.union([z.literal(''), z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')]).default(''),
       auth_max_failures_per_ip: z.number().int().min(1).max(100_000).default(20),
       auth_max_failures_per_user_ip: z.number().int().min(1).max(100_000).default(5),
+      auth_max_failures_per_user: z.number().int().min(1).max(1_000_000).default(30),
       auth_failure_window_seconds: z.number().int().min(1).max(86_400).default(900),
       auth_lockout_seconds: z.number().int().min(1).max(86_400).default(900),
       auth_failure_delay_ms: z.number().int().min(0).max(30_000).default(1000),

@@ -30,6 +30,9 @@ export const REASONS = {
   // reply as a wrong password, so a thief learns nothing; only the log tells them apart.
   AUTH_FOREIGN_NETWORK: r('AUTH_FOREIGN_NETWORK', 535, '5.7.8', 'Authentication credentials invalid'),
   AUTH_NO_NETWORKS: r('AUTH_NO_NETWORKS', 535, '5.7.8', 'Authentication credentials invalid'),
+  // RFC 4616 section 2: a PLAIN authorization identity other than the authentication identity
+  // must fail unless that identity may act for the other; no Postern user may act for another.
+  AUTH_AUTHZID: r('AUTH_AUTHZID', 535, '5.7.8', 'Authentication credentials invalid'),
   ACCOUNT_SUSPENDED: r('ACCOUNT_SUSPENDED', 550, '5.7.1', 'This account is suspended, please contact your helpdesk'),
   SENDER_NOT_BOUND: r('SENDER_NOT_BOUND', 553, '5.7.1', 'Sender address not allowed for this account'),
   SENDER_NULL: r('SENDER_NULL', 553, '5.7.1', 'The null sender <> cannot be used for submission, use your own address'),
@@ -49,6 +52,9 @@ export const REASONS = {
   // RFC 3463 4.7.1: a temporary policy refusal; the client keeps the mail and retries.
   RATE_LIMITED: r('RATE_LIMITED', 451, '4.7.1', 'Too much mail from this account is waiting to be sent, please try again later'),
   AUTH_THROTTLED: r('AUTH_THROTTLED', 454, '4.7.0', 'Too many failed logins from this address, please try again later'),
+  // Failures for one username from everywhere: counted alike for names that do not exist, so
+  // the reply says nothing about which do; never given inside the user's own networks.
+  AUTH_USER_THROTTLED: r('AUTH_USER_THROTTLED', 454, '4.7.0', 'Too many failed logins for this account, please try again later'),
   // RFC 2045 section 2.8 and RFC 6152: even 8-bit data never holds NUL (only BINARYMIME,
   // which Postern does not offer, would); C filters downstream treat it as end of string.
   NUL_IN_DATA: r('NUL_IN_DATA', 550, '5.6.0', 'Message refused: NUL character in message data'),

@@ -9,6 +9,8 @@ export interface MetricsSources {
   openConnections(): number;
   /** Quarantine releases, deletions and expiries ever made (all processes). */
   quarantineDecisions(): Record<string, number>;
+  /** Password verifications (argon2) this process has run. */
+  passwordVerifications?(): number;
   /** ms since the epoch when a queue id was minted (the message's arrival). */
   receivedAt(queueId: string): number | null;
   now(): number;
@@ -35,6 +37,15 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'postern_' });
     this.sessions = new Counter({ name: 'postern_sessions_total', help: 'SMTP sessions opened', registers: r });
     const auth = new Counter({ name: 'postern_auth_total', help: 'AUTH attempts by outcome (ok, fail, throttled, busy, refused) and reason id', labelNames: ['outcome', 'reason'], registers: r });
+    new Counter({
+      name: 'postern_auth_verifications_total',
+      help: 'Password verifications (argon2id) run, dummy ones for unknown users included: the work logins cost',
+      registers: r,
+      collect() {
+        this.reset();
+        this.inc(src.passwordVerifications?.() ?? 0);
+      },
+    });
     const accepted = new Counter({ name: 'postern_messages_accepted_total', help: 'Messages accepted (250 after fsync) by spool state', labelNames: ['state'], registers: r });
     const refused = new Counter({ name: 'postern_messages_refused_total', help: 'Refusals by SMTP stage (mail, rcpt, message) and reason id', labelNames: ['stage', 'reason'], registers: r });
     const suspensions = new Counter({ name: 'postern_suspensions_total', help: 'Users and devices suspended, by principal kind and incident kind', labelNames: ['principal_kind', 'reason'], registers: r });

@@ -5,7 +5,7 @@ import type { SMTPServer } from 'smtp-server';
 import { REASONS } from '../domain/reasons.js';
 import type { Logger } from '../obs/log.js';
 import { networkAllowed } from '../policy/bindings.js';
-import { normalizeIp } from './listen.js';
+import { normalizeIp } from '../policy/client.js';
 import { replyLine } from './replies.js';
 
 /**

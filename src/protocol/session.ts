@@ -17,12 +17,12 @@ import type { UserRepo } from '../store/users.js';
 import type { BindingRepo } from '../store/bindings.js';
 import type { DeviceRepo } from '../store/devices.js';
 import type { IncidentResponder } from '../notify/incidents.js';
-import { canonicalNetwork } from '../policy/bindings.js';
+import { canonicalNetwork, networkAllowed } from '../policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
 import { distinctRecipients, HOUR } from '../policy/limits.js';
 import type { AuthThrottle } from '../identity/throttle.js';
 import type { QuotaGate } from '../spool/quota.js';
-import { clientKey, normalizeIp } from './listen.js';
+import { clientKey, normalizeIp } from '../policy/client.js';
 import { reply, type SmtpReply } from './replies.js';
 
 export interface SessionDeps {
@@ -168,52 +168,83 @@ export function createHandlers(deps: SessionDeps) {
     return refuse(session, `${command}.refused`, reply(REASONS.AUTH_REQUIRED));
   }
 
+  /** refuse: answer now (TLS, lockout, busy); fail: a 535, answered at the common moment. */
+  type LoginOutcome = { kind: 'ok'; principal: Principal } | { kind: 'refuse' | 'fail'; reply: SmtpReply };
+
+  /**
+   * One AUTH: the guessing brake reserves the attempt before anything is verified (and
+   * settles it with the outcome), then the password, then the login's network binding.
+   */
+  async function login(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<LoginOutcome> {
+    const ip = normalizeIp(session.remoteAddress);
+    if (!session.secure) return { kind: 'refuse', reply: refuse(session, 'auth.refused', reply(REASONS.TLS_REQUIRED)) };
+    const username = auth.username ?? '';
+    let inside: boolean | undefined;
+    // Is the client inside this user's networks? Unknown names have none, so nobody is.
+    const insideNetworks = () => {
+      if (inside === undefined) {
+        const user = deps.users.find(username);
+        inside = !!user && networkAllowed(ip, deps.bindings.values('user', user.id, 'network', deps.clock.now()));
+      }
+      return inside;
+    };
+    const admission = await deps.throttle.admit(ip, username, insideNetworks);
+    if (!admission.ok) {
+      const r = reply(admission.scope === 'username' ? REASONS.AUTH_USER_THROTTLED : REASONS.AUTH_THROTTLED);
+      return { kind: 'refuse', reply: refuse(session, 'auth.throttled', r, { user: username, until: admission.until === null ? null : new Date(admission.until).toISOString() }) };
+    }
+    let outcome: LoginOutcome | undefined;
+    try {
+      outcome = await checkLogin(auth, session, ip, username, insideNetworks);
+      return outcome;
+    } finally {
+      const locked = deps.throttle.settle(admission.attempt, outcome?.kind === 'ok' ? 'ok' : outcome?.kind === 'fail' ? 'fail' : 'void');
+      if (locked.length) log.warn({ event: 'auth.lockout', session: session.id, ip, user: username, scope: locked.join(',') });
+    }
+  }
+
+  async function checkLogin(auth: SMTPServerAuthentication, session: SMTPServerSession, ip: string, username: string, insideNetworks: () => boolean): Promise<LoginOutcome> {
+    if (auth.method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid.toLowerCase() !== auth.authcid.toLowerCase()) {
+      return { kind: 'fail', reply: refuse(session, 'auth.fail', reply(REASONS.AUTH_AUTHZID), { user: username, method: auth.method }) };
+    }
+    // The cache answers only logins that can succeed: a right password from outside the
+    // user's networks pays a full verification in the same queue as a wrong one.
+    const useCache = deps.modes.network === 'monitor' || insideNetworks();
+    const out = await deps.authenticator.verify(username, auth.password ?? '', { useCache });
+    if (out.kind === 'busy') return { kind: 'refuse', reply: refuse(session, 'auth.busy', reply(REASONS.AUTH_TEMPFAIL), { user: username }) };
+    if (out.kind === 'invalid') return { kind: 'fail', reply: refuse(session, 'auth.fail', reply(REASONS.AUTH_INVALID), { user: username, method: auth.method }) };
+    const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
+    const networks = deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
+    const verdict = judgeLogin(out.user.status, ip, networks);
+    const shadow =
+      verdict.kind === 'reject' && verdict.reason.id !== 'AUTH_SUSPENDED' &&
+      monitored(session, 'network', verdict.incident?.suspend ? 'suspend' : 'refuse', { principal: principal.name, reason: verdict.reason.id });
+    if (verdict.kind === 'reject' && !shadow) {
+      // Same moment and same lockout count as a wrong password: a fast 535 would tell a thief
+      // the password was right.
+      return { kind: 'fail', reply: refuseVerdict(session, 'auth.fail', verdict, principal) };
+    }
+    log.info({ event: 'auth.ok', session: session.id, ip, user: principal.name, method: auth.method, cached: out.cached });
+    return { kind: 'ok', principal };
+  }
+
   return {
     onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: SMTPServerAuthenticationResponse) => void) {
-      const ip = normalizeIp(session.remoteAddress);
-      if (!session.secure) {
-        cb(refuse(session, 'auth.refused', reply(REASONS.TLS_REQUIRED)));
-        return;
-      }
-      const username = auth.username ?? '';
-      const lockedUntil = deps.throttle.lockedUntil(ip, username);
-      if (lockedUntil !== null) {
-        cb(refuse(session, 'auth.throttled', reply(REASONS.AUTH_THROTTLED), { user: username, until: new Date(lockedUntil).toISOString() }));
-        return;
-      }
-      const failLater = (r: SmtpReply) => {
-        if (deps.throttle.fail(ip, username)) log.warn({ event: 'auth.lockout', session: session.id, ip, user: username });
-        const t = setTimeout(() => cb(r), deps.authFailureDelayMs);
-        t.unref();
-      };
-      deps.authenticator
-        .verify(username, auth.password ?? '')
-        .then((out) => {
-          if (out.kind === 'busy') {
-            cb(refuse(session, 'auth.busy', reply(REASONS.AUTH_TEMPFAIL), { user: username }));
-          } else if (out.kind === 'invalid') {
-            failLater(refuse(session, 'auth.fail', reply(REASONS.AUTH_INVALID), { user: username, method: auth.method }));
-          } else {
-            const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
-            const networks = deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
-            const verdict = judgeLogin(out.user.status, ip, networks);
-            const shadow =
-              verdict.kind === 'reject' && verdict.reason.id !== 'AUTH_SUSPENDED' &&
-              monitored(session, 'network', verdict.incident?.suspend ? 'suspend' : 'refuse', { principal: principal.name, reason: verdict.reason.id });
-            if (verdict.kind === 'reject' && !shadow) {
-              // Same pause and same lockout count as a wrong password: a fast 535 would tell a
-              // thief the password was right.
-              failLater(refuseVerdict(session, 'auth.fail', verdict, principal));
-              return;
-            }
-            log.info({ event: 'auth.ok', session: session.id, ip, user: principal.name, method: auth.method, cached: out.cached });
-            cb(null, { user: { principal } satisfies SessionUser });
-          }
-        })
-        .catch((e: unknown) => {
-          log.error({ event: 'auth.error', session: session.id, ip, err: (e as Error).message });
+      // Every 535 leaves at the same moment, measured from here, whatever path it took (cache,
+      // argon2, unknown user, suspended, foreign network, authzid): what a thief can time is
+      // part of the reply. A verification slower than the delay answers when it ends.
+      const deadline = performance.now() + deps.authFailureDelayMs;
+      login(auth, session).then(
+        (out) => {
+          if (out.kind === 'ok') return cb(null, { user: { principal: out.principal } satisfies SessionUser });
+          if (out.kind === 'refuse') return cb(out.reply);
+          setTimeout(() => cb(out.reply), Math.max(0, deadline - performance.now())).unref();
+        },
+        (e: unknown) => {
+          log.error({ event: 'auth.error', session: session.id, ip: normalizeIp(session.remoteAddress), err: (e as Error).message });
           cb(reply(REASONS.LOCAL_ERROR));
-        });
+        },
+      );
     },
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalNetwork, canonicalSenderBinding, networkAllowed, senderAllowed } from '../../src/policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender } from '../../src/policy/access.js';
-import { clientKey } from '../../src/protocol/listen.js';
+import { clientKey } from '../../src/policy/client.js';
 
 describe('network bindings', () => {
   it.each([
@@ -61,6 +61,8 @@ describe('per-client keys', () => {
     ['2001:db8:1:2::99', '2001:db8:1:2::/64'],
     ['2001:0DB8::1', '2001:db8:0:0::/64'],
     ['::1', '0:0:0:0::/64'],
+    ['2001:0db8:0000:0000:ffff::2', '2001:db8:0:0::/64'],
+    ['2001:db8::1.2.3.4', '2001:db8:0:0::/64'],
   ])('%s counts as %s', (ip, key) => {
     expect(clientKey(ip)).toBe(key);
   });
