@@ -3,13 +3,20 @@ import { CliError } from './io.js';
 
 /** Validates and canonicalises CLI input for bindings; errors say what was wrong and how to fix it. */
 export function networksArg(values: string[]): string[] {
-  return values.map((v) => {
+  const out = values.map((v) => {
     try {
       return canonicalNetwork(v);
     } catch (e) {
       throw new CliError(`bad network ${JSON.stringify(v)}: ${(e as Error).message.replace(/^ipaddr: /, '')} (use CIDR like 192.0.2.0/24 or 2001:db8::/32; 0.0.0.0/0 and ::/0 for roaming)`);
     }
   });
+  // "::/0" reads as "everywhere", but no IPv4 client is inside it (a dual-stack listener's
+  // ::ffff:192.0.2.7 is judged as 192.0.2.7): the user would be suspended at the first login
+  // from an IPv4 network. Said alone it is almost always that mistake.
+  if (out.includes('::/0') && !out.includes('0.0.0.0/0')) {
+    throw new CliError('--network ::/0 matches IPv6 clients only, never an IPv4 one (not even one a dual-stack listener shows as ::ffff:192.0.2.7): to allow every client give both, --network 0.0.0.0/0 --network ::/0');
+  }
+  return out;
 }
 
 export function sendersArg(values: string[], what = 'sender'): string[] {

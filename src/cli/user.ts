@@ -34,7 +34,8 @@ Changing (audited: --by NAME, default the OS user; --reason TEXT):
   delete NAME                            remove a user
 
 Senders are addresses (alice@example.com) or whole domains (@example.com). Networks are
-CIDRs; a roaming user needs 0.0.0.0/0 and ::/0 written out. Repeat a flag or separate
+CIDRs; a roaming user needs 0.0.0.0/0 and ::/0 written out (::/0 alone
+matches no IPv4 client and is refused). Repeat a flag or separate
 values with commas.
 
 Examples:

@@ -18,10 +18,23 @@ export function parseNetwork(spec: string): Cidr {
     if (net.toString() !== addr.toString()) {
       throw new Error(`${spec} has host bits set; did you mean ${networkAddress(addr, bits)}/${bits}?`);
     }
-    return [addr, bits];
+    return unmapped(addr, bits);
   }
   const addr = ipaddr.parse(s);
-  return [addr, addr.kind() === 'ipv4' ? 32 : 128];
+  return unmapped(addr, addr.kind() === 'ipv4' ? 32 : 128);
+}
+
+/**
+ * An IPv4-mapped network (::ffff:192.0.2.0/120) is the IPv4 network it stands for. Clients
+ * are judged as IPv4 (a dual-stack listener's ::ffff:192.0.2.7 is 192.0.2.7), so a binding
+ * kept in mapped form would never match anyone; stored rows written before this are read
+ * the same way.
+ */
+function unmapped(addr: ipaddr.IPv4 | ipaddr.IPv6, bits: number): Cidr {
+  if (addr.kind() === 'ipv6' && bits >= 96 && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
+    return [(addr as ipaddr.IPv6).toIPv4Address(), bits - 96];
+  }
+  return [addr, bits];
 }
 
 function networkAddress(addr: ipaddr.IPv4 | ipaddr.IPv6, bits: number): string {

@@ -267,3 +267,33 @@ describe('audit', () => {
     expect(r.err).toBe("warning: notices for fred go to fred@example.com, one of the account's own senders: whoever holds the account may hold that mailbox too; prefer an address the user reads elsewhere (--notify)\n");
   });
 });
+
+describe('network bindings in canonical form', () => {
+  it('stores an IPv4-mapped network as the IPv4 network, which then lets 127.0.0.1 in', async () => {
+    expect(await cli(config, ['user', 'add', 'carol', '--password-stdin', '--sender', 'carol@example.com', '--network', '::ffff:127.0.0.1', '--network', '::ffff:10.1.0.0/112'], `${PASS}\n`)).toMatchObject({ code: 0 });
+    const carol = t.relay.store.users.find('carol')!;
+    expect(t.relay.store.bindings.values('user', carol.id, 'network', t.clock.now()).sort()).toEqual(['10.1.0.0/16', '127.0.0.1/32']);
+    const c = await session();
+    expect(await c.login('carol', PASS)).toBe('235 2.7.0 Authentication successful');
+    await c.quit();
+    expect(t.relay.store.users.get(carol.id)!.status).toBe('active');
+  });
+
+  it('matches a mapped network stored before canonical storage against an IPv4 client', async () => {
+    await t.addUser('dave', PASS, { networks: ['::ffff:7f00:1/128'], senders: ['dave@example.com'] });
+    const c = await session();
+    expect(await c.login('dave', PASS)).toBe('235 2.7.0 Authentication successful');
+    await c.quit();
+  });
+
+  it('refuses ::/0 on its own with the advice to add 0.0.0.0/0, and takes the two together', async () => {
+    expect(await cli(config, ['user', 'allow', 'alice', '--network', '::/0'])).toEqual({
+      code: 1,
+      out: '',
+      err: 'postern: --network ::/0 matches IPv6 clients only, never an IPv4 one (not even one a dual-stack listener shows as ::ffff:192.0.2.7): to allow every client give both, --network 0.0.0.0/0 --network ::/0\n',
+    });
+    expect(t.relay.store.bindings.values('user', alice, 'network', t.clock.now())).toEqual(['127.0.0.1/32']);
+    expect(await cli(config, ['user', 'allow', 'alice', '--network', '0::0/0', '--network', '0.0.0.0/0'])).toMatchObject({ code: 0 });
+    expect(t.relay.store.bindings.values('user', alice, 'network', t.clock.now()).sort()).toEqual(['0.0.0.0/0', '127.0.0.1/32', '::/0']);
+  });
+});
