@@ -25,6 +25,9 @@ export const RULES: readonly Rule[] = [
   { pattern: /^421\b/, action: 'next-host', category: 'throttled' },
   // TLS required by our policy and not achieved with this host: another MX may do better.
   { pattern: /^ETLS\b/, action: 'next-host', category: 'tls' },
+  // A non-ASCII mailbox and a next hop without SMTPUTF8: nothing later will change that, and
+  // sending the bytes anyway would hand the receiver an address it cannot read (RFC 6531 3.2).
+  { pattern: /^ESMTPUTF8\b/, action: 'fail', category: 'smtputf8' },
   // Mailbox full is usually temporary even when sent as 552 (RFC 5321 4.5.3.1.10 history).
   { pattern: /^5\d\d[ -]4\.2\.2\b/, action: 'defer', category: 'mailbox-full' },
   { pattern: /^4\d\d\b/, action: 'defer', category: 'transient' },
@@ -51,6 +54,8 @@ export function classify(line: string): Classified {
     else if (/^4\d\d/.test(line)) status = '4.0.0';
     // RFC 3463: 4.4.1 no answer from host, 4.4.2 bad connection, 4.7.5 cryptographic failure.
     else if (/^ETLS/.test(line)) status = '4.7.5';
+    // RFC 6531 section 3.7.4.2 / RFC 3463: non-ASCII address not permitted.
+    else if (/^ESMTPUTF8/.test(line)) status = '5.6.7';
     else if (/^(ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH)/.test(line)) status = '4.4.1';
     else status = '4.4.2';
   }

@@ -104,6 +104,8 @@ interface Conn {
   idleTimer: NodeJS.Timeout | null;
 }
 
+const NON_ASCII = /[^\x00-\x7f]/;
+
 /** Remembered for this long after a failed handshake: "may" goes straight to plaintext. */
 const TLS_BROKEN_MS = 60 * 60_000;
 
@@ -237,6 +239,19 @@ export class SmtpTransport implements Transport {
   }
 
   private transact(conn: Conn, req: SendRequest): Promise<SendResult> {
+    // Domains travel as A-labels (the spool stores them so); only a non-ASCII local part
+    // needs the next hop's SMTPUTF8. nodemailer would send the raw bytes to a host without it.
+    const offered = (conn.smtp as unknown as { _supportedExtensions?: string[] })._supportedExtensions ?? [];
+    const unreadable = offered.includes('SMTPUTF8') ? [] : [req.from, ...req.to].filter((a) => NON_ASCII.test(a));
+    if (unreadable.length) {
+      const line = `ESMTPUTF8 ${req.target.name} does not offer SMTPUTF8, which a non-ASCII address needs`;
+      const rejected = req.to.filter((a) => NON_ASCII.test(a)).map((rcpt) => ({ rcpt, reply: line }));
+      if (unreadable.includes(req.from) || rejected.length === req.to.length) {
+        setImmediate(() => this.release(conn));
+        return Promise.reject(new SendError(line, 'message', conn.tls, unreadable.includes(req.from) ? [] : rejected));
+      }
+      return this.transact(conn, { ...req, to: req.to.filter((a) => !NON_ASCII.test(a)) }).then((r) => ({ ...r, rejected: [...r.rejected, ...rejected] }));
+    }
     return new Promise((resolve, reject) => {
       conn.smtp.send({ from: req.from, to: req.to }, req.raw, (err, info) => {
         conn.messages++;

@@ -37,6 +37,13 @@ export const REASONS = {
   SENDER_NOT_BOUND: r('SENDER_NOT_BOUND', 553, '5.7.1', 'Sender address not allowed for this account'),
   SENDER_NULL: r('SENDER_NULL', 553, '5.7.1', 'The null sender <> cannot be used for submission, use your own address'),
   NO_SENDERS: r('NO_SENDERS', 553, '5.7.1', 'This account has no sender addresses and cannot send mail, please contact your helpdesk'),
+  // RFC 3463 5.1.7 / 5.1.3: bad sender / destination mailbox syntax. An address that UTS46 or
+  // NFKC would change (full-width letters, soft hyphens, a Kelvin sign) is refused, never
+  // mapped: checked in one form and relayed in another, it names two mailboxes.
+  SENDER_NOT_NORMAL: r('SENDER_NOT_NORMAL', 553, '5.1.7', 'Sender address is not in normal form: write it without full-width, invisible or compatibility characters'),
+  RECIPIENT_NOT_NORMAL: r('RECIPIENT_NOT_NORMAL', 553, '5.1.3', 'Recipient address is not in normal form: write it without full-width, invisible or compatibility characters'),
+  // RFC 6531 section 3.4 and RFC 3463 5.6.7: a non-ASCII mailbox needs SMTPUTF8 on MAIL FROM.
+  NEEDS_SMTPUTF8: r('NEEDS_SMTPUTF8', 553, '5.6.7', 'A non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM'),
   RECIPIENT_NOT_BOUND: r('RECIPIENT_NOT_BOUND', 550, '5.7.1', 'Recipient address not allowed for this device'),
   AUTH_TEMPFAIL: r('AUTH_TEMPFAIL', 454, '4.7.0', 'Temporary authentication failure, try again later'),
   TOO_MANY_RECIPIENTS: r('TOO_MANY_RECIPIENTS', 452, '4.5.3', 'Too many recipients for one message'),

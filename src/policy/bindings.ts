@@ -1,5 +1,5 @@
 import ipaddr from 'ipaddr.js';
-import { domainToASCII } from 'node:url';
+import { domainToASCII, domainToUnicode } from 'node:url';
 
 /**
  * Pure matching of a client address and an envelope sender against a principal's bindings.
@@ -72,22 +72,68 @@ export function networkAllowed(clientIp: string, networks: string[]): boolean {
   return false;
 }
 
-/** A domain in lower-case A-label form (IDN U-labels converted), or null when it is not one. */
+/**
+ * A domain in lower-case A-label form (IDN U-labels converted), or null when it is not one.
+ * Strict: a name that UTS46 would have to change to get there (full-width letters, a soft
+ * hyphen, a Kelvin sign, a decomposed accent) is refused, never mapped silently; otherwise
+ * what was checked (the mapped form) and what is relayed (the bytes as sent) would be two
+ * different names. ASCII case is no change: domains are case-blind.
+ */
 export function asciiDomain(domain: string): string | null {
-  const d = domainToASCII(domain.trim().replace(/\.$/, '').toLowerCase());
-  return d && /^[a-z0-9.-]+$/.test(d) ? d : null;
+  const d = domain.trim().replace(/\.$/, '');
+  const lower = d.toLowerCase();
+  const a = domainToASCII(lower);
+  if (!a || !/^[a-z0-9.-]+$/.test(a)) return null;
+  // ASCII in, ASCII out: an LDH name or an A-label that decodes to a valid U-label.
+  if (!NON_ASCII.test(d)) return a === lower ? a : null;
+  return d.normalize('NFKC') === d && domainToUnicode(a) === lower ? a : null;
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+// Invisible (soft hyphen, zero-width joiners, bidi controls) or control characters: a mailbox
+// name a reader cannot see as it is.
+const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Cc}]/u;
+
+/** A local part that is what it looks like: NFKC leaves it unchanged and nothing in it is invisible. */
+export function normalLocalPart(local: string): boolean {
+  return !NON_ASCII.test(local) || (local.normalize('NFKC') === local && !INVISIBLE.test(local));
 }
 
 /**
  * The comparison form of an address: local part lower-cased (mailbox names are case-blind
  * in practice, and a binding that failed on "Alice@" would only teach admins to add both),
- * domain in A-label form. Null for the empty sender or anything without a domain.
+ * domain in A-label form. Null for the empty sender, anything without a domain, and any
+ * address not in normal form (see asciiDomain and normalLocalPart): such an address matches
+ * no binding.
  */
 export function canonicalAddress(address: string): string | null {
   const at = address.lastIndexOf('@');
   if (at <= 0 || at === address.length - 1) return null;
+  const local = address.slice(0, at);
+  if (!normalLocalPart(local)) return null;
   const domain = asciiDomain(address.slice(at + 1));
-  return domain ? `${address.slice(0, at).toLowerCase()}@${domain}` : null;
+  return domain ? `${local.toLowerCase()}@${domain}` : null;
+}
+
+export type EnvelopeForm = { ok: true; address: string } | { ok: false; problem: 'not-normal' | 'needs-smtputf8' };
+
+/**
+ * The one form an envelope address is checked, stored and relayed in: the local part as the
+ * client wrote it (its case may matter to the receiver), the domain as a lower-case A-label
+ * (valid for every next hop, SMTPUTF8 or not). Refused instead of mapped: an address not in
+ * normal form, and a non-ASCII local part without SMTPUTF8 (RFC 6531 section 3.4). The null
+ * sender, the domainless postmaster and address literals pass as they are.
+ */
+export function envelopeAddress(address: string, smtputf8: boolean): EnvelopeForm {
+  const at = address.lastIndexOf('@');
+  if (at <= 0) return { ok: true, address };
+  const local = address.slice(0, at);
+  const domain = address.slice(at + 1);
+  if (!normalLocalPart(local)) return { ok: false, problem: 'not-normal' };
+  if (NON_ASCII.test(local) && !smtputf8) return { ok: false, problem: 'needs-smtputf8' };
+  if (domain.startsWith('[')) return { ok: true, address };
+  const a = asciiDomain(domain);
+  return a ? { ok: true, address: `${local}@${a}` } : { ok: false, problem: 'not-normal' };
 }
 
 /** A sender binding as stored: an exact canonical address, or "@domain" for the whole domain. */

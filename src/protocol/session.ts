@@ -17,7 +17,7 @@ import type { UserRepo } from '../store/users.js';
 import type { BindingRepo } from '../store/bindings.js';
 import type { DeviceRepo } from '../store/devices.js';
 import type { IncidentResponder } from '../notify/incidents.js';
-import { canonicalNetwork, networkAllowed } from '../policy/bindings.js';
+import { canonicalNetwork, envelopeAddress, networkAllowed } from '../policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
 import { distinctRecipients, HOUR } from '../policy/limits.js';
 import type { AuthThrottle } from '../identity/throttle.js';
@@ -107,6 +107,15 @@ export function createHandlers(deps: SessionDeps) {
       });
     }
     return refuse(session, event, reply(v.reason, v.detail), { principal: principal.name, kind: principal.kind });
+  }
+
+  /** Refuses an envelope address that is not in the one form Postern checks and relays. */
+  function addressForm(session: SMTPServerSession, command: 'mail' | 'rcpt', address: string): SmtpReply | null {
+    const form = envelopeAddress(address, Boolean(session.envelope.smtpUtf8));
+    if (form.ok) return null;
+    const reason = form.problem === 'needs-smtputf8' ? REASONS.NEEDS_SMTPUTF8 : command === 'mail' ? REASONS.SENDER_NOT_NORMAL : REASONS.RECIPIENT_NOT_NORMAL;
+    // JSON-escaped in the log line, so the invisible characters can be seen there.
+    return refuse(session, `${command}.refused`, reply(reason), { [command === 'mail' ? 'from' : 'rcpt']: address });
   }
 
   const rateIncidentAt = new Map<string, number>();
@@ -248,7 +257,7 @@ export function createHandlers(deps: SessionDeps) {
     },
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
-      const refused = gate(session, 'mail');
+      const refused = gate(session, 'mail') ?? addressForm(session, 'mail', address.address);
       if (refused) return cb(refused);
       const principal = principalOf(session)!;
       const senders = deps.bindings.values(principal.kind, principal.id, 'sender', deps.clock.now());
@@ -260,7 +269,7 @@ export function createHandlers(deps: SessionDeps) {
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
-      const refused = gate(session, 'rcpt');
+      const refused = gate(session, 'rcpt') ?? addressForm(session, 'rcpt', address.address);
       if (refused) return cb(refused);
       if (session.envelope.rcptTo.length >= deps.maxRecipients) {
         return cb(refuse(session, 'rcpt.refused', reply(REASONS.TOO_MANY_RECIPIENTS), { rcpt: address.address }));
@@ -344,8 +353,11 @@ export function createHandlers(deps: SessionDeps) {
         }
         const now = deps.clock.now();
         const id = newQueueId(now);
-        const rcptTo = session.envelope.rcptTo.map((a) => a.address);
-        const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+        // The envelope as it is stored and relayed: every address in the one form MAIL and
+        // RCPT checked (domains as A-labels), a recipient given in two forms kept once.
+        const relayForm = (a: string) => { const f = envelopeAddress(a, true); return f.ok ? f.address : a; };
+        const rcptTo = [...new Map(session.envelope.rcptTo.map((a) => { const f = relayForm(a.address); return [f.toLowerCase(), f] as const; })).values()];
+        const mailFrom = session.envelope.mailFrom ? relayForm(session.envelope.mailFrom.address) : '';
         const tls = session.tlsOptions ? `using ${session.tlsOptions.version} with cipher ${session.tlsOptions.name}` : null;
         const data = prepareMessage(raw, {
           queueId: id,

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
 import type { Rr } from '../helpers/dnsd.js';
 import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
-import { startSinks, type Sink } from '../helpers/sink.js';
+import { startSink, startSinks, type Sink } from '../helpers/sink.js';
 
 const MIN = 60_000;
 let h: Harness | undefined;
@@ -149,6 +149,18 @@ describe('TLS', () => {
 });
 
 describe('outcomes per recipient', () => {
+  it('sends a non-ASCII mailbox only to a host that offers SMTPUTF8, and fails it with 5.6.7 elsewhere', async () => {
+    const plainMx = await startSink('127.0.0.4', 0, { smtputf8: false });
+    const h = await startHarness({ records: [{ type: 'A', name: 'mx.dest.example', data: '127.0.0.4' }, { type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx.dest.example' } }], port: plainMx.port });
+    const id = await h.submit({ from: 'alice@sender.example', to: ['jörg@dest.example', 'bob@dest.example'] });
+    await h.drain();
+    expect(plainMx.messages.map((m) => m.to)).toEqual([['bob@dest.example']]);
+    expect(plainMx.lines.some((l) => /jörg|j\?rg/.test(l))).toBe(false);
+    expect(h.logs.events('delivery.fail').find((e) => e.queue_id === id)).toMatchObject({ rcpt: 'jörg@dest.example', status: '5.6.7', reason: 'smtputf8' });
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ rcpt: 'bob@dest.example' });
+    expect(h.logs.events('dsn.queued')).toMatchObject([{ queue_id: id, to: 'alice@sender.example', recipients: ['jörg@dest.example'] }]);
+  });
+
   it('retries a 4xx on the backoff schedule (5, 10, 20 minutes) and delivers once it is accepted', async () => {
     const { h, mx1 } = await setup(zone([{ type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx1.dest.example' } }]));
     let refusals = 3;

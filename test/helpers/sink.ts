@@ -31,6 +31,8 @@ export interface Sink extends EventEmitter {
   messages: SinkMessage[];
   /** Every EHLO/HELO name seen, one per session. */
   helos: string[];
+  /** Every command line received in clear, as sent (smtp-server's parsed addresses are U-labels). */
+  lines: string[];
   connections: number;
   behaviour: SinkBehaviour;
   close(): Promise<void>;
@@ -50,12 +52,13 @@ export function sinkCert() {
   return tlsMaterial;
 }
 
-export async function startSink(host: string, port: number, opts: { tls?: boolean | 'broken'; behaviour?: SinkBehaviour } = {}): Promise<Sink> {
+export async function startSink(host: string, port: number, opts: { tls?: boolean | 'broken'; behaviour?: SinkBehaviour; smtputf8?: boolean } = {}): Promise<Sink> {
   const material = opts.tls ? await sinkCert() : undefined;
   const ee = new EventEmitter() as Sink;
   ee.host = host;
   ee.messages = [];
   ee.helos = [];
+  ee.lines = [];
   ee.connections = 0;
   ee.behaviour = opts.behaviour ?? {};
   const server = new SMTPServer({
@@ -65,6 +68,7 @@ export async function startSink(host: string, port: number, opts: { tls?: boolea
     // 'broken': offers STARTTLS but only speaks TLS 1.0, which clients refuse: the handshake fails.
     ...(opts.tls === 'broken' ? { minVersion: 'TLSv1', maxVersion: 'TLSv1' } : {}),
     authOptional: true,
+    hideSMTPUTF8: opts.smtputf8 === false,
     disableReverseLookup: true,
     logger: false,
     onConnect(_s, cb) {
@@ -100,6 +104,22 @@ export async function startSink(host: string, port: number, opts: { tls?: boolea
     },
   });
   server.on('error', () => {});
+  server.server.prependListener('connection', (sock: import('node:net').Socket) => {
+    let buf = '';
+    let inData = false;
+    sock.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      for (let i = buf.indexOf('\r\n'); i !== -1; i = buf.indexOf('\r\n')) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (inData) inData = line !== '.';
+        else {
+          ee.lines.push(line);
+          inData = /^DATA$/i.test(line);
+        }
+      }
+    });
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canonicalNetwork, canonicalSenderBinding, networkAllowed, senderAllowed } from '../../src/policy/bindings.js';
+import { asciiDomain, canonicalAddress, canonicalNetwork, canonicalSenderBinding, envelopeAddress, networkAllowed, senderAllowed } from '../../src/policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender } from '../../src/policy/access.js';
 import { clientKey } from '../../src/policy/client.js';
 
@@ -8,7 +8,10 @@ describe('network bindings', () => {
     ['192.0.2.7', ['192.0.2.0/24'], true],
     ['192.0.3.7', ['192.0.2.0/24'], false],
     ['::ffff:192.0.2.7', ['192.0.2.0/24'], true],
-    ['::ffff:192.0.2.7', ['::ffff:0:0/96'], false],
+    // A mapped network is the IPv4 network it stands for (::ffff:0:0/96 is 0.0.0.0/0).
+    ['::ffff:192.0.2.7', ['::ffff:0:0/96'], true],
+    ['192.0.2.7', ['::ffff:192.0.2.0/120'], true],
+    ['192.0.2.7', ['::/0'], false],
     ['2001:db8::5', ['2001:db8::/32'], true],
     ['2001:db9::5', ['2001:db8::/32'], false],
     ['192.0.2.7', ['0.0.0.0/0'], true],
@@ -89,5 +92,41 @@ describe('access verdicts', () => {
     expect(judgeRecipient('x@anywhere.example', [])).toEqual({ kind: 'accept' });
     expect(judgeRecipient('ops@example.com', ['@example.com'])).toEqual({ kind: 'accept' });
     expect(judgeRecipient('x@evil.example', ['@example.com'])).toMatchObject({ kind: 'reject', incident: { kind: 'foreign-recipient' } });
+  });
+});
+
+describe('address forms', () => {
+  it.each([
+    ['example.com', 'example.com'],
+    ['EXAMPLE.com', 'example.com'],
+    ['bücher.example', 'xn--bcher-kva.example'],
+    ['BÜCHER.example', 'xn--bcher-kva.example'],
+    ['xn--bcher-kva.example', 'xn--bcher-kva.example'],
+    ['ｅｘａｍｐｌｅ.com', null],
+    ['exam\u00adple.com', null],
+    ['\u212aexample.com', null],
+    ['bu\u0308cher.example', null],
+    ['xn--zz.example', null],
+  ])('domain %j is %j', (domain, want) => {
+    expect(asciiDomain(domain)).toBe(want);
+  });
+
+  it.each([
+    ['Alice@Bücher.example', false, { ok: true, address: 'Alice@xn--bcher-kva.example' }],
+    ['jörg@example.com', true, { ok: true, address: 'jörg@example.com' }],
+    ['jörg@example.com', false, { ok: false, problem: 'needs-smtputf8' }],
+    ['\u212aate@example.com', true, { ok: false, problem: 'not-normal' }],
+    ['al\u00adice@example.com', true, { ok: false, problem: 'not-normal' }],
+    ['alice@ｅｘａｍｐｌｅ.com', true, { ok: false, problem: 'not-normal' }],
+    ['x@[192.0.2.1]', false, { ok: true, address: 'x@[192.0.2.1]' }],
+    ['', false, { ok: true, address: '' }],
+  ])('envelope address %j (SMTPUTF8 %s) is %j', (address, smtputf8, want) => {
+    expect(envelopeAddress(address, smtputf8)).toEqual(want);
+  });
+
+  it('binds no address that is not in normal form, so a look-alike header From is never "bound"', () => {
+    expect(canonicalAddress('kate@ｅｘａｍｐｌｅ.com')).toBeNull();
+    expect(senderAllowed('\u212aate@example.com', ['kate@example.com'])).toBe(false);
+    expect(senderAllowed('Kate@Example.COM', ['kate@example.com'])).toBe(true);
   });
 });
