@@ -147,6 +147,7 @@ export const configSchema = z.strictObject({
       weights: z
         .strictObject({
           from_not_bound: W.default(10),
+          reply_to_not_bound: W.default(3),
           from_display_name_address: W.default(7),
           executable_attachment: W.default(10),
           archived_executable: W.default(10),

@@ -1,8 +1,8 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import DKIM from 'nodemailer/lib/dkim';
-import addressparser from 'nodemailer/lib/addressparser';
+import { fieldAddresses, headerFields } from '../policy/headers.js';
+import { headerEnd } from '../spool/message.js';
 import type { Clock } from '../domain/clock.js';
 
 /**
@@ -48,22 +48,72 @@ export function txtZoneLine(name: string, value: string): string {
   return `${name}. IN TXT ( ${parts.map((p) => `"${p}"`).join(' ')} )`;
 }
 
-/** The domain of the header From address: DKIM aligns with it (DMARC), not the envelope. */
+/**
+ * The domain of the header From address: DKIM aligns with it (DMARC), not the envelope.
+ * Null unless the message has exactly one From field with exactly one address: with two,
+ * which one a receiver shows is anyone's guess, and signing would lend the domain to both.
+ */
 export function headerFromDomain(raw: Buffer): string | null {
-  const end = raw.indexOf('\r\n\r\n');
-  const header = raw.subarray(0, end === -1 ? raw.length : end + 2).toString('latin1');
-  const m = /^from[ \t]*:((?:.*)(?:\r\n[ \t].*)*)/im.exec(header);
-  if (!m) return null;
-  const addrs = addressparser(m[1]!.replace(/\r\n/g, ''), { flatten: true });
-  const address = addrs[0]?.address;
-  const at = address?.lastIndexOf('@') ?? -1;
-  return at > 0 ? address!.slice(at + 1).toLowerCase() : null;
+  const parsed = headerFields(raw.toString('latin1', 0, headerEnd(raw)));
+  if ('badLine' in parsed) return null;
+  const froms = parsed.fields.filter((f) => f.name === 'from');
+  if (froms.length !== 1) return null;
+  const addrs = fieldAddresses(froms[0]!.value);
+  const address = addrs.length === 1 ? addrs[0]!.address : '';
+  const at = address.lastIndexOf('@');
+  return at > 0 ? address.slice(at + 1).toLowerCase() : null;
 }
 
-// RFC 6376 5.4.1 requires From; these are the fields the issue asks to cover. A field absent
-// from the message is still listed once by nodemailer, which in DKIM terms "signs its
-// absence" and stops it being added later.
-const SIGNED_FIELDS = 'From:To:Subject:Date:Message-ID';
+/**
+ * Fields signed, each over-signed (RFC 6376 section 8.15): listed in h= once more than the
+ * message has them, so a field of that name added later, above ours (a second From, a
+ * Reply-To), breaks the signature instead of riding on it. A field the message lacks is
+ * listed once: its absence is signed. No library offers this: nodemailer's signer lists each
+ * name once and mailauth's lists only the instances present, so the signature is made here;
+ * mailauth verifies it in the tests.
+ */
+const SIGNED_FIELDS = ['from', 'sender', 'reply-to', 'subject', 'date', 'to', 'cc', 'message-id', 'in-reply-to', 'references', 'mime-version', 'content-type', 'content-transfer-encoding'];
+
+/** RFC 6376 3.4.2 relaxed header canonicalization: lower-case name, unfolded, runs of WSP as one SP. */
+function relaxedHeader(name: string, value: string): string {
+  return `${name}:${value.replace(/\r\n(?=[ \t])/g, '').replace(/[ \t]+/g, ' ').trim()}`;
+}
+
+/** RFC 6376 3.4.4 relaxed body canonicalization. Latin-1 keeps every byte as one char. */
+function relaxedBody(body: string): string {
+  const s = body.replace(/[ \t]+/g, ' ').replace(/ (?=\r\n|$)/g, '').replace(/(?:\r\n)*$/, '');
+  return s ? `${s}\r\n` : '';
+}
+
+/** The message with an rsa-sha256 relaxed/relaxed DKIM-Signature prepended. */
+export function dkimSign(raw: Buffer, opts: { domain: string; selector: string; key: string }): Buffer {
+  const end = headerEnd(raw);
+  const parsed = headerFields(raw.toString('latin1', 0, end));
+  if ('badLine' in parsed) throw new Error(`header line ${parsed.badLine} is not a header field`);
+  const bodyStart = raw[end] === 0x0d && raw[end + 1] === 0x0a ? end + 2 : end;
+  const bh = createHash('sha256').update(relaxedBody(raw.toString('latin1', bodyStart)), 'latin1').digest('base64');
+  const names: string[] = [];
+  const hashed: string[] = [];
+  for (const name of SIGNED_FIELDS) {
+    // Instances are taken bottom-up (RFC 6376 5.4.2); the extra listing selects nothing.
+    const present = parsed.fields.filter((f) => f.name === name).reverse();
+    for (const f of present) hashed.push(`${relaxedHeader(name, f.value)}\r\n`);
+    for (let i = 0; i <= present.length; i++) names.push(name);
+  }
+  // h= folds after a colon (RFC 6376 3.5 allows FWS there), keeping lines short.
+  const lines = [''];
+  for (const n of names) {
+    const last = lines.at(-1)!;
+    if (last && last.length + n.length > 64) lines.push(n);
+    else lines[lines.length - 1] = last ? `${last}:${n}` : n;
+  }
+  const h = lines.join(':\r\n\t');
+  const header = `DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=${opts.domain}; s=${opts.selector};\r\n\th=${h};\r\n\tbh=${bh};\r\n\tb=`;
+  const input = hashed.join('') + relaxedHeader('dkim-signature', header.slice('DKIM-Signature:'.length));
+  const b = sign('sha256', Buffer.from(input, 'latin1'), opts.key).toString('base64');
+  const folded = `${header}${b.replace(/(.{1,72})/g, '$1\r\n\t').replace(/\r\n\t$/, '')}\r\n`;
+  return Buffer.concat([Buffer.from(folded, 'latin1'), raw]);
+}
 
 interface CachedKey {
   selector: string;
@@ -71,8 +121,8 @@ interface CachedKey {
 }
 
 /**
- * Signs outgoing mail whose header From domain has a key, with nodemailer's DKIM signer
- * (relaxed/relaxed, rsa-sha256). When a domain has several selectors the newest file wins:
+ * Signs outgoing mail whose header From domain has a key (relaxed/relaxed, rsa-sha256, see
+ * dkimSign). When a domain has several selectors the newest file wins:
  * keygen a new selector, publish its record, and signing moves over on the next cache refresh.
  */
 export class DkimSigner {
@@ -113,9 +163,6 @@ export class DkimSigner {
     if (!domain || !isDomain(domain)) return { raw, domain: null, selector: null };
     const k = this.keyFor(domain);
     if (!k) return { raw, domain: null, selector: null };
-    const signer = new DKIM({ domainName: domain, keySelector: k.selector, privateKey: k.key, headerFieldNames: SIGNED_FIELDS });
-    const chunks: Buffer[] = [];
-    for await (const c of signer.sign(raw)) chunks.push(c as Buffer);
-    return { raw: Buffer.concat(chunks), domain, selector: k.selector };
+    return { raw: dkimSign(raw, { domain, selector: k.selector, key: k.key }), domain, selector: k.selector };
   }
 }

@@ -62,6 +62,9 @@ export const REASONS = {
   // Failures for one username from everywhere: counted alike for names that do not exist, so
   // the reply says nothing about which do; never given inside the user's own networks.
   AUTH_USER_THROTTLED: r('AUTH_USER_THROTTLED', 454, '4.7.0', 'Too many failed logins for this account, please try again later'),
+  // RFC 5322 3.6: one From, at most one of Sender, Reply-To, To, Subject, ...; sender fields
+  // that every reader reads the same way. The detail says which rule, so the user can fix it.
+  HEADER_INVALID: r('HEADER_INVALID', 550, '5.6.0', 'Message refused: malformed header'),
   // RFC 2045 section 2.8 and RFC 6152: even 8-bit data never holds NUL (only BINARYMIME,
   // which Postern does not offer, would); C filters downstream treat it as end of string.
   NUL_IN_DATA: r('NUL_IN_DATA', 550, '5.6.0', 'Message refused: NUL character in message data'),

@@ -90,9 +90,9 @@ export function asciiDomain(domain: string): string | null {
 }
 
 const NON_ASCII = /[^\x00-\x7f]/;
-// Invisible (soft hyphen, zero-width joiners, bidi controls) or control characters: a mailbox
-// name a reader cannot see as it is.
-const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Cc}]/u;
+// Invisible (soft hyphen, zero-width joiners, bidi controls) or control characters, and the
+// replacement character invalid UTF-8 decodes to: a mailbox name nobody can read as it is.
+const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Cc}\ufffd]/u;
 
 /** A local part that is what it looks like: NFKC leaves it unchanged and nothing in it is invisible. */
 export function normalLocalPart(local: string): boolean {

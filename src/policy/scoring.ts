@@ -12,6 +12,8 @@ import type { Limits, Usage } from './limits.js';
 export interface MessageFacts {
   /** Mailboxes of the header From: field (usually one). */
   from: Array<{ address: string; name: string }>;
+  /** Mailboxes of the other fields that name a sender: Sender, Resent-From, Resent-Sender, Reply-To. */
+  otherSenders: Array<{ field: 'sender' | 'resent-from' | 'resent-sender' | 'reply-to'; address: string }>;
   attachments: AttachmentFacts[];
   /** Anchors of the HTML part: target and the text a reader sees. */
   htmlLinks: Array<{ href: string; text: string }>;
@@ -43,6 +45,7 @@ export interface ScoringState {
 
 export const SIGNALS = [
   'FROM_NOT_BOUND',
+  'REPLY_TO_NOT_BOUND',
   'FROM_DISPLAY_NAME_ADDRESS',
   'EXECUTABLE_ATTACHMENT',
   'ARCHIVED_EXECUTABLE',
@@ -163,9 +166,18 @@ export function scoreMessage(facts: MessageFacts, state: ScoringState, cfg: Scor
 
   // Header From: the address recipients see and DMARC aligns on; the envelope sender is
   // bound at MAIL FROM (issue 3), this one only here.
+  // Sender and Resent-From name the author as much as From does (DMARC aside, clients show
+  // them), so they weigh the same. Reply-To only steers the answers: weak on its own, since
+  // people do ask for replies at a personal or a team address.
   if (state.allowedSenders && state.allowedSenders.length) {
-    const unbound = facts.from.filter((f) => !senderAllowed(f.address, state.allowedSenders!)).map((f) => f.address || '(no address)');
+    const bound = (a: string) => senderAllowed(a, state.allowedSenders!);
+    const unbound = facts.from.filter((f) => !bound(f.address)).map((f) => f.address || '(no address)');
+    for (const o of facts.otherSenders) {
+      if (o.field !== 'reply-to' && !bound(o.address)) unbound.push(`${o.field === 'sender' ? 'Sender' : o.field === 'resent-from' ? 'Resent-From' : 'Resent-Sender'}: ${o.address || '(no address)'}`);
+    }
     if (unbound.length) add('FROM_NOT_BOUND', detail(unbound));
+    const replyTo = facts.otherSenders.filter((o) => o.field === 'reply-to' && !bound(o.address)).map((o) => o.address || '(no address)');
+    if (replyTo.length) add('REPLY_TO_NOT_BOUND', detail(replyTo));
   }
   const spoofNames = facts.from.flatMap((f) => {
     const m = ADDRESS_IN_TEXT.exec(f.name);

@@ -11,7 +11,8 @@ import { REASONS } from '../domain/reasons.js';
 import type { AcceptedHook, Assessment, MessageAssessor, Principal } from '../domain/types.js';
 import type { Authenticator } from '../identity/authenticator.js';
 import type { Logger } from '../obs/log.js';
-import { findBareNewline, newQueueId, prepareMessage } from '../spool/message.js';
+import { findBareNewline, headerEnd, newQueueId, prepareMessage } from '../spool/message.js';
+import { headerProblem } from '../policy/headers.js';
 import type { Spool } from '../spool/spool.js';
 import type { UserRepo } from '../store/users.js';
 import type { BindingRepo } from '../store/bindings.js';
@@ -351,6 +352,10 @@ export function createHandlers(deps: SessionDeps) {
         if (nul !== -1) {
           return cb(refuse(session, 'message.refused', reply(REASONS.NUL_IN_DATA), { user: principal.name, offset: nul }));
         }
+        const headerWrong = headerProblem(raw.toString('latin1', 0, headerEnd(raw)));
+        if (headerWrong) {
+          return cb(refuse(session, 'message.refused', reply(REASONS.HEADER_INVALID, headerWrong), { user: principal.name }));
+        }
         const now = deps.clock.now();
         const id = newQueueId(now);
         // The envelope as it is stored and relayed: every address in the one form MAIL and
@@ -367,6 +372,7 @@ export function createHandlers(deps: SessionDeps) {
           protocol: `ESMTP${session.secure ? 'S' : ''}${principal.kind === 'user' ? 'A' : ''}`,
           tls,
           authenticatedAs: principal.kind === 'user' ? principal.name : null,
+          mailFrom,
           rcptTo,
           now,
         });

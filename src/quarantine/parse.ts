@@ -4,6 +4,7 @@ import type { AddressObject } from 'mailparser';
 import addressparser from 'nodemailer/lib/addressparser';
 import type yauzl from 'yauzl';
 import type { AttachmentFacts, MessageFacts } from '../policy/scoring.js';
+import { fieldAddresses, headerFields } from '../policy/headers.js';
 import { headerEnd } from '../spool/message.js';
 
 // Bounds on work per message, so a crafted message cannot make scoring the slow part of DATA:
@@ -37,6 +38,24 @@ export async function parseFacts(data: Buffer): Promise<MessageFacts> {
   return plainFacts(data) ?? mimeFacts(data);
 }
 
+const OTHER_SENDERS = new Set(['sender', 'resent-from', 'resent-sender', 'reply-to']);
+
+/**
+ * The addresses of Sender, Resent-From, Resent-Sender and Reply-To, read from the header as
+ * written (both parse paths share this, so they cannot differ on it). Addresses need no
+ * decoding: RFC 2047 words may stand in names only.
+ */
+export function otherSenders(data: Buffer): MessageFacts['otherSenders'] {
+  const parsed = headerFields(data.toString('utf8', 0, headerEnd(data)));
+  if ('badLine' in parsed) return [];
+  const out: MessageFacts['otherSenders'] = [];
+  for (const f of parsed.fields) {
+    if (!OTHER_SENDERS.has(f.name)) continue;
+    for (const m of fieldAddresses(f.value)) out.push({ field: f.name as MessageFacts['otherSenders'][number]['field'], address: m.address });
+  }
+  return out;
+}
+
 /** The full MIME parse (mailparser): any message. */
 export async function mimeFacts(data: Buffer): Promise<MessageFacts> {
   // mailparser (with its charset tables) is 30 MB resident: loaded when the first message
@@ -61,7 +80,7 @@ export async function mimeFacts(data: Buffer): Promise<MessageFacts> {
     });
   }
   const htmlLinks = typeof mail.html === 'string' ? await anchors(mail.html) : [];
-  return { from, attachments, htmlLinks, textUrls: urlsIn(mail.text ?? '') };
+  return { from, otherSenders: otherSenders(data), attachments, htmlLinks, textUrls: urlsIn(mail.text ?? '') };
 }
 
 function urlsIn(text: string): string[] {
@@ -117,6 +136,7 @@ export function plainFacts(data: Buffer): MessageFacts | null {
   if (from !== undefined && (/=\?|xn--/i.test(from) || /[^\x20-\x7e\t]/.test(from))) return null;
   return {
     from: from === undefined ? [] : flatMailboxes(addressparser(from)),
+    otherSenders: otherSenders(data),
     attachments: [],
     htmlLinks: [],
     textUrls: urlsIn(data.toString('utf8', end)),

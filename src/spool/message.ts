@@ -56,6 +56,8 @@ export interface Provenance {
   protocol: string;
   tls: string | null;
   authenticatedAs: string | null;
+  /** The envelope sender, in the form it is relayed in. */
+  mailFrom: string;
   rcptTo: string[];
   now: number;
 }
@@ -78,19 +80,24 @@ function receivedHeader(p: Provenance): string {
 
 /**
  * RFC 6409 section 8 fix-ups an MSA may make: add Date and Message-ID when the client left
- * them out, and trace the submission with a Received field. The rest of the message is
- * untouched. Date and Message-ID go at the end of the header section, as Postfix's cleanup does.
+ * them out, and trace the submission with a Received field. A message without From gets
+ * `From: <envelope sender>`, as Postfix's cleanup does: RFC 5322 requires the field,
+ * printers and scripts often leave it out, and the envelope sender has passed the sender
+ * binding, so the added From is one the account may use. The rest of the message is
+ * untouched. Added fields go at the end of the header section, as Postfix's cleanup does.
  */
 export function prepareMessage(raw: Buffer, p: Provenance): Buffer {
   const end = headerEnd(raw);
   const header = raw.subarray(0, end).toString('latin1');
   let extra = '';
+  if (!hasHeader(header, 'from') && p.mailFrom) extra += `From: <${p.mailFrom}>\r\n`;
   if (!hasHeader(header, 'date')) extra += `Date: ${rfc5322Date(p.now)}\r\n`;
   if (!hasHeader(header, 'message-id')) {
     extra += `Message-ID: <${p.queueId}.${random6().toString('hex')}@${p.hostname}>\r\n`;
   }
   const parts = [Buffer.from(receivedHeader(p), 'latin1'), raw.subarray(0, end)];
-  if (extra) parts.push(Buffer.from(extra, 'latin1'));
+  // UTF-8: an SMTPUTF8 sender's From is UTF-8 (RFC 6532); everything else added is ASCII.
+  if (extra) parts.push(Buffer.from(extra, 'utf8'));
   if (end === raw.length) parts.push(Buffer.from('\r\n'));
   parts.push(raw.subarray(end));
   return Buffer.concat(parts);

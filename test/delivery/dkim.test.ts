@@ -2,7 +2,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import { generateKeyPairSync } from 'node:crypto';
+import { dkimSign, dkimTxtRecord } from '../../src/delivery/dkim.js';
 import { createResolver } from '../../src/dns/resolver.js';
+import { startDnsServer } from '../helpers/dnsd.js';
 import { cli } from '../helpers/cli.js';
 import type { Rr } from '../helpers/dnsd.js';
 import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
@@ -51,9 +54,57 @@ describe('DKIM', () => {
     const result = await dkimVerify(signed!.raw, { resolver: (name, type) => resolver.resolve(name, type as 'TXT') });
     expect(result.results).toHaveLength(1);
     expect(result.results[0]).toMatchObject({ signingDomain: 'sender.example', selector: 'pst1', status: { result: 'pass' } });
-    expect(result.results[0]!.signingHeaders!.keys.toLowerCase().split(': ').join(':')).toBe('from: to: subject: date: message-id'.split(': ').join(':'));
+    // Every field over-signed: listed once more than present, absent ones once.
+    const hTag = /\bh=([^;]+);/.exec(text.replace(/\r\n[ \t]/g, ''))![1]!.replace(/\s+/g, '');
+    expect(hTag).toBe('from:from:sender:reply-to:subject:subject:date:date:to:to:cc:message-id:message-id:in-reply-to:references:mime-version:content-type:content-transfer-encoding');
     // The bytes after the signature are the message as submitted.
     const afterSig = text.replace(/^DKIM-Signature:.*\r\n(?:[ \t].*\r\n)*/, '');
     expect(afterSig).toMatch(/^From: Alice <alice@sender\.example>\r\nTo: <bob@dest\.example>\r\nSubject: Signed\r\n/);
+  });
+
+  it('over-signs, so a From added above the signed one breaks the signature, and signs no message with two From fields', async () => {
+    sinks = await startSinks(['127.0.0.2']);
+    h = await startHarness({ records: zone, port: sinks[0]!.port });
+    const config = path.join(h.dir, 'cli.toml');
+    writeFileSync(config, `[server]\nhostname = "smtp.test.example"\ndata_dir = "${h.dir}"\n`);
+    const key = JSON.parse((await cli(config, ['dkim', 'keygen', 'sender.example', '--selector', 'pst1', '--json'])).out) as { txt_name: string; txt_value: string };
+    h.dns.setRecords([...zone, { type: 'TXT', name: key.txt_name, data: key.txt_value }]);
+    // Queued directly, as a copy accepted before the header check would have been.
+    await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'], headers: { From: '<alice@sender.example>', Subject: 'One From' } });
+    await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'], headers: { From: '<alice@sender.example>\r\nFrom: "CEO" <ceo@sender.example>', Subject: 'Two Froms' } });
+    await h.drain();
+    const resolver = createResolver([h.dns.address]);
+    const verify = async (raw: Buffer) => (await dkimVerify(raw, { resolver: (name, type) => resolver.resolve(name, type as 'TXT') })).results[0]!.status.result;
+    const one = sinks[0]!.messages.find((m) => m.raw.includes('Subject: One From'))!;
+    expect(await verify(one.raw)).toBe('pass');
+    const text = one.raw.toString('latin1');
+    const at = text.indexOf('From: <alice@sender.example>');
+    const forged = Buffer.from(`${text.slice(0, at)}From: "CEO" <ceo@sender.example>\r\n${text.slice(at)}`, 'latin1');
+    expect(await verify(forged)).toBe('fail');
+    const two = sinks[0]!.messages.find((m) => m.raw.includes('Subject: Two Froms'))!;
+    expect(two.raw.toString('latin1')).not.toContain('DKIM-Signature');
+  });
+});
+
+describe('DKIM canonicalization', () => {
+  it('signs what mailauth verifies: folded fields, trailing white space, empty and unterminated bodies, 8-bit bytes', async () => {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const record = dkimTxtRecord('sender.example', 'sel', pem);
+    const dns = await startDnsServer([{ type: 'TXT', name: record.name, data: record.value }]);
+    try {
+      const resolver = createResolver([dns.address]);
+      const head = 'From: Alice \t <alice@sender.example>\r\nSubject: a subject\r\n\t folded  over\r\nTo: bob@dest.example  \r\n\r\n';
+      const bodies = ['Hello.\r\n', 'trailing  \t \r\nwhite\t\tspace\r\n\r\n\r\n', '', 'no final line break', '\r\n\r\n', 'caf\xe9 \xff\r\n'];
+      for (const body of bodies) {
+        const signed = dkimSign(Buffer.from(head + body, 'latin1'), { domain: 'sender.example', selector: 'sel', key: pem });
+        const result = await dkimVerify(signed, { resolver: (name, type) => resolver.resolve(name, type as 'TXT') });
+        expect(result.results[0]!.status.result, JSON.stringify(body)).toBe('pass');
+        const tampered = Buffer.from(signed.toString('latin1').replace('a subject', 'another subject'), 'latin1');
+        expect((await dkimVerify(tampered, { resolver: (name, type) => resolver.resolve(name, type as 'TXT') })).results[0]!.status.result).toBe('fail');
+      }
+    } finally {
+      await dns.close();
+    }
   });
 });

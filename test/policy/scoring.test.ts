@@ -6,7 +6,7 @@ import { domainTools, scoringConfig } from '../../src/quarantine/index.js';
 const defaults = configSchema.parse({}).quarantine;
 const cfg = scoringConfig(defaults);
 
-const clean: MessageFacts = { from: [{ address: 'alice@corp.example', name: 'Alice' }], attachments: [], htmlLinks: [], textUrls: [] };
+const clean: MessageFacts = { from: [{ address: 'alice@corp.example', name: 'Alice' }], otherSenders: [], attachments: [], htmlLinks: [], textUrls: [] };
 const quiet: ScoringState = {
   rcptTo: ['bob@partner.example'],
   allowedSenders: ['alice@corp.example'],
@@ -33,6 +33,16 @@ const table: Row[] = [
     'held',
   ],
   ['a From: covered by a domain binding is fine, in any case', { from: [{ address: 'Alice@CORP.example', name: '' }] }, { allowedSenders: ['@corp.example'] }, 0, [], 'queued'],
+  [
+    'a Sender: or Resent-From: outside the bindings is as strong as From:',
+    { otherSenders: [{ field: 'sender', address: 'ceo@bank.example' }, { field: 'resent-from', address: 'Alice@corp.example' }, { field: 'resent-from', address: 'cfo@bank.example' }] },
+    {},
+    10,
+    [['FROM_NOT_BOUND', 10, 'Sender: ceo@bank.example, Resent-From: cfo@bank.example']],
+    'held',
+  ],
+  ['a Reply-To: outside the bindings alone is one weak signal: not held', { otherSenders: [{ field: 'reply-to', address: 'alice@home.example' }] }, {}, 3, [['REPLY_TO_NOT_BOUND', 3, 'alice@home.example']], 'queued'],
+  ['a Reply-To: inside the bindings is fine', { otherSenders: [{ field: 'reply-to', address: 'team@corp.example' }] }, { allowedSenders: ['@corp.example'] }, 0, [], 'queued'],
   ['a user without sender bindings is not judged on From:', { from: [{ address: 'ceo@bank.example', name: '' }] }, { allowedSenders: null }, 0, [], 'queued'],
   ['an address in the display name alone is one weak signal: not held', { from: [{ address: 'alice@corp.example', name: 'ceo@corp.example' }] }, {}, 7, [['FROM_DISPLAY_NAME_ADDRESS', 7, 'ceo@corp.example']], 'queued'],
   [

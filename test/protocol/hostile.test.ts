@@ -104,7 +104,8 @@ describe.concurrent('overlong lines, NUL bytes and invalid UTF-8 in commands', (
     ['a bare CR does not split a command: the whole line is one unknown command', 'plain', [['NOOP\rRSET\r\n', ['500 5.5.2 Error: command not recognized']]]],
     ['invalid UTF-8 in a command name makes it unknown', 'plain', [[Buffer.from('4e4fff4f500d0a', 'hex'), ['500 5.5.2 Error: command not recognized']]]],
     // smtp-server decodes the line as UTF-8, so the bad byte becomes U+FFFD; not ours to mend.
-    ['invalid UTF-8 in a recipient is taken as it decodes', 'authed', [[Buffer.concat([Buffer.from('MAIL FROM:<alice@example.com>\r\nRCPT TO:<a'), Buffer.from([0xc3, 0x28]), Buffer.from('@example.org>\r\n')]), ['250 2.1.0 Accepted', '250 2.1.5 Accepted']]]],
+    // It decodes to U+FFFD, a character no mailbox is written with: refused, never relayed.
+    ['invalid UTF-8 in a recipient is refused as not in normal form', 'authed', [[Buffer.concat([Buffer.from('MAIL FROM:<alice@example.com> SMTPUTF8\r\nRCPT TO:<a'), Buffer.from([0xc3, 0x28]), Buffer.from('@example.org>\r\n')]), ['250 2.1.0 Accepted', '553 5.1.3 Recipient address is not in normal form: write it without full-width, invisible or compatibility characters']]]],
     ['ten unknown commands end the session with 421 4.7.0', 'plain', [['XYZZY\r\n'.repeat(10), [...Array<string>(9).fill('500 5.5.2 Error: command not recognized'), '421 4.7.0 Too many errors, closing connection', '']]]],
     ['an HTTP request ends the session with 421 4.7.0', 'plain', [['GET / HTTP/1.1\r\n', ['421 4.7.0 HTTP requests not allowed, closing connection', '']]]],
     ["smtp-server's joke commands are unknown commands", 'plain', [['WIZ x\r\nSHELL\r\nKILL\r\n', Array<string>(3).fill('500 5.5.2 Error: command not recognized')]]],

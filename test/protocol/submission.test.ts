@@ -75,7 +75,7 @@ describe('submission over STARTTLS', () => {
 
   it('keeps the Date and Message-ID the client wrote and traces one recipient only when alone', async () => {
     const c = await loggedIn();
-    const msg = 'Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <x@y>\r\nSubject: s\r\n\r\nbody\r\n';
+    const msg = 'From: <alice@example.com>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <x@y>\r\nSubject: s\r\n\r\nbody\r\n';
     const id = QUEUED.exec(await c.send('alice@example.com', ['a@x.example', 'b@x.example'], msg))![1]!;
     const body = stored(id).body!;
     expect(body.match(/^Date:/gm)).toHaveLength(1);
