@@ -13,6 +13,7 @@ import { patchSmtpServerReplies } from './protocol/replies.js';
 import { createHandlers } from './protocol/session.js';
 import { loadTls } from './protocol/tls.js';
 import { Spool } from './spool/spool.js';
+import { SpoolHealth } from './spool/health.js';
 import { IncidentResponder } from './notify/incidents.js';
 import { QuotaGate } from './spool/quota.js';
 import { RedisLedger } from './spool/ledger.js';
@@ -115,7 +116,9 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     cacheTtlMs: cfg.auth.cache_ttl_seconds * 1000,
     clock,
   });
-  const spool = new Spool(store.queue);
+  // Postfix's rule: refuse mail while less than 1.5 × the largest message is free.
+  const spoolHealth = new SpoolHealth(cfg.server.data_dir, Math.ceil(1.5 * cfg.submission.max_message_bytes), store.queue);
+  const spool = new Spool(store.queue, spoolHealth);
   // --- Account binding and compromise response (issue 3).
   const incidents = new IncidentResponder(
     store,
@@ -174,6 +177,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     throttle,
     authFailureDelayMs: cfg.limits.auth_failure_delay_ms,
     maxConnectionsPerIp: cfg.server.max_connections_per_ip,
+    spoolNoRoom: () => spoolHealth.noRoom(),
     quota,
     modes: { network: cfg.binding.network.mode, sender: cfg.binding.sender.mode, limits: cfg.limits.mode, quarantine: cfg.quarantine.mode },
   });
@@ -240,7 +244,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
           if (closing) return { ok: false, detail: 'shutting down' };
           if (!store.db.open) return { ok: false, detail: 'store closed' };
           if (!servers.every((s) => s.server.listening)) return { ok: false, detail: 'listener down' };
-          return { ok: true, detail: 'ok' };
+          return spoolHealth.state();
         },
       });
     }

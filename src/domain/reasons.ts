@@ -75,6 +75,9 @@ export const REASONS = {
   NOT_SMTP: r('NOT_SMTP', 421, '4.7.0', 'HTTP requests not allowed, closing connection'),
   TOO_MANY_CONNECTIONS: r('TOO_MANY_CONNECTIONS', 421, '4.7.0', 'Too many connections from this address, please try again later'),
   LOCAL_ERROR: r('LOCAL_ERROR', 451, '4.3.0', 'Temporary local problem, please try again later'),
+  // RFC 3463 4.3.1 mail system full: said at MAIL FROM, before the client sends the data
+  // (Postfix: "452 4.3.1 Insufficient system storage").
+  SPOOL_FULL: r('SPOOL_FULL', 452, '4.3.1', 'Insufficient system storage, please try again later'),
   SHUTTING_DOWN: r('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, please try again later'),
   // PROXY protocol (issue 9): a header from an untrusted peer, none from a trusted proxy, or a
   // malformed one. The text says nothing of which, so a prober learns nothing about the setup.

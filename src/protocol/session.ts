@@ -48,6 +48,8 @@ export interface SessionDeps {
   /** Pause before a failed-AUTH reply (ms): slows guessing, equal for known and unknown users. */
   authFailureDelayMs: number;
   quota: QuotaGate;
+  /** Whether the spool has room for a message of the maximum size (null: room). */
+  spoolNoRoom?: () => string | null;
   /** Simultaneous connections one client address may hold. */
   maxConnectionsPerIp: number;
   /** Per policy: enforce, or monitor (log and count the would-be verdict, apply nothing). */
@@ -108,6 +110,12 @@ export function createHandlers(deps: SessionDeps) {
       });
     }
     return refuse(session, event, reply(v.reason, v.detail), { principal: principal.name, kind: principal.kind });
+  }
+
+  /** Refuses a transaction the spool has no room for, before the client sends the data. */
+  function spoolRoom(session: SMTPServerSession): SmtpReply | null {
+    const why = deps.spoolNoRoom?.();
+    return why ? refuse(session, 'mail.refused', reply(REASONS.SPOOL_FULL), { why }) : null;
   }
 
   /** Refuses an envelope address that is not in the one form Postern checks and relays. */
@@ -258,7 +266,7 @@ export function createHandlers(deps: SessionDeps) {
     },
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
-      const refused = gate(session, 'mail') ?? addressForm(session, 'mail', address.address);
+      const refused = gate(session, 'mail') ?? addressForm(session, 'mail', address.address) ?? spoolRoom(session);
       if (refused) return cb(refused);
       const principal = principalOf(session)!;
       const senders = deps.bindings.values(principal.kind, principal.id, 'sender', deps.clock.now());

@@ -1,6 +1,7 @@
 import type { NewMessage, QueueState } from '../domain/types.js';
 import type { QueueRepo } from '../store/queue.js';
 import { GroupCommit } from '../store/group-commit.js';
+import type { SpoolHealth } from './health.js';
 
 /**
  * The only writer of new messages into the queue (Postfix's cleanup). accept() resolves
@@ -13,7 +14,11 @@ export class Spool {
   private readonly committed: ((msgs: NewMessage[]) => void)[] = [];
   private readonly group: GroupCommit<NewMessage, true>;
 
-  constructor(private readonly queue: QueueRepo) {
+  constructor(
+    private readonly queue: QueueRepo,
+    /** Told of every commit's outcome, for /healthz. */
+    private readonly health?: SpoolHealth,
+  ) {
     this.group = new GroupCommit((msgs) => {
       this.queue.insertMany(msgs);
       this.notify(msgs);
@@ -38,7 +43,13 @@ export class Spool {
 
   async accept(msg: NewMessage): Promise<void> {
     if (this.closed) throw new Error('spool is closed');
-    await this.group.push(msg);
+    try {
+      await this.group.push(msg);
+    } catch (e) {
+      this.health?.commitFailed(e);
+      throw e;
+    }
+    this.health?.committed();
   }
 
   /** Commits what is pending and refuses anything further. */

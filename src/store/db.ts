@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 
 export type Db = Database.Database;
@@ -11,7 +11,9 @@ export type Db = Database.Database;
  */
 export function openDb(dataDir: string, opts: { synchronous?: 'FULL' | 'NORMAL' } = {}): Db {
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
-  const db = new Database(path.join(dataDir, 'postern.db'));
+  const file = path.join(dataDir, 'postern.db');
+  privateFiles(file);
+  const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`);
   db.pragma('foreign_keys = ON');
@@ -33,4 +35,27 @@ export function openDb(dataDir: string, opts: { synchronous?: 'FULL' | 'NORMAL' 
     return st;
   }) as typeof db.prepare;
   return db;
+}
+
+/**
+ * The database holds argon2 hashes and message bodies: owner only (0600), whatever the umask.
+ * Created here before SQLite opens it, because SQLite creates the file with 0644 less the
+ * umask and gives its -wal and -shm the main file's mode; files left readable by an older
+ * version are narrowed at the next start.
+ */
+function privateFiles(file: string): void {
+  try {
+    closeSync(openSync(file, 'wx', 0o600));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      chmodSync(f, 0o600);
+    } catch (e) {
+      // Gone (no WAL yet), or not ours to change (an admin in the data dir's group): SQLite
+      // itself then says whether the file can be used.
+      if (!['ENOENT', 'EPERM'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    }
+  }
 }

@@ -35,6 +35,25 @@ function toMessage(row: MessageRow): QueuedMessage {
 
 /** The spool's tables. Only spool/ writes new messages; the CLI reads and changes states. */
 export class QueueRepo {
+  /**
+   * Could a write begin now? Takes the write lock and gives it back at once, without waiting
+   * for another holder (busy_timeout 0 for this one statement): a health probe must not
+   * stall the event loop behind another process's long transaction.
+   */
+  writable(): boolean {
+    const timeout = this.db.pragma('busy_timeout', { simple: true }) as number;
+    this.db.pragma('busy_timeout = 0');
+    try {
+      this.db.exec('BEGIN IMMEDIATE');
+      this.db.exec('ROLLBACK');
+      return true;
+    } catch {
+      return false;
+    } finally {
+      this.db.pragma(`busy_timeout = ${timeout}`);
+    }
+  }
+
   private readonly insertMsg;
   private readonly insertRcpt;
   private readonly insertBody;
