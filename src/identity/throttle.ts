@@ -117,8 +117,17 @@ export class AuthThrottle {
     return { ok: true, attempt: { limits } };
   }
 
+  /**
+   * A login that needs no verification (the credential cache proved the password) reserves
+   * nothing and waits for nothing; only a lock stops it, exactly as it stops any attempt.
+   */
+  lock(ip: string, username: string, trusted: () => boolean): Extract<Admission, { ok: false }> | null {
+    const found = this.check(this.limits(ip, username), trusted, false);
+    return found && 'refused' in found ? found.refused : null;
+  }
+
   /** null: room for one more; refused: a lock (or the username's limit) says no; key: full of attempts in flight. */
-  private check(limits: Limit[], trusted: () => boolean): null | { refused: Admission } | { key: string } {
+  private check(limits: Limit[], trusted: () => boolean, counting = true): null | { refused: Extract<Admission, { ok: false }> } | { key: string } {
     const now = this.clock.now();
     for (const { key, max, scope } of limits) {
       let until = this.locked.get(key) ?? null;
@@ -127,7 +136,7 @@ export class AuthThrottle {
         until = null;
       }
       const c = this.recent(key, now);
-      if (until === null && c.failures.length + c.inflight < max) continue;
+      if (until === null && (!counting || c.failures.length + c.inflight < max)) continue;
       if (scope === 'username' && trusted()) continue;
       if (until === null && c.failures.length < max) return { key };
       return { refused: { ok: false, scope, until } };

@@ -9,7 +9,7 @@ import type {
 import type { Clock } from '../domain/clock.js';
 import { REASONS } from '../domain/reasons.js';
 import type { AcceptedHook, Assessment, MessageAssessor, Principal } from '../domain/types.js';
-import type { Authenticator } from '../identity/authenticator.js';
+import type { AuthOutcome, Authenticator } from '../identity/authenticator.js';
 import type { Logger } from '../obs/log.js';
 import { findBareNewline, headerEnd, newQueueId, prepareMessage } from '../spool/message.js';
 import { headerProblem } from '../policy/headers.js';
@@ -21,7 +21,7 @@ import type { IncidentResponder } from '../notify/incidents.js';
 import { canonicalNetwork, envelopeAddress, networkAllowed } from '../policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
 import { distinctRecipients, HOUR } from '../policy/limits.js';
-import type { AuthThrottle } from '../identity/throttle.js';
+import type { AuthThrottle, ThrottleScope } from '../identity/throttle.js';
 import type { QuotaGate } from '../spool/quota.js';
 import { clientKey, normalizeIp } from '../policy/client.js';
 import { reply, type SmtpReply } from './replies.js';
@@ -206,14 +206,29 @@ export function createHandlers(deps: SessionDeps) {
       }
       return inside;
     };
-    const admission = await deps.throttle.admit(ip, username, insideNetworks);
-    if (!admission.ok) {
-      const r = reply(admission.scope === 'username' ? REASONS.AUTH_USER_THROTTLED : REASONS.AUTH_THROTTLED);
-      return { kind: 'refuse', reply: refuse(session, 'auth.throttled', r, { user: username, until: admission.until === null ? null : new Date(admission.until).toISOString() }) };
+    const throttled = (no: { scope: ThrottleScope; until: number | null }): LoginOutcome => {
+      const r = reply(no.scope === 'username' ? REASONS.AUTH_USER_THROTTLED : REASONS.AUTH_THROTTLED);
+      return { kind: 'refuse', reply: refuse(session, 'auth.throttled', r, { user: username, until: no.until === null ? null : new Date(no.until).toISOString() }) };
+    };
+    const authzidOk = !(auth.method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid.toLowerCase() !== auth.authcid.toLowerCase());
+    // The cache answers only logins that can succeed: a right password from outside the
+    // user's networks pays a full verification in the same queue as a wrong one. A hit
+    // costs nothing to check, so it reserves no attempt; only a lock stops it.
+    const useCache = deps.modes.network === 'monitor' || insideNetworks();
+    const hit = authzidOk && useCache ? deps.authenticator.cached(username, auth.password ?? '') : null;
+    if (hit) {
+      const lock = deps.throttle.lock(ip, username, insideNetworks);
+      return lock ? throttled(lock) : judge(session, ip, auth, { kind: 'ok', user: hit, cached: true });
     }
+    const admission = await deps.throttle.admit(ip, username, insideNetworks);
+    if (!admission.ok) return throttled(admission);
     let outcome: LoginOutcome | undefined;
     try {
-      outcome = await checkLogin(auth, session, ip, username, insideNetworks);
+      if (!authzidOk) {
+        outcome = { kind: 'fail', reply: refuse(session, 'auth.fail', reply(REASONS.AUTH_AUTHZID), { user: username, method: auth.method }) };
+      } else {
+        outcome = judge(session, ip, auth, await deps.authenticator.verify(username, auth.password ?? '', { useCache: false }));
+      }
       return outcome;
     } finally {
       const locked = deps.throttle.settle(admission.attempt, outcome?.kind === 'ok' ? 'ok' : outcome?.kind === 'fail' ? 'fail' : 'void');
@@ -221,14 +236,9 @@ export function createHandlers(deps: SessionDeps) {
     }
   }
 
-  async function checkLogin(auth: SMTPServerAuthentication, session: SMTPServerSession, ip: string, username: string, insideNetworks: () => boolean): Promise<LoginOutcome> {
-    if (auth.method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid.toLowerCase() !== auth.authcid.toLowerCase()) {
-      return { kind: 'fail', reply: refuse(session, 'auth.fail', reply(REASONS.AUTH_AUTHZID), { user: username, method: auth.method }) };
-    }
-    // The cache answers only logins that can succeed: a right password from outside the
-    // user's networks pays a full verification in the same queue as a wrong one.
-    const useCache = deps.modes.network === 'monitor' || insideNetworks();
-    const out = await deps.authenticator.verify(username, auth.password ?? '', { useCache });
+  /** A verified (or cached) password's outcome, judged against the user's state and networks. */
+  function judge(session: SMTPServerSession, ip: string, auth: SMTPServerAuthentication, out: AuthOutcome): LoginOutcome {
+    const username = auth.username ?? '';
     if (out.kind === 'busy') return { kind: 'refuse', reply: refuse(session, 'auth.busy', reply(REASONS.AUTH_TEMPFAIL), { user: username }) };
     if (out.kind === 'invalid') return { kind: 'fail', reply: refuse(session, 'auth.fail', reply(REASONS.AUTH_INVALID), { user: username, method: auth.method }) };
     const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
