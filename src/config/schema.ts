@@ -88,6 +88,7 @@ export const configSchema = z.strictObject({
       max_concurrent_messages: z.number().int().min(1).max(10_000).default(50),
       connect_timeout_seconds: z.number().int().min(1).max(600).default(30),
       scan_interval_seconds: z.number().min(0.1).max(3600).default(30),
+      claim_lease_seconds: z.number().min(1).max(3600).default(120),
       reject_alert: z.number().min(0).max(1).default(0.2),
       reject_window_minutes: z.number().int().min(1).max(10_080).default(60),
       reject_min_sample: z.number().int().min(1).max(100_000).default(20),

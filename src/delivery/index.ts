@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../domain/clock.js';
@@ -28,6 +29,8 @@ export interface DeliveryDeps {
   incidents?: IncidentResponder;
   /** Cache lifetime of DKIM keys read from the data dir (tests use 0). */
   dkimCacheMs?: number;
+  /** This process's name in delivery claims; default host:pid:random. */
+  owner?: string;
 }
 
 export interface Delivery {
@@ -38,6 +41,11 @@ export interface Delivery {
 }
 
 /** Wires routing, sending, signing and the scheduler, and starts it. */
+/** A claim owner unique to this process start: the host for the admin, pid and a nonce so a restarted process with a recycled pid is another owner. */
+export function processOwner(hostname: string): string {
+  return `${hostname}:${process.pid}:${randomBytes(3).toString('hex')}`;
+}
+
 export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   const { store, clock, log } = deps;
   const d = cfg.delivery;
@@ -92,6 +100,8 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     log,
     maxConcurrent: d.max_concurrent_messages,
     scanMs: d.scan_interval_seconds * 1000,
+    owner: deps.owner ?? processOwner(cfg.server.hostname),
+    leaseMs: d.claim_lease_seconds * 1000,
   });
   deps.spool.onCommit((msgs) => {
     if (msgs.some((m) => m.state === 'queued')) scheduler.wake();

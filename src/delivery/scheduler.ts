@@ -14,13 +14,22 @@ export interface SchedulerOptions {
   maxConcurrent: number;
   /** Rescan at least this often (a CLI "queue retry" in another process changes the DB). */
   scanMs: number;
+  /** This process's name in its claims. */
+  owner: string;
+  /** How long a claim holds without renewal; renewed every third of it while attempts run. */
+  leaseMs: number;
 }
 
 /**
  * Picks due 'queued' messages and runs one attempt each (Postfix's qmgr). It holds no state
  * that is not in the database: what is due is next_attempt_at, what is left is the
- * recipients' status, so after kill -9 the next start carries on where the DB says. The set
- * of messages in flight exists only to avoid starting the same one twice in one process.
+ * recipients' status, so after kill -9 the next start carries on where the DB says.
+ *
+ * Work is taken by claim, not by peeking: each message is claimed atomically in the database
+ * with this process as owner and a lease, renewed while its attempt runs and given back once
+ * the outcome is committed. Several processes on one database therefore never attempt one
+ * message at once, and a message whose claimant died is taken over when the lease lapses.
+ * The set of messages in flight only keeps this process from starting one twice.
  *
  * It never blocks the event loop for long: each scan is one indexed query for at most
  * maxConcurrent ids, sending is asynchronous and outcomes are group-committed, so a client
@@ -33,6 +42,7 @@ export interface SchedulerOptions {
 export class DeliveryScheduler extends EventEmitter {
   private readonly inflight = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | null = null;
+  private renewer: NodeJS.Timeout | null = null;
   private kicked = false;
   private running = false;
 
@@ -43,6 +53,8 @@ export class DeliveryScheduler extends EventEmitter {
   start(): void {
     if (this.running) return;
     this.running = true;
+    this.renewer = setInterval(() => this.renew(), Math.max(this.o.leaseMs / 3, 10));
+    this.renewer.unref();
     this.o.log.info({ event: 'delivery.scheduler.started', max_concurrent: this.o.maxConcurrent });
     this.wake();
   }
@@ -67,7 +79,8 @@ export class DeliveryScheduler extends EventEmitter {
     if (free > 0) {
       let ids: string[] = [];
       try {
-        ids = this.o.repo.due(this.o.clock.now(), free + this.inflight.size).filter((id) => !this.inflight.has(id)).slice(0, free);
+        const now = this.o.clock.now();
+        ids = this.o.repo.claimDue(this.o.owner, now, now + this.o.leaseMs, free).filter((id) => !this.inflight.has(id));
       } catch (e) {
         this.o.log.error({ event: 'delivery.scheduler.error', err: (e as Error).message });
       }
@@ -86,6 +99,12 @@ export class DeliveryScheduler extends EventEmitter {
             }
           })
           .finally(() => {
+            // attempt() resolves after its outcome is committed: only now may another take it.
+            try {
+              this.o.repo.releaseClaim(id, this.o.owner);
+            } catch {
+              // The claim lapses by itself.
+            }
             this.inflight.delete(id);
             this.emit('attempted', id);
             this.wake();
@@ -94,6 +113,15 @@ export class DeliveryScheduler extends EventEmitter {
       }
     }
     this.arm();
+  }
+
+  private renew(): void {
+    if (!this.inflight.size) return;
+    try {
+      this.o.repo.renewClaims([...this.inflight.keys()], this.o.owner, this.o.clock.now() + this.o.leaseMs);
+    } catch (e) {
+      this.o.log.error({ event: 'delivery.scheduler.error', err: (e as Error).message });
+    }
   }
 
   private arm(): void {
@@ -127,6 +155,8 @@ export class DeliveryScheduler extends EventEmitter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await Promise.all(this.inflight.values());
+    if (this.renewer) clearInterval(this.renewer);
+    this.renewer = null;
     this.o.log.info({ event: 'delivery.scheduler.stopped' });
   }
 }

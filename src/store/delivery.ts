@@ -78,7 +78,7 @@ export class MessageNotFoundError extends Error {}
  * it cannot rebuild from here, which is what makes kill -9 between attempts harmless.
  */
 export class DeliveryRepo {
-  private readonly dueStmt;
+  private readonly claimStmt;
   private readonly rcptStmt;
   private readonly nextDueStmt;
   private readonly jobStmt;
@@ -103,12 +103,19 @@ export class DeliveryRepo {
     private readonly db: Db,
     private readonly fast: Db = db,
   ) {
-    // Index order only (messages_state_next): no sort of everything due at each scan.
-    this.dueStmt = db.prepare<[number, number], { id: string }>(
-      `SELECT id FROM messages WHERE state = 'queued' AND next_attempt_at <= ?
-       ORDER BY next_attempt_at LIMIT ?`,
+    // One statement, so the claim is atomic under SQLite's write lock: no other process can
+    // take the same rows between the choice and the mark. Index order only
+    // (messages_state_next): no sort of everything due at each scan.
+    this.claimStmt = fast.prepare<[string, number, number, number, number], { id: string }>(
+      `UPDATE messages SET claim_owner = ?, claim_until = ?
+       WHERE id IN (SELECT id FROM messages WHERE state = 'queued' AND next_attempt_at <= ?
+                    AND (claim_until IS NULL OR claim_until <= ?) ORDER BY next_attempt_at LIMIT ?)
+       RETURNING id`,
     );
-    this.nextDueStmt = db.prepare<[], { t: number | null }>(`SELECT MIN(next_attempt_at) AS t FROM messages WHERE state = 'queued'`);
+    // A message claimed elsewhere is due again when its claim would lapse.
+    this.nextDueStmt = db.prepare<[], { t: number | null }>(
+      `SELECT MIN(MAX(next_attempt_at, COALESCE(claim_until, 0))) AS t FROM messages WHERE state = 'queued'`,
+    );
     this.jobStmt = db.prepare<[string], { id: string; state: string; mail_from: string; principal: string | null; received_at: number; attempts: number; next_attempt_at: number | null }>(
       'SELECT id, state, mail_from, principal, received_at, attempts, next_attempt_at FROM messages WHERE id = ?',
     );
@@ -117,7 +124,9 @@ export class DeliveryRepo {
       `UPDATE recipients SET status = ?, last_error = ?, status_code = ?, remote_mta = ?,
          attempts = attempts + 1, last_attempt_at = ?, dsn_done = ? WHERE message_id = ? AND position = ?`,
     );
-    this.updateMsg = fast.prepare('UPDATE messages SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?');
+    // The claim ends in the same commit as the attempt's outcome: a process killed right after
+    // it leaves nothing claimed, and no other process can take the message before it.
+    this.updateMsg = fast.prepare('UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, claim_owner = NULL, claim_until = NULL WHERE id = ?');
     this.insertOutcome = fast.prepare('INSERT INTO delivery_outcomes (principal, at, rejected) VALUES (?, ?, ?)');
 
     const openCount = fast.prepare<[string], { n: number }>(
@@ -171,9 +180,25 @@ export class DeliveryRepo {
     });
   }
 
-  /** Ids of queued messages whose next attempt is due; held and waiting-quota never are. */
-  due(now: number, limit: number): string[] {
-    return this.dueStmt.all(now, limit).map((r) => r.id);
+  /**
+   * Claims up to `limit` queued messages that are due and not claimed by a live owner (held
+   * and waiting-quota never are), for `owner` until `until`. Returns their ids.
+   */
+  claimDue(owner: string, now: number, until: number, limit: number): string[] {
+    return this.claimStmt.all(owner, until, now, now, limit).map((r) => r.id);
+  }
+
+  /** Extends this owner's claims (a lease is renewed while the attempt runs). */
+  renewClaims(ids: string[], owner: string, until: number): void {
+    const stmt = this.fast.prepare('UPDATE messages SET claim_until = ? WHERE id = ? AND claim_owner = ?');
+    this.fast.transaction(() => {
+      for (const id of ids) stmt.run(until, id, owner);
+    })();
+  }
+
+  /** Gives a claim back once the attempt's outcome is committed (or nothing was attempted). */
+  releaseClaim(id: string, owner: string): void {
+    this.fast.prepare('UPDATE messages SET claim_owner = NULL, claim_until = NULL WHERE id = ? AND claim_owner = ?').run(id, owner);
   }
 
   /** When the earliest queued message becomes due, or null with nothing queued. */

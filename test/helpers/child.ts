@@ -17,6 +17,8 @@ export interface ServeChild {
   events: Array<Record<string, unknown>>;
   /** Resolves with the next log line of this event (after those already seen). */
   next(event: string): Promise<Record<string, unknown>>;
+  /** Resolves once the server has logged this event n times in all (counting those seen). */
+  count(event: string, n: number): Promise<void>;
 }
 
 const running = new Set<ChildProcess>();
@@ -38,6 +40,14 @@ export function serve(config: string): Promise<ServeChild> {
   );
   const events: Array<Record<string, unknown>> = [];
   const waiters: Array<{ event: string; resolve: (l: Record<string, unknown>) => void }> = [];
+  const counters: Array<{ event: string; n: number; resolve: () => void }> = [];
+  const seen = (event: string) => events.filter((e) => e.event === event).length;
+  const count = (event: string, n: number) =>
+    new Promise<void>((resolve, reject) => {
+      if (seen(event) >= n) return resolve();
+      counters.push({ event, n, resolve });
+      void exited.then((code) => reject(new Error(`serve exited (${code}) before logging ${event} ${n} times`)));
+    });
   const next = (event: string) =>
     new Promise<Record<string, unknown>>((resolve, reject) => {
       waiters.push({ event, resolve });
@@ -58,9 +68,13 @@ export function serve(config: string): Promise<ServeChild> {
         waiters.splice(waiters.indexOf(w), 1);
         w.resolve(ev);
       }
+      for (const c of counters.filter((x) => x.event === ev.event && seen(x.event) >= x.n)) {
+        counters.splice(counters.indexOf(c), 1);
+        c.resolve();
+      }
       if (ev.event === 'relay.started') {
         child.off('exit', early);
-        resolve({ child, port: (ev.starttls as number[])[0]!, tlsPort: (ev.tls as number[])[0]!, exited, events, next });
+        resolve({ child, port: (ev.starttls as number[])[0]!, tlsPort: (ev.tls as number[])[0]!, exited, events, next, count });
       }
     });
   });

@@ -137,7 +137,7 @@ describe('scoring real MIME messages submitted over SMTP', () => {
   it('never offers held mail to delivery', () => {
     const held = t.relay.store.quarantine.list().map((m) => m.id);
     expect(held.length).toBeGreaterThan(0);
-    const due = t.relay.store.delivery.due(Number.MAX_SAFE_INTEGER, 10_000);
+    const due = t.relay.store.delivery.claimDue('test', Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 10_000);
     expect(due.filter((id) => held.includes(id))).toEqual([]);
     for (const id of held) expect(t.relay.store.delivery.job(id)).toBeUndefined();
   });
