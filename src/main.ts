@@ -127,7 +127,14 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     clock,
     log,
   );
-  const sweeper = setInterval(() => sweepLapsedBindings(store, clock, log), 60_000);
+  const sweeper = setInterval(() => {
+    sweepLapsedBindings(store, clock, log);
+    try {
+      store.authAttempts.prune(clock.now());
+    } catch (e) {
+      log.error({ event: 'store.error', err: (e as Error).message });
+    }
+  }, 60_000);
   sweeper.unref();
   // ---
   // --- Rate limits (issue 4): quota ledger decides queued vs waiting; a timer drains waiting mail.
@@ -153,6 +160,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
       lockoutMs: cfg.limits.auth_lockout_seconds * 1000,
     },
     clock,
+    store.authAttempts,
   );
   // ---
   // --- Quarantine (issue 5): scores each message before the spool commit, expires held mail.

@@ -10,13 +10,19 @@ export function networksArg(values: string[]): string[] {
       throw new CliError(`bad network ${JSON.stringify(v)}: ${(e as Error).message.replace(/^ipaddr: /, '')} (use CIDR like 192.0.2.0/24 or 2001:db8::/32; 0.0.0.0/0 and ::/0 for roaming)`);
     }
   });
-  // "::/0" reads as "everywhere", but no IPv4 client is inside it (a dual-stack listener's
-  // ::ffff:192.0.2.7 is judged as 192.0.2.7): the user would be suspended at the first login
-  // from an IPv4 network. Said alone it is almost always that mistake.
-  if (out.includes('::/0') && !out.includes('0.0.0.0/0')) {
+  return out;
+}
+
+/**
+ * "::/0" reads as "everywhere", but no IPv4 client is inside it (a dual-stack listener's
+ * ::ffff:192.0.2.7 is judged as 192.0.2.7): the user would be suspended at the first login
+ * from an IPv4 network. Bound without 0.0.0.0/0 it is almost always that mistake. Checked
+ * when networks are added, against what the principal will then have.
+ */
+export function refuseV6OnlyEverywhere(adding: string[], after: string[]): void {
+  if (adding.includes('::/0') && !after.includes('0.0.0.0/0')) {
     throw new CliError('--network ::/0 matches IPv6 clients only, never an IPv4 one (not even one a dual-stack listener shows as ::ffff:192.0.2.7): to allow every client give both, --network 0.0.0.0/0 --network ::/0');
   }
-  return out;
 }
 
 export function sendersArg(values: string[], what = 'sender'): string[] {

@@ -4,7 +4,7 @@ import type { User } from '../domain/types.js';
 import { generatePassword, hashPassword, passwordProblem } from '../identity/passwords.js';
 import { canonicalAddress } from '../policy/bindings.js';
 import { UserExistsError } from '../store/users.js';
-import { networksArg, notifyWarning, sendersArg } from './bindings.js';
+import { networksArg, notifyWarning, refuseV6OnlyEverywhere, sendersArg } from './bindings.js';
 import { userLimits } from './limits.js';
 import { suspendPrincipal } from '../notify/incidents.js';
 import { actor, CliError, iso, many, parseDuration, printJson, table, UsageError, type Ctx } from './io.js';
@@ -126,6 +126,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       if (!USERNAME_RE.test(n)) throw new CliError(`invalid user name ${JSON.stringify(n)}: use letters, digits and . _ @ + - (at most 64)`);
       const senders = sendersArg(many(values.sender));
       const networks = networksArg(many(values.network));
+      refuseV6OnlyEverywhere(networks, networks);
       const notify = notifyArg();
       const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
       const hash = await hashPassword(password, params(ctx.config()));
@@ -159,6 +160,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       if (values.for && sub === 'deny') throw new UsageError('--for goes with allow');
       const expires = values.for ? now + parseDuration(values.for) : null;
       const st = ctx.store();
+      if (sub === 'allow') refuseV6OnlyEverywhere(networks, [...networks, ...st.bindings.values('user', u.id, 'network', now)]);
       const changed: string[] = [];
       tx(() => {
         for (const [kind, list] of [['sender', senders], ['network', networks]] as const) {

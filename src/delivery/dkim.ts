@@ -74,15 +74,25 @@ export function headerFromDomain(raw: Buffer): string | null {
  */
 const SIGNED_FIELDS = ['from', 'sender', 'reply-to', 'subject', 'date', 'to', 'cc', 'message-id', 'in-reply-to', 'references', 'mime-version', 'content-type', 'content-transfer-encoding'];
 
-/** RFC 6376 3.4.2 relaxed header canonicalization: lower-case name, unfolded, runs of WSP as one SP. */
-function relaxedHeader(name: string, value: string): string {
-  return `${name}:${value.replace(/\r\n(?=[ \t])/g, '').replace(/[ \t]+/g, ' ').trim()}`;
+/**
+ * RFC 6376 3.4.2 relaxed header canonicalization: lower-case name, unfolded, runs of WSP as
+ * one SP, no WSP at either end. WSP is SP and HTAB only: String.trim() would also strip
+ * 0xA0, the last byte of many UTF-8 characters in a Latin-1 string (à, Р, だ).
+ */
+export function relaxedHeader(name: string, value: string): string {
+  return `${name}:${value.replace(/\r\n(?=[ \t])/g, '').replace(/[ \t]+/g, ' ').replace(/^ | $/g, '')}`;
 }
 
-/** RFC 6376 3.4.4 relaxed body canonicalization. Latin-1 keeps every byte as one char. */
-function relaxedBody(body: string): string {
-  const s = body.replace(/[ \t]+/g, ' ').replace(/ (?=\r\n|$)/g, '').replace(/(?:\r\n)*$/, '');
-  return s ? `${s}\r\n` : '';
+/**
+ * RFC 6376 3.4.4 relaxed body canonicalization. Latin-1 keeps every byte as one char. The
+ * trailing empty lines are cut by a scan from the end, not a regex: an unanchored
+ * /(\r\n)*$/ is quadratic on a long run of CRLFs, and delivery shares the event loop.
+ */
+export function relaxedBody(body: string): string {
+  const s = body.replace(/[ \t]+/g, ' ').replace(/ (?=\r\n|$)/g, '');
+  let end = s.length;
+  while (end >= 2 && s.charCodeAt(end - 2) === 13 && s.charCodeAt(end - 1) === 10) end -= 2;
+  return end ? `${s.slice(0, end)}\r\n` : '';
 }
 
 /** The message with an rsa-sha256 relaxed/relaxed DKIM-Signature prepended. */

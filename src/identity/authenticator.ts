@@ -85,8 +85,6 @@ export class Authenticator {
    * what a wrong one costs, in time and in place in the verification queue.
    */
   async verify(username: string, password: string, opts: { useCache?: boolean } = {}): Promise<AuthOutcome> {
-    const now = this.opts.clock.now();
-    const key = this.key(username, password);
     const hit = opts.useCache === false ? null : this.cached(username, password);
     if (hit) return { kind: 'ok', user: hit, cached: true };
 
@@ -110,19 +108,28 @@ export class Authenticator {
     // Re-read: the user may have changed while we waited in the queue.
     const fresh = this.users.get(user.id);
     if (!fresh || fresh.passwordHash !== user.passwordHash) return { kind: 'invalid' };
+    return { kind: 'ok', user: fresh, cached: false };
+  }
 
-    if (needsRehash(fresh.passwordHash, this.opts.params)) {
+  /**
+   * What follows a login the caller accepted: the hash is brought to the configured
+   * parameters and the credential is cached. Never before acceptance: a right password
+   * refused (a foreign network) must leave no trace and cost no extra time before its 535.
+   */
+  async accepted(user: User, username: string, password: string): Promise<void> {
+    if (needsRehash(user.passwordHash, this.opts.params)) {
       const rehashed = await hashPassword(password, this.opts.params);
-      this.users.rehash(fresh.id, rehashed, this.opts.clock.now());
+      this.users.rehash(user.id, rehashed, this.opts.clock.now());
     }
     if (this.opts.cacheTtlMs > 0) {
+      const fresh = this.users.get(user.id);
+      if (!fresh) return;
       if (this.cache.size >= this.maxEntries) {
         const oldest = this.cache.keys().next().value;
         if (oldest !== undefined) this.cache.delete(oldest);
       }
-      this.cache.set(key, { userId: fresh.id, epoch: fresh.authEpoch, expires: now + this.opts.cacheTtlMs });
+      this.cache.set(this.key(username, password), { userId: fresh.id, epoch: fresh.authEpoch, expires: this.opts.clock.now() + this.opts.cacheTtlMs });
     }
-    return { kind: 'ok', user: this.users.get(fresh.id) ?? fresh, cached: false };
   }
 
   /** Drops every cached credential of one user (same-process changes; others use the epoch). */

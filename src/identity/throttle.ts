@@ -1,5 +1,6 @@
 import type { Clock } from '../domain/clock.js';
 import { clientKey } from '../policy/client.js';
+import type { CounterSpec, CounterState } from '../store/shared.js';
 
 export interface ThrottleConfig {
   /** Failures from one client address within the window before it is locked out. */
@@ -10,24 +11,28 @@ export interface ThrottleConfig {
   maxPerUser: number;
   windowMs: number;
   lockoutMs: number;
-  /** Bound on tracked keys, so a spray from many addresses cannot exhaust memory. */
-  maxKeys?: number;
+}
+
+/** Where the counters live: the store, shared by every process on the database. */
+export interface AttemptStore {
+  reserve<R>(counters: CounterSpec[], now: number, leaseUntil: number, decide: (states: CounterState[]) => R | null): { ids: number[] } | { refused: R };
+  settle(ids: number[], outcome: Settlement, counters: CounterSpec[], clearOnOk: string[], now: number, windowEnd: number, lockUntil: number): string[];
+  locks(keys: string[], now: number): Array<{ key: string; until: number }>;
 }
 
 /** What refused an attempt: the client's address (or this username from it), or the username everywhere. */
 export type ThrottleScope = 'address' | 'username';
 
-/** A reserved attempt; settle() it exactly once with what verification found. */
-export interface Attempt {
-  readonly limits: readonly Limit[];
-}
-
-interface Limit {
-  key: string;
-  max: number;
+interface Limit extends CounterSpec {
   scope: ThrottleScope;
   /** The (username, address) counter, which a success clears. */
   clearedBySuccess: boolean;
+}
+
+/** A reserved attempt; settle() it exactly once with what verification found. */
+export interface Attempt {
+  readonly limits: readonly Limit[];
+  readonly ids: readonly number[];
 }
 
 export type Admission = { ok: true; attempt: Attempt } | { ok: false; scope: ThrottleScope; until: number | null };
@@ -35,10 +40,12 @@ export type Admission = { ok: true; attempt: Attempt } | { ok: false; scope: Thr
 /** ok: the login succeeded; fail: a 535; void: nothing was decided (busy, local error). */
 export type Settlement = 'ok' | 'fail' | 'void';
 
-interface Counter {
-  failures: number[];
-  inflight: number;
-}
+/** An attempt in flight holds its place this long at most: a process that died mid-verification frees it then. */
+const INFLIGHT_LEASE_MS = 60_000;
+/** How often an attempt waiting on another process's attempts in flight looks again (no cross-process wake-up in SQLite). */
+const POLL_MS = 50;
+
+type Verdict = { full: string } | { refused: Extract<Admission, { ok: false }> };
 
 /**
  * Password-guessing brake. It counts an attempt when it starts, before the password is
@@ -53,18 +60,17 @@ interface Counter {
  * that do not exist, so its 454 says nothing about which names do. IPv6 clients count per
  * /64 (clientKey), the unit one host can hold.
  *
- * Kept in memory: a restart forgets at most one window of failures, which costs an attacker
- * nothing they could not get by waiting.
+ * The counters live in the store, each check-and-reserve one transaction: processes sharing
+ * the database share one count, and memory does not grow with the addresses that spray.
  */
 export class AuthThrottle {
-  private readonly counters = new Map<string, Counter>();
-  private readonly locked = new Map<string, number>();
-  /** Attempts waiting for one in flight on a full counter to end. */
+  /** Attempts of this process waiting for one in flight on a full counter to end. */
   private readonly waiters = new Map<string, Array<() => void>>();
 
   constructor(
     private readonly cfg: ThrottleConfig,
     private readonly clock: Clock,
+    private readonly store: AttemptStore,
   ) {}
 
   private limits(ip: string, username: string): Limit[] {
@@ -77,11 +83,8 @@ export class AuthThrottle {
     ];
   }
 
-  private recent(key: string, now: number): Counter {
-    const c = this.counters.get(key);
-    if (!c) return { failures: [], inflight: 0 };
-    c.failures = c.failures.filter((t) => t > now - this.cfg.windowMs);
-    return c;
+  private static specs(limits: readonly Limit[]): CounterSpec[] {
+    return limits.map(({ key, max }) => ({ key, max }));
   }
 
   /**
@@ -97,24 +100,12 @@ export class AuthThrottle {
   async admit(ip: string, username: string, trusted: () => boolean): Promise<Admission> {
     const limits = this.limits(ip, username);
     for (;;) {
-      const full = this.check(limits, trusted);
-      if (full === null) break;
-      if ('refused' in full) return full.refused;
-      await new Promise<void>((resolve) => {
-        const list = this.waiters.get(full.key) ?? [];
-        list.push(resolve);
-        this.waiters.set(full.key, list);
-      });
+      const now = this.clock.now();
+      const r = this.store.reserve(AuthThrottle.specs(limits), now, now + INFLIGHT_LEASE_MS, (states) => AuthThrottle.judge(limits, states, trusted, true));
+      if ('ids' in r) return { ok: true, attempt: { limits, ids: r.ids } };
+      if ('refused' in r.refused) return r.refused.refused;
+      await this.wait(r.refused.full);
     }
-    for (const { key } of limits) {
-      const c = this.counters.get(key) ?? { failures: [], inflight: 0 };
-      c.inflight++;
-      // Re-inserted: Map order is then least recently used first, which is what the cap evicts.
-      this.counters.delete(key);
-      this.counters.set(key, c);
-    }
-    this.evict();
-    return { ok: true, attempt: { limits } };
   }
 
   /**
@@ -122,69 +113,63 @@ export class AuthThrottle {
    * nothing and waits for nothing; only a lock stops it, exactly as it stops any attempt.
    */
   lock(ip: string, username: string, trusted: () => boolean): Extract<Admission, { ok: false }> | null {
-    const found = this.check(this.limits(ip, username), trusted, false);
-    return found && 'refused' in found ? found.refused : null;
+    const limits = this.limits(ip, username);
+    const locks = new Map(this.store.locks(limits.map((l) => l.key), this.clock.now()).map((l) => [l.key, l.until]));
+    const states = limits.map((l) => ({ key: l.key, lockedUntil: locks.get(l.key) ?? null, failures: 0, inflight: 0 }));
+    const v = AuthThrottle.judge(limits, states, trusted, false);
+    return v && 'refused' in v ? v.refused : null;
   }
 
-  /** null: room for one more; refused: a lock (or the username's limit) says no; key: full of attempts in flight. */
-  private check(limits: Limit[], trusted: () => boolean, counting = true): null | { refused: Extract<Admission, { ok: false }> } | { key: string } {
-    const now = this.clock.now();
-    for (const { key, max, scope } of limits) {
-      let until = this.locked.get(key) ?? null;
-      if (until !== null && until <= now) {
-        this.locked.delete(key);
-        until = null;
-      }
-      const c = this.recent(key, now);
-      if (until === null && (!counting || c.failures.length + c.inflight < max)) continue;
+  /** null: room for one more; refused: a lock (or the username's limit) says no; full: attempts in flight fill a counter. */
+  private static judge(limits: readonly Limit[], states: CounterState[], trusted: () => boolean, counting: boolean): Verdict | null {
+    for (const [i, { max, scope, key }] of limits.entries()) {
+      const s = states[i]!;
+      const until = s.lockedUntil;
+      if (until === null && (!counting || s.failures + s.inflight < max)) continue;
       if (scope === 'username' && trusted()) continue;
-      if (until === null && c.failures.length < max) return { key };
+      if (until === null && s.failures < max) return { full: key };
       return { refused: { ok: false, scope, until } };
     }
     return null;
   }
 
+  private wait(key: string): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      // Woken when an attempt of this process on the key ends; another process's attempts
+      // end unseen, so the counter is looked at again after a short while anyway.
+      const timer = setTimeout(done, POLL_MS);
+      const list = this.waiters.get(key) ?? [];
+      list.push(done);
+      this.waiters.set(key, list);
+    });
+  }
+
   /** Ends an attempt. Returns the scopes this failure just locked (for the log). */
   settle(attempt: Attempt, outcome: Settlement): ThrottleScope[] {
     const now = this.clock.now();
-    const lockedNow: ThrottleScope[] = [];
-    for (const { key, max, scope, clearedBySuccess } of attempt.limits) {
-      const c = this.counters.get(key);
-      if (!c) continue; // evicted under a spray: nothing left to settle
-      c.inflight = Math.max(0, c.inflight - 1);
-      if (outcome === 'fail') {
-        c.failures = c.failures.filter((t) => t > now - this.cfg.windowMs);
-        c.failures.push(now);
-        if (c.failures.length >= max) {
-          this.locked.set(key, now + this.cfg.lockoutMs);
-          c.failures = [];
-          if (!lockedNow.includes(scope)) lockedNow.push(scope);
-        }
-      } else if (outcome === 'ok' && clearedBySuccess) {
-        // A success clears that username's count from that address; the address's own count
-        // and the username's count everywhere stay, since others may still be guessing.
-        c.failures = [];
-      }
-      if (!c.failures.length && !c.inflight) this.counters.delete(key);
-      const waiting = this.waiters.get(key);
-      if (waiting) {
+    try {
+      const locked = this.store.settle(
+        [...attempt.ids],
+        outcome,
+        AuthThrottle.specs(attempt.limits),
+        attempt.limits.filter((l) => l.clearedBySuccess).map((l) => l.key),
+        now,
+        now + this.cfg.windowMs,
+        now + this.cfg.lockoutMs,
+      );
+      return [...new Set(attempt.limits.filter((l) => locked.includes(l.key)).map((l) => l.scope))];
+    } finally {
+      // Woken whatever happened: a waiter must never wait on an attempt that is over.
+      for (const { key } of attempt.limits) {
+        const waiting = this.waiters.get(key);
+        if (!waiting) continue;
         this.waiters.delete(key);
         for (const wake of waiting) wake();
       }
-    }
-    this.evict();
-    return lockedNow;
-  }
-
-  private evict(): void {
-    const cap = this.cfg.maxKeys ?? 100_000;
-    for (const k of this.counters.keys()) {
-      if (this.counters.size <= cap) break;
-      this.counters.delete(k);
-    }
-    for (const k of this.locked.keys()) {
-      if (this.locked.size <= cap) break;
-      this.locked.delete(k);
     }
   }
 }

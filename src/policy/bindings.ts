@@ -73,6 +73,22 @@ export function networkAllowed(clientIp: string, networks: string[]): boolean {
 }
 
 /**
+ * Networks that say where a user is, not merely that the user may be anywhere: at most an
+ * IPv4 /8 or an IPv6 /32. A roaming user bound to 0.0.0.0/0 and ::/0 is "inside" everywhere,
+ * so a brake that spares clients inside a user's networks must not spare those.
+ */
+export function narrowNetworks(networks: string[]): string[] {
+  return networks.filter((n) => {
+    try {
+      const [addr, bits] = parseNetwork(n);
+      return bits >= (addr.kind() === 'ipv4' ? 8 : 32);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
  * A domain in lower-case A-label form (IDN U-labels converted), or null when it is not one.
  * Strict: a name that UTS46 would have to change to get there (full-width letters, a soft
  * hyphen, a Kelvin sign, a decomposed accent) is refused, never mapped silently; otherwise

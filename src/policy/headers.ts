@@ -51,14 +51,27 @@ export const displayName = (name: string) => DISPLAY[name] ?? name.charAt(0).toU
 /**
  * Why an address list cannot be read one way only, or null. Refused: two angle-addrs in one
  * mailbox (`<alice@example.com> <ceo@bank.example>` is one mailbox to some readers, the
- * other to others), text after the angle-addr, and unbalanced quotes, comments or brackets.
+ * other to others), text after the angle-addr, several words without an angle-addr
+ * (`alice@example.com ceo@bank.example`), unbalanced quotes, comments or brackets, and where
+ * `groups` is false any group syntax: RFC 5322 makes From a mailbox-list and Sender one
+ * mailbox, and `"CEO" <ceo@bank.example>: alice@example.com;` is a group to one parser and
+ * the CEO's address to another.
  */
-export function addressListProblem(value: string): string | null {
+export function addressListProblem(value: string, groups: boolean): string | null {
   let quoted = false;
   let comment = 0;
   let angle = false;
   let angles = 0;
   let closed = false;
+  let words = 0;
+  let inWord = false;
+  const endMailbox = (): string | null => {
+    if (!angles && words > 1) return 'several words without <> around the address';
+    angles = 0;
+    words = 0;
+    closed = false;
+    return null;
+  };
   for (let i = 0; i < value.length; i++) {
     const c = value[i]!;
     if (quoted || comment) {
@@ -70,9 +83,13 @@ export function addressListProblem(value: string): string | null {
     }
     if (c === '(') {
       comment = 1;
+      inWord = false;
       continue;
     }
-    if (c === ' ' || c === '\t' || c === '\r' || c === '\n') continue;
+    if (c === ' ' || c === '\t' || c === '\r' || c === '\n') {
+      inWord = false;
+      continue;
+    }
     if (angle) {
       if (c === '"') quoted = true;
       else if (c === '<') return 'an address inside an address';
@@ -82,23 +99,35 @@ export function addressListProblem(value: string): string | null {
       }
       continue;
     }
-    if (c === ',' || c === ';' || c === ':') {
-      // The next mailbox (or a group's start or end) begins.
-      angles = 0;
-      closed = false;
+    if (c === ':' || c === ';') {
+      if (!groups) return 'group syntax, which this field does not allow';
+      // A group's display name ends (":") or the group does (";"); either ends a mailbox.
+      if (c === ':' && (closed || angles)) return 'an address before a group name';
+      const why = endMailbox();
+      if (why) return why;
+      continue;
+    }
+    if (c === ',') {
+      const why = endMailbox();
+      if (why) return why;
       continue;
     }
     if (c === '<') {
       if (++angles > 1) return 'two addresses in one mailbox';
       angle = true;
-    } else if (closed) return 'text after an address';
-    else if (c === '>') return 'an unopened >';
-    else if (c === '"') quoted = true;
+      inWord = false;
+      continue;
+    }
+    if (closed) return 'text after an address';
+    if (c === '>') return 'an unopened >';
+    if (!inWord) words++;
+    inWord = true;
+    if (c === '"') quoted = true;
   }
   if (quoted) return 'an unclosed quote';
   if (comment) return 'an unclosed comment';
   if (angle) return 'an unclosed <';
-  return null;
+  return endMailbox();
 }
 
 /**
@@ -120,7 +149,7 @@ export function headerProblem(header: string): string | null {
   }
   for (const f of parsed.fields) {
     if (!SENDER_FIELDS.includes(f.name)) continue;
-    const why = addressListProblem(f.value);
+    const why = addressListProblem(f.value, f.name === 'reply-to');
     if (why) return `${displayName(f.name)} field has ${why}`;
     if (f.name === 'from' && !fieldAddresses(f.value).some((m) => m.address.includes('@'))) return 'From field has no address';
   }

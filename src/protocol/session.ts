@@ -18,7 +18,7 @@ import type { UserRepo } from '../store/users.js';
 import type { BindingRepo } from '../store/bindings.js';
 import type { DeviceRepo } from '../store/devices.js';
 import type { IncidentResponder } from '../notify/incidents.js';
-import { canonicalNetwork, envelopeAddress, networkAllowed } from '../policy/bindings.js';
+import { canonicalNetwork, envelopeAddress, narrowNetworks, networkAllowed } from '../policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
 import { distinctRecipients, HOUR } from '../policy/limits.js';
 import type { AuthThrottle, ThrottleScope } from '../identity/throttle.js';
@@ -119,12 +119,16 @@ export function createHandlers(deps: SessionDeps) {
   }
 
   /** Refuses an envelope address that is not in the one form Postern checks and relays. */
-  function addressForm(session: SMTPServerSession, command: 'mail' | 'rcpt', address: string): SmtpReply | null {
-    const form = envelopeAddress(address, Boolean(session.envelope.smtpUtf8));
+  function addressForm(session: SMTPServerSession, command: 'mail' | 'rcpt', address: SMTPServerAddress): SmtpReply | null {
+    // SMTPUTF8 of this transaction's MAIL FROM (being checked, or accepted): smtp-server's
+    // envelope flag outlives a refused MAIL, so a retry without the parameter would inherit it.
+    const mail = command === 'mail' ? address : session.envelope.mailFrom || undefined;
+    const smtputf8 = Boolean(mail && typeof mail.args === 'object' && mail.args && (mail.args as Record<string, unknown>).SMTPUTF8 === true);
+    const form = envelopeAddress(address.address, smtputf8);
     if (form.ok) return null;
     const reason = form.problem === 'needs-smtputf8' ? REASONS.NEEDS_SMTPUTF8 : command === 'mail' ? REASONS.SENDER_NOT_NORMAL : REASONS.RECIPIENT_NOT_NORMAL;
     // JSON-escaped in the log line, so the invisible characters can be seen there.
-    return refuse(session, `${command}.refused`, reply(reason), { [command === 'mail' ? 'from' : 'rcpt']: address });
+    return refuse(session, `${command}.refused`, reply(reason), { [command === 'mail' ? 'from' : 'rcpt']: address.address });
   }
 
   const rateIncidentAt = new Map<string, number>();
@@ -197,15 +201,18 @@ export function createHandlers(deps: SessionDeps) {
     const ip = normalizeIp(session.remoteAddress);
     if (!session.secure) return { kind: 'refuse', reply: refuse(session, 'auth.refused', reply(REASONS.TLS_REQUIRED)) };
     const username = auth.username ?? '';
-    let inside: boolean | undefined;
-    // Is the client inside this user's networks? Unknown names have none, so nobody is.
-    const insideNetworks = () => {
-      if (inside === undefined) {
+    // The user's networks (none for a name that does not exist): is the client inside them,
+    // and inside one narrow enough to say where the owner is (see narrowNetworks)?
+    let networks: string[] | undefined;
+    const userNetworks = () => {
+      if (networks === undefined) {
         const user = deps.users.find(username);
-        inside = !!user && networkAllowed(ip, deps.bindings.values('user', user.id, 'network', deps.clock.now()));
+        networks = user ? deps.bindings.values('user', user.id, 'network', deps.clock.now()) : [];
       }
-      return inside;
+      return networks;
     };
+    const insideNetworks = () => networkAllowed(ip, userNetworks());
+    const ownNetwork = () => networkAllowed(ip, narrowNetworks(userNetworks()));
     const throttled = (no: { scope: ThrottleScope; until: number | null }): LoginOutcome => {
       const r = reply(no.scope === 'username' ? REASONS.AUTH_USER_THROTTLED : REASONS.AUTH_THROTTLED);
       return { kind: 'refuse', reply: refuse(session, 'auth.throttled', r, { user: username, until: no.until === null ? null : new Date(no.until).toISOString() }) };
@@ -217,22 +224,30 @@ export function createHandlers(deps: SessionDeps) {
     const useCache = deps.modes.network === 'monitor' || insideNetworks();
     const hit = authzidOk && useCache ? deps.authenticator.cached(username, auth.password ?? '') : null;
     if (hit) {
-      const lock = deps.throttle.lock(ip, username, insideNetworks);
+      const lock = deps.throttle.lock(ip, username, ownNetwork);
       return lock ? throttled(lock) : judge(session, ip, auth, { kind: 'ok', user: hit, cached: true });
     }
-    const admission = await deps.throttle.admit(ip, username, insideNetworks);
+    const admission = await deps.throttle.admit(ip, username, ownNetwork);
     if (!admission.ok) return throttled(admission);
     let outcome: LoginOutcome | undefined;
     try {
       if (!authzidOk) {
         outcome = { kind: 'fail', reply: refuse(session, 'auth.fail', reply(REASONS.AUTH_AUTHZID), { user: username, method: auth.method }) };
       } else {
-        outcome = judge(session, ip, auth, await deps.authenticator.verify(username, auth.password ?? '', { useCache: false }));
+        const verified = await deps.authenticator.verify(username, auth.password ?? '', { useCache: false });
+        outcome = judge(session, ip, auth, verified);
+        // Rehash and cache only what was accepted: a refused right password leaves no trace.
+        if (outcome.kind === 'ok' && verified.kind === 'ok') await deps.authenticator.accepted(verified.user, username, auth.password ?? '');
       }
       return outcome;
     } finally {
-      const locked = deps.throttle.settle(admission.attempt, outcome?.kind === 'ok' ? 'ok' : outcome?.kind === 'fail' ? 'fail' : 'void');
-      if (locked.length) log.warn({ event: 'auth.lockout', session: session.id, ip, user: username, scope: locked.join(',') });
+      try {
+        const locked = deps.throttle.settle(admission.attempt, outcome?.kind === 'ok' ? 'ok' : outcome?.kind === 'fail' ? 'fail' : 'void');
+        if (locked.length) log.warn({ event: 'auth.lockout', session: session.id, ip, user: username, scope: locked.join(',') });
+      } catch (e) {
+        // The reservation lapses with its lease; the login's own answer stands.
+        log.error({ event: 'auth.error', session: session.id, ip, err: (e as Error).message });
+      }
     }
   }
 
@@ -276,7 +291,7 @@ export function createHandlers(deps: SessionDeps) {
     },
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
-      const refused = gate(session, 'mail') ?? addressForm(session, 'mail', address.address) ?? spoolRoom(session);
+      const refused = gate(session, 'mail') ?? addressForm(session, 'mail', address) ?? spoolRoom(session);
       if (refused) return cb(refused);
       const principal = principalOf(session)!;
       const senders = deps.bindings.values(principal.kind, principal.id, 'sender', deps.clock.now());
@@ -288,7 +303,7 @@ export function createHandlers(deps: SessionDeps) {
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Cb) {
-      const refused = gate(session, 'rcpt') ?? addressForm(session, 'rcpt', address.address);
+      const refused = gate(session, 'rcpt') ?? addressForm(session, 'rcpt', address);
       if (refused) return cb(refused);
       if (session.envelope.rcptTo.length >= deps.maxRecipients) {
         return cb(refuse(session, 'rcpt.refused', reply(REASONS.TOO_MANY_RECIPIENTS), { rcpt: address.address }));
@@ -377,9 +392,10 @@ export function createHandlers(deps: SessionDeps) {
         const now = deps.clock.now();
         const id = newQueueId(now);
         // The envelope as it is stored and relayed: every address in the one form MAIL and
-        // RCPT checked (domains as A-labels), a recipient given in two forms kept once.
+        // RCPT checked (domains as A-labels), a recipient given with a U-label and an A-label
+        // kept once (smtp-server already merged the same address in other letter case).
         const relayForm = (a: string) => { const f = envelopeAddress(a, true); return f.ok ? f.address : a; };
-        const rcptTo = [...new Map(session.envelope.rcptTo.map((a) => { const f = relayForm(a.address); return [f.toLowerCase(), f] as const; })).values()];
+        const rcptTo = [...new Set(session.envelope.rcptTo.map((a) => relayForm(a.address)))];
         const mailFrom = session.envelope.mailFrom ? relayForm(session.envelope.mailFrom.address) : '';
         const tls = session.tlsOptions ? `using ${session.tlsOptions.version} with cipher ${session.tlsOptions.name}` : null;
         const data = prepareMessage(raw, {

@@ -2,7 +2,7 @@ import { statfsSync } from 'node:fs';
 
 /** The spool's own probe of its store: can a write transaction begin now, without waiting? */
 export interface WriteProbe {
-  writable(): boolean;
+  writable(now: number): boolean;
 }
 
 export interface SpoolState {
@@ -30,12 +30,12 @@ function why(e: unknown): string {
  * message may need (Postfix refuses mail below 1.5 × message_size_limit free, and so do we,
  * at MAIL FROM, with 452 4.3.1), and the last commit, which failed for a reason statfs cannot
  * see (a lock held past busy_timeout, an I/O error). A failed commit is forgotten at the next
- * successful one, or when a probe shows writes can begin again: /healthz must recover by
+ * successful one, or when a probe commits a write again: /healthz must recover by
  * itself, not only when a client happens to send.
  */
 export class SpoolHealth {
   private failure: string | null = null;
-  private free: { bytes: number | null; at: number } | null = null;
+  private free: { bytes: number | null; inodes: boolean; at: number } | null = null;
 
   constructor(
     private readonly dataDir: string,
@@ -52,26 +52,30 @@ export class SpoolHealth {
     this.failure = why(e);
   }
 
-  /** Free bytes for an unprivileged writer in data_dir, or null where statfs cannot tell. */
-  private freeBytes(): number | null {
+  /** Free bytes for an unprivileged writer in data_dir (null where statfs cannot tell), and whether inodes are left. */
+  private freeBytes(): { bytes: number | null; inodes: boolean } {
     const now = performance.now();
     if (!this.free || now - this.free.at > STATFS_TTL_MS) {
-      let bytes: number | null;
+      let bytes: number | null = null;
+      let inodes = true;
       try {
         const s = statfsSync(this.dataDir);
         bytes = s.bavail * s.bsize;
+        // Some file systems report no inode figures at all (files = 0): not "none free".
+        inodes = s.files === 0 || s.ffree > 0;
       } catch {
-        bytes = null;
+        // statfs cannot tell: the commit will.
       }
-      this.free = { bytes, at: now };
+      this.free = { bytes, inodes, at: now };
     }
-    return this.free.bytes;
+    return this.free;
   }
 
   /** Null when a message of the maximum size fits; else why not, for the log. */
   noRoom(): string | null {
-    const free = this.freeBytes();
-    return free !== null && free < this.needBytes ? `data_dir has ${mb(free)} free, a message may need ${mb(this.needBytes)}` : null;
+    const { bytes, inodes } = this.freeBytes();
+    if (!inodes) return 'data_dir has no free inodes';
+    return bytes !== null && bytes < this.needBytes ? `data_dir has ${mb(bytes)} free, a message may need ${mb(this.needBytes)}` : null;
   }
 
   /** For /healthz: 503 while this says not ok. */
@@ -80,7 +84,7 @@ export class SpoolHealth {
     this.free = null;
     const room = this.noRoom();
     if (room) return { ok: false, detail: `spool cannot write: disk full (${room})` };
-    if (this.failure && this.probe.writable()) this.failure = null;
+    if (this.failure && this.probe.writable(Date.now())) this.failure = null;
     if (this.failure) return { ok: false, detail: `spool cannot write: ${this.failure}` };
     return { ok: true, detail: 'ok' };
   }

@@ -10,6 +10,7 @@ import { PolicyCache } from './policy-cache.js';
 import { QueueRepo } from './queue.js';
 import { QuarantineRepo } from './quarantine.js';
 import { UserRepo } from './users.js';
+import { AuthAttemptRepo, LeaseRepo } from './shared.js';
 
 export interface Store {
   db: Db;
@@ -22,6 +23,10 @@ export interface Store {
   queue: QueueRepo;
   quarantine: QuarantineRepo;
   delivery: DeliveryRepo;
+  /** The guessing brake's counters, shared by every process on the database. */
+  authAttempts: AuthAttemptRepo;
+  /** Named leases: one drain at a time, one notice per burst, across processes. */
+  leases: LeaseRepo;
   close(): void;
 }
 
@@ -53,6 +58,8 @@ export function openStore(dataDir: string, opts: { migrate?: boolean } = {}): St
     queue: new QueueRepo(db),
     quarantine: new QuarantineRepo(db),
     delivery: new DeliveryRepo(db, bookkeeping),
+    authAttempts: new AuthAttemptRepo(bookkeeping),
+    leases: new LeaseRepo(bookkeeping),
     close: () => {
       if (bookkeeping.open) bookkeeping.close();
       if (db.open) db.close();

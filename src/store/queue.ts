@@ -36,16 +36,18 @@ function toMessage(row: MessageRow): QueuedMessage {
 /** The spool's tables. Only spool/ writes new messages; the CLI reads and changes states. */
 export class QueueRepo {
   /**
-   * Could a write begin now? Takes the write lock and gives it back at once, without waiting
-   * for another holder (busy_timeout 0 for this one statement): a health probe must not
-   * stall the event loop behind another process's long transaction.
+   * Can the spool commit now? Commits one tiny row on the spool's own connection (so through
+   * its WAL and fsync), without waiting for another holder of the lock (busy_timeout 0 for
+   * this probe): taking the lock alone would succeed on a disk that cannot take a page, and
+   * a probe must not stall the event loop behind another process's long transaction.
    */
-  writable(): boolean {
+  writable(now: number): boolean {
     const timeout = this.db.pragma('busy_timeout', { simple: true }) as number;
     this.db.pragma('busy_timeout = 0');
     try {
-      this.db.exec('BEGIN IMMEDIATE');
-      this.db.exec('ROLLBACK');
+      this.db
+        .prepare(`INSERT INTO leases (name, owner, until) VALUES ('spool-health-probe', 'spool', ?) ON CONFLICT (name) DO UPDATE SET until = excluded.until`)
+        .run(now);
       return true;
     } catch {
       return false;

@@ -52,8 +52,9 @@ describe('delivery claims across processes', () => {
     // Five sessions on each process, twenty messages each.
     await Promise.all(Array.from({ length: 10 }, (_, i) => submit(i % 2 ? b.port : a.port, subjects.slice(i * 20, i * 20 + 20))));
     while (sink.messages.length < 200) await once(sink, 'message');
-    const done = () => a.events.filter((e) => e.event === 'delivery.done').length + b.events.filter((e) => e.event === 'delivery.done').length;
-    while (done() < 200) await Promise.race([a.next('delivery.done'), b.next('delivery.done')]);
+    const doneIn = (p: typeof a) => p.events.filter((e) => e.event === 'delivery.done').length;
+    const done = () => doneIn(a) + doneIn(b);
+    while (done() < 200) await Promise.race([a.count('delivery.done', doneIn(a) + 1), b.count('delivery.done', doneIn(b) + 1)]);
     // Both processes took part, and together finished each message once.
     expect(a.events.some((e) => e.event === 'delivery.done') && b.events.some((e) => e.event === 'delivery.done')).toBe(true);
     expect(done()).toBe(200);

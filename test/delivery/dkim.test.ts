@@ -3,7 +3,7 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { generateKeyPairSync } from 'node:crypto';
-import { dkimSign, dkimTxtRecord } from '../../src/delivery/dkim.js';
+import { dkimSign, dkimTxtRecord, relaxedBody, relaxedHeader } from '../../src/delivery/dkim.js';
 import { createResolver } from '../../src/dns/resolver.js';
 import { startDnsServer } from '../helpers/dnsd.js';
 import { cli } from '../helpers/cli.js';
@@ -106,5 +106,20 @@ describe('DKIM canonicalization', () => {
     } finally {
       await dns.close();
     }
+  });
+});
+
+describe('DKIM canonicalization, byte by byte', () => {
+  it('strips only SP and HTAB at the ends of a header value, never the 0xA0 byte of a UTF-8 character', () => {
+    const voila = Buffer.from(' voilà \t', 'utf8').toString('latin1');
+    expect(relaxedHeader('subject', voila)).toBe(`subject:${Buffer.from('voilà', 'utf8').toString('latin1')}`);
+    expect(relaxedHeader('subject', ' a \r\n\t  b\t')).toBe('subject:a b');
+  });
+
+  // Quadratic (an unanchored regex), the first case takes minutes and the test times out.
+  it('cuts trailing empty lines in linear time (a body of 200,000 CRLFs and a letter)', () => {
+    expect(relaxedBody('\r\n'.repeat(200_000) + 'x')).toBe(`${'\r\n'.repeat(200_000)}x\r\n`);
+    expect(relaxedBody('\r\n'.repeat(200_000))).toBe('');
+    expect(relaxedBody('a \t\r\n\r\n\r\n')).toBe('a\r\n');
   });
 });

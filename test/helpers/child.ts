@@ -15,7 +15,11 @@ export interface ServeChild {
   exited: Promise<number | null>;
   /** Every JSON log line the server printed so far. */
   events: Array<Record<string, unknown>>;
-  /** Resolves with the next log line of this event (after those already seen). */
+  /**
+   * Resolves with the next log line of this event not yet returned by next(): one logged
+   * before the call counts too, since lines arrive in batches (relay.started and the first
+   * delivery can share one read).
+   */
   next(event: string): Promise<Record<string, unknown>>;
   /** Resolves once the server has logged this event n times in all (counting those seen). */
   count(event: string, n: number): Promise<void>;
@@ -39,7 +43,7 @@ export function serve(config: string): Promise<ServeChild> {
     }),
   );
   const events: Array<Record<string, unknown>> = [];
-  const waiters: Array<{ event: string; resolve: (l: Record<string, unknown>) => void }> = [];
+  const waiters: Array<{ event: string; n: number; resolve: (l: Record<string, unknown>) => void }> = [];
   const counters: Array<{ event: string; n: number; resolve: () => void }> = [];
   const seen = (event: string) => events.filter((e) => e.event === event).length;
   const count = (event: string, n: number) =>
@@ -48,9 +52,14 @@ export function serve(config: string): Promise<ServeChild> {
       counters.push({ event, n, resolve });
       void exited.then((code) => reject(new Error(`serve exited (${code}) before logging ${event} ${n} times`)));
     });
+  const taken = new Map<string, number>();
   const next = (event: string) =>
     new Promise<Record<string, unknown>>((resolve, reject) => {
-      waiters.push({ event, resolve });
+      const n = taken.get(event) ?? 0;
+      taken.set(event, n + 1);
+      const have = events.filter((e) => e.event === event)[n];
+      if (have) return resolve(have);
+      waiters.push({ event, n, resolve });
       void exited.then((code) => reject(new Error(`serve exited (${code}) before logging ${event}`)));
     });
   return new Promise((resolve, reject) => {
@@ -64,7 +73,7 @@ export function serve(config: string): Promise<ServeChild> {
         return;
       }
       events.push(ev);
-      for (const w of waiters.filter((x) => x.event === ev.event)) {
+      for (const w of waiters.filter((x) => x.event === ev.event && x.n === seen(x.event) - 1)) {
         waiters.splice(waiters.indexOf(w), 1);
         w.resolve(ev);
       }

@@ -35,9 +35,12 @@ describe('Authenticator', () => {
     expect(await a.verify('nobody', PASS)).toEqual({ kind: 'invalid' });
   });
 
-  it('serves a repeated login from the cache until the TTL runs out', async () => {
+  it('serves a repeated login from the cache until the TTL runs out, once a login was accepted', async () => {
     const a = auth();
-    await a.verify('alice', PASS);
+    const first = await a.verify('alice', PASS);
+    // Verified but not yet accepted (the caller still judges the network): nothing cached.
+    expect(await a.verify('alice', PASS)).toMatchObject({ kind: 'ok', cached: false });
+    if (first.kind === 'ok') await a.accepted(first.user, 'alice', PASS);
     expect(await a.verify('alice', PASS)).toMatchObject({ kind: 'ok', cached: true });
     clock.advance(60_001);
     expect(await a.verify('alice', PASS)).toMatchObject({ kind: 'ok', cached: false });
@@ -45,7 +48,9 @@ describe('Authenticator', () => {
 
   it('drops cached credentials when the password changes in another process', async () => {
     const a = auth();
-    await a.verify('alice', PASS);
+    const first = await a.verify('alice', PASS);
+    if (first.kind === 'ok') await a.accepted(first.user, 'alice', PASS);
+    expect(await a.verify('alice', PASS)).toMatchObject({ kind: 'ok', cached: true });
     // What `postern user passwd` does, through its own connection to the database.
     const cli = openStore(dir);
     const alice = cli.users.find('alice')!;
@@ -59,7 +64,11 @@ describe('Authenticator', () => {
     const stronger = { memoryCost: 2048, timeCost: 2, parallelism: 1 };
     const a = auth({ params: stronger });
     expect(store.users.find('alice')!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=1024,p=1,t=1\$/);
-    expect(await a.verify('alice', PASS)).toMatchObject({ kind: 'ok' });
+    const out = await a.verify('alice', PASS);
+    expect(out).toMatchObject({ kind: 'ok' });
+    // A verified password is rehashed only once the login is accepted.
+    expect(store.users.find('alice')!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=1024,p=1,t=1\$/);
+    if (out.kind === 'ok') await a.accepted(out.user, 'alice', PASS);
     expect(store.users.find('alice')!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=2048,p=1,t=2\$/);
     expect(await auth({ params: stronger, cacheTtlMs: 0 }).verify('alice', PASS)).toMatchObject({ kind: 'ok' });
   });

@@ -66,6 +66,14 @@ describe('envelope addresses in one form', () => {
     await c.quit();
   });
 
+  it('judges SMTPUTF8 per transaction: a refused MAIL FROM with it does not lend it to the next one', async () => {
+    const c = await session();
+    expect(await c.cmd('MAIL FROM:<ｋate@example.com> SMTPUTF8')).toBe(SENDER_NOT_NORMAL);
+    expect(await c.cmd('MAIL FROM:<kate@example.com>')).toBe('250 2.1.0 Accepted');
+    expect(await c.cmd('RCPT TO:<jörg@dest.example>')).toBe(NEEDS_SMTPUTF8);
+    await c.quit();
+  });
+
   it('relays IDN domains to the MX as A-labels, however the client wrote them, and stores them so', async () => {
     const c = await session();
     expect(await c.cmd('MAIL FROM:<kate@example.com> SMTPUTF8')).toBe('250 2.1.0 Accepted');

@@ -295,5 +295,9 @@ describe('network bindings in canonical form', () => {
     expect(t.relay.store.bindings.values('user', alice, 'network', t.clock.now())).toEqual(['127.0.0.1/32']);
     expect(await cli(config, ['user', 'allow', 'alice', '--network', '0::0/0', '--network', '0.0.0.0/0'])).toMatchObject({ code: 0 });
     expect(t.relay.store.bindings.values('user', alice, 'network', t.clock.now()).sort()).toEqual(['0.0.0.0/0', '127.0.0.1/32', '::/0']);
+    // Removing it is never refused, and with 0.0.0.0/0 bound it may be added on its own.
+    expect(await cli(config, ['user', 'deny', 'alice', '--network', '::/0'])).toMatchObject({ code: 0 });
+    expect(await cli(config, ['user', 'allow', 'alice', '--network', '::/0'])).toMatchObject({ code: 0 });
+    expect(t.relay.store.bindings.values('user', alice, 'network', t.clock.now()).sort()).toEqual(['0.0.0.0/0', '127.0.0.1/32', '::/0']);
   });
 });

@@ -23,6 +23,9 @@ describe('header fields read one way', () => {
     ['text after the address', 'From: <alice@corp.example> ceo@bank.example\r\n', 'From field has text after an address'],
     ['an unclosed quote in Sender', 'From: <alice@corp.example>\r\nSender: "Alice <alice@corp.example>\r\n', 'Sender field has an unclosed quote'],
     ['a From without an address', 'From: Alice\r\n', 'From field has no address'],
+    ['a group in From, which reads as the CEO to some parsers', 'From: "CEO" <ceo@bank.example>: alice@corp.example;\r\n', 'From field has group syntax, which this field does not allow'],
+    ['an address before a group name in Reply-To', 'From: <alice@corp.example>\r\nReply-To: "CEO" <ceo@bank.example>: alice@corp.example;\r\n', 'Reply-To field has an address before a group name'],
+    ['two bare addresses in one mailbox', 'From: alice@corp.example ceo@bank.example\r\n', 'From field has several words without <> around the address'],
     ['two Subject fields', 'From: <alice@corp.example>\r\nSubject: a\r\nSubject: b\r\n', '2 Subject fields, RFC 5322 allows one'],
     ['two Reply-To fields', 'From: <alice@corp.example>\r\nReply-To: a@corp.example\r\nreply-to: b@corp.example\r\n', '2 Reply-To fields, RFC 5322 allows one'],
     ['a first line that is a fold', ' From: <alice@corp.example>\r\n', 'header line 1 is not a header field'],
@@ -41,10 +44,11 @@ describe('header fields read one way', () => {
     expect(t.logs.events('message.refused').at(-1)).toMatchObject({ reason: 'HEADER_INVALID', user: 'alice' });
   });
 
-  it('accepts groups, comments, quoted names and several mailboxes in From', () => {
-    for (const from of ['Team: a@corp.example, "B, b" <b@corp.example>;', '(comment) alice@corp.example (Alice)', '"Alice <x>" <alice@corp.example>', '<"odd local"@corp.example>', 'a@corp.example, b@corp.example']) {
+  it('accepts comments, quoted names and several mailboxes in From, and groups in Reply-To', () => {
+    for (const from of ['(comment) alice@corp.example (Alice)', '"Alice <x>" <alice@corp.example>', 'Alice Smith <alice@corp.example>', '<"odd local"@corp.example>', 'a@corp.example, b@corp.example', '"A \\" B" <a@corp.example>']) {
       expect(headerProblem(`From: ${from}\r\nSubject: s\r\n`), from).toBeNull();
     }
+    expect(headerProblem('From: a@corp.example\r\nReply-To: Team: a@corp.example, "B, b" <b@corp.example>;\r\n')).toBeNull();
   });
 
   it('adds From: <envelope sender> to a message without one, as Postfix does', async () => {
