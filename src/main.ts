@@ -4,6 +4,7 @@ import type { Config } from './config/schema.js';
 import { outboundIdentityProblem } from './config/identity.js';
 import { ConfigError } from './config/load.js';
 import { startDelivery, type Delivery } from './delivery/index.js';
+import { processOwner } from './store/shared.js';
 import { systemClock, type Clock } from './domain/clock.js';
 import { REASONS } from './domain/reasons.js';
 import { Authenticator } from './identity/authenticator.js';
@@ -104,6 +105,8 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   if (identityProblem) throw new ConfigError(`refusing to start: ${identityProblem}`);
 
   const store = openStore(cfg.server.data_dir);
+  // This process's name in shared claims and leases (delivery, the quota drain).
+  const owner = processOwner(cfg.server.hostname);
   const tlsMaterial = await loadTls({ ...cfg.tls, dataDir: cfg.server.data_dir, hostname: cfg.server.hostname });
   const authenticator = new Authenticator(store.users, {
     params: {
@@ -150,6 +153,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     clock,
     log,
     cfg.limits.redis ? await RedisLedger.connect(cfg.limits.redis) : undefined,
+    { leases: store.leases, owner },
   );
   const throttle = new AuthThrottle(
     {
@@ -186,6 +190,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     authFailureDelayMs: cfg.limits.auth_failure_delay_ms,
     maxConnectionsPerIp: cfg.server.max_connections_per_ip,
     spoolNoRoom: () => spoolHealth.noRoom(),
+    leases: store.leases,
     quota,
     modes: { network: cfg.binding.network.mode, sender: cfg.binding.sender.mode, limits: cfg.limits.mode, quarantine: cfg.quarantine.mode },
   });
@@ -265,7 +270,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     s.on('error', (err: Error) => log.warn({ event: 'smtp.error', err: err.message }));
   }
   // --- Outbound delivery (issue 6): drains the spool in this process; woken by the spool.
-  const delivery = cfg.delivery.enabled ? startDelivery(cfg, { store, spool, clock, log, incidents }) : null;
+  const delivery = cfg.delivery.enabled ? startDelivery(cfg, { store, spool, clock, log, incidents, owner }) : null;
   const drainer = setInterval(() => {
     try {
       quota

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../domain/clock.js';
@@ -6,6 +5,7 @@ import type { Logger } from '../obs/log.js';
 import { createResolver } from '../dns/resolver.js';
 import type { Spool } from '../spool/spool.js';
 import type { Store } from '../store/index.js';
+import { processOwner } from '../store/shared.js';
 import { Deliverer } from './deliver.js';
 import { DkimSigner } from './dkim.js';
 import { Reputation, type IncidentSink } from './reputation.js';
@@ -41,11 +41,6 @@ export interface Delivery {
 }
 
 /** Wires routing, sending, signing and the scheduler, and starts it. */
-/** A claim owner unique to this process start: the host for the admin, pid and a nonce so a restarted process with a recycled pid is another owner. */
-export function processOwner(hostname: string): string {
-  return `${hostname}:${process.pid}:${randomBytes(3).toString('hex')}`;
-}
-
 export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   const { store, clock, log } = deps;
   const d = cfg.delivery;

@@ -15,6 +15,7 @@ import { findBareNewline, headerEnd, newQueueId, prepareMessage } from '../spool
 import { headerProblem } from '../policy/headers.js';
 import type { Spool } from '../spool/spool.js';
 import type { UserRepo } from '../store/users.js';
+import type { LeaseRepo } from '../store/shared.js';
 import type { BindingRepo } from '../store/bindings.js';
 import type { DeviceRepo } from '../store/devices.js';
 import type { IncidentResponder } from '../notify/incidents.js';
@@ -48,6 +49,8 @@ export interface SessionDeps {
   /** Pause before a failed-AUTH reply (ms): slows guessing, equal for known and unknown users. */
   authFailureDelayMs: number;
   quota: QuotaGate;
+  /** Shared "once per burst": one rate-limit incident per principal per hour, whichever process sees it. */
+  leases: Pick<LeaseRepo, 'firstInBurst'>;
   /** Whether the spool has room for a message of the maximum size (null: room). */
   spoolNoRoom?: () => string | null;
   /** Simultaneous connections one client address may hold. */
@@ -131,7 +134,6 @@ export function createHandlers(deps: SessionDeps) {
     return refuse(session, `${command}.refused`, reply(reason), { [command === 'mail' ? 'from' : 'rcpt']: address.address });
   }
 
-  const rateIncidentAt = new Map<string, number>();
   const connectionsByIp = new Map<string, number>();
   const counted = new Set<string>();
 
@@ -142,9 +144,9 @@ export function createHandlers(deps: SessionDeps) {
     if (!over) return null;
     if (monitored(session, 'limits', 'refuse', { principal: principal.name, reason: REASONS.RATE_LIMITED.id })) return null;
     const now = deps.clock.now();
-    // One incident (and admin notice) per window, not one per refused command.
-    if ((rateIncidentAt.get(key) ?? -Infinity) <= now - HOUR) {
-      rateIncidentAt.set(key, now);
+    // One incident (and admin notice) per window, not one per refused command, across every
+    // process sharing the store.
+    if (deps.leases.firstInBurst(`rate-incident ${key}`, now, now + HOUR)) {
       deps.incidents.report({ principal, kind: 'rate-limit', clientIp: normalizeIp(session.remoteAddress), detail: 'too much mail waiting for quota', suspend: false, burstMs: HOUR });
     }
     return refuse(session, `${command}.refused`, reply(REASONS.RATE_LIMITED, `retry after ${hhmm(over.retryAt)} UTC`), { principal: principal.name });

@@ -14,7 +14,7 @@ import { parseFacts } from './parse.js';
 import { summarize } from './summary.js';
 
 export interface QuarantineDeps {
-  store: Pick<Store, 'bindings' | 'incidents' | 'delivery' | 'quarantine' | 'users' | 'limits'>;
+  store: Pick<Store, 'bindings' | 'incidents' | 'delivery' | 'quarantine' | 'users' | 'limits' | 'leases'>;
   spool: Spool;
   clock: Clock;
   log: Logger;
@@ -61,8 +61,6 @@ export const domainTools: DomainTools = {
 export class Quarantine {
   readonly scoring: ScoringConfig;
   private timer: NodeJS.Timeout | undefined;
-  /** principal -> when its last held notice was queued (memory only: a restart costs one extra notice at most). */
-  private readonly noticed = new Map<string, number>();
   /** What assess found new per message, so onAccepted writes only those (usually none). */
   private readonly fresh = new WeakMap<AssessInput, string[]>();
 
@@ -132,14 +130,13 @@ export class Quarantine {
     const user = input.principal.kind === 'user' ? store.users.get(input.principal.id) : undefined;
     const to = user?.notifyAddress || input.envelope.mailFrom;
     if (!to) return;
-    const last = this.noticed.get(key);
     // One notice per burst, as for incidents: a stolen account sending a thousand held
-    // messages must not bury its owner's inbox in a thousand notices.
-    if (last !== undefined && input.now - last < this.cfg.notify.burst_minutes * 60_000) {
+    // messages must not bury its owner's inbox in a thousand notices. A lease in the store,
+    // so every process sharing it counts the same burst.
+    if (!store.leases.firstInBurst(`held-notice ${key}`, input.now, input.now + this.cfg.notify.burst_minutes * 60_000)) {
       log.info({ event: 'quarantine.notice_skipped', queue_id: input.id, principal: key, reason: 'burst' });
       return;
     }
-    this.noticed.set(key, input.now);
     const { subject } = await summarize(input.data.subarray(0, headerEnd(input.data)));
     const rcpts = input.envelope.rcptTo;
     const helpdesk = this.cfg.notify.helpdesk ? ` (${this.cfg.notify.helpdesk})` : '';

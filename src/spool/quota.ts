@@ -3,6 +3,7 @@ import type { QueueState } from '../domain/types.js';
 import type { Logger } from '../obs/log.js';
 import { decideQuota, distinctRecipients, type Limits } from '../policy/limits.js';
 import type { LimitRepo } from '../store/limits.js';
+import type { LeaseRepo } from '../store/shared.js';
 import { SqliteLedger, type QuotaLedger } from './ledger.js';
 
 export interface QuotaConfig extends Limits {
@@ -29,6 +30,8 @@ export class QuotaGate {
     private readonly clock: Clock,
     private readonly log: Logger,
     ledger?: QuotaLedger,
+    /** "One drainer at a time" across processes sharing the store, and this process's name in it. */
+    private readonly drainLease?: { leases: Pick<LeaseRepo, 'take' | 'give'>; owner: string },
   ) {
     this.ledger = ledger ?? new SqliteLedger(repo);
   }
@@ -77,11 +80,17 @@ export class QuotaGate {
     // One drain at a time: overlapping runs (a slow Redis) would reserve quota twice for the
     // same oldest message.
     if (this.draining) return [];
+    // Across processes too: two drainers would each see the same oldest message waiting and
+    // hand it on twice. The lease outlives a drain that hangs only by a minute.
+    const lease = this.drainLease;
+    const now = this.clock.now();
+    if (lease && !lease.leases.take('quota-drain', lease.owner, now, now + 60_000)) return [];
     this.draining = true;
     try {
       return await this.drainNow();
     } finally {
       this.draining = false;
+      lease?.leases.give('quota-drain', lease.owner);
     }
   }
 

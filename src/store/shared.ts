@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Db } from './db.js';
 
 /** One counter of the guessing brake, as the throttle asks the store to apply it. */
@@ -129,4 +130,20 @@ export class LeaseRepo {
   give(name: string, owner: string): void {
     this.giveStmt.run(name, owner);
   }
+
+  /**
+   * "Once per burst": true for the first caller, by any process, until `until`; false for
+   * every caller after it within the burst, the first one included.
+   */
+  firstInBurst(name: string, now: number, until: number): boolean {
+    return this.take(name, `burst ${randomBytes(8).toString('hex')}`, now, until);
+  }
+}
+
+/**
+ * A name for this process in claims and leases, unique to this start: the host for the
+ * admin, the pid, and a nonce so that a restarted process with a recycled pid is another owner.
+ */
+export function processOwner(hostname: string): string {
+  return `${hostname}:${process.pid}:${randomBytes(3).toString('hex')}`;
 }

@@ -1,0 +1,72 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { once } from 'node:events';
+import path from 'node:path';
+import { openStore } from '../../src/store/index.js';
+import { cli, writeConfig } from '../helpers/cli.js';
+import { BUILT, killAll, serve, type ServeChild } from '../helpers/child.js';
+import { startDnsServer, type DnsServer } from '../helpers/dnsd.js';
+import { tempDir } from '../helpers/relay.js';
+import { closeAllSinks, startSink } from '../helpers/sink.js';
+import { SmtpClient } from '../helpers/smtp-client.js';
+
+const PASS = 'correct horse battery staple';
+let dns: DnsServer | undefined;
+afterEach(async () => {
+  killAll();
+  await closeAllSinks();
+  await dns?.close();
+  dns = undefined;
+});
+
+async function send(port: number, bodies: string[]): Promise<string[]> {
+  const c = await SmtpClient.connect(port);
+  expect(await c.login('alice', PASS)).toMatch(/^235 /);
+  const replies: string[] = [];
+  for (const b of bodies) replies.push(await c.send('alice@sender.example', ['bob@dest.example'], b));
+  await c.quit();
+  return replies;
+}
+
+const total = (ps: ServeChild[], event: string) => ps.reduce((n, p) => n + p.events.filter((e) => e.event === event).length, 0);
+async function until(ps: ServeChild[], events: string[], n: number): Promise<void> {
+  const sum = () => events.reduce((k, e) => k + total(ps, e), 0);
+  while (sum() < n) await Promise.race(ps.flatMap((p) => events.map((e) => p.count(e, total([p], e) + 1))));
+}
+
+describe('limits and notices across two serve processes on one data dir', () => {
+  it.runIf(BUILT)('delivers exactly the hourly limit in total, and sends one held-mail notice per burst in total', async () => {
+    const sink = await startSink('127.0.0.2', 0);
+    dns = await startDnsServer([
+      { type: 'A', name: 'mx.dest.example', data: '127.0.0.2' },
+      { type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx.dest.example' } },
+    ]);
+    const dir = tempDir();
+    const config = writeConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nport = ${sink.port}\n`);
+    expect((await cli(config, ['user', 'add', 'alice', '--password-stdin', '--sender', 'alice@sender.example', '--network', '127.0.0.1', '--notify', 'alice@home.example'], `${PASS}\n`)).code).toBe(0);
+    expect((await cli(config, ['user', 'limits', 'alice', '--messages-per-hour', '3'])).code).toBe(0);
+    const ps = [await serve(config), await serve(config)];
+
+    // Held mail first: it takes no quota (and, once three wait, new mail is refused).
+    const spoof = (i: number) => `From: "CEO" <ceo@bank.example>\r\nSubject: held ${i}\r\n\r\nwire the money\r\n`;
+    await Promise.all([send(ps[0]!.port, [0, 1].map(spoof)), send(ps[1]!.port, [2, 3].map(spoof))]);
+    await until(ps, ['quarantine.notice_queued', 'quarantine.notice_skipped'], 4);
+    expect(total(ps, 'message.held')).toBe(4);
+    expect(total(ps, 'quarantine.notice_queued')).toBe(1);
+    expect(total(ps, 'quarantine.notice_skipped')).toBe(3);
+
+    const clean = (i: number) => `From: <alice@sender.example>\r\nSubject: clean ${i}\r\n\r\nhello\r\n`;
+    const replies = (await Promise.all([send(ps[0]!.port, [0, 1, 2].map(clean)), send(ps[1]!.port, [3, 4, 5].map(clean))])).flat();
+    expect(replies.every((r) => /^250 2\.0\.0 /.test(r))).toBe(true);
+    while (sink.messages.length < 3) await once(sink, 'message');
+    // Three sent, and the held-mail notice (to a domain that does not exist: failed, no DSN).
+    await until(ps, ['delivery.done'], 4);
+    const st = openStore(path.join(dir, 'data'));
+    const states = st.queue.list().filter((m) => m.principal !== null).map((m) => m.state);
+    expect(states.filter((x) => x === 'waiting-quota')).toHaveLength(3);
+    expect(states.filter((x) => x === 'held')).toHaveLength(4);
+    expect(states).toHaveLength(7);
+    st.close();
+    expect(sink.messages).toHaveLength(3);
+
+  }, 30_000);
+});

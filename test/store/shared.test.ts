@@ -1,0 +1,70 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { rmSync } from 'node:fs';
+import { openStore, type Store } from '../../src/store/index.js';
+import { tempDir } from '../helpers/relay.js';
+
+const opened: Array<{ dir: string; stores: Store[] }> = [];
+afterEach(() => {
+  for (const o of opened.splice(0)) {
+    for (const s of o.stores) s.close();
+    rmSync(o.dir, { recursive: true, force: true });
+  }
+});
+
+/** Two stores on one database file: what two processes sharing a data dir see. */
+function twoConnections(): [Store, Store] {
+  const dir = tempDir();
+  const stores: [Store, Store] = [openStore(dir), openStore(dir)];
+  opened.push({ dir, stores });
+  return stores;
+}
+
+describe('leases', () => {
+  it('go to one taker at a time, are renewed by their owner, and lapse or are given back', () => {
+    const [a, b] = twoConnections();
+    expect(a.leases.take('quota-drain', 'A', 1000, 2000)).toBe(true);
+    expect(b.leases.take('quota-drain', 'B', 1500, 2500)).toBe(false);
+    expect(a.leases.take('quota-drain', 'A', 1500, 3000)).toBe(true);
+    expect(b.leases.take('quota-drain', 'B', 2999, 4000)).toBe(false);
+    expect(b.leases.take('quota-drain', 'B', 3000, 4000)).toBe(true);
+    b.leases.give('quota-drain', 'A');
+    expect(a.leases.take('quota-drain', 'A', 3500, 5000)).toBe(false);
+    b.leases.give('quota-drain', 'B');
+    expect(a.leases.take('quota-drain', 'A', 3500, 5000)).toBe(true);
+  });
+
+  it('say "first in this burst" once per burst, to the first of any number of callers', () => {
+    const [a, b] = twoConnections();
+    expect(a.leases.firstInBurst('held-notice user:alice', 0, 100)).toBe(true);
+    expect(a.leases.firstInBurst('held-notice user:alice', 0, 100)).toBe(false);
+    expect(b.leases.firstInBurst('held-notice user:alice', 99, 199)).toBe(false);
+    expect(b.leases.firstInBurst('held-notice user:alice', 100, 200)).toBe(true);
+  });
+});
+
+describe('login attempt counters', () => {
+  const counters = [{ key: 'ip 192.0.2.1', max: 2 }];
+  const reserve = (s: Store, now: number) => s.authAttempts.reserve(counters, now, now + 60_000, (st) => (st[0]!.lockedUntil !== null || st[0]!.failures + st[0]!.inflight >= 2 ? st[0] : null));
+
+  it('count attempts in flight on every connection, and lock at the limit of failures', () => {
+    const [a, b] = twoConnections();
+    const first = reserve(a, 0);
+    const second = reserve(b, 0);
+    expect('ids' in first && 'ids' in second).toBe(true);
+    expect(reserve(a, 0)).toEqual({ refused: { key: 'ip 192.0.2.1', lockedUntil: null, failures: 0, inflight: 2 } });
+    if (!('ids' in first) || !('ids' in second)) return;
+    expect(a.authAttempts.settle(first.ids, 'fail', counters, [], 10, 900_010, 900_010)).toEqual([]);
+    expect(b.authAttempts.settle(second.ids, 'fail', counters, [], 20, 900_020, 900_020)).toEqual(['ip 192.0.2.1']);
+    expect(reserve(a, 30)).toEqual({ refused: { key: 'ip 192.0.2.1', lockedUntil: 900_020, failures: 0, inflight: 0 } });
+    expect(a.authAttempts.locks(['ip 192.0.2.1', 'ip 192.0.2.2'], 30)).toEqual([{ key: 'ip 192.0.2.1', until: 900_020 }]);
+    expect('ids' in reserve(a, 900_020)).toBe(true);
+  });
+
+  it('let a reservation of a process that died lapse with its lease', () => {
+    const [a] = twoConnections();
+    expect('ids' in reserve(a, 0)).toBe(true);
+    expect('ids' in reserve(a, 0)).toBe(true);
+    expect('refused' in reserve(a, 59_999)).toBe(true);
+    expect('ids' in reserve(a, 60_000)).toBe(true);
+  });
+});
