@@ -109,7 +109,7 @@ export class AuthThrottle {
   }
 
   /**
-   * A login that needs no verification (the credential cache proved the password) reserves
+   * A login that needs no verification (the credential cache vouched for it) reserves
    * nothing and waits for nothing; only a lock stops it, exactly as it stops any attempt.
    */
   lock(ip: string, username: string, trusted: () => boolean): Extract<Admission, { ok: false }> | null {

@@ -3,14 +3,13 @@ import net from 'node:net';
 import { once } from 'node:events';
 import path from 'node:path';
 import { openStore } from '../../src/store/index.js';
-import { cli, writeConfig } from '../helpers/cli.js';
+import { cli } from '../helpers/cli.js';
 import { BUILT, killAll, serve } from '../helpers/child.js';
-import { startDnsServer, type DnsServer } from '../helpers/dnsd.js';
-import { tempDir } from '../helpers/relay.js';
+import type { DnsServer } from '../helpers/dnsd.js';
+import { SERVED_PASS as PASS, servedRelay } from '../helpers/served.js';
 import { closeAllSinks, startSink, type Sink } from '../helpers/sink.js';
 import { SmtpClient } from '../helpers/smtp-client.js';
 
-const PASS = 'correct horse battery staple';
 let dns: DnsServer | undefined;
 let blackHole: net.Server | undefined;
 afterEach(async () => {
@@ -23,15 +22,11 @@ afterEach(async () => {
 });
 afterAll(killAll);
 
-/** A config shared by two processes on one data dir, delivering to mx.dest.example. */
+/** A config shared by two processes on one data dir, delivering to mx.dest.example; alice without limits. */
 async function setup(mxAddress: string, port: number, extra = '') {
-  dns = await startDnsServer([
-    { type: 'A', name: 'mx.dest.example', data: mxAddress },
-    { type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx.dest.example' } },
-  ]);
-  const dir = tempDir();
-  const config = writeConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nport = ${port}\n${extra}`);
-  expect((await cli(config, ['user', 'add', 'alice', '--password-stdin', '--sender', 'alice@sender.example', '--network', '127.0.0.1', '--notify', 'alice@home.example'], `${PASS}\n`)).code).toBe(0);
+  const served = await servedRelay(mxAddress, port, extra);
+  dns = served.dns;
+  const { dir, config } = served;
   expect((await cli(config, ['user', 'limits', 'alice', '--messages-per-hour', '100000', '--recipients-per-hour', '100000', '--recipients-per-day', '100000'])).code).toBe(0);
   return { dir, config };
 }

@@ -3,10 +3,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { openStore } from '../../src/store/index.js';
-import { cli, writeConfig } from '../helpers/cli.js';
+import { cli } from '../helpers/cli.js';
 import { killAll, serve } from '../helpers/child.js';
-import { startDnsServer, type DnsServer } from '../helpers/dnsd.js';
-import { tempDir } from '../helpers/relay.js';
+import type { DnsServer } from '../helpers/dnsd.js';
+import { SERVED_PASS as PASS, servedRelay } from '../helpers/served.js';
 import { startSinks, type Sink } from '../helpers/sink.js';
 import { SmtpClient } from '../helpers/smtp-client.js';
 
@@ -43,7 +43,6 @@ afterEach(async () => {
 });
 afterAll(() => dns?.close());
 
-const PASS = 'correct horse battery staple';
 
 describe('delivery across a crash', () => {
   it('keeps a deferred message through kill -9 between attempts and delivers it exactly once after restart', async () => {
@@ -51,13 +50,9 @@ describe('delivery across a crash', () => {
     const mx = sinks[0]!;
     let refuse = true;
     mx.behaviour.rcpt = () => (refuse ? '451 4.7.1 Greylisted, come back later' : undefined);
-    dns = await startDnsServer([
-      { type: 'A', name: 'mx.dest.example', data: '127.0.0.2' },
-      { type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx.dest.example' } },
-    ]);
-    const dir = tempDir();
-    const config = writeConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nport = ${mx.port}\n`);
-    expect((await cli(config, ['user', 'add', 'alice', '--password-stdin', '--sender', 'alice@sender.example', '--network', '127.0.0.1', '--notify', 'alice@home.example'], `${PASS}\n`)).code).toBe(0);
+    const served = await servedRelay('127.0.0.2', mx.port);
+    dns = served.dns;
+    const { dir, config } = served;
 
     const first = await serve(config);
     const deferred = first.next('delivery.defer');

@@ -2,14 +2,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
 import path from 'node:path';
 import { openStore } from '../../src/store/index.js';
-import { cli, writeConfig } from '../helpers/cli.js';
+import { cli } from '../helpers/cli.js';
 import { BUILT, killAll, serve, type ServeChild } from '../helpers/child.js';
-import { startDnsServer, type DnsServer } from '../helpers/dnsd.js';
-import { tempDir } from '../helpers/relay.js';
+import type { DnsServer } from '../helpers/dnsd.js';
+import { SERVED_PASS as PASS, servedRelay } from '../helpers/served.js';
 import { closeAllSinks, startSink } from '../helpers/sink.js';
 import { SmtpClient } from '../helpers/smtp-client.js';
 
-const PASS = 'correct horse battery staple';
 let dns: DnsServer | undefined;
 afterEach(async () => {
   killAll();
@@ -36,13 +35,9 @@ async function until(ps: ServeChild[], events: string[], n: number): Promise<voi
 describe('limits and notices across two serve processes on one data dir', () => {
   it.runIf(BUILT)('delivers exactly the hourly limit in total, and sends one held-mail notice per burst in total', async () => {
     const sink = await startSink('127.0.0.2', 0);
-    dns = await startDnsServer([
-      { type: 'A', name: 'mx.dest.example', data: '127.0.0.2' },
-      { type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx.dest.example' } },
-    ]);
-    const dir = tempDir();
-    const config = writeConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nport = ${sink.port}\n`);
-    expect((await cli(config, ['user', 'add', 'alice', '--password-stdin', '--sender', 'alice@sender.example', '--network', '127.0.0.1', '--notify', 'alice@home.example'], `${PASS}\n`)).code).toBe(0);
+    const served = await servedRelay('127.0.0.2', sink.port);
+    ({ dns } = served);
+    const { dir, config } = served;
     expect((await cli(config, ['user', 'limits', 'alice', '--messages-per-hour', '3'])).code).toBe(0);
     const ps = [await serve(config), await serve(config)];
 
