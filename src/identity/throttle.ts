@@ -66,6 +66,8 @@ type Verdict = { full: string } | { refused: Extract<Admission, { ok: false }> }
 export class AuthThrottle {
   /** Attempts of this process waiting for one in flight on a full counter to end. */
   private readonly waiters = new Map<string, Array<() => void>>();
+  /** This process's attempts in flight per counter: while there are some, a settle here wakes the waiters. */
+  private readonly local = new Map<string, number>();
 
   constructor(
     private readonly cfg: ThrottleConfig,
@@ -102,7 +104,10 @@ export class AuthThrottle {
     for (;;) {
       const now = this.clock.now();
       const r = this.store.reserve(AuthThrottle.specs(limits), now, now + INFLIGHT_LEASE_MS, (states) => AuthThrottle.judge(limits, states, trusted, true));
-      if ('ids' in r) return { ok: true, attempt: { limits, ids: r.ids } };
+      if ('ids' in r) {
+        for (const { key } of limits) this.local.set(key, (this.local.get(key) ?? 0) + 1);
+        return { ok: true, attempt: { limits, ids: r.ids } };
+      }
       if ('refused' in r.refused) return r.refused.refused;
       await this.wait(r.refused.full);
     }
@@ -139,9 +144,10 @@ export class AuthThrottle {
         clearTimeout(timer);
         resolve();
       };
-      // Woken when an attempt of this process on the key ends; another process's attempts
-      // end unseen, so the counter is looked at again after a short while anyway.
-      const timer = setTimeout(done, POLL_MS);
+      // Woken when an attempt of this process on the key ends. Another process's attempts
+      // end unseen, so with none of ours in flight the counter is looked at again after a
+      // short while (only then: fifty waiters polling would be fifty transactions a tick).
+      const timer = (this.local.get(key) ?? 0) > 0 ? undefined : setTimeout(done, POLL_MS);
       const list = this.waiters.get(key) ?? [];
       list.push(done);
       this.waiters.set(key, list);
@@ -165,6 +171,9 @@ export class AuthThrottle {
     } finally {
       // Woken whatever happened: a waiter must never wait on an attempt that is over.
       for (const { key } of attempt.limits) {
+        const n = (this.local.get(key) ?? 1) - 1;
+        if (n > 0) this.local.set(key, n);
+        else this.local.delete(key);
         const waiting = this.waiters.get(key);
         if (!waiting) continue;
         this.waiters.delete(key);

@@ -236,7 +236,9 @@ export function createHandlers(deps: SessionDeps) {
       if (!authzidOk) {
         outcome = { kind: 'fail', reply: refuse(session, 'auth.fail', reply(REASONS.AUTH_AUTHZID), { user: username, method: auth.method }) };
       } else {
-        const verified = await deps.authenticator.verify(username, auth.password ?? '', { useCache: false });
+        // The cache again: a login that waited for its turn behind others of the same user
+        // (a fleet of devices connecting at once) finds the password proven by then.
+        const verified = await deps.authenticator.verify(username, auth.password ?? '', { useCache });
         outcome = judge(session, ip, auth, verified);
         // Rehash and cache only what was accepted: a refused right password leaves no trace.
         if (outcome.kind === 'ok' && verified.kind === 'ok') await deps.authenticator.accepted(verified.user, username, auth.password ?? '');
