@@ -42,6 +42,19 @@ describe('parallel password guessing', () => {
     expect(t.logs.events('auth.lockout')).toMatchObject([{ ip: '127.0.0.2', user: 'alice', scope: 'address' }]);
   });
 
+  it('verifies 50 right passwords arriving at once in turns, most of them from the credential cache', async () => {
+    t = await startTestRelay({ limits: { auth_failure_delay_ms: 0 }, server: { max_connections_per_ip: 100 } });
+    await t.addUser('alice', PASS);
+    const clients = await Promise.all(Array.from({ length: 50 }, () => ready(t!.port)));
+    const before = t.relay.authenticator.verifications;
+    const replies = await Promise.all(clients.map((c) => c.cmd(plain('', 'alice', PASS))));
+    await Promise.all(clients.map((c) => c.quit()));
+    expect(replies.filter((r) => r === '235 2.7.0 Authentication successful')).toHaveLength(50);
+    // At most one argon2 verification per place the brake allows in flight (5): every later
+    // login finds the password already proven.
+    expect(t.relay.authenticator.verifications - before).toBeLessThanOrEqual(5);
+  });
+
   it('slows guesses at one username from many addresses with 454, and still lets the owner in from their own network', async () => {
     t = await startTestRelay({ limits: { auth_failure_delay_ms: 0, ...NO_LIMIT, auth_max_failures_per_user: 3 } });
     const alice = await t.addUser('alice', PASS, { networks: ['127.0.0.1/32'] });
