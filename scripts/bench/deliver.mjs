@@ -1,4 +1,4 @@
-// Delivery benchmark (issue 6): drains N queued messages to SMTP sinks on loopback addresses
+// Delivery benchmark: drains N queued messages to SMTP sinks on loopback addresses
 // (127.0.0.10 ...), through a real DNS server on loopback, for 1 and 10 destination domains;
 // then runs the submission benchmark with delivery off and on, to show that delivering does
 // not slow accepting down. Loopback only, bounded in count and time. Prints one JSON line.

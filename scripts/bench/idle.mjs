@@ -1,4 +1,4 @@
-// Idle benchmark (issue 8): N TLS connections held open on the implicit-TLS listener, each
+// Idle benchmark: N TLS connections held open on the implicit-TLS listener, each
 // past the greeting and EHLO, then the server's RSS: memory per idle connection. One JSON line.
 //   node scripts/bench/idle.mjs --conns 2000
 import path from 'node:path';

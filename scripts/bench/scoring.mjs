@@ -1,4 +1,4 @@
-// Quarantine scoring benchmark (issue 5): the cost per message of the assessor that runs
+// Quarantine scoring benchmark: the cost per message of the assessor that runs
 // between DATA and the spool commit, for a 10 KB and a 5 MB message. Two figures each:
 //   parse+score  mailparser + link/zip analysis + the pure policy (CPU only)
 //   assess       the wired Quarantine.assess, i.e. that plus its reads of a real SQLite store

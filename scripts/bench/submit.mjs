@@ -1,4 +1,4 @@
-// Submission benchmark (issue 2 / issue 8): N concurrent clients, STARTTLS + AUTH PLAIN,
+// Submission benchmark: N concurrent clients, STARTTLS + AUTH PLAIN,
 // M messages of S bytes, one login per connection or per message; against Postern or the
 // bare smtp-server ceiling. Prints one JSON line.
 //   node scripts/bench/submit.mjs --target postern --conns 50 --messages 5000 --size 10240

@@ -27,8 +27,12 @@ export function parseConfig(doc: unknown, baseDir: string, source = 'config'): C
   cfg.server.data_dir = path.resolve(baseDir, cfg.server.data_dir);
   if (cfg.tls.cert) cfg.tls.cert = path.resolve(baseDir, cfg.tls.cert);
   if (cfg.tls.key) cfg.tls.key = path.resolve(baseDir, cfg.tls.key);
+  // Cross-checks between keys live here, beside the schema, so every command sees them.
   if (Boolean(cfg.tls.cert) !== Boolean(cfg.tls.key)) {
     throw new ConfigError(`${source}: tls.cert and tls.key must be set together (or both left empty)`);
+  }
+  if (cfg.submission.proxy_protocol && cfg.submission.trusted_proxies.length === 0) {
+    throw new ConfigError(`${source}: submission.proxy_protocol = true needs submission.trusted_proxies (the load balancers' networks)`);
   }
   return cfg;
 }

@@ -45,7 +45,7 @@ export const configSchema = z.strictObject({
       listen_tls: z.array(listenAddr).default(['[::]:465']),
       max_message_bytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(26_214_400),
       max_recipients: z.number().int().min(1).max(100_000).default(100),
-      // Issue 9: PROXY protocol v1/v2 on every submission listener, only from trusted_proxies.
+      // PROXY protocol v1/v2 on every submission listener, only from trusted_proxies.
       proxy_protocol: z.boolean().default(false),
       trusted_proxies: z.array(cidr).default([]),
     })
@@ -79,7 +79,7 @@ export const configSchema = z.strictObject({
       port: z.number().int().min(1).max(65_535).default(25),
       dns_servers: z.array(hostPort).default([]),
       smarthost: z.union([z.literal(''), hostPort]).default(''),
-      // Issue 6 (outbound delivery); each key is documented in config/postern.example.toml.
+      // Outbound delivery; each key is documented in config/postern.example.toml.
       enabled: z.boolean().default(true),
       max_queue_days: z.number().min(0.01).max(60).default(5),
       retry_initial_minutes: z.number().min(0.1).max(1440).default(5),
@@ -129,7 +129,7 @@ export const configSchema = z.strictObject({
       burst_minutes: z.number().int().min(1).max(7 * 24 * 60).default(60),
     })
     .prefault({}),
-  // Issue 5 (quarantine); each key is documented in config/postern.example.toml.
+  // Quarantine; each key is documented in config/postern.example.toml.
   quarantine: z
     .strictObject({
       enabled: z.boolean().default(true),
@@ -165,7 +165,7 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
-  // Issue 9: Prometheus /metrics and /healthz on a separate listener.
+  // Prometheus /metrics and /healthz on a listener of their own.
   metrics: z
     .strictObject({
       enabled: z.boolean().default(true),

@@ -14,7 +14,7 @@ import { hostNameProblem, normName } from './names.js';
 export type { CheckResult, Status } from './checks/result.js';
 
 /**
- * `postern doctor`: the DNS and TLS identity receivers judge this relay by (issue 7). Each
+ * `postern doctor`: the DNS and TLS identity receivers judge this relay by. Each
  * check returns verdicts and never prints; DNS and the clock are injected so tests run the
  * table against a real DNS server on loopback.
  */

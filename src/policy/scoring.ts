@@ -165,7 +165,7 @@ export function scoreMessage(facts: MessageFacts, state: ScoringState, cfg: Scor
   };
 
   // Header From: the address recipients see and DMARC aligns on; the envelope sender is
-  // bound at MAIL FROM (issue 3), this one only here.
+  // bound at MAIL FROM (judgeSender), this one only here.
   // Sender and Resent-From name the author as much as From does (DMARC aside, clients show
   // them), so they weigh the same. Reply-To only steers the answers: weak on its own, since
   // people do ask for replies at a personal or a team address.
@@ -250,7 +250,7 @@ export function verdict(reasons: ScoreReason[], threshold: number): Assessment {
 }
 
 /**
- * Has the principal used `share` or more of any of its rate windows (issue 4)? An account
+ * Has the principal used `share` or more of any of its rate windows? An account
  * sending as fast as it is allowed is what a stolen one does; a person rarely is.
  */
 export function nearRateLimit(limits: Limits, usage: Usage, share: number): boolean {

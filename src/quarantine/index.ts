@@ -18,7 +18,7 @@ export interface QuarantineDeps {
   spool: Spool;
   clock: Clock;
   log: Logger;
-  /** The principal's rate limits (issue 4); without it nobody is ever near one. */
+  /** The principal's rate limits; without them nobody is ever near one. */
   quota?: Pick<QuotaGate, 'limitsFor'>;
   /**
    * Final remote verdicts for a principal ("user:alice") in the recent window. Default: the

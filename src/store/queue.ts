@@ -81,7 +81,7 @@ export class QueueRepo {
           m.data.length,
           m.receivedAt,
           m.state === 'queued' ? m.receivedAt : null,
-          // Quarantine (issue 5): why policy put it where it is, and since when it waits.
+          // Quarantine: why policy put it where it is, and since when it waits.
           m.assessment ? m.assessment.score : null,
           m.assessment ? JSON.stringify(m.assessment.reasons) : null,
           m.state === 'queued' ? null : m.receivedAt,
