@@ -1,3 +1,4 @@
+import { AuditRepo } from './audit.js';
 import type { Db } from './db.js';
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
@@ -102,6 +103,8 @@ export class DeliveryRepo {
   constructor(
     private readonly db: Db,
     private readonly fast: Db = db,
+    /** On `db`, so an audited change and its audit row are one transaction. */
+    auditRepo: AuditRepo = new AuditRepo(db),
   ) {
     // One statement, so the claim is atomic under SQLite's write lock: no other process can
     // take the same rows between the choice and the mark. Index order only
@@ -169,14 +172,7 @@ export class DeliveryRepo {
         .get(id);
       if (!m) throw new MessageNotFoundError(id);
       db.prepare('DELETE FROM messages WHERE id = ?').run(id);
-      db.prepare('INSERT INTO audit (at, actor, action, target, detail, reason) VALUES (?, ?, ?, ?, ?, ?)').run(
-        audit.now,
-        audit.actor,
-        'queue.delete',
-        `message:${id}`,
-        JSON.stringify({ state: m.state, from: m.mail_from, recipients: m.n }),
-        audit.reason,
-      );
+      auditRepo.record({ at: audit.now, actor: audit.actor, action: 'queue.delete', target: `message:${id}`, detail: JSON.stringify({ state: m.state, from: m.mail_from, recipients: m.n }), reason: audit.reason });
     });
   }
 

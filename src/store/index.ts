@@ -47,17 +47,18 @@ export function openStore(dataDir: string, opts: { migrate?: boolean } = {}): St
   // can forget the last reservations: that errs towards sending, never towards losing mail.
   const bookkeeping = openDb(dataDir, { synchronous: 'NORMAL' });
   const cache = new PolicyCache(db);
+  const audit = new AuditRepo(db);
   return {
     db,
     users: new UserRepo(db, cache),
     devices: new DeviceRepo(db, cache),
     bindings: new BindingRepo(db, cache),
     incidents: new IncidentRepo(db),
-    audit: new AuditRepo(db),
+    audit,
     limits: new LimitRepo(db, bookkeeping, cache),
     queue: new QueueRepo(db),
-    quarantine: new QuarantineRepo(db),
-    delivery: new DeliveryRepo(db, bookkeeping),
+    quarantine: new QuarantineRepo(db, audit),
+    delivery: new DeliveryRepo(db, bookkeeping, audit),
     authAttempts: new AuthAttemptRepo(bookkeeping),
     leases: new LeaseRepo(bookkeeping),
     close: () => {

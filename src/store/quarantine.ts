@@ -1,3 +1,4 @@
+import { AuditRepo } from './audit.js';
 import type { Db } from './db.js';
 import type { QueueState, ScoreReason } from '../domain/types.js';
 
@@ -112,7 +113,11 @@ export class QuarantineRepo {
   readonly delete: (id: string, by: Actor) => DecidedMessage;
   readonly expire: (heldBefore: number, by: Actor) => DecidedMessage[];
 
-  constructor(private readonly db: Db) {
+  /** `audit` writes on the same connection, so its row is part of each decision's transaction. */
+  constructor(
+    private readonly db: Db,
+    audit: AuditRepo = new AuditRepo(db),
+  ) {
     const decide = (id: string, action: DecisionAction, by: Actor, allowed: (s: QueueState) => boolean): DecidedMessage => {
       const m = db
         .prepare<[string], { id: string; state: QueueState; mail_from: string; principal: string | null; n: number; score: number | null }>(
@@ -125,14 +130,14 @@ export class QuarantineRepo {
       if (!allowed(m.state)) throw new NotQuarantinedError(id, m.state);
       db.prepare('INSERT INTO quarantine_decisions (message_id, action, at, actor, reason) VALUES (?, ?, ?, ?, ?)').run(id, action, by.now, by.actor, by.reason);
       const out: DecidedMessage = { id, state: m.state, mailFrom: m.mail_from, principal: m.principal, recipients: m.n, score: m.score };
-      db.prepare('INSERT INTO audit (at, actor, action, target, detail, reason) VALUES (?, ?, ?, ?, ?, ?)').run(
-        by.now,
-        by.actor,
-        `quarantine.${action === 'released' ? 'release' : action === 'deleted' ? 'delete' : 'expire'}`,
-        `message:${id}`,
-        JSON.stringify({ state: m.state, from: m.mail_from, principal: m.principal, recipients: m.n, score: m.score }),
-        by.reason,
-      );
+      audit.record({
+        at: by.now,
+        actor: by.actor,
+        action: `quarantine.${action === 'released' ? 'release' : action === 'deleted' ? 'delete' : 'expire'}`,
+        target: `message:${id}`,
+        detail: JSON.stringify({ state: m.state, from: m.mail_from, principal: m.principal, recipients: m.n, score: m.score }),
+        reason: by.reason,
+      });
       return out;
     };
     const waiting = (s: QueueState) => s !== 'queued';
