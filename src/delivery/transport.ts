@@ -106,6 +106,12 @@ interface Conn {
 
 const NON_ASCII = /[^\x00-\x7f]/;
 
+/** Any byte above 127 in the message. */
+function has8Bit(raw: Buffer): boolean {
+  for (let i = 0; i < raw.length; i++) if (raw[i]! > 127) return true;
+  return false;
+}
+
 /** Remembered for this long after a failed handshake: "may" goes straight to plaintext. */
 const TLS_BROKEN_MS = 60 * 60_000;
 
@@ -253,7 +259,9 @@ export class SmtpTransport implements Transport {
       return this.transact(conn, { ...req, to: req.to.filter((a) => !NON_ASCII.test(a)) }).then((r) => ({ ...r, rejected: [...r.rejected, ...rejected] }));
     }
     return new Promise((resolve, reject) => {
-      conn.smtp.send({ from: req.from, to: req.to }, req.raw, (err, info) => {
+      // RFC 6152: 8-bit data is declared with BODY=8BITMIME where the next hop offers it
+      // (nodemailer adds the parameter only then); 7-bit mail says nothing.
+      conn.smtp.send({ from: req.from, to: req.to, use8BitMime: has8Bit(req.raw) }, req.raw, (err, info) => {
         conn.messages++;
         if (err) {
           const e = err as NodemailerError;

@@ -149,6 +149,15 @@ describe('TLS', () => {
 });
 
 describe('outcomes per recipient', () => {
+  it('declares 8-bit data with BODY=8BITMIME, and 7-bit data with nothing', async () => {
+    const { h, mx1 } = await setup(zone([{ type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx1.dest.example' } }]));
+    await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'], body: 'caf\xc3\xa9\r\n' });
+    await h.drain();
+    await h.submit({ from: 'carol@sender.example', to: ['bob@dest.example'], body: 'plain\r\n' });
+    await h.drain();
+    expect(mx1.lines.filter((l) => /^MAIL FROM:/i.test(l))).toEqual(['MAIL FROM:<alice@sender.example> BODY=8BITMIME', 'MAIL FROM:<carol@sender.example>']);
+  });
+
   it('sends a non-ASCII mailbox only to a host that offers SMTPUTF8, and fails it with 5.6.7 elsewhere', async () => {
     const plainMx = await startSink('127.0.0.4', 0, { smtputf8: false });
     const h = await startHarness({ records: [{ type: 'A', name: 'mx.dest.example', data: '127.0.0.4' }, { type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx.dest.example' } }], port: plainMx.port });
