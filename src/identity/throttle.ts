@@ -15,8 +15,8 @@ export interface ThrottleConfig {
 
 /** Where the counters live: the store, shared by every process on the database. */
 export interface AttemptStore {
-  reserve<R>(counters: CounterSpec[], now: number, leaseUntil: number, decide: (states: CounterState[]) => R | null): { ids: number[] } | { refused: R };
-  settle(ids: number[], outcome: Settlement, counters: CounterSpec[], clearOnOk: string[], now: number, windowEnd: number, lockUntil: number): string[];
+  reserve<R>(counters: CounterSpec[], now: number, leaseUntil: number, decide: (states: CounterState[]) => R | null): Promise<{ ids: number[] } | { refused: R }>;
+  settle(ids: number[], outcome: Settlement, counters: CounterSpec[], clearOnOk: string[], now: number, windowEnd: number, lockUntil: number): Promise<string[]>;
   locks(keys: string[], now: number): Array<{ key: string; until: number }>;
 }
 
@@ -103,7 +103,7 @@ export class AuthThrottle {
     const limits = this.limits(ip, username);
     for (;;) {
       const now = this.clock.now();
-      const r = this.store.reserve(AuthThrottle.specs(limits), now, now + INFLIGHT_LEASE_MS, (states) => AuthThrottle.judge(limits, states, trusted, true));
+      const r = await this.store.reserve(AuthThrottle.specs(limits), now, now + INFLIGHT_LEASE_MS, (states) => AuthThrottle.judge(limits, states, trusted, true));
       if ('ids' in r) {
         for (const { key } of limits) this.local.set(key, (this.local.get(key) ?? 0) + 1);
         return { ok: true, attempt: { limits, ids: r.ids } };
@@ -155,10 +155,10 @@ export class AuthThrottle {
   }
 
   /** Ends an attempt. Returns the scopes this failure just locked (for the log). */
-  settle(attempt: Attempt, outcome: Settlement): ThrottleScope[] {
+  async settle(attempt: Attempt, outcome: Settlement): Promise<ThrottleScope[]> {
     const now = this.clock.now();
     try {
-      const locked = this.store.settle(
+      const locked = await this.store.settle(
         [...attempt.ids],
         outcome,
         AuthThrottle.specs(attempt.limits),

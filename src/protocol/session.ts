@@ -246,7 +246,7 @@ export function createHandlers(deps: SessionDeps) {
       return outcome;
     } finally {
       try {
-        const locked = deps.throttle.settle(admission.attempt, outcome?.kind === 'ok' ? 'ok' : outcome?.kind === 'fail' ? 'fail' : 'void');
+        const locked = await deps.throttle.settle(admission.attempt, outcome?.kind === 'ok' ? 'ok' : outcome?.kind === 'fail' ? 'fail' : 'void');
         if (locked.length) log.warn({ event: 'auth.lockout', session: session.id, ip, user: username, scope: locked.join(',') });
       } catch (e) {
         // The reservation lapses with its lease; the login's own answer stands.

@@ -105,7 +105,15 @@ export class Quarantine {
       // Queued or waiting for quota: it will be delivered, so its domains are known from now on.
       // Only the ones assess found new need writing (all of them if it did not run).
       const domains = this.fresh.get(input) ?? input.envelope.rcptTo.map(domainOf);
-      if (domains.length) store.quarantine.addDomains(key, domains, input.now);
+      // After the 250: a failure here (another process's lock) must not reach the client's
+      // callback; the cost is a NEW_DOMAIN signal that may fire once more.
+      if (domains.length) {
+        try {
+          store.quarantine.addDomainsNow(key, domains, input.now);
+        } catch (e) {
+          log.error({ event: 'quarantine.error', queue_id: input.id, principal: key, err: (e as Error).message });
+        }
+      }
       return;
     }
     log.warn({

@@ -18,7 +18,7 @@ export interface QuotaLedger {
 export class SqliteLedger implements QuotaLedger {
   constructor(private readonly repo: LimitRepo) {}
   async reserve(principal: string, recipients: number, limits: Limits, now: number, paced: boolean) {
-    return this.repo.reserve(principal, recipients, now, (usage) => decideQuota(limits, usage, recipients, now, paced));
+    return this.repo.reserveWhenFree(principal, recipients, now, (usage) => decideQuota(limits, usage, recipients, now, paced));
   }
   async usage(principal: string, now: number) {
     return this.repo.usage(principal, now);

@@ -1,6 +1,7 @@
 import type { NewMessage, QueueState } from '../domain/types.js';
 import type { QueueRepo } from '../store/queue.js';
 import { GroupCommit } from '../store/group-commit.js';
+import { isBusy, LOCK_BUDGET_MS } from '../store/db.js';
 import type { SpoolHealth } from './health.js';
 
 /**
@@ -19,11 +20,16 @@ export class Spool {
     /** Told of every commit's outcome, for /healthz. */
     private readonly health?: SpoolHealth,
   ) {
-    this.group = new GroupCommit((msgs) => {
-      this.queue.insertMany(msgs);
-      this.notify(msgs);
-      return msgs.map(() => true as const);
-    });
+    // A database locked by another process (a backup, an admin's long transaction) makes the
+    // commit wait its turn asynchronously, up to 5 s (what busy_timeout was), then 451.
+    this.group = new GroupCommit(
+      (msgs) => {
+        this.queue.insertManyNow(msgs);
+        this.notify(msgs);
+        return msgs.map(() => true as const);
+      },
+      { is: isBusy, budgetMs: LOCK_BUDGET_MS },
+    );
   }
 
   /** Called after each commit with the messages it made durable: delivery wakes on it. */

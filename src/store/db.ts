@@ -59,3 +59,52 @@ function privateFiles(file: string): void {
     }
   }
 }
+
+/** How long a write on the submission path waits, asynchronously, for another process's lock. */
+export const LOCK_BUDGET_MS = 5000;
+
+/** SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock this one needs. */
+export function isBusy(e: unknown): boolean {
+  const code = String((e as { code?: unknown } | null)?.code ?? '');
+  return code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED');
+}
+
+/** A write that found the database locked for longer than its caller would wait. */
+export class StoreBusyError extends Error {
+  override name = 'StoreBusyError';
+  readonly code = 'SQLITE_BUSY';
+}
+
+/**
+ * Runs `fn` on these connections without SQLite's busy wait: a locked database fails at once
+ * with SQLITE_BUSY instead of holding the event loop for busy_timeout (5 s), during which no
+ * other client is answered. The caller retries asynchronously (retryWhileBusy) or gives up.
+ * Safe to toggle per call: the process runs one statement at a time.
+ */
+export function withoutWaiting<T>(dbs: Db[], fn: () => T): T {
+  const saved = dbs.map((d) => d.pragma('busy_timeout', { simple: true }) as number);
+  for (const d of dbs) d.pragma('busy_timeout = 0');
+  try {
+    return fn();
+  } finally {
+    dbs.forEach((d, i) => d.pragma(`busy_timeout = ${saved[i]}`));
+  }
+}
+
+/**
+ * `fn` without busy waiting, retried with a growing pause between tries (the event loop
+ * serves everyone else meanwhile) until it gets the lock or `budgetMs` has passed; then
+ * StoreBusyError. `fn` must be a whole transaction, so a refused try has written nothing.
+ */
+export async function retryWhileBusy<T>(dbs: Db[], fn: () => T, budgetMs: number): Promise<T> {
+  const deadline = performance.now() + budgetMs;
+  for (let pause = 2; ; pause = Math.min(pause * 2, 100)) {
+    try {
+      return withoutWaiting(dbs, fn);
+    } catch (e) {
+      if (!isBusy(e)) throw e;
+      if (performance.now() + pause > deadline) throw new StoreBusyError(`database locked by another process for more than ${budgetMs} ms`);
+    }
+    await new Promise((r) => setTimeout(r, pause));
+  }
+}

@@ -1,4 +1,4 @@
-import type { Db } from './db.js';
+import { withoutWaiting, type Db } from './db.js';
 import type { NewMessage, QueuedMessage, QueueState } from '../domain/types.js';
 
 interface MessageRow {
@@ -60,6 +60,8 @@ export class QueueRepo {
   private readonly insertRcpt;
   private readonly insertBody;
   readonly insertMany: (messages: NewMessage[]) => void;
+  /** insertMany that fails at once (SQLITE_BUSY) on a locked database instead of waiting on the event loop. */
+  readonly insertManyNow: (messages: NewMessage[]) => void = (m) => withoutWaiting([this.db], () => this.insertMany(m));
 
   constructor(private readonly db: Db) {
     this.insertMsg = db.prepare(

@@ -46,25 +46,25 @@ describe('login attempt counters', () => {
   const counters = [{ key: 'ip 192.0.2.1', max: 2 }];
   const reserve = (s: Store, now: number) => s.authAttempts.reserve(counters, now, now + 60_000, (st) => (st[0]!.lockedUntil !== null || st[0]!.failures + st[0]!.inflight >= 2 ? st[0] : null));
 
-  it('count attempts in flight on every connection, and lock at the limit of failures', () => {
+  it('count attempts in flight on every connection, and lock at the limit of failures', async () => {
     const [a, b] = twoConnections();
-    const first = reserve(a, 0);
-    const second = reserve(b, 0);
+    const first = await reserve(a, 0);
+    const second = await reserve(b, 0);
     expect('ids' in first && 'ids' in second).toBe(true);
-    expect(reserve(a, 0)).toEqual({ refused: { key: 'ip 192.0.2.1', lockedUntil: null, failures: 0, inflight: 2 } });
+    expect(await reserve(a, 0)).toEqual({ refused: { key: 'ip 192.0.2.1', lockedUntil: null, failures: 0, inflight: 2 } });
     if (!('ids' in first) || !('ids' in second)) return;
-    expect(a.authAttempts.settle(first.ids, 'fail', counters, [], 10, 900_010, 900_010)).toEqual([]);
-    expect(b.authAttempts.settle(second.ids, 'fail', counters, [], 20, 900_020, 900_020)).toEqual(['ip 192.0.2.1']);
-    expect(reserve(a, 30)).toEqual({ refused: { key: 'ip 192.0.2.1', lockedUntil: 900_020, failures: 0, inflight: 0 } });
+    expect(await a.authAttempts.settle(first.ids, 'fail', counters, [], 10, 900_010, 900_010)).toEqual([]);
+    expect(await b.authAttempts.settle(second.ids, 'fail', counters, [], 20, 900_020, 900_020)).toEqual(['ip 192.0.2.1']);
+    expect(await reserve(a, 30)).toEqual({ refused: { key: 'ip 192.0.2.1', lockedUntil: 900_020, failures: 0, inflight: 0 } });
     expect(a.authAttempts.locks(['ip 192.0.2.1', 'ip 192.0.2.2'], 30)).toEqual([{ key: 'ip 192.0.2.1', until: 900_020 }]);
-    expect('ids' in reserve(a, 900_020)).toBe(true);
+    expect('ids' in (await reserve(a, 900_020))).toBe(true);
   });
 
-  it('let a reservation of a process that died lapse with its lease', () => {
+  it('let a reservation of a process that died lapse with its lease', async () => {
     const [a] = twoConnections();
-    expect('ids' in reserve(a, 0)).toBe(true);
-    expect('ids' in reserve(a, 0)).toBe(true);
-    expect('refused' in reserve(a, 59_999)).toBe(true);
-    expect('ids' in reserve(a, 60_000)).toBe(true);
+    expect('ids' in (await reserve(a, 0))).toBe(true);
+    expect('ids' in (await reserve(a, 0))).toBe(true);
+    expect('refused' in (await reserve(a, 59_999))).toBe(true);
+    expect('ids' in (await reserve(a, 60_000))).toBe(true);
   });
 });
