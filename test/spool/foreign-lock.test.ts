@@ -39,17 +39,25 @@ async function holdLock(file: string): Promise<{ release(): Promise<void> }> {
   };
 }
 
+/**
+ * A relay with alice logged in on one session and another session idle, then the database
+ * locked by another process; `depth` is the queue before anything was tried under the lock.
+ */
+async function lockedRelay(overrides: Parameters<typeof startTestRelay>[0]) {
+  t = await startTestRelay(overrides);
+  await t.addUser('alice', PASS);
+  const sender = await SmtpClient.connect(t.port);
+  expect(await sender.login('alice', PASS)).toBe('235 2.7.0 Authentication successful');
+  const idle = await SmtpClient.connect(t.port);
+  await idle.cmd('EHLO client.example');
+  const depth = t.relay.store.queue.list().length;
+  const lock = await holdLock(path.join(t.dir, 'postern.db'));
+  return { sender, idle, depth, lock };
+}
+
 describe('a database lock held by another process', () => {
   it('never freezes the event loop: NOOP answers at once, a submission waits a bounded time and gets 451 4.3.0, and nothing half-written is left', async () => {
-    t = await startTestRelay();
-    await t.addUser('alice', PASS);
-    const sender = await SmtpClient.connect(t.port);
-    expect(await sender.login('alice', PASS)).toBe('235 2.7.0 Authentication successful');
-    const idle = await SmtpClient.connect(t.port);
-    await idle.cmd('EHLO client.example');
-    const depth = t.relay.store.queue.list().length;
-
-    const lock = await holdLock(path.join(t.dir, 'postern.db'));
+    const { sender, idle, depth, lock } = await lockedRelay({});
     const started = performance.now();
     let answered = false;
     const reply = sender.send('alice@example.com', ['bob@example.org'], 'From: <alice@example.com>\r\nSubject: locked out\r\n\r\nhello\r\n').finally(() => (answered = true));
@@ -66,31 +74,23 @@ describe('a database lock held by another process', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(4900);
     await lock.release();
 
-    expect(t.relay.store.queue.list().length).toBe(depth);
+    expect(t!.relay.store.queue.list().length).toBe(depth);
     expect(await sender.send('alice@example.com', ['bob@example.org'], 'From: <alice@example.com>\r\nSubject: again\r\n\r\nhello\r\n')).toMatch(/^250 2\.0\.0 Ok: queued as /);
-    expect(t.relay.store.queue.list().length).toBe(depth + 1);
+    expect(t!.relay.store.queue.list().length).toBe(depth + 1);
     await sender.quit();
     await idle.quit();
   }, 20_000);
 
   it('commits a waiting message once the lock is given back within the bound, and answers 250 then', async () => {
     // No quota ledger: the spool's own commit is what waits.
-    t = await startTestRelay({ limits: { enabled: false } });
-    await t.addUser('alice', PASS);
-    const sender = await SmtpClient.connect(t.port);
-    expect(await sender.login('alice', PASS)).toBe('235 2.7.0 Authentication successful');
-    const idle = await SmtpClient.connect(t.port);
-    await idle.cmd('EHLO client.example');
-    const depth = t.relay.store.queue.list().length;
-
-    const lock = await holdLock(path.join(t.dir, 'postern.db'));
+    const { sender, idle, depth, lock } = await lockedRelay({ limits: { enabled: false } });
     let answered = false;
     const reply = sender.send('alice@example.com', ['bob@example.org'], 'From: <alice@example.com>\r\nSubject: waits\r\n\r\nhello\r\n').finally(() => (answered = true));
     for (let i = 0; i < 50; i++) expect(await idle.cmd('NOOP')).toMatch(/^250 /);
     expect(answered).toBe(false);
     await lock.release();
     expect(await reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
-    expect(t.relay.store.queue.list().length).toBe(depth + 1);
+    expect(t!.relay.store.queue.list().length).toBe(depth + 1);
     await sender.quit();
     await idle.quit();
   }, 20_000);
