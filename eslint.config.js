@@ -24,23 +24,25 @@ export default tseslint.config(
       'no-control-regex': 'off',
     },
   },
-  layer('domain', ['config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
-  layer('policy', ['config', 'store', 'identity', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
-  layer('store', ['identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
-  layer('identity', ['protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
-  layer('spool', ['protocol', 'identity', 'delivery', 'dns', 'cli', 'quarantine']),
-  layer('delivery', ['protocol', 'identity', 'cli']),
-  layer('dns', ['protocol', 'identity', 'spool', 'delivery', 'cli', 'quarantine']),
-  layer('notify', ['protocol', 'identity', 'delivery', 'cli', 'quarantine']),
+  layer('domain', ['submission', 'config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
+  layer('policy', ['submission', 'config', 'store', 'identity', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
+  layer('store', ['submission', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
+  layer('identity', ['submission', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
+  layer('spool', ['submission', 'protocol', 'identity', 'delivery', 'dns', 'cli', 'quarantine']),
+  layer('delivery', ['submission', 'protocol', 'identity', 'cli']),
+  layer('dns', ['submission', 'protocol', 'identity', 'spool', 'delivery', 'cli', 'quarantine']),
+  layer('notify', ['submission', 'protocol', 'identity', 'delivery', 'cli', 'quarantine']),
   // Quarantine acts around policy's scoring: parses, reads state, notifies, expires. Protocol
   // calls it through the assess/onAccepted hooks wired in main.ts, never by import.
-  layer('quarantine', ['protocol', 'identity', 'delivery', 'cli']),
-  layer('cli', ['protocol']),
-  // The SMTP adapter sits on top: it may ask identity, policy, spool and store, never the
-  // parts that run beside it (delivery, the doctor's DNS checks, the CLI) or quarantine,
-  // which it reaches only through the assess/onAccepted hooks wired in main.ts.
-  layer('protocol', ['cli', 'delivery', 'dns', 'quarantine']),
+  layer('quarantine', ['submission', 'protocol', 'identity', 'delivery', 'cli']),
+  layer('cli', ['submission', 'protocol']),
+  // The submission service decides each command; it reaches quarantine only through the
+  // assess/onAccepted hooks wired in main.ts.
+  layer('submission', ['protocol', 'cli', 'delivery', 'dns', 'quarantine', 'config']),
+  // The SMTP adapter sits on top and only turns the service's decisions into replies: it asks
+  // nothing of the layers below the service (identity, spool, store) or beside it.
+  layer('protocol', ['cli', 'delivery', 'dns', 'quarantine', 'identity', 'spool', 'store', 'notify']),
   // Config is read by everyone and reads nothing of theirs (policy's pure network parser aside).
-  layer('config', ['store', 'identity', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
-  layer('obs', ['config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
+  layer('config', ['submission', 'store', 'identity', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
+  layer('obs', ['submission', 'config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
 );

@@ -12,6 +12,7 @@ import { createLogger, type Logger } from './obs/log.js';
 import { parseListen } from './protocol/listen.js';
 import { patchSmtpServerReplies } from './protocol/replies.js';
 import { createHandlers } from './protocol/session.js';
+import { SubmissionService } from './submission/service.js';
 import { loadTls } from './protocol/tls.js';
 import { Spool } from './spool/spool.js';
 import { SpoolHealth } from './spool/health.js';
@@ -168,7 +169,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   const quarantine = new Quarantine(cfg, { store, spool, clock, log, quota });
   // ---
   let closing: Promise<void> | undefined;
-  const handlers = createHandlers({
+  const service = new SubmissionService({
     isClosing: () => closing !== undefined,
     hostname: cfg.server.hostname,
     maxRecipients: cfg.submission.max_recipients,
@@ -191,6 +192,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     quota,
     modes: { network: cfg.binding.network.mode, sender: cfg.binding.sender.mode, limits: cfg.limits.mode, quarantine: cfg.quarantine.mode },
   });
+  const handlers = createHandlers(service, log);
 
   const base: SMTPServerOptions = {
     name: cfg.server.hostname,

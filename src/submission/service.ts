@@ -1,0 +1,517 @@
+import type { Clock } from '../domain/clock.js';
+import { REASONS, type Reason } from '../domain/reasons.js';
+import type { AcceptedHook, Assessment, MessageAssessor, Principal, QueueState } from '../domain/types.js';
+import type { AuthOutcome, Authenticator } from '../identity/authenticator.js';
+import type { AuthThrottle, ThrottleScope } from '../identity/throttle.js';
+import type { IncidentResponder } from '../notify/incidents.js';
+import type { Logger } from '../obs/log.js';
+import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
+import { canonicalNetwork, envelopeAddress, narrowNetworks, networkAllowed } from '../policy/bindings.js';
+import { clientKey } from '../policy/client.js';
+import { headerProblem } from '../policy/headers.js';
+import { distinctRecipients, HOUR } from '../policy/limits.js';
+import { findBareNewline, headerEnd, newQueueId, prepareMessage } from '../spool/message.js';
+import type { QuotaGate } from '../spool/quota.js';
+import type { Spool } from '../spool/spool.js';
+import type { BindingRepo } from '../store/bindings.js';
+import type { DeviceRepo } from '../store/devices.js';
+import type { LeaseRepo } from '../store/shared.js';
+import type { UserRepo } from '../store/users.js';
+import type { Decision, Finding, PolicyMode, PolicyName } from './decision.js';
+
+export interface SubmissionDeps {
+  /** True once shutdown began: new transactions get 421 so clients retry elsewhere or later. */
+  isClosing: () => boolean;
+  hostname: string;
+  maxRecipients: number;
+  maxMessageBytes: number;
+  authenticator: Authenticator;
+  users: UserRepo;
+  devices: DeviceRepo;
+  bindings: BindingRepo;
+  incidents: IncidentResponder;
+  spool: Spool;
+  clock: Clock;
+  log: Logger;
+  /** Policy's verdict on a message's spool state (quarantine); absent = queued. */
+  assess?: MessageAssessor;
+  /** Called once the message is on disk (held notices and the like). */
+  onAccepted?: AcceptedHook;
+  throttle: AuthThrottle;
+  /** Pause before a failed-AUTH reply (ms): slows guessing, equal for known and unknown users. */
+  authFailureDelayMs: number;
+  quota: QuotaGate;
+  /** Shared "once per burst": one rate-limit incident per principal per hour, whichever process sees it. */
+  leases: Pick<LeaseRepo, 'firstInBurst'>;
+  /** Whether the spool has room for a message of the maximum size (null: room). */
+  spoolNoRoom?: () => string | null;
+  /** Simultaneous connections one client address may hold (per process, like Postfix's anvil per host). */
+  maxConnectionsPerIp: number;
+  /** Per policy: enforce, or monitor (log and count the would-be verdict, apply nothing). */
+  modes: Record<PolicyName, PolicyMode>;
+}
+
+/** One client connection as the service sees it; the adapter fills it from smtp-server's session. */
+export interface Client {
+  id: string;
+  /** The client's address, normalised (no ::ffff: prefix). */
+  ip: string;
+  secure: boolean;
+}
+
+/** A MAIL FROM or RCPT TO address and whether its transaction declared SMTPUTF8. */
+export interface EnvelopeArg {
+  address: string;
+  smtputf8: boolean;
+}
+
+/** The transaction so far: the accepted MAIL FROM and RCPT TOs. */
+export interface Transaction {
+  mailFrom: EnvelopeArg | null;
+  rcptTo: string[];
+}
+
+export interface Credentials {
+  method: string;
+  username: string;
+  password: string;
+  /** PLAIN's authorization identity, if the client sent one. */
+  authzid?: string;
+}
+
+export interface MessageInput {
+  raw: Buffer;
+  size: number;
+  /** The client sent more than max_message_bytes; raw holds only the start. */
+  tooBig: boolean;
+  helo: string;
+  /** "using TLSv1.3 with cipher ...", for the Received field; null without TLS. */
+  tls: string | null;
+  transaction: Transaction;
+}
+
+/** What the service remembers of a connection between commands. */
+export class Submission {
+  /** Who submits: the user that logged in, or the device recognised by its address. */
+  principal: Principal | undefined;
+  counted = false;
+  constructor(readonly client: Client) {}
+}
+
+const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16);
+
+const key = (p: Principal) => `${p.kind}:${p.name}`;
+
+/**
+ * The decisions of a submission: login, MAIL, RCPT and DATA (and devices recognised by their
+ * address) each come back as one Decision. The checks of a command run in order; the first
+ * finding that applies decides. Monitor mode is applied in one place (apply), over findings.
+ */
+export class SubmissionService {
+  private readonly connectionsByIp = new Map<string, number>();
+
+  constructor(private readonly deps: SubmissionDeps) {}
+
+  /** The largest message DATA keeps; the adapter reads past it without storing. */
+  get maxMessageBytes(): number {
+    return this.deps.maxMessageBytes;
+  }
+
+  private get log(): Logger {
+    return this.deps.log;
+  }
+
+  /** A refusal that no policy mode can turn off. */
+  private refusal(event: string, reason: Reason, fields?: Record<string, unknown>, detail?: string): Finding {
+    return { verdict: 'refuse', reason, event, fields, detail };
+  }
+
+  /** A finding that monitor mode cannot turn off, as the command's decision. */
+  private async refuse(s: Submission, event: string, reason: Reason, fields?: Record<string, unknown>, detail?: string): Promise<Decision> {
+    return (await this.apply(s, this.refusal(event, reason, fields, detail)))!;
+  }
+
+  /**
+   * The one place monitor mode is applied (Postfix's warn_if_reject). A finding of a policy in
+   * monitor mode is logged and counted as what would have happened, and null says go on as if
+   * nothing was found. Otherwise the finding is acted on (suspend, record, notify), logged,
+   * and returned as the command's decision.
+   */
+  private async apply(s: Submission, f: Finding, queueId?: string): Promise<Decision | null> {
+    if (f.policy && this.deps.modes[f.policy] === 'monitor') {
+      const would = f.verdict === 'refuse' ? (f.would ?? 'refuse') : f.verdict;
+      const reason = f.verdict === 'refuse' ? { reason: f.reason.id } : {};
+      this.log.warn({ event: 'policy.monitor', policy: f.policy, would, session: s.client.id, ip: s.client.ip, ...reason, ...f.fields });
+      return null;
+    }
+    if (f.verdict !== 'refuse') return { verdict: f.verdict, queueId: queueId! };
+    await f.act?.();
+    this.log.info({ event: f.event, session: s.client.id, ip: s.client.ip, reason: f.reason.id, ...f.fields });
+    return { verdict: 'refuse', reason: f.reason, detail: f.detail, notBefore: f.notBefore };
+  }
+
+  /** Runs checks in order; the first finding that applies is the decision, else `then`. */
+  private async first(s: Submission, checks: (() => Finding | null | Promise<Finding | null>)[], then: () => Decision): Promise<Decision> {
+    for (const check of checks) {
+      const f = await check();
+      if (!f) continue;
+      const d = await this.apply(s, f);
+      if (d) return d;
+    }
+    return then();
+  }
+
+  /** An access verdict as a finding; a refusal that signals compromise acts on its incident. */
+  private verdictFinding(s: Submission, event: string, v: Exclude<Verdict, { kind: 'accept' }>, principal: Principal, policy: PolicyName | undefined, extra: { sender?: string; fields?: Record<string, unknown> } = {}): Finding {
+    const incident = v.incident;
+    return {
+      verdict: 'refuse',
+      reason: v.reason,
+      detail: v.detail,
+      event,
+      policy,
+      would: incident?.suspend ? 'suspend' : 'refuse',
+      fields: { principal: principal.name, kind: principal.kind, ...extra.fields },
+      act: incident
+        ? () => {
+            this.deps.incidents.report({
+              principal: { kind: principal.kind, id: principal.id, name: principal.name },
+              kind: incident.kind,
+              clientIp: s.client.ip,
+              sender: extra.sender ?? null,
+              detail: v.detail?.replace(/^<|>$/g, '') ?? null,
+              suspend: incident.suspend,
+            });
+          }
+        : undefined,
+    };
+  }
+
+  // --- Connections
+
+  /**
+   * Postfix anvil's per-client connection cap: smtp-server restarts its idle timer on every
+   * byte, so a slow client (one byte every few seconds) holds its slot indefinitely; the cap
+   * keeps one address from holding many, leaving max_clients for everyone else.
+   */
+  async connect(s: Submission, remoteAddress: string): Promise<Decision> {
+    const ip = clientKey(remoteAddress);
+    const n = (this.connectionsByIp.get(ip) ?? 0) + 1;
+    if (n > this.deps.maxConnectionsPerIp) {
+      return this.refuse(s, 'session.refused', REASONS.TOO_MANY_CONNECTIONS, { connections: n - 1 });
+    }
+    this.connectionsByIp.set(ip, n);
+    s.counted = true;
+    return { verdict: 'accept' };
+  }
+
+  close(s: Submission, remoteAddress: string): void {
+    if (!s.counted) return;
+    s.counted = false;
+    const ip = clientKey(remoteAddress);
+    const n = (this.connectionsByIp.get(ip) ?? 1) - 1;
+    if (n > 0) this.connectionsByIp.set(ip, n);
+    else this.connectionsByIp.delete(ip);
+  }
+
+  // --- AUTH
+
+  /**
+   * One AUTH: the guessing brake reserves the attempt before anything is verified (and
+   * settles it with the outcome), then the password, then the login's network binding. Every
+   * 535 leaves at the same moment, measured from the start (whatever path it took: cache,
+   * argon2, unknown user, suspended, foreign network, authzid): what a thief can time is part
+   * of the reply. A verification slower than the delay answers when it ends.
+   */
+  async login(s: Submission, auth: Credentials): Promise<Decision> {
+    const deadline = performance.now() + this.deps.authFailureDelayMs;
+    const d = await this.authenticate(s, auth);
+    if (d.verdict === 'refuse' && d.reason.code === 535) d.notBefore = deadline;
+    return d;
+  }
+
+  private async authenticate(s: Submission, auth: Credentials): Promise<Decision> {
+    const { deps } = this;
+    const ip = s.client.ip;
+    if (!s.client.secure) return this.refuse(s, 'auth.refused', REASONS.TLS_REQUIRED);
+    const username = auth.username;
+    // The user's networks (none for a name that does not exist): is the client inside them,
+    // and inside one narrow enough to say where the owner is (see narrowNetworks)?
+    let networks: string[] | undefined;
+    const userNetworks = () => {
+      if (networks === undefined) {
+        const user = deps.users.find(username);
+        networks = user ? deps.bindings.values('user', user.id, 'network', deps.clock.now()) : [];
+      }
+      return networks;
+    };
+    const insideNetworks = () => networkAllowed(ip, userNetworks());
+    const ownNetwork = () => networkAllowed(ip, narrowNetworks(userNetworks()));
+    const throttled = (no: { scope: ThrottleScope; until: number | null }) =>
+      this.refuse(s, 'auth.throttled', no.scope === 'username' ? REASONS.AUTH_USER_THROTTLED : REASONS.AUTH_THROTTLED, {
+        user: username,
+        until: no.until === null ? null : new Date(no.until).toISOString(),
+      });
+    const authzidOk = !(auth.method === 'PLAIN' && auth.authzid && username && auth.authzid.toLowerCase() !== username.toLowerCase());
+    // The cache answers only logins that can succeed: a right password from outside the
+    // user's networks pays a full verification in the same queue as a wrong one. A hit
+    // costs nothing to check, so it reserves no attempt; only a lock stops it.
+    const useCache = deps.modes.network === 'monitor' || insideNetworks();
+    const hit = authzidOk && useCache ? deps.authenticator.cached(username, auth.password) : null;
+    if (hit) {
+      const lock = deps.throttle.lock(ip, username, ownNetwork);
+      return lock ? throttled(lock) : this.judge(s, auth, { kind: 'ok', user: hit, cached: true });
+    }
+    const admission = await deps.throttle.admit(ip, username, ownNetwork);
+    if (!admission.ok) return throttled(admission);
+    let outcome: 'ok' | 'fail' | 'void' = 'void';
+    try {
+      if (!authzidOk) {
+        outcome = 'fail';
+        return await this.refuse(s, 'auth.fail', REASONS.AUTH_AUTHZID, { user: username, method: auth.method });
+      }
+      // The cache again: a login that waited for its turn behind others of the same user
+      // (a fleet of devices connecting at once) finds the password proven by then.
+      const verified = await deps.authenticator.verify(username, auth.password, { useCache });
+      const judged = await this.judge(s, auth, verified);
+      outcome = judged.verdict === 'accept' ? 'ok' : judged.verdict === 'refuse' && judged.reason.code === 535 ? 'fail' : 'void';
+      // Rehash and cache only what was accepted: a refused right password leaves no trace.
+      if (judged.verdict === 'accept' && verified.kind === 'ok') await deps.authenticator.accepted(verified.user, username, auth.password);
+      return judged;
+    } finally {
+      try {
+        const locked = await deps.throttle.settle(admission.attempt, outcome);
+        if (locked.length) this.log.warn({ event: 'auth.lockout', session: s.client.id, ip, user: username, scope: locked.join(',') });
+      } catch (e) {
+        // The reservation lapses with its lease; the login's own answer stands.
+        this.log.error({ event: 'auth.error', session: s.client.id, ip, err: (e as Error).message });
+      }
+    }
+  }
+
+  /** A verified (or cached) password's outcome, judged against the user's state and networks. */
+  private async judge(s: Submission, auth: Credentials, out: AuthOutcome): Promise<Decision> {
+    const { deps } = this;
+    const username = auth.username;
+    if (out.kind === 'busy') return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, { user: username });
+    if (out.kind === 'invalid') return this.refuse(s, 'auth.fail', REASONS.AUTH_INVALID, { user: username, method: auth.method });
+    const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
+    const networks = deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
+    const verdict = judgeLogin(out.user.status, s.client.ip, networks);
+    if (verdict.kind === 'reject') {
+      // A suspended account inside its networks is refused whatever the network policy's mode.
+      const policy = verdict.reason.id === 'AUTH_SUSPENDED' ? undefined : 'network';
+      // Same moment and same lockout count as a wrong password: a fast 535 would tell a
+      // thief the password was right.
+      const refused = await this.apply(s, this.verdictFinding(s, 'auth.fail', verdict, principal, policy));
+      if (refused) return refused;
+    }
+    this.log.info({ event: 'auth.ok', session: s.client.id, ip: s.client.ip, user: principal.name, method: auth.method, cached: out.cached });
+    s.principal = principal;
+    return { verdict: 'accept', principal };
+  }
+
+  // --- MAIL, RCPT
+
+  /**
+   * Every transaction command passes here. An authenticated session is re-checked against
+   * the store each time, so a suspension (by a signal in another session, or by the CLI)
+   * stops sessions already open at their next command. Without AUTH, only a device bound to
+   * this exact client address may go on; everyone else needs TLS, then AUTH.
+   */
+  private gate(s: Submission, command: string): Finding | null {
+    const { deps } = this;
+    const event = `${command}.refused`;
+    if (deps.isClosing()) return this.refusal(event, REASONS.SHUTTING_DOWN);
+    const principal = s.principal;
+    if (principal) {
+      if (!this.active(principal)) return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, { principal: principal.name });
+      return null;
+    }
+    const device = deps.devices.byAddress(canonicalNetwork(s.client.ip), deps.clock.now());
+    if (device) {
+      if (device.requireTls && !s.client.secure) return this.refusal(event, REASONS.TLS_REQUIRED, { device: device.name });
+      if (device.status !== 'active') return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, { device: device.name });
+      s.principal = { kind: 'device', id: device.id, name: device.name };
+      this.log.info({ event: 'device.recognised', session: s.client.id, ip: s.client.ip, device: device.name });
+      return null;
+    }
+    if (!s.client.secure) return this.refusal(event, REASONS.TLS_REQUIRED);
+    return this.refusal(event, REASONS.AUTH_REQUIRED);
+  }
+
+  private active(p: Principal): boolean {
+    const current = p.kind === 'user' ? this.deps.users.get(p.id) : this.deps.devices.get(p.id);
+    return Boolean(current && current.status === 'active');
+  }
+
+  /** Refuses an envelope address that is not in the one form Postern checks and relays. */
+  private addressForm(command: 'mail' | 'rcpt', a: EnvelopeArg): Finding | null {
+    const form = envelopeAddress(a.address, a.smtputf8);
+    if (form.ok) return null;
+    const reason = form.problem === 'needs-smtputf8' ? REASONS.NEEDS_SMTPUTF8 : command === 'mail' ? REASONS.SENDER_NOT_NORMAL : REASONS.RECIPIENT_NOT_NORMAL;
+    // JSON-escaped in the log line, so the invisible characters can be seen there.
+    return this.refusal(`${command}.refused`, reason, { [command === 'mail' ? 'from' : 'rcpt']: a.address });
+  }
+
+  /** Refuses a transaction the spool has no room for, before the client sends the data. */
+  private spoolRoom(): Finding | null {
+    const why = this.deps.spoolNoRoom?.();
+    return why ? this.refusal('mail.refused', REASONS.SPOOL_FULL, { why }) : null;
+  }
+
+  /** Slow first, then refuse: once too much of this principal's mail waits, say when to come back. */
+  private async quotaRefusal(s: Submission, command: string, principal: Principal): Promise<Finding | null> {
+    const { deps } = this;
+    const over = await deps.quota.refusal(key(principal));
+    if (!over) return null;
+    return {
+      verdict: 'refuse',
+      reason: REASONS.RATE_LIMITED,
+      detail: `retry after ${hhmm(over.retryAt)} UTC`,
+      event: `${command}.refused`,
+      policy: 'limits',
+      fields: { principal: principal.name },
+      act: () => {
+        const now = deps.clock.now();
+        // One incident (and admin notice) per window, not one per refused command, across
+        // every process sharing the store.
+        if (deps.leases.firstInBurst(`rate-incident ${key(principal)}`, now, now + HOUR)) {
+          deps.incidents.report({ principal, kind: 'rate-limit', clientIp: s.client.ip, detail: 'too much mail waiting for quota', suspend: false, burstMs: HOUR });
+        }
+      },
+    };
+  }
+
+  async mail(s: Submission, from: EnvelopeArg): Promise<Decision> {
+    return this.first(
+      s,
+      [
+        () => this.gate(s, 'mail'),
+        () => this.addressForm('mail', from),
+        () => this.spoolRoom(),
+        () => {
+          const principal = s.principal!;
+          const senders = this.deps.bindings.values(principal.kind, principal.id, 'sender', this.deps.clock.now());
+          const v = judgeSender(principal.kind, from.address, senders);
+          return v.kind === 'reject' ? this.verdictFinding(s, 'mail.refused', v, principal, 'sender', { sender: from.address, fields: { sender: from.address } }) : null;
+        },
+        () => this.quotaRefusal(s, 'mail', s.principal!),
+      ],
+      () => ({ verdict: 'accept' }),
+    );
+  }
+
+  async rcpt(s: Submission, to: EnvelopeArg, t: Transaction): Promise<Decision> {
+    const { deps } = this;
+    return this.first(
+      s,
+      [
+        () => this.gate(s, 'rcpt'),
+        () => this.addressForm('rcpt', to),
+        () => (t.rcptTo.length >= deps.maxRecipients ? this.refusal('rcpt.refused', REASONS.TOO_MANY_RECIPIENTS, { rcpt: to.address }) : null),
+        () => {
+          // A message with more distinct recipients than the principal may ever send in a
+          // window could never leave the queue: refuse the extra recipients now, while the
+          // client can act.
+          const principal = s.principal!;
+          const distinct = distinctRecipients([...t.rcptTo, to.address]);
+          return distinct > deps.quota.maxRecipients(key(principal))
+            ? this.refusal('rcpt.refused', REASONS.TOO_MANY_RECIPIENTS, { rcpt: to.address, principal: principal.name })
+            : null;
+        },
+        () => {
+          const principal = s.principal!;
+          if (principal.kind !== 'device') return null;
+          const v = judgeRecipient(to.address, deps.bindings.values('device', principal.id, 'recipient', deps.clock.now()));
+          return v.kind === 'reject' ? this.verdictFinding(s, 'rcpt.refused', v, principal, undefined, { sender: t.mailFrom?.address ?? '' }) : null;
+        },
+        () => this.quotaRefusal(s, 'rcpt', s.principal!),
+      ],
+      () => ({ verdict: 'accept' }),
+    );
+  }
+
+  // --- DATA
+
+  async data(s: Submission, m: MessageInput): Promise<Decision> {
+    const { deps } = this;
+    const principal = s.principal;
+    const refused = (reason: Reason, fields?: Record<string, unknown>, detail?: string) => this.refuse(s, 'message.refused', reason, fields, detail);
+    // smtp-server answers 552 5.3.4 itself; the decision is logged here.
+    if (m.tooBig || m.size > deps.maxMessageBytes) return refused(REASONS.MESSAGE_TOO_BIG, { size: m.size });
+    if (!principal) return refused(REASONS.AUTH_REQUIRED);
+    // DATA passes no gate: without this, recipients accepted before a suspension (by a
+    // refused RCPT in this very transaction, another session or the CLI) still get the mail.
+    if (!this.active(principal)) return refused(REASONS.ACCOUNT_SUSPENDED, { principal: principal.name });
+    const raw = m.raw;
+    const bare = findBareNewline(raw);
+    if (bare !== -1) return refused(REASONS.BARE_NEWLINE, { user: principal.name, offset: bare });
+    const nul = raw.indexOf(0);
+    if (nul !== -1) return refused(REASONS.NUL_IN_DATA, { user: principal.name, offset: nul });
+    const headerWrong = headerProblem(raw.toString('latin1', 0, headerEnd(raw)));
+    if (headerWrong) return refused(REASONS.HEADER_INVALID, { user: principal.name }, headerWrong);
+
+    const now = deps.clock.now();
+    const id = newQueueId(now);
+    // The envelope as it is stored and relayed: every address in the one form MAIL and RCPT
+    // checked (domains as A-labels), a recipient given with a U-label and an A-label kept
+    // once (smtp-server already merged the same address in other letter case).
+    const relayForm = (a: string) => {
+      const f = envelopeAddress(a, true);
+      return f.ok ? f.address : a;
+    };
+    const rcptTo = [...new Set(m.transaction.rcptTo.map(relayForm))];
+    const mailFrom = m.transaction.mailFrom ? relayForm(m.transaction.mailFrom.address) : '';
+    const data = prepareMessage(raw, {
+      queueId: id,
+      hostname: deps.hostname,
+      helo: m.helo,
+      clientIp: s.client.ip,
+      protocol: `ESMTP${s.client.secure ? 'S' : ''}${principal.kind === 'user' ? 'A' : ''}`,
+      tls: m.tls,
+      authenticatedAs: principal.kind === 'user' ? principal.name : null,
+      mailFrom,
+      rcptTo,
+      now,
+    });
+    const input = { id, data, envelope: { mailFrom, rcptTo }, principal, clientIp: s.client.ip, now };
+    let assessment: Assessment;
+    try {
+      assessment = deps.assess ? await deps.assess(input) : { state: 'queued', score: 0, reasons: [] };
+      assessment.state = await this.disposition(s, principal, id, assessment, rcptTo);
+      await deps.spool.accept({ ...input, receivedAt: now, state: assessment.state, assessment });
+    } catch (e) {
+      this.log.error({ event: 'spool.error', session: s.client.id, queue_id: id, err: (e as Error).message });
+      return { verdict: 'refuse', reason: REASONS.LOCAL_ERROR };
+    }
+    this.log.info({ event: 'message.accepted', session: s.client.id, ip: s.client.ip, user: principal.name, queue_id: id, from: mailFrom, rcpts: rcptTo.length, size: data.length, state: assessment.state, score: assessment.score, ms: deps.clock.now() - now });
+    // After the reply: held notices and the domain history are best effort once the message is safe.
+    setImmediate(() => {
+      try {
+        deps.onAccepted?.(input, assessment);
+      } catch (e) {
+        this.log.error({ event: 'policy.error', session: s.client.id, queue_id: id, err: (e as Error).message });
+      }
+    });
+    return assessment.state === 'held' ? { verdict: 'hold', queueId: id } : assessment.state === 'waiting-quota' ? { verdict: 'wait', queueId: id } : { verdict: 'accept', queueId: id };
+  }
+
+  /**
+   * Where an accepted message goes in the spool: held if quarantine says so, else queued if
+   * quota allows, else waiting. Quota is taken only by mail that is going out now: held mail
+   * takes none, and an admin's release sends it without quota (the admin's decision).
+   */
+  private async disposition(s: Submission, principal: Principal, id: string, a: Assessment, rcptTo: string[]): Promise<QueueState> {
+    if (a.state === 'held') {
+      const held = await this.apply(s, { verdict: 'hold', policy: 'quarantine', fields: { principal: principal.name, queue_id: id, score: a.score, reasons: a.reasons.map((r) => r.id) } }, id);
+      if (held) return 'held';
+    }
+    const state = await this.deps.quota.admit(key(principal), rcptTo);
+    if (state === 'waiting-quota') {
+      const waits = await this.apply(s, { verdict: 'wait', policy: 'limits', fields: { principal: principal.name, queue_id: id } }, id);
+      if (waits) return 'waiting-quota';
+    }
+    return 'queued';
+  }
+}
