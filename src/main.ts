@@ -28,7 +28,6 @@ import { Metrics, tapLogger } from './obs/metrics.js';
 import { installProxyProtocol } from './protocol/proxy.js';
 import { reloadRelay, type ReloadOutcome } from './reload.js';
 import { queueIdTime } from './spool/message.js';
-import { StatsRepo } from './store/stats.js';
 
 export interface RelayOptions {
   clock?: Clock;
@@ -89,7 +88,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   const metrics = new Metrics({
     queueDepth: () => store.queue.depth(),
     openConnections: () => servers.reduce((n, s) => n + s.connections.size, 0),
-    quarantineDecisions: () => new StatsRepo(store.db).quarantineDecisions(),
+    quarantineDecisions: () => store.stats.quarantineDecisions(),
     passwordVerifications: () => authenticator.verifications,
     receivedAt: queueIdTime,
     now: () => clock.now(),
@@ -129,12 +128,9 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     log,
   );
   const sweeper = setInterval(() => {
-    sweepLapsedBindings(store, clock, log);
-    try {
-      store.authAttempts.prune(clock.now());
-    } catch (e) {
-      log.error({ event: 'store.error', err: (e as Error).message });
-    }
+    const failed = (e: unknown) => log.error({ event: 'store.error', err: (e as Error).message });
+    sweepLapsedBindings(store, clock, log).catch(failed);
+    store.authAttempts.prune(clock.now()).catch(failed);
   }, 60_000);
   sweeper.unref();
   // ---
@@ -254,7 +250,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
         registry: metrics.registry,
         healthy: () => {
           if (closing) return { ok: false, detail: 'shutting down' };
-          if (!store.db.open) return { ok: false, detail: 'store closed' };
+          if (!store.open) return { ok: false, detail: 'store closed' };
           if (!servers.every((s) => s.server.listening)) return { ok: false, detail: 'listener down' };
           return spoolHealth.state();
         },
@@ -271,16 +267,12 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   // --- Outbound delivery: takes due mail by claim; woken by the spool.
   const delivery = cfg.delivery.enabled ? startDelivery(cfg, { store, spool, clock, log, incidents, owner }) : null;
   const drainer = setInterval(() => {
-    try {
-      quota
-        .drain()
-        .then((ids) => {
-          if (ids.length) delivery?.scheduler.wake();
-        })
-        .catch((e: unknown) => log.error({ event: 'quota.error', err: (e as Error).message }));
-    } catch (e) {
-      log.error({ event: 'quota.error', err: (e as Error).message });
-    }
+    quota
+      .drain()
+      .then((ids) => {
+        if (ids.length) delivery?.scheduler.wake();
+      })
+      .catch((e: unknown) => log.error({ event: 'quota.error', err: (e as Error).message }));
   }, cfg.limits.drain_interval_seconds * 1000);
   drainer.unref();
   // ---
@@ -312,7 +304,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
         await closed;
         // Attempts in flight finish and are recorded (they may queue DSNs) before the spool closes.
         await delivery?.stop();
-        spool.close();
+        await spool.close();
         await quota.ledger.close();
         await authenticator.stop();
         await metricsServer?.close();

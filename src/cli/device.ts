@@ -21,21 +21,21 @@ Example:
   postern device add printer-3f --ip 192.0.2.33 --sender scanner@example.com --recipient @example.com
 `;
 
-function describe(ctx: Ctx, d: Device, now: number) {
+async function describe(ctx: Ctx, d: Device, now: number) {
   const b = ctx.store().bindings;
   return {
     name: d.name,
     status: d.status,
     status_reason: d.statusReason,
     require_tls: d.requireTls,
-    ips: b.values('device', d.id, 'network', now).map((n) => n.replace(/\/(32|128)$/, '')),
-    senders: b.values('device', d.id, 'sender', now),
-    recipients: b.values('device', d.id, 'recipient', now),
+    ips: (await b.values('device', d.id, 'network', now)).map((n) => n.replace(/\/(32|128)$/, '')),
+    senders: await b.values('device', d.id, 'sender', now),
+    recipients: await b.values('device', d.id, 'recipient', now),
     created: iso(d.createdAt),
   };
 }
 
-export function deviceCommand(ctx: Ctx, argv: string[]): number {
+export async function deviceCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   const { values, positionals } = parseArgs({
     args: rest,
@@ -57,8 +57,8 @@ export function deviceCommand(ctx: Ctx, argv: string[]): number {
     if (!name) throw new UsageError(`postern device ${sub} needs a device name\n\n${DEVICE_HELP}`);
     return name;
   };
-  const mustFind = () => {
-    const d = st.devices.find(needName());
+  const mustFind = async () => {
+    const d = await st.devices.find(needName());
     if (!d) throw new CliError(`no such device: ${name} (see: postern device list)`);
     return d;
   };
@@ -82,55 +82,55 @@ export function deviceCommand(ctx: Ctx, argv: string[]): number {
       const recipients = sendersArg(many(values.recipient), 'recipient');
       if (!ips.length || !senders.length) throw new UsageError(`postern device add needs --ip and --sender\n\n${DEVICE_HELP}`);
       for (const ip of ips) {
-        const other = st.devices.byAddress(ip);
+        const other = await st.devices.byAddress(ip);
         if (other) throw new CliError(`${ip.replace(/\/(32|128)$/, '')} already belongs to device ${other.name}`);
       }
-      if (st.devices.find(n)) throw new CliError(`device ${n} already exists (see: postern device show ${n})`);
-      st.db.transaction(() => {
-        const d = st.devices.add(n, Boolean(values['require-tls']), now);
-        for (const ip of ips) st.bindings.add('device', d.id, 'network', ip, now);
-        for (const s of senders) st.bindings.add('device', d.id, 'sender', s, now);
-        for (const r of recipients) st.bindings.add('device', d.id, 'recipient', r, now);
-        audit('device.add', n, JSON.stringify({ ips, senders, recipients, require_tls: Boolean(values['require-tls']) }));
-      })();
+      if (await st.devices.find(n)) throw new CliError(`device ${n} already exists (see: postern device show ${n})`);
+      await st.tx(async (t) => {
+        const d = await t.devices.add(n, Boolean(values['require-tls']), now);
+        for (const ip of ips) await t.bindings.add('device', d.id, 'network', ip, now);
+        for (const s of senders) await t.bindings.add('device', d.id, 'sender', s, now);
+        for (const r of recipients) await t.bindings.add('device', d.id, 'recipient', r, now);
+        await audit('device.add', n, JSON.stringify({ ips, senders, recipients, require_tls: Boolean(values['require-tls']) }));
+      });
       ctx.io.stdout(`device ${n} added\n`);
       return 0;
     }
     case 'list': {
-      const ds = st.devices.list().map((d) => describe(ctx, d, now));
+      const ds = await Promise.all((await st.devices.list()).map((d) => describe(ctx, d, now)));
       if (values.json) printJson(ctx.io, ds);
       else if (!ds.length) ctx.io.stdout('no devices\n');
       else ctx.io.stdout(table([['NAME', 'STATUS', 'IPS', 'SENDERS'], ...ds.map((d) => [d.name, d.status, d.ips.join(','), d.senders.join(',')])]));
       return 0;
     }
     case 'show': {
-      const d = describe(ctx, mustFind(), now);
+      const d = await describe(ctx, await mustFind(), now);
       if (values.json) printJson(ctx.io, d);
       else ctx.io.stdout(Object.entries(d).map(([k, v]) => `${k.padEnd(15)}${Array.isArray(v) ? v.join(', ') || '-' : (v ?? '-')}\n`).join(''));
       return 0;
     }
     case 'unsuspend': {
-      const d = mustFind();
+      const d = await mustFind();
       if (!values.reason) throw new UsageError(`postern device unsuspend ${d.name} needs --reason "..."`);
-      const ok = st.db.transaction(() => {
-        const changed = st.devices.unsuspend(d.id, now);
+      const ok = await st.tx(async (t) => {
+        const changed = await t.devices.unsuspend(d.id, now);
         if (changed) {
-          st.incidents.resolveOpen('device', d.name, actor(values.by, ctx.io.env), now);
-          audit('device.unsuspend', d.name, null);
+          await t.incidents.resolveOpen('device', d.name, actor(values.by, ctx.io.env), now);
+          await audit('device.unsuspend', d.name, null);
         }
         return changed;
-      })();
+      });
       if (!ok) throw new CliError(`device ${d.name} is not suspended (see: postern device show ${d.name})`);
       ctx.io.stdout(`device ${d.name} unsuspended\n`);
       return 0;
     }
     case 'delete': {
-      const d = mustFind();
-      st.db.transaction(() => {
-        st.bindings.removeAll('device', d.id);
-        st.devices.delete(d.id);
-        audit('device.delete', d.name, null);
-      })();
+      const d = await mustFind();
+      await st.tx(async (t) => {
+        await t.bindings.removeAll('device', d.id);
+        await t.devices.delete(d.id);
+        await audit('device.delete', d.name, null);
+      });
       ctx.io.stdout(`device ${d.name} deleted\n`);
       return 0;
     }

@@ -15,21 +15,21 @@ Example:
   postern limits show alice
 `;
 
-function principalOf(ctx: Ctx, name: string, device: boolean): string {
+async function principalOf(ctx: Ctx, name: string, device: boolean): Promise<string> {
   const st = ctx.store();
   if (device) {
-    const d = st.devices.find(name);
+    const d = await st.devices.find(name);
     if (!d) throw new CliError(`no such device: ${name} (see: postern device list)`);
     return `device:${d.name}`;
   }
-  const u = st.users.find(name);
+  const u = await st.users.find(name);
   if (!u) throw new CliError(`no such user: ${name} (see: postern user list)`);
   return `user:${u.username}`;
 }
 
-function effective(ctx: Ctx, principal: string) {
+async function effective(ctx: Ctx, principal: string) {
   const cfg = ctx.config().limits;
-  const o = ctx.store().limits.override(principal);
+  const o = await ctx.store().limits.override(principal);
   return {
     messagesPerHour: o?.messagesPerHour ?? cfg.messages_per_hour,
     recipientsPerHour: o?.recipientsPerHour ?? cfg.recipients_per_hour,
@@ -38,17 +38,17 @@ function effective(ctx: Ctx, principal: string) {
   };
 }
 
-export function limitsShow(ctx: Ctx, argv: string[]): number {
+export async function limitsShow(ctx: Ctx, argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub !== 'show') throw new UsageError(LIMITS_HELP);
   const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean' }, device: { type: 'boolean' } } });
   if (!positionals[0]) throw new UsageError(LIMITS_HELP);
-  const principal = principalOf(ctx, positionals[0], Boolean(values.device));
+  const principal = await principalOf(ctx, positionals[0], Boolean(values.device));
   const now = Date.now();
   const st = ctx.store();
-  const usage = st.limits.usage(principal, now);
-  const lim = effective(ctx, principal);
-  const waiting = st.limits.waiting(principal);
+  const usage = await st.limits.usage(principal, now);
+  const lim = await effective(ctx, principal);
+  const waiting = await st.limits.waiting(principal);
   const cfg = ctx.config().limits;
   const out = {
     principal,
@@ -74,7 +74,7 @@ export function limitsShow(ctx: Ctx, argv: string[]): number {
   return 0;
 }
 
-export function userLimits(ctx: Ctx, argv: string[]): number {
+export async function userLimits(ctx: Ctx, argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -89,7 +89,7 @@ export function userLimits(ctx: Ctx, argv: string[]): number {
     },
   });
   if (!positionals[0]) throw new UsageError(LIMITS_HELP);
-  const principal = principalOf(ctx, positionals[0], Boolean(values.device));
+  const principal = await principalOf(ctx, positionals[0], Boolean(values.device));
   const num = (flag: string, v: string | undefined): number | undefined => {
     if (v === undefined) return undefined;
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new CliError(`--${flag} needs a whole number of at least 1, not ${JSON.stringify(v)}`);
@@ -107,11 +107,11 @@ export function userLimits(ctx: Ctx, argv: string[]): number {
   if (!Object.keys(change).length) throw new UsageError(`nothing to change\n\n${LIMITS_HELP}`);
   const st = ctx.store();
   const now = Date.now();
-  st.db.transaction(() => {
-    st.limits.setOverride(principal, change, now);
-    st.audit.record({ at: now, actor: actor(values.by, ctx.io.env), action: 'limits.set', target: principal, detail: JSON.stringify(change), reason: values.reason ?? null });
-  })();
-  const l = effective(ctx, principal);
+  await st.tx(async (t) => {
+    await t.limits.setOverride(principal, change, now);
+    await t.audit.record({ at: now, actor: actor(values.by, ctx.io.env), action: 'limits.set', target: principal, detail: JSON.stringify(change), reason: values.reason ?? null });
+  });
+  const l = await effective(ctx, principal);
   ctx.io.stdout(`${principal}: ${l.messagesPerHour} messages/hour, ${l.recipientsPerHour} recipients/hour, ${l.recipientsPerDay} recipients/day\n`);
   return 0;
 }

@@ -54,9 +54,9 @@ function states(s: string | undefined): QueueState[] {
   return [s as QueueState];
 }
 
-function principalOf(ctx: Ctx, user: string | undefined): string | undefined {
+async function principalOf(ctx: Ctx, user: string | undefined): Promise<string | undefined> {
   if (user === undefined) return undefined;
-  const u = ctx.store().users.find(user);
+  const u = await ctx.store().users.find(user);
   if (!u) throw new CliError(`no such user: ${user} (see: postern user list)`);
   return `user:${u.username}`;
 }
@@ -79,7 +79,7 @@ const topReasons = (m: QuarantinedMessage, n = 3) =>
 
 async function list(ctx: Ctx, args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, user: { type: 'string' }, state: { type: 'string' } } });
-  const msgs = ctx.store().quarantine.list({ states: states(values.state), principal: principalOf(ctx, values.user) });
+  const msgs = await ctx.store().quarantine.list({ states: states(values.state), principal: await principalOf(ctx, values.user) });
   const now = Date.now();
   const rows = await Promise.all(msgs.map(async (m) => ({ m, h: await summarize(m.header) })));
   if (values.json) {
@@ -131,12 +131,12 @@ async function show(ctx: Ctx, args: string[]): Promise<number> {
   const id = positionals[0];
   if (!id || positionals.length > 1) throw new UsageError(`postern quarantine show needs one message id\n\n${QUARANTINE_HELP}`);
   const store = ctx.store();
-  const m = store.quarantine.get(id);
+  const m = await store.quarantine.get(id);
   if (!m) {
-    const d = store.quarantine.decision(id);
+    const d = await store.quarantine.decision(id);
     throw new CliError(d ? `message ${id} was ${d.action} on ${iso(d.at)} by ${d.actor}` : `no such message: ${id} (see: postern quarantine list)`);
   }
-  const body = store.queue.body(id) ?? Buffer.alloc(0);
+  const body = await store.queue.body(id) ?? Buffer.alloc(0);
   if (values.raw) {
     if (ctx.io.stdoutBytes) ctx.io.stdoutBytes(body);
     else ctx.io.stdout(body.toString('utf8'));
@@ -195,7 +195,7 @@ async function decide(ctx: Ctx, verb: 'release' | 'delete', args: string[]): Pro
   const store = ctx.store();
   if (values.all) {
     if (ids.length) throw new UsageError(`postern quarantine ${verb}: give ids or --all, not both`);
-    ids = store.quarantine.list({ states: states(values.state), principal: principalOf(ctx, values.user) }).map((m) => m.id);
+    ids = (await store.quarantine.list({ states: states(values.state), principal: await principalOf(ctx, values.user) })).map((m) => m.id);
     if (!ids.length) {
       ctx.io.stdout(`no ${values.state ?? 'held'} messages${values.user ? ` of ${values.user}` : ''}\n`);
       return 0;
@@ -214,7 +214,7 @@ async function decide(ctx: Ctx, verb: 'release' | 'delete', args: string[]): Pro
   for (const id of ids) {
     let m: DecidedMessage;
     try {
-      m = verb === 'release' ? store.quarantine.release(id, { ...by, now: Date.now() }) : store.quarantine.delete(id, { ...by, now: Date.now() });
+      m = verb === 'release' ? await store.quarantine.release(id, { ...by, now: Date.now() }) : await store.quarantine.delete(id, { ...by, now: Date.now() });
     } catch (e) {
       if (!(e instanceof QuarantineError)) throw e;
       ctx.io.stderr(`postern: ${e.message}${e.message.startsWith('no such') ? ' (see: postern quarantine list)' : ''}\n`);

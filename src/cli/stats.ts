@@ -1,5 +1,4 @@
 import { parseArgs } from 'node:util';
-import { StatsRepo } from '../store/stats.js';
 import { CliError, iso, parseDuration, printJson, table, type Ctx } from './io.js';
 
 export const STATS_HELP = `Usage: postern stats [--user NAME] [--since 24h] [--json]
@@ -21,18 +20,18 @@ Example:
 /** The quota ledger keeps one day (spool/quota.ts purges older rows), so SENT cannot look further back. */
 const LEDGER_MS = 86_400_000;
 
-export function statsCommand(ctx: Ctx, argv: string[]): number {
+export async function statsCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { user: { type: 'string' }, since: { type: 'string', default: '24h' }, json: { type: 'boolean' } } });
   const windowMs = parseDuration(values.since);
   const now = Date.now();
   const st = ctx.store();
   let principal: string | undefined;
   if (values.user) {
-    const u = st.users.find(values.user);
+    const u = await st.users.find(values.user);
     if (!u) throw new CliError(`no such user: ${values.user} (see: postern user list)`);
     principal = `user:${u.username}`;
   }
-  const rows = new StatsRepo(st.db).since(now - windowMs, principal);
+  const rows = await st.stats.since(now - windowMs, principal);
   const sentPartial = windowMs > LEDGER_MS;
   const sentNote = sentPartial ? `SENT covers only the last 24h: the quota ledger keeps no more` : null;
   if (values.json) {

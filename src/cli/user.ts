@@ -59,15 +59,15 @@ async function newPassword(ctx: Ctx, fromStdin: boolean): Promise<{ password: st
   return { password, generated: false };
 }
 
-function mustFind(ctx: Ctx, name: string): User {
-  const u = ctx.store().users.find(name);
+async function mustFind(ctx: Ctx, name: string): Promise<User> {
+  const u = await ctx.store().users.find(name);
   if (!u) throw new CliError(`no such user: ${name} (see: postern user list)`);
   return u;
 }
 
-function describe(ctx: Ctx, u: User, now: number) {
+async function describe(ctx: Ctx, u: User, now: number) {
   const st = ctx.store();
-  const bindings = st.bindings.list('user', u.id, now);
+  const bindings = await st.bindings.list('user', u.id, now);
   const show = (kind: string) =>
     bindings.filter((b) => b.kind === kind).map((b) => (b.expiresAt ? `${b.value} (until ${iso(b.expiresAt)})` : b.value));
   const senders = bindings.filter((b) => b.kind === 'sender').map((b) => b.value);
@@ -79,7 +79,7 @@ function describe(ctx: Ctx, u: User, now: number) {
     notify: u.notifyAddress ?? senders.find((s) => !s.startsWith('@')) ?? null,
     networks: show('network'),
     senders: show('sender'),
-    open_incidents: st.incidents.list({ principalKind: 'user', name: u.username, open: true }).length,
+    open_incidents: (await st.incidents.list({ principalKind: 'user', name: u.username, open: true })).length,
     created: iso(u.createdAt),
     updated: iso(u.updatedAt),
   };
@@ -112,7 +112,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const reason = values.reason ?? null;
   const audit = (action: string, target: string, detail: string | null) =>
     ctx.store().audit.record({ at: now, actor: who, action, target: `user:${target}`, detail, reason });
-  const tx = <T>(fn: () => T): T => ctx.store().db.transaction(fn)();
+  const tx = <T>(fn: () => Promise<T>): Promise<T> => ctx.store().tx(fn);
   const notifyArg = (): string | null => {
     if (values.notify === undefined) return null;
     const a = canonicalAddress(values.notify);
@@ -132,12 +132,12 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const hash = await hashPassword(password, params(ctx.config()));
       const st = ctx.store();
       try {
-        tx(() => {
-          const u = st.users.add(n, hash, now);
-          for (const s of senders) st.bindings.add('user', u.id, 'sender', s, now);
-          for (const net of networks) st.bindings.add('user', u.id, 'network', net, now);
-          if (notify) st.users.setNotifyAddress(u.id, notify, now);
-          audit('user.add', n, JSON.stringify({ senders, networks, notify }));
+        await tx(async () => {
+          const u = await st.users.add(n, hash, now);
+          for (const s of senders) await st.bindings.add('user', u.id, 'sender', s, now);
+          for (const net of networks) await st.bindings.add('user', u.id, 'network', net, now);
+          if (notify) await st.users.setNotifyAddress(u.id, notify, now);
+          await audit('user.add', n, JSON.stringify({ senders, networks, notify }));
         });
       } catch (e) {
         if (e instanceof UserExistsError) throw new CliError(`user ${n} already exists (to change the password: postern user passwd ${n})`);
@@ -153,23 +153,23 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
     }
     case 'allow':
     case 'deny': {
-      const u = mustFind(ctx, needName());
+      const u = await mustFind(ctx, needName());
       const senders = sendersArg(many(values.sender));
       const networks = networksArg(many(values.network));
       if (!senders.length && !networks.length) throw new UsageError(`postern user ${sub} needs --sender or --network\n\n${USER_HELP}`);
       if (values.for && sub === 'deny') throw new UsageError('--for goes with allow');
       const expires = values.for ? now + parseDuration(values.for) : null;
       const st = ctx.store();
-      if (sub === 'allow') refuseV6OnlyEverywhere(networks, [...networks, ...st.bindings.values('user', u.id, 'network', now)]);
+      if (sub === 'allow') refuseV6OnlyEverywhere(networks, [...networks, ...(await st.bindings.values('user', u.id, 'network', now))]);
       const changed: string[] = [];
-      tx(() => {
+      await tx(async () => {
         for (const [kind, list] of [['sender', senders], ['network', networks]] as const) {
           for (const v of list) {
-            const did = sub === 'allow' ? st.bindings.add('user', u.id, kind, v, now, expires) : st.bindings.remove('user', u.id, kind, v);
+            const did = sub === 'allow' ? await st.bindings.add('user', u.id, kind, v, now, expires) : await st.bindings.remove('user', u.id, kind, v);
             if (did || (sub === 'allow' && expires)) changed.push(`${kind} ${v}`);
           }
         }
-        if (changed.length) audit(`user.${sub}`, u.username, changed.join(', ') + (expires ? ` until ${iso(expires)}` : ''));
+        if (changed.length) await audit(`user.${sub}`, u.username, changed.join(', ') + (expires ? ` until ${iso(expires)}` : ''));
       });
       ctx.io.stdout(
         changed.length
@@ -179,35 +179,35 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       return 0;
     }
     case 'notify': {
-      const u = mustFind(ctx, needName());
+      const u = await mustFind(ctx, needName());
       const raw = positionals[1] ?? values.notify;
       if (!raw) throw new UsageError(`postern user notify NAME ADDR\n\n${USER_HELP}`);
       const a = canonicalAddress(raw);
       if (!a) throw new CliError(`bad notification address ${JSON.stringify(raw)}: use one address such as alice@home.example`);
-      tx(() => {
-        ctx.store().users.setNotifyAddress(u.id, a, now);
-        audit('user.notify', u.username, a);
+      await tx(async () => {
+        await ctx.store().users.setNotifyAddress(u.id, a, now);
+        await audit('user.notify', u.username, a);
       });
       ctx.io.stdout(`notices for ${u.username} go to ${a}\n`);
-      const warn = notifyWarning(u.username, a, ctx.store().bindings.values('user', u.id, 'sender', now));
+      const warn = notifyWarning(u.username, a, await ctx.store().bindings.values('user', u.id, 'sender', now));
       if (warn) ctx.io.stderr(warn);
       return 0;
     }
     case 'passwd':
     case 'reset': {
-      const u = mustFind(ctx, needName());
+      const u = await mustFind(ctx, needName());
       const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
       const hash = await hashPassword(password, params(ctx.config()));
       const st = ctx.store();
       let resolved = 0;
       let lifted = false;
-      tx(() => {
-        st.users.setPassword(u.id, hash, now);
+      await tx(async () => {
+        await st.users.setPassword(u.id, hash, now);
         if (sub === 'reset') {
-          lifted = st.users.unsuspend(u.id, now);
-          resolved = st.incidents.resolveOpen('user', u.username, who, now);
+          lifted = await st.users.unsuspend(u.id, now);
+          resolved = await st.incidents.resolveOpen('user', u.username, who, now);
         }
-        audit(`user.${sub}`, u.username, sub === 'reset' ? `password changed; suspension ${lifted ? 'lifted' : 'was not set'}; ${resolved} incident(s) resolved` : 'password changed');
+        await audit(`user.${sub}`, u.username, sub === 'reset' ? `password changed; suspension ${lifted ? 'lifted' : 'was not set'}; ${resolved} incident(s) resolved` : 'password changed');
       });
       const what = sub === 'reset' ? `user ${u.username} reset: password changed, ${lifted ? 'suspension lifted' : 'was not suspended'}, ${resolved} open incident${resolved === 1 ? '' : 's'} resolved` : `password of ${u.username} changed`;
       ctx.io.stdout(generated ? `${what}; new password (shown once): ${password}\n` : `${what}\n`);
@@ -215,12 +215,12 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
     }
     case 'suspend':
     case 'unsuspend': {
-      const u = mustFind(ctx, needName());
+      const u = await mustFind(ctx, needName());
       if (!reason) throw new UsageError(`postern user ${sub} ${u.username} needs --reason "..." (it goes into the audit log)`);
       const st = ctx.store();
-      const done = tx(() => {
-        const ok = sub === 'suspend' ? suspendPrincipal(st, { kind: 'user', id: u.id, name: u.username }, `manual: ${reason}`, now).changed : st.users.unsuspend(u.id, now);
-        if (ok) audit(`user.${sub}`, u.username, null);
+      const done = await tx(async () => {
+        const ok = sub === 'suspend' ? (await suspendPrincipal(st, { kind: 'user', id: u.id, name: u.username }, `manual: ${reason}`, now)).changed : await st.users.unsuspend(u.id, now);
+        if (ok) await audit(`user.${sub}`, u.username, null);
         return ok;
       });
       if (!done) throw new CliError(
@@ -233,15 +233,16 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
     }
     case 'list': {
       const st = ctx.store();
-      const users = st.users.list();
-      if (values.json) printJson(ctx.io, users.map((u) => describe(ctx, u, now)));
+      const users = await st.users.list();
+      const described = await Promise.all(users.map((u) => describe(ctx, u, now)));
+      if (values.json) printJson(ctx.io, described);
       else if (!users.length) ctx.io.stdout('no users (add one: postern user add NAME --sender ADDR --network CIDR)\n');
       else
         ctx.io.stdout(
           table([
             ['NAME', 'STATUS', 'NETWORKS', 'SENDERS', 'CREATED'],
-            ...users.map((u) => {
-              const d = describe(ctx, u, now);
+            ...users.map((u, i) => {
+              const d = described[i]!;
               return [u.username, u.status, String(d.networks.length), String(d.senders.length), iso(u.createdAt)];
             }),
           ]),
@@ -249,8 +250,8 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       return 0;
     }
     case 'show': {
-      const u = mustFind(ctx, needName());
-      const d = describe(ctx, u, now);
+      const u = await mustFind(ctx, needName());
+      const d = await describe(ctx, u, now);
       if (values.json) printJson(ctx.io, d);
       else {
         const line = (k: string, v: unknown) => `${k.padEnd(15)}${Array.isArray(v) ? (v.length ? v.join('\n' + ' '.repeat(15)) : '-') : (v ?? '-')}\n`;
@@ -260,14 +261,14 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       return 0;
     }
     case 'delete': {
-      const u = mustFind(ctx, needName());
+      const u = await mustFind(ctx, needName());
       const st = ctx.store();
-      tx(() => {
-        st.bindings.removeAll('user', u.id);
-        st.users.delete(u.id);
+      await tx(async () => {
+        await st.bindings.removeAll('user', u.id);
+        await st.users.delete(u.id);
         // Mail still waiting for quota would never drain for a user who is gone: hold it for an admin.
-        st.limits.holdWaiting(`user:${u.username}`, 'user deleted', now);
-        audit('user.delete', u.username, null);
+        await st.limits.holdWaiting(`user:${u.username}`, 'user deleted', now);
+        await audit('user.delete', u.username, null);
       });
       ctx.io.stdout(`user ${u.username} deleted\n`);
       return 0;

@@ -2,8 +2,8 @@ import type { Clock } from '../domain/clock.js';
 import type { NewMessage } from '../domain/types.js';
 import type { Logger } from '../obs/log.js';
 import { headerEnd, newQueueId } from '../spool/message.js';
-import type { AttemptRecord, DeliveryJob, DeliveryRepo, RecipientState, RecipientUpdate } from '../store/delivery.js';
-import type { QueueRepo } from '../store/queue.js';
+import type { AttemptRecord, DeliveryJob, RecipientState, RecipientUpdate } from '../store/delivery.js';
+import type { Store } from '../store/index.js';
 import { GroupCommit } from '../store/group-commit.js';
 import { expired, retryDelayMs } from './backoff.js';
 import { classify } from './classify.js';
@@ -14,8 +14,8 @@ import type { Router } from './routing.js';
 import { SendError, type TlsLevel, type TlsOutcome, type Transport } from './transport.js';
 
 export interface DelivererDeps {
-  repo: DeliveryRepo;
-  queue: QueueRepo;
+  repo: Store['delivery'];
+  queue: Store['queue'];
   /** Only the spool writes new messages, DSNs included (Postfix's cleanup). */
   accept: (msg: NewMessage) => Promise<void>;
   router: Router;
@@ -61,16 +61,16 @@ export class Deliverer {
   private readonly writer: GroupCommit<AttemptRecord, boolean>;
 
   constructor(private readonly d: DelivererDeps) {
-    this.writer = new GroupCommit((recs) => {
-      const removed = d.repo.recordAttempts(recs);
+    this.writer = new GroupCommit(async (recs) => {
+      const removed = await d.repo.recordAttempts(recs);
       return recs.map((r) => removed.has(r.id));
     });
   }
 
   async attempt(id: string): Promise<void> {
-    const job = this.d.repo.job(id);
+    const job = await this.d.repo.job(id);
     if (!job) return;
-    const body = this.d.queue.body(id);
+    const body = await this.d.queue.body(id);
     // Thrown, not returned: the scheduler then postpones the message instead of retrying it at once.
     if (!body) throw new Error(`message ${id} has no body in the spool`);
     const pending = job.recipients.filter((r) => r.status === 'pending');
@@ -172,7 +172,10 @@ export class Deliverer {
       else if (o.status === 'deferred') this.d.log.info({ event: 'delivery.defer', ...base, reason: o.category, response: o.text, next_attempt: next && new Date(next).toISOString() });
       else this.d.log.info({ event: 'delivery.fail', ...base, reason: o.category, response: o.text });
     }
-    if (job.principal && updates.some((u) => u.remoteVerdict === 'rejected')) this.d.reputation.check(job.principal);
+    if (job.principal && updates.some((u) => u.remoteVerdict === 'rejected')) {
+      // The outcome is committed: trouble counting it must not make the attempt look failed.
+      await this.d.reputation.check(job.principal).catch((e: unknown) => this.d.log.error({ event: 'store.error', queue_id: job.id, err: (e as Error).message }));
+    }
     return removed;
   }
 
@@ -183,7 +186,7 @@ export class Deliverer {
    * spool, normally exactly once.
    */
   private async finish(id: string, headers: Buffer): Promise<void> {
-    const job = this.d.repo.job(id);
+    const job = await this.d.repo.job(id);
     if (!job) return;
     const unreported = job.recipients.filter((r) => r.status === 'failed' && !r.dsnDone);
     // RFC 5321 6.1 / RFC 3464: never a notification about a message with a null sender, so
@@ -212,7 +215,7 @@ export class Deliverer {
     } else if (unreported.length) {
       this.d.log.info({ event: 'dsn.suppressed', queue_id: id, reason: 'null-sender', recipients: unreported.map((r) => r.address) });
     }
-    if (this.d.repo.finish(id, unreported.map((r) => r.position))) this.d.log.info({ event: 'delivery.done', queue_id: id });
+    if (await this.d.repo.finish(id, unreported.map((r) => r.position))) this.d.log.info({ event: 'delivery.done', queue_id: id });
   }
 }
 

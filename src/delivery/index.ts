@@ -63,15 +63,14 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     family: outboundIp ? (isIP(outboundIp) as 4 | 6) : 0,
   });
   const responder = deps.incidents;
-  const report: IncidentSink | undefined = responder
-    ? ({ principalKind, principalName, detail }) => {
-        const p = principalKind === 'user' ? store.users.find(principalName) : store.devices.find(principalName);
-        if (!p) return null;
-        // Remote rejections are a signal, not proof of compromise: record and notify, no suspension.
-        return responder.report({ principal: { kind: principalKind, id: p.id, name: principalName }, kind: 'remote-rejections', clientIp: null, detail, suspend: false }).id;
-      }
-    : undefined;
-  const reputation = new Reputation(store.delivery, { alert: d.reject_alert, windowMs: d.reject_window_minutes * 60_000, minSample: d.reject_min_sample }, clock, log, report);
+  // Remote rejections are a signal, not proof of compromise: record and notify, no suspension.
+  const report: IncidentSink = async ({ principalKind, principalName, detail }) => {
+    const p = principalKind === 'user' ? await store.users.find(principalName) : await store.devices.find(principalName);
+    if (responder) return p ? (await responder.report({ principal: { kind: principalKind, id: p.id, name: principalName }, kind: 'remote-rejections', clientIp: null, detail, suspend: false })).id : null;
+    const principal = { principalKind, principalId: p?.id ?? null, principalName, kind: 'remote-rejections', detail };
+    return (await store.incidents.record(principal, clock.now(), null)).incident.id;
+  };
+  const reputation = new Reputation(store, { alert: d.reject_alert, windowMs: d.reject_window_minutes * 60_000, minSample: d.reject_min_sample }, clock, log, report);
   const deliverer = new Deliverer({
     repo: store.delivery,
     queue: store.queue,
@@ -102,7 +101,9 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     if (msgs.some((m) => m.state === 'queued')) scheduler.wake();
   });
   // Only the recent window is ever read; older outcomes are dropped at each start.
-  store.delivery.pruneOutcomes(clock.now() - Math.max(d.reject_window_minutes * 60_000, 7 * 86_400_000));
+  store.delivery
+    .pruneOutcomes(clock.now() - Math.max(d.reject_window_minutes * 60_000, 7 * 86_400_000))
+    .catch((e: unknown) => log.error({ event: 'store.error', err: (e as Error).message }));
   scheduler.start();
   return {
     scheduler,

@@ -1,13 +1,13 @@
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../domain/clock.js';
 import type { Logger } from '../obs/log.js';
-import type { DeliveryRepo } from '../store/delivery.js';
+import type { Store } from '../store/index.js';
 
 /** Pause after an attempt that failed locally (bug, unreadable body, DB trouble). */
 const LOCAL_ERROR_RETRY_MS = 5 * 60_000;
 
 export interface SchedulerOptions {
-  repo: DeliveryRepo;
+  repo: Store['delivery'];
   attempt: (id: string) => Promise<void>;
   clock: Clock;
   log: Logger;
@@ -65,7 +65,7 @@ export class DeliveryScheduler extends EventEmitter {
     this.kicked = true;
     setImmediate(() => {
       this.kicked = false;
-      this.pump();
+      void this.pump();
     });
   }
 
@@ -73,38 +73,52 @@ export class DeliveryScheduler extends EventEmitter {
     return this.inflight.size;
   }
 
-  private pump(): void {
+  /** Scans and starts attempts; a call while a scan runs makes it scan once more, never twice at once. */
+  private pump(): Promise<void> {
+    if (this.pumping) {
+      this.again = true;
+      return this.pumping;
+    }
+    this.pumping = (async () => {
+      do {
+        this.again = false;
+        await this.scan();
+      } while (this.again && this.running);
+    })().finally(() => {
+      this.pumping = null;
+    });
+    return this.pumping;
+  }
+
+  private pumping: Promise<void> | null = null;
+  private again = false;
+
+  private async scan(): Promise<void> {
     if (!this.running) return;
     const free = this.o.maxConcurrent - this.inflight.size;
     if (free > 0) {
       let ids: string[] = [];
       try {
         const now = this.o.clock.now();
-        ids = this.o.repo.claimDue(this.o.owner, now, now + this.o.leaseMs, free).filter((id) => !this.inflight.has(id));
+        ids = (await this.o.repo.claimDue(this.o.owner, now, now + this.o.leaseMs, free)).filter((id) => !this.inflight.has(id));
       } catch (e) {
         this.o.log.error({ event: 'delivery.scheduler.error', err: (e as Error).message });
       }
       for (const id of ids) {
         const p = this.o
           .attempt(id)
-          .catch((e: unknown) => {
+          .catch(async (e: unknown) => {
             // A local fault (not a remote answer): the message must not stay due, or the
             // scheduler would spin on it. It comes back after a pause, recipients untouched.
             const retryAt = this.o.clock.now() + LOCAL_ERROR_RETRY_MS;
             this.o.log.error({ event: 'delivery.error', queue_id: id, err: (e as Error).message, next_attempt: new Date(retryAt).toISOString() });
-            try {
-              this.o.repo.postpone(id, retryAt);
-            } catch {
-              // The DB itself is failing; the next scan tries again.
-            }
+            // The DB itself failing: the next scan tries again.
+            await this.o.repo.postpone(id, retryAt).catch(() => undefined);
           })
-          .finally(() => {
+          .finally(async () => {
             // attempt() resolves after its outcome is committed: only now may another take it.
-            try {
-              this.o.repo.releaseClaim(id, this.o.owner);
-            } catch {
-              // The claim lapses by itself.
-            }
+            // A claim not given back lapses by itself.
+            await this.o.repo.releaseClaim(id, this.o.owner).catch(() => undefined);
             this.inflight.delete(id);
             this.emit('attempted', id);
             this.wake();
@@ -112,23 +126,20 @@ export class DeliveryScheduler extends EventEmitter {
         this.inflight.set(id, p);
       }
     }
-    this.arm();
+    await this.arm();
   }
 
   private renew(): void {
     if (!this.inflight.size) return;
-    try {
-      this.o.repo.renewClaims([...this.inflight.keys()], this.o.owner, this.o.clock.now() + this.o.leaseMs);
-    } catch (e) {
-      this.o.log.error({ event: 'delivery.scheduler.error', err: (e as Error).message });
-    }
+    this.o.repo
+      .renewClaims([...this.inflight.keys()], this.o.owner, this.o.clock.now() + this.o.leaseMs)
+      .catch((e: unknown) => this.o.log.error({ event: 'delivery.scheduler.error', err: (e as Error).message }));
   }
 
-  private arm(): void {
-    if (this.timer) clearTimeout(this.timer);
+  private async arm(): Promise<void> {
     let delay = this.o.scanMs;
     try {
-      const next = this.o.repo.nextDueAt();
+      const next = await this.o.repo.nextDueAt();
       const now = this.o.clock.now();
       // A due message not started is in flight or waiting for a free slot: a finishing
       // attempt wakes the scheduler, so only future ones set the timer.
@@ -136,14 +147,16 @@ export class DeliveryScheduler extends EventEmitter {
     } catch {
       // The next scan retries.
     }
-    this.timer = setTimeout(() => this.pump(), Math.max(delay, 10));
+    if (this.timer) clearTimeout(this.timer);
+    if (!this.running) return;
+    this.timer = setTimeout(() => void this.pump(), Math.max(delay, 10));
     this.timer.unref();
   }
 
   /** Runs every attempt due now, and those that become due meanwhile (DSNs), to the end. */
   async drain(): Promise<void> {
     for (;;) {
-      this.pump();
+      await this.pump();
       if (!this.inflight.size) return;
       await Promise.all(this.inflight.values());
     }
@@ -152,6 +165,7 @@ export class DeliveryScheduler extends EventEmitter {
   /** Stops picking new work and waits for attempts in flight (their outcome is recorded). */
   async stop(): Promise<void> {
     this.running = false;
+    await this.pumping;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await Promise.all(this.inflight.values());

@@ -114,4 +114,4 @@ export interface AssessInput {
 export type MessageAssessor = (input: AssessInput) => Assessment | Promise<Assessment>;
 
 /** Runs after the message is durably in the spool (held notices, counters). */
-export type AcceptedHook = (input: AssessInput, assessment: Assessment) => void;
+export type AcceptedHook = (input: AssessInput, assessment: Assessment) => void | Promise<void>;

@@ -2,7 +2,7 @@ import Bottleneck from 'bottleneck';
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Clock } from '../domain/clock.js';
 import type { User } from '../domain/types.js';
-import type { UserRepo } from '../store/users.js';
+import type { Store } from '../store/index.js';
 import { hashPassword, needsRehash, verifyPassword, type Argon2Params } from './passwords.js';
 
 export type AuthOutcome =
@@ -42,7 +42,7 @@ export class Authenticator {
   private verified = 0;
 
   constructor(
-    private readonly users: UserRepo,
+    private readonly users: Store['users'],
     private readonly opts: AuthenticatorOptions,
   ) {
     this.limiter = new Bottleneck({
@@ -68,11 +68,11 @@ export class Authenticator {
    * the user's auth_epoch is unchanged (a password change, reset or suspension, by any
    * process, ends it); null otherwise. Costs one HMAC: no verification, no queue.
    */
-  cached(username: string, password: string): User | null {
+  async cached(username: string, password: string): Promise<User | null> {
     const key = this.key(username, password);
     const hit = this.cache.get(key);
     if (!hit) return null;
-    const user = this.users.get(hit.userId);
+    const user = await this.users.get(hit.userId);
     if (user && user.authEpoch === hit.epoch && hit.expires > this.opts.clock.now()) return user;
     this.cache.delete(key);
     return null;
@@ -85,10 +85,10 @@ export class Authenticator {
    * what a wrong one costs, in time and in place in the verification queue.
    */
   async verify(username: string, password: string, opts: { useCache?: boolean } = {}): Promise<AuthOutcome> {
-    const hit = opts.useCache === false ? null : this.cached(username, password);
+    const hit = opts.useCache === false ? null : await this.cached(username, password);
     if (hit) return { kind: 'ok', user: hit, cached: true };
 
-    const user = this.users.find(username);
+    const user = await this.users.find(username);
     let ok: boolean;
     try {
       ok = await this.limiter.schedule(async () => {
@@ -106,7 +106,7 @@ export class Authenticator {
     if (!ok || !user) return { kind: 'invalid' };
 
     // Re-read: the user may have changed while we waited in the queue.
-    const fresh = this.users.get(user.id);
+    const fresh = await this.users.get(user.id);
     if (!fresh || fresh.passwordHash !== user.passwordHash) return { kind: 'invalid' };
     return { kind: 'ok', user: fresh, cached: false };
   }
@@ -119,10 +119,10 @@ export class Authenticator {
   async accepted(user: User, username: string, password: string): Promise<void> {
     if (needsRehash(user.passwordHash, this.opts.params)) {
       const rehashed = await hashPassword(password, this.opts.params);
-      this.users.rehash(user.id, rehashed, this.opts.clock.now());
+      await this.users.rehash(user.id, rehashed, this.opts.clock.now());
     }
     if (this.opts.cacheTtlMs > 0) {
-      const fresh = this.users.get(user.id);
+      const fresh = await this.users.get(user.id);
       if (!fresh) return;
       if (this.cache.size >= this.maxEntries) {
         const oldest = this.cache.keys().next().value;

@@ -15,9 +15,10 @@ export interface ThrottleConfig {
 
 /** Where the counters live: the store, shared by every process on the database. */
 export interface AttemptStore {
-  reserve<R>(counters: CounterSpec[], now: number, leaseUntil: number, decide: (states: CounterState[]) => R | null): Promise<{ ids: number[] } | { refused: R }>;
+  /** `decide`'s non-null answer comes back as `refused`. */
+  reserve(counters: CounterSpec[], now: number, leaseUntil: number, decide: (states: CounterState[]) => unknown): Promise<{ ids: number[] } | { refused: unknown }>;
   settle(ids: number[], outcome: Settlement, counters: CounterSpec[], clearOnOk: string[], now: number, windowEnd: number, lockUntil: number): Promise<string[]>;
-  locks(keys: string[], now: number): Array<{ key: string; until: number }>;
+  locks(keys: string[], now: number): Promise<Array<{ key: string; until: number }>>;
 }
 
 /** What refused an attempt: the client's address (or this username from it), or the username everywhere. */
@@ -103,7 +104,7 @@ export class AuthThrottle {
     const limits = this.limits(ip, username);
     for (;;) {
       const now = this.clock.now();
-      const r = await this.store.reserve(AuthThrottle.specs(limits), now, now + INFLIGHT_LEASE_MS, (states) => AuthThrottle.judge(limits, states, trusted, true));
+      const r = (await this.store.reserve(AuthThrottle.specs(limits), now, now + INFLIGHT_LEASE_MS, (states) => AuthThrottle.judge(limits, states, trusted, true))) as { ids: number[] } | { refused: Verdict };
       if ('ids' in r) {
         for (const { key } of limits) this.local.set(key, (this.local.get(key) ?? 0) + 1);
         return { ok: true, attempt: { limits, ids: r.ids } };
@@ -117,9 +118,9 @@ export class AuthThrottle {
    * A login that needs no verification (the credential cache vouched for it) reserves
    * nothing and waits for nothing; only a lock stops it, exactly as it stops any attempt.
    */
-  lock(ip: string, username: string, trusted: () => boolean): Extract<Admission, { ok: false }> | null {
+  async lock(ip: string, username: string, trusted: () => boolean): Promise<Extract<Admission, { ok: false }> | null> {
     const limits = this.limits(ip, username);
-    const locks = new Map(this.store.locks(limits.map((l) => l.key), this.clock.now()).map((l) => [l.key, l.until]));
+    const locks = new Map((await this.store.locks(limits.map((l) => l.key), this.clock.now())).map((l) => [l.key, l.until]));
     const states = limits.map((l) => ({ key: l.key, lockedUntil: locks.get(l.key) ?? null, failures: 0, inflight: 0 }));
     const v = AuthThrottle.judge(limits, states, trusted, false);
     return v && 'refused' in v ? v.refused : null;

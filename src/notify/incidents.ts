@@ -12,16 +12,16 @@ import { systemMessage } from './compose.js';
  * to judge (postern quarantine), not for the drain to keep sending.
  */
 export function suspendPrincipal(
-  store: Pick<Store, 'db' | 'users' | 'devices' | 'limits'>,
+  store: Pick<Store, 'tx'>,
   p: { kind: 'user' | 'device'; id: number; name: string },
   reason: string,
   now: number,
-): { changed: boolean; held: number } {
-  return store.db.transaction(() => {
-    const changed = p.kind === 'user' ? store.users.suspend(p.id, reason, now) : store.devices.suspend(p.id, reason, now);
-    const held = store.limits.holdWaiting(`${p.kind}:${p.name}`, `suspended: ${reason}`, now);
+): Promise<{ changed: boolean; held: number }> {
+  return store.tx(async (t) => {
+    const changed = p.kind === 'user' ? await t.users.suspend(p.id, reason, now) : await t.devices.suspend(p.id, reason, now);
+    const held = await t.limits.holdWaiting(`${p.kind}:${p.name}`, `suspended: ${reason}`, now);
     return { changed, held };
-  })();
+  });
 }
 
 export interface NotifyConfig {
@@ -60,7 +60,7 @@ const WHAT: Record<string, (r: IncidentReport) => string> = {
  */
 export class IncidentResponder {
   constructor(
-    private readonly store: Pick<Store, 'db' | 'users' | 'devices' | 'incidents' | 'bindings' | 'limits'>,
+    private readonly store: Pick<Store, 'tx' | 'users' | 'incidents' | 'bindings'>,
     private readonly spool: Spool,
     private readonly cfg: NotifyConfig,
     private readonly clock: Clock,
@@ -71,37 +71,37 @@ export class IncidentResponder {
     return this.cfg.from || `postmaster@${this.cfg.hostname}`;
   }
 
-  report(r: IncidentReport): Incident {
+  async report(r: IncidentReport): Promise<Incident> {
     const now = this.clock.now();
     const what = (WHAT[r.kind] ?? ((x: IncidentReport) => x.detail ?? x.kind))(r);
     if (r.suspend) {
       const reason = `${r.kind}${r.clientIp ? ` from ${r.clientIp}` : ''}${r.sender ? ` as <${r.sender}>` : ''}`;
-      const { changed, held } = suspendPrincipal(this.store, r.principal, reason, now);
+      const { changed, held } = await suspendPrincipal(this.store, r.principal, reason, now);
       if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, principal: r.principal.name, reason: r.kind, ip: r.clientIp, sender: r.sender ?? null, held });
     }
-    const { incident, notify } = this.store.incidents.record(
+    const { incident, notify } = await this.store.incidents.record(
       { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null },
       now,
       r.burstMs ?? this.cfg.burstMinutes * 60_000,
     );
     this.log.warn({ event: 'incident.recorded', incident: incident.id, principal: r.principal.name, kind: r.kind, ip: r.clientIp, notify });
-    if (notify) this.queueNotices(r, incident, what, now);
+    if (notify) await this.queueNotices(r, incident, what, now);
     return incident;
   }
 
-  private notifyAddress(r: IncidentReport, now: number): string | null {
+  private async notifyAddress(r: IncidentReport, now: number): Promise<string | null> {
     if (r.principal.kind !== 'user') return null;
-    const user = this.store.users.get(r.principal.id);
+    const user = await this.store.users.get(r.principal.id);
     if (user?.notifyAddress) return user.notifyAddress;
-    return this.store.bindings.values('user', r.principal.id, 'sender', now).find((s) => !s.startsWith('@')) ?? null;
+    return (await this.store.bindings.values('user', r.principal.id, 'sender', now)).find((s) => !s.startsWith('@')) ?? null;
   }
 
-  private queueNotices(r: IncidentReport, incident: Incident, what: string, now: number): void {
+  private async queueNotices(r: IncidentReport, incident: Incident, what: string, now: number): Promise<void> {
     const when = rfc5322Date(now);
     const helpdesk = this.cfg.helpdesk ? `your helpdesk (${this.cfg.helpdesk})` : 'your helpdesk';
     const who = `${r.principal.kind} ${r.principal.name}`;
     const messages = [];
-    const userAddr = this.notifyAddress(r, now);
+    const userAddr = await this.notifyAddress(r, now);
     if (userAddr && r.suspend) {
       messages.push({
         to: [userAddr],

@@ -7,16 +7,20 @@ import type { Store } from '../store/index.js';
  * lapse (the store filters on expires_at); this sweep then removes them, with a log line and
  * an audit row, so an admin can see when a traveller's network stopped being allowed.
  */
-export function sweepLapsedBindings(store: Pick<Store, 'db' | 'bindings' | 'audit' | 'users' | 'devices'>, clock: Clock, log: Logger): number {
+export async function sweepLapsedBindings(store: Pick<Store, 'tx'>, clock: Clock, log: Logger): Promise<number> {
   const now = clock.now();
   // The deletions and their audit rows commit together: never a lapse without its record.
-  const lapsed = store.db.transaction(() => {
-    const rows = store.bindings.sweepLapsed(now).map((b) => ({ ...b, name: (b.pk === 'user' ? store.users.get(b.id)?.username : store.devices.get(b.id)?.name) ?? `#${b.id}` }));
+  const lapsed = await store.tx(async (t) => {
+    const rows = [];
+    for (const b of await t.bindings.sweepLapsed(now)) {
+      const name = (b.pk === 'user' ? (await t.users.get(b.id))?.username : (await t.devices.get(b.id))?.name) ?? `#${b.id}`;
+      rows.push({ ...b, name });
+    }
     for (const b of rows) {
-      store.audit.record({ at: now, actor: 'postern', action: `${b.kind}.lapsed`, target: `${b.pk}:${b.name}`, detail: b.value, reason: 'time-limited exception ended' });
+      await t.audit.record({ at: now, actor: 'postern', action: `${b.kind}.lapsed`, target: `${b.pk}:${b.name}`, detail: b.value, reason: 'time-limited exception ended' });
     }
     return rows;
-  })();
+  });
   for (const b of lapsed) log.info({ event: 'binding.lapsed', principal: b.name, kind: b.kind, value: b.value, expired_at: new Date(b.expiresAt).toISOString() });
   return lapsed.length;
 }

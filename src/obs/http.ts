@@ -14,7 +14,7 @@ export interface MetricsServer {
  */
 export async function startMetricsServer(
   spec: { host: string; port: number },
-  deps: { registry: Registry; healthy: () => { ok: boolean; detail: string } },
+  deps: { registry: Registry; healthy: () => { ok: boolean; detail: string } | Promise<{ ok: boolean; detail: string }> },
 ): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
@@ -30,8 +30,12 @@ export async function startMetricsServer(
       return;
     }
     if (url === '/healthz') {
-      const h = deps.healthy();
-      res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' }).end(`${h.detail}\n`);
+      Promise.resolve()
+        .then(() => deps.healthy())
+        .then(
+          (h) => res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' }).end(`${h.detail}\n`),
+          (e: unknown) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`${(e as Error).message}\n`),
+        );
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('try /metrics or /healthz\n');

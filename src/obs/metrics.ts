@@ -4,11 +4,11 @@ import type { Logger } from './log.js';
 /** What the metrics read from the running relay at scrape time, not on the hot path. */
 export interface MetricsSources {
   /** Spool depth per state (queued, held, waiting-quota). */
-  queueDepth(): Record<string, number>;
+  queueDepth(): Record<string, number> | Promise<Record<string, number>>;
   /** SMTP connections open right now. */
   openConnections(): number;
   /** Quarantine releases, deletions and expiries ever made (all processes). */
-  quarantineDecisions(): Record<string, number>;
+  quarantineDecisions(): Record<string, number> | Promise<Record<string, number>>;
   /** Password verifications (argon2) this process has run. */
   passwordVerifications?(): number;
   /** ms since the epoch when a queue id was minted (the message's arrival). */
@@ -56,9 +56,10 @@ export class Metrics {
       help: 'Held messages released, deleted or expired (from the audit log: the CLI decides in its own process)',
       labelNames: ['action'],
       registers: r,
-      collect() {
+      async collect() {
+        const decisions = await src.quarantineDecisions();
         this.reset();
-        for (const [action, n] of Object.entries(src.quarantineDecisions())) this.inc({ action }, n);
+        for (const [action, n] of Object.entries(decisions)) this.inc({ action }, n);
       },
     });
     const delivery = new Counter({ name: 'postern_delivery_outcomes_total', help: 'Per-recipient delivery attempts by class (delivered, deferred, failed) and category', labelNames: ['class', 'category'], registers: r });
@@ -86,9 +87,10 @@ export class Metrics {
       help: 'Messages in the spool by state',
       labelNames: ['state'],
       registers: r,
-      collect() {
+      async collect() {
+        const depth = await src.queueDepth();
         this.reset();
-        for (const [state, n] of Object.entries(src.queueDepth())) this.set({ state }, n);
+        for (const [state, n] of Object.entries(depth)) this.set({ state }, n);
       },
     });
     new Gauge({

@@ -24,7 +24,7 @@ export interface QuarantineDeps {
    * Final remote verdicts for a principal ("user:alice") in the recent window. Default: the
    * delivery outcomes that src/delivery records (the same counts as its Reputation).
    */
-  remoteOutcomes?: (principal: string, now: number) => { total: number; rejected: number };
+  remoteOutcomes?: (principal: string, now: number) => { total: number; rejected: number } | Promise<{ total: number; rejected: number }>;
 }
 
 const DAY = 86_400_000;
@@ -78,17 +78,17 @@ export class Quarantine {
     const key = principalKey(input.principal);
     try {
       const facts = await parseFacts(input.data);
-      const senders = store.bindings.values(input.principal.kind, input.principal.id, 'sender', input.now);
+      const senders = await store.bindings.values(input.principal.kind, input.principal.id, 'sender', input.now);
       const window = this.cfg.delivery.reject_window_minutes * 60_000;
-      const newDomains = store.quarantine.newDomains(key, input.envelope.rcptTo.map(domainOf));
+      const newDomains = await store.quarantine.newDomains(key, input.envelope.rcptTo.map(domainOf));
       this.fresh.set(input, newDomains);
       const state = {
         rcptTo: input.envelope.rcptTo,
         allowedSenders: senders.length ? senders : null,
         newDomains,
-        openIncident: store.incidents.hasOpen(input.principal.kind, input.principal.name),
-        nearRateLimit: this.deps.quota ? nearRateLimit(this.deps.quota.limitsFor(key), store.limits.usage(key, input.now), this.cfg.quarantine.near_rate_limit) : false,
-        remoteOutcomes: this.deps.remoteOutcomes?.(key, input.now) ?? store.delivery.outcomeCounts(key, input.now - window),
+        openIncident: await store.incidents.hasOpen(input.principal.kind, input.principal.name),
+        nearRateLimit: this.deps.quota ? nearRateLimit(await this.deps.quota.limitsFor(key), await store.limits.usage(key, input.now), this.cfg.quarantine.near_rate_limit) : false,
+        remoteOutcomes: this.deps.remoteOutcomes ? await this.deps.remoteOutcomes(key, input.now) : await store.delivery.outcomeCounts(key, input.now - window),
       };
       return scoreMessage(facts, state, this.scoring, domainTools);
     } catch (e) {
@@ -108,11 +108,9 @@ export class Quarantine {
       // After the 250: a failure here (another process's lock) must not reach the client's
       // callback; the cost is a NEW_DOMAIN signal that may fire once more.
       if (domains.length) {
-        try {
-          store.quarantine.addDomainsNow(key, domains, input.now);
-        } catch (e) {
+        store.quarantine.addDomains(key, domains, input.now).catch((e: unknown) => {
           log.error({ event: 'quarantine.error', queue_id: input.id, principal: key, err: (e as Error).message });
-        }
+        });
       }
       return;
     }
@@ -135,13 +133,13 @@ export class Quarantine {
   private async notifySender(input: AssessInput): Promise<void> {
     const { store, spool, log } = this.deps;
     const key = principalKey(input.principal);
-    const user = input.principal.kind === 'user' ? store.users.get(input.principal.id) : undefined;
+    const user = input.principal.kind === 'user' ? await store.users.get(input.principal.id) : undefined;
     const to = user?.notifyAddress || input.envelope.mailFrom;
     if (!to) return;
     // One notice per burst, as for incidents: a stolen account sending a thousand held
     // messages must not bury its owner's inbox in a thousand notices. A lease in the store,
     // so every process sharing it counts the same burst.
-    if (!store.leases.firstInBurst(`held-notice ${key}`, input.now, input.now + this.cfg.notify.burst_minutes * 60_000)) {
+    if (!(await store.leases.firstInBurst(`held-notice ${key}`, input.now, input.now + this.cfg.notify.burst_minutes * 60_000))) {
       log.info({ event: 'quarantine.notice_skipped', queue_id: input.id, principal: key, reason: 'burst' });
       return;
     }
@@ -169,25 +167,21 @@ export class Quarantine {
   }
 
   /** Deletes held mail past retention; each one is logged and audited. Returns what it deleted. */
-  sweep(now = this.deps.clock.now()): DecidedMessage[] {
+  async sweep(now = this.deps.clock.now()): Promise<DecidedMessage[]> {
     const { store, log } = this.deps;
     const days = this.cfg.quarantine.retention_days;
-    const expired = store.quarantine.expire(now - days * DAY, { actor: 'postern', reason: `held longer than retention_days = ${days}`, now });
+    const expired = await store.quarantine.expire(now - days * DAY, { actor: 'postern', reason: `held longer than retention_days = ${days}`, now });
     for (const m of expired) {
       log.info({ event: 'quarantine.expired', queue_id: m.id, principal: m.principal, from: m.mailFrom, rcpts: m.recipients, score: m.score, verdict: 'deleted', reason: 'retention' });
     }
-    store.quarantine.pruneDecisions(now - DECISION_TTL_MS);
+    await store.quarantine.pruneDecisions(now - DECISION_TTL_MS);
     return expired;
   }
 
   /** Sweeps now and then every hour until stop(). */
   start(): void {
     const run = () => {
-      try {
-        this.sweep();
-      } catch (e) {
-        this.deps.log.error({ event: 'quarantine.sweep_error', err: (e as Error).message });
-      }
+      this.sweep().catch((e: unknown) => this.deps.log.error({ event: 'quarantine.sweep_error', err: (e as Error).message }));
     };
     run();
     this.timer = setInterval(run, SWEEP_INTERVAL_MS);

@@ -2,7 +2,7 @@ import { statfsSync } from 'node:fs';
 
 /** The spool's own probe of its store: can a write transaction begin now, without waiting? */
 export interface WriteProbe {
-  writable(now: number): boolean;
+  writable(now: number): Promise<boolean>;
 }
 
 export interface SpoolState {
@@ -79,12 +79,12 @@ export class SpoolHealth {
   }
 
   /** For /healthz: 503 while this says not ok. */
-  state(): SpoolState {
+  async state(): Promise<SpoolState> {
     // statfs is read afresh here: a probe every few seconds costs nothing.
     this.free = null;
     const room = this.noRoom();
     if (room) return { ok: false, detail: `spool cannot write: disk full (${room})` };
-    if (this.failure && this.probe.writable(Date.now())) this.failure = null;
+    if (this.failure && (await this.probe.writable(Date.now()))) this.failure = null;
     if (this.failure) return { ok: false, detail: `spool cannot write: ${this.failure}` };
     return { ok: true, detail: 'ok' };
   }

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { DAY, HOUR, decideQuota, type Limits, type QuotaDecision, type Usage } from '../policy/limits.js';
 
 const MINUTE = 60_000;
-import type { LimitRepo } from '../store/limits.js';
+import type { Store } from '../store/index.js';
 
 /**
  * Where quota usage is counted. Embedded: the SQLite ledger (exact, one IMMEDIATE transaction
@@ -16,9 +16,9 @@ export interface QuotaLedger {
 }
 
 export class SqliteLedger implements QuotaLedger {
-  constructor(private readonly repo: LimitRepo) {}
+  constructor(private readonly repo: Store['limits']) {}
   async reserve(principal: string, recipients: number, limits: Limits, now: number, paced: boolean) {
-    return this.repo.reserveWhenFree(principal, recipients, now, (usage) => decideQuota(limits, usage, recipients, now, paced));
+    return this.repo.reserve(principal, recipients, now, (usage) => decideQuota(limits, usage, recipients, now, paced));
   }
   async usage(principal: string, now: number) {
     return this.repo.usage(principal, now);

@@ -2,8 +2,7 @@ import type { Clock } from '../domain/clock.js';
 import type { QueueState } from '../domain/types.js';
 import type { Logger } from '../obs/log.js';
 import { decideQuota, distinctRecipients, type Limits } from '../policy/limits.js';
-import type { LimitRepo } from '../store/limits.js';
-import type { LeaseRepo } from '../store/shared.js';
+import type { Store } from '../store/index.js';
 import { SqliteLedger, type QuotaLedger } from './ledger.js';
 
 export interface QuotaConfig extends Limits {
@@ -25,19 +24,19 @@ export class QuotaGate {
   readonly ledger: QuotaLedger;
 
   constructor(
-    private readonly repo: LimitRepo,
+    private readonly repo: Store['limits'],
     private readonly defaults: QuotaConfig,
     private readonly clock: Clock,
     private readonly log: Logger,
     ledger?: QuotaLedger,
     /** "One drainer at a time" across processes sharing the store, and this process's name in it. */
-    private readonly drainLease?: { leases: Pick<LeaseRepo, 'take' | 'give'>; owner: string },
+    private readonly drainLease?: { leases: Pick<Store['leases'], 'take' | 'give'>; owner: string },
   ) {
     this.ledger = ledger ?? new SqliteLedger(repo);
   }
 
-  limitsFor(principal: string): Limits {
-    const o = this.repo.override(principal);
+  async limitsFor(principal: string): Promise<Limits> {
+    const o = await this.repo.override(principal);
     return {
       messagesPerHour: o?.messagesPerHour ?? this.defaults.messagesPerHour,
       recipientsPerHour: o?.recipientsPerHour ?? this.defaults.recipientsPerHour,
@@ -45,33 +44,33 @@ export class QuotaGate {
     };
   }
 
-  ceilingFor(principal: string): number {
-    return this.defaults.ceiling || this.limitsFor(principal).messagesPerHour;
+  async ceilingFor(principal: string): Promise<number> {
+    return this.defaults.ceiling || (await this.limitsFor(principal)).messagesPerHour;
   }
 
   /** The spool state for a message about to be accepted: queued if quota allows, else waiting. */
   async admit(principal: string, rcpts: string[]): Promise<QueueState> {
     if (this.defaults.enabled === false) return 'queued';
     // Mail already waiting goes first: a new message must not overtake it.
-    if (this.repo.waiting(principal).messages > 0) return 'waiting-quota';
-    const d = await this.ledger.reserve(principal, distinctRecipients(rcpts), this.limitsFor(principal), this.clock.now(), false);
+    if ((await this.repo.waiting(principal)).messages > 0) return 'waiting-quota';
+    const d = await this.ledger.reserve(principal, distinctRecipients(rcpts), await this.limitsFor(principal), this.clock.now(), false);
     return d.admit ? 'queued' : 'waiting-quota';
   }
 
   /** Null while new mail is welcome, else when to come back. */
   async refusal(principal: string): Promise<{ retryAt: number } | null> {
     if (this.defaults.enabled === false) return null;
-    if (this.repo.waiting(principal).messages < this.ceilingFor(principal)) return null;
+    if ((await this.repo.waiting(principal)).messages < (await this.ceilingFor(principal))) return null;
     // Room opens when the oldest waiting message can leave: the same paced decision drain() makes.
     const now = this.clock.now();
-    const d = decideQuota(this.limitsFor(principal), await this.ledger.usage(principal, now), 1, now, true);
+    const d = decideQuota(await this.limitsFor(principal), await this.ledger.usage(principal, now), 1, now, true);
     return { retryAt: d.admit ? now : d.retryAt };
   }
 
   /** Largest number of distinct recipients one message of this principal could ever be admitted with. */
-  maxRecipients(principal: string): number {
+  async maxRecipients(principal: string): Promise<number> {
     if (this.defaults.enabled === false) return Infinity;
-    const l = this.limitsFor(principal);
+    const l = await this.limitsFor(principal);
     return Math.min(l.recipientsPerHour, l.recipientsPerDay);
   }
 
@@ -80,17 +79,20 @@ export class QuotaGate {
     // One drain at a time: overlapping runs (a slow Redis) would reserve quota twice for the
     // same oldest message.
     if (this.draining) return [];
-    // Across processes too: two drainers would each see the same oldest message waiting and
-    // hand it on twice. The lease outlives a drain that hangs only by a minute.
-    const lease = this.drainLease;
-    const now = this.clock.now();
-    if (lease && !lease.leases.take('quota-drain', lease.owner, now, now + 60_000)) return [];
     this.draining = true;
     try {
-      return await this.drainNow();
+      // Across processes too: two drainers would each see the same oldest message waiting
+      // and hand it on twice. The lease outlives a drain that hangs only by a minute.
+      const lease = this.drainLease;
+      const now = this.clock.now();
+      if (lease && !(await lease.leases.take('quota-drain', lease.owner, now, now + 60_000))) return [];
+      try {
+        return await this.drainNow();
+      } finally {
+        await lease?.leases.give('quota-drain', lease.owner);
+      }
     } finally {
       this.draining = false;
-      lease?.leases.give('quota-drain', lease.owner);
     }
   }
 
@@ -99,15 +101,15 @@ export class QuotaGate {
   private async drainNow(): Promise<string[]> {
     const now = this.clock.now();
     const released: string[] = [];
-    for (const principal of this.repo.principalsWaiting()) {
-      const limits = this.limitsFor(principal);
+    for (const principal of await this.repo.principalsWaiting()) {
+      const limits = await this.limitsFor(principal);
       for (;;) {
-        const next = this.repo.oldestWaiting(principal);
+        const next = await this.repo.oldestWaiting(principal);
         if (!next) break;
         // Limits lowered below this message's recipients: it could never leave, and everything
         // behind it would wait forever. An admin decides (postern quarantine).
-        if (distinctRecipients(next.rcpts) > this.maxRecipients(principal)) {
-          this.repo.holdOne(next.id, 'more distinct recipients than the current limits allow', now);
+        if (distinctRecipients(next.rcpts) > (await this.maxRecipients(principal))) {
+          await this.repo.holdOne(next.id, 'more distinct recipients than the current limits allow', now);
           this.log.warn({ event: 'quota.held', principal, queue_id: next.id });
           continue;
         }
@@ -115,12 +117,12 @@ export class QuotaGate {
         if (!d.admit) break;
         // Promotion fails only if an admin deleted or released it meanwhile: the quota
         // taken for it is then spent, erring on the side of sending less.
-        if (!this.repo.promote(next.id, now)) continue;
+        if (!(await this.repo.promote(next.id, now))) continue;
         released.push(next.id);
         this.log.info({ event: 'quota.released', principal, queue_id: next.id });
       }
     }
-    this.repo.purge(now);
+    await this.repo.purge(now);
     return released;
   }
 }

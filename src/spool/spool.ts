@@ -1,7 +1,7 @@
 import type { NewMessage, QueueState } from '../domain/types.js';
-import type { QueueRepo } from '../store/queue.js';
 import { GroupCommit } from '../store/group-commit.js';
-import { isBusy, LOCK_BUDGET_MS } from '../store/db.js';
+import type { Store } from '../store/index.js';
+import { StoreBusyError } from '../store/db.js';
 import type { SpoolHealth } from './health.js';
 
 /**
@@ -16,19 +16,19 @@ export class Spool {
   private readonly group: GroupCommit<NewMessage, true>;
 
   constructor(
-    private readonly queue: QueueRepo,
+    private readonly queue: Store['queue'],
     /** Told of every commit's outcome, for /healthz. */
     private readonly health?: SpoolHealth,
   ) {
     // A database locked by another process (a backup, an admin's long transaction) makes the
-    // commit wait its turn asynchronously, up to 5 s (what busy_timeout was), then 451.
+    // commit wait its turn asynchronously, up to 5 s (the store's lock budget), then 451.
     this.group = new GroupCommit(
-      (msgs) => {
-        this.queue.insertManyNow(msgs);
+      async (msgs) => {
+        await this.queue.insertMany(msgs);
         this.notify(msgs);
         return msgs.map(() => true as const);
       },
-      { is: isBusy, budgetMs: LOCK_BUDGET_MS },
+      (e) => e instanceof StoreBusyError,
     );
   }
 
@@ -59,9 +59,9 @@ export class Spool {
   }
 
   /** Commits what is pending and refuses anything further. */
-  close(): void {
+  async close(): Promise<void> {
     this.closed = true;
-    this.group.flush();
+    await this.group.flush();
   }
 }
 

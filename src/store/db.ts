@@ -17,7 +17,8 @@ export function openDb(dataDir: string, opts: { synchronous?: 'FULL' | 'NORMAL' 
   db.pragma('journal_mode = WAL');
   db.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`);
   db.pragma('foreign_keys = ON');
-  // The CLI and the server share the file: wait for the other's write instead of failing.
+  // While the schema is brought up to date, wait for another process doing the same. The
+  // store then turns this off: its gate waits for locks asynchronously (see gate.ts).
   db.pragma('busy_timeout = 5000');
   // Repositories prepare their SQL where they use it; compiling the same statement on every
   // call cost 7% of submission CPU. Statements are reusable (nothing here iterates), and the
@@ -73,38 +74,4 @@ export function isBusy(e: unknown): boolean {
 export class StoreBusyError extends Error {
   override name = 'StoreBusyError';
   readonly code = 'SQLITE_BUSY';
-}
-
-/**
- * Runs `fn` on these connections without SQLite's busy wait: a locked database fails at once
- * with SQLITE_BUSY instead of holding the event loop for busy_timeout (5 s), during which no
- * other client is answered. The caller retries asynchronously (retryWhileBusy) or gives up.
- * Safe to toggle per call: the process runs one statement at a time.
- */
-export function withoutWaiting<T>(dbs: Db[], fn: () => T): T {
-  const saved = dbs.map((d) => d.pragma('busy_timeout', { simple: true }) as number);
-  for (const d of dbs) d.pragma('busy_timeout = 0');
-  try {
-    return fn();
-  } finally {
-    dbs.forEach((d, i) => d.pragma(`busy_timeout = ${saved[i]}`));
-  }
-}
-
-/**
- * `fn` without busy waiting, retried with a growing pause between tries (the event loop
- * serves everyone else meanwhile) until it gets the lock or `budgetMs` has passed; then
- * StoreBusyError. `fn` must be a whole transaction, so a refused try has written nothing.
- */
-export async function retryWhileBusy<T>(dbs: Db[], fn: () => T, budgetMs: number): Promise<T> {
-  const deadline = performance.now() + budgetMs;
-  for (let pause = 2; ; pause = Math.min(pause * 2, 100)) {
-    try {
-      return withoutWaiting(dbs, fn);
-    } catch (e) {
-      if (!isBusy(e)) throw e;
-      if (performance.now() + pause > deadline) throw new StoreBusyError(`database locked by another process for more than ${budgetMs} ms`);
-    }
-    await new Promise((r) => setTimeout(r, pause));
-  }
 }

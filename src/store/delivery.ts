@@ -252,27 +252,4 @@ export class DeliveryRepo {
   pruneOutcomes(before: number): void {
     this.db.prepare('DELETE FROM delivery_outcomes WHERE at < ?').run(before);
   }
-
-  /** An unresolved incident of this kind for the principal opened since `since`. */
-  hasOpenIncident(principalKind: string, principalName: string, kind: string, since: number): boolean {
-    return (
-      this.db
-        .prepare(
-          `SELECT 1 FROM incidents WHERE principal_kind = ? AND principal_name = ? AND kind = ?
-           AND resolved_at IS NULL AND created_at >= ? LIMIT 1`,
-        )
-        .get(principalKind, principalName, kind, since) !== undefined
-    );
-  }
-
-  recordIncident(i: { principalKind: string; principalName: string; kind: string; detail: string; now: number }): number {
-    return Number(
-      this.db
-        .prepare(
-          `INSERT INTO incidents (principal_kind, principal_id, principal_name, kind, detail, created_at)
-           VALUES (?, (SELECT id FROM users WHERE username = ? AND ? = 'user'), ?, ?, ?, ?)`,
-        )
-        .run(i.principalKind, i.principalName, i.principalKind, i.principalName, i.kind, i.detail, i.now).lastInsertRowid,
-    );
-  }
 }

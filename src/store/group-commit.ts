@@ -5,50 +5,56 @@
  * messages) and by delivery (attempt outcomes).
  */
 export class GroupCommit<T, R> {
-  private pending: Array<{ item: T; resolve: (r: R) => void; reject: (e: unknown) => void; since: number }> = [];
+  private pending: Array<{ item: T; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
   private scheduled = false;
-  private retryTimer: NodeJS.Timeout | null = null;
-  private pause = 2;
+  private readonly running = new Set<Promise<void>>();
 
   /**
-   * `commit` writes a batch and returns one result per item, in order. With `busy`, a commit
-   * that finds the database locked (busy(e)) wrote nothing and is tried again after a growing
-   * pause, the event loop serving everyone meanwhile; an item waiting longer than `budgetMs`
-   * fails with that error (the spool then answers 451, having promised nothing).
+   * `commit` writes a batch and returns one result per item, in order. A database locked by
+   * another process is the store's to wait for (asynchronously, within its lock budget): a
+   * commit that gives up fails its items, which then have been promised nothing.
    */
   constructor(
-    private readonly commit: (items: T[]) => R[],
-    private readonly busy?: { is: (e: unknown) => boolean; budgetMs: number },
+    private readonly commit: (items: T[]) => R[] | Promise<R[]>,
+    /** Tells a failure that would fail every item alike (a lock timeout), which is not retried one by one. */
+    private readonly wholesale: (e: unknown) => boolean = () => false,
   ) {}
 
   push(item: T): Promise<R> {
     return new Promise((resolve, reject) => {
-      this.pending.push({ item, resolve, reject, since: performance.now() });
-      if (!this.scheduled && !this.retryTimer) {
+      this.pending.push({ item, resolve, reject });
+      if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.flush());
+        setImmediate(() => void this.flush());
       }
     });
   }
 
-  /** Commits what is pending now (also called by the spool's close). */
-  flush(): void {
+  /** Commits what is pending now and waits for every commit under way (the spool's close). */
+  async flush(): Promise<void> {
     this.scheduled = false;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
     const batch = this.pending;
     this.pending = [];
-    if (!batch.length) return;
+    if (batch.length) {
+      const run = this.write(batch);
+      this.running.add(run);
+      void run.finally(() => this.running.delete(run));
+    }
+    await Promise.all([...this.running]);
+  }
+
+  private async write(batch: typeof this.pending): Promise<void> {
     let results: R[];
     try {
-      results = this.commit(batch.map((b) => b.item));
-      this.pause = 2;
+      results = await this.commit(batch.map((b) => b.item));
     } catch (e) {
-      if (this.busy?.is(e)) return this.later(batch, e);
-      if (batch.length === 1) return batch[0]!.reject(e);
+      if (batch.length === 1 || this.wholesale(e)) {
+        for (const b of batch) b.reject(e);
+        return;
+      }
       for (const b of batch) {
         try {
-          b.resolve(this.commit([b.item])[0]!);
+          b.resolve((await this.commit([b.item]))[0]!);
         } catch (e2) {
           b.reject(e2);
         }
@@ -56,19 +62,5 @@ export class GroupCommit<T, R> {
       return;
     }
     batch.forEach((b, i) => b.resolve(results[i]!));
-  }
-
-  /** The database was locked: what may still wait goes back to the head of the queue. */
-  private later(batch: typeof this.pending, e: unknown): void {
-    const now = performance.now();
-    const keep = batch.filter((b) => {
-      if (now - b.since < this.busy!.budgetMs) return true;
-      b.reject(e);
-      return false;
-    });
-    this.pending = [...keep, ...this.pending];
-    if (!this.pending.length) return;
-    this.retryTimer = setTimeout(() => this.flush(), this.pause);
-    this.pause = Math.min(this.pause * 2, 100);
   }
 }

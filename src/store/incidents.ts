@@ -46,9 +46,10 @@ export class IncidentRepo {
    * Records an incident and says whether it opens a new burst: true when no incident of this
    * principal was notified within `burstMs`. Only the first of a burst is notified, so an
    * attacker retrying a stolen password does not flood the user's and the admins' mailboxes.
-   * One transaction: concurrent sessions cannot both claim the notice.
+   * One transaction: concurrent sessions cannot both claim the notice. `burstMs` null: an
+   * incident that sends no notice (and so opens no burst).
    */
-  readonly record: (i: NewIncident, now: number, burstMs: number) => { incident: Incident; notify: boolean };
+  readonly record: (i: NewIncident, now: number, burstMs: number | null) => { incident: Incident; notify: boolean };
 
   constructor(private readonly db: Db) {
     const insert = db.prepare(
@@ -58,8 +59,8 @@ export class IncidentRepo {
     const recent = db.prepare<[string, string, number], { n: number }>(
       'SELECT COUNT(*) AS n FROM incidents WHERE principal_kind = ? AND principal_name = ? AND notified = 1 AND created_at > ?',
     );
-    this.record = db.transaction((i: NewIncident, now: number, burstMs: number) => {
-      const notify = recent.get(i.principalKind, i.principalName, now - burstMs)!.n === 0;
+    this.record = db.transaction((i: NewIncident, now: number, burstMs: number | null) => {
+      const notify = burstMs !== null && recent.get(i.principalKind, i.principalName, now - burstMs)!.n === 0;
       const info = insert.run(i.principalKind, i.principalId, i.principalName, i.kind, i.clientIp ?? null, i.sender ?? null, i.detail ?? null, now, notify ? 1 : 0);
       return { incident: this.get(Number(info.lastInsertRowid))!, notify };
     });
@@ -86,11 +87,15 @@ export class IncidentRepo {
     return this.db.prepare<unknown[], Row>(sql).all(...params, filter.limit ?? 1000).map(toIncident);
   }
 
-  hasOpen(principalKind: 'user' | 'device', name: string): boolean {
+  /** An unresolved incident of the principal; with `of`, one of that kind opened since then. */
+  hasOpen(principalKind: 'user' | 'device', name: string, of?: { kind: IncidentKind; since: number }): boolean {
     return (
       this.db
-        .prepare<[string, string], { n: number }>('SELECT COUNT(*) AS n FROM incidents WHERE principal_kind = ? AND principal_name = ? COLLATE NOCASE AND resolved_at IS NULL')
-        .get(principalKind, name)!.n > 0
+        .prepare<[string, string, string | null, string | null, number], { n: number }>(
+          `SELECT COUNT(*) AS n FROM incidents WHERE principal_kind = ? AND principal_name = ? COLLATE NOCASE AND resolved_at IS NULL
+           AND (? IS NULL OR kind = ?) AND created_at >= ?`,
+        )
+        .get(principalKind, name, of?.kind ?? null, of?.kind ?? null, of?.since ?? 0)!.n > 0
     );
   }
 

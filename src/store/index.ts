@@ -1,6 +1,9 @@
 import { AuditRepo } from './audit.js';
 import { BindingRepo } from './bindings.js';
 import { openDb, type Db } from './db.js';
+import { gated, Gate, type Async } from './gate.js';
+import { senderDomains } from './senders.js';
+import { StatsRepo } from './stats.js';
 import { DeviceRepo } from './devices.js';
 import { IncidentRepo } from './incidents.js';
 import { LimitRepo } from './limits.js';
@@ -12,26 +15,42 @@ import { QuarantineRepo } from './quarantine.js';
 import { UserRepo } from './users.js';
 import { AuthAttemptRepo, LeaseRepo } from './shared.js';
 
+/**
+ * The store as Postern's modules see it: repositories whose verbs return promises, and one
+ * transaction helper. No module outside store/ sees a database handle or writes SQL; a second
+ * engine implements this same interface (and passes test/store/contract.test.ts).
+ */
 export interface Store {
-  db: Db;
-  users: UserRepo;
-  devices: DeviceRepo;
-  bindings: BindingRepo;
-  incidents: IncidentRepo;
-  audit: AuditRepo;
-  limits: LimitRepo;
-  queue: QueueRepo;
-  quarantine: QuarantineRepo;
-  delivery: DeliveryRepo;
+  users: Async<UserRepo>;
+  devices: Async<DeviceRepo>;
+  bindings: Async<BindingRepo>;
+  incidents: Async<IncidentRepo>;
+  audit: Async<AuditRepo>;
+  limits: Async<LimitRepo>;
+  queue: Async<QueueRepo>;
+  quarantine: Async<QuarantineRepo>;
+  delivery: Async<DeliveryRepo>;
+  stats: Async<StatsRepo>;
   /** The guessing brake's counters, shared by every process on the database. */
-  authAttempts: AuthAttemptRepo;
+  authAttempts: Async<AuthAttemptRepo>;
   /** Named leases: one drain at a time, one notice per burst, across processes. */
-  leases: LeaseRepo;
+  leases: Async<LeaseRepo>;
+  /** The domains of every exact sender and domain binding (the doctor's default). */
+  senderDomains(now: number): Promise<string[]>;
+  /**
+   * Runs `fn` as one transaction: everything it does through `t` commits together, or nothing
+   * does if it throws. Other callers' verbs wait until it ends. Keep it short: no network I/O
+   * inside. Attempt outcomes, the quota ledger, login counters and leases are written on a
+   * second connection and are not part of it.
+   */
+  tx<T>(fn: (t: Store) => Promise<T>): Promise<T>;
+  /** False once closed. */
+  readonly open: boolean;
   close(): void;
 }
 
 /** Opens the database in dataDir, brings the schema up to date, and hands out repositories. */
-export function openStore(dataDir: string, opts: { migrate?: boolean } = {}): Store {
+export function openStore(dataDir: string, opts: { migrate?: boolean; /** How long a verb waits for another process's lock (default 5 s). */ lockBudgetMs?: number } = {}): Store {
   const db = openDb(dataDir);
   try {
     if (opts.migrate !== false) migrate(db);
@@ -46,24 +65,56 @@ export function openStore(dataDir: string, opts: { migrate?: boolean } = {}): St
   // fsync rate and block the event loop that submission shares. For the ledger a power cut
   // can forget the last reservations: that errs towards sending, never towards losing mail.
   const bookkeeping = openDb(dataDir, { synchronous: 'NORMAL' });
+  // From here on a lock held by another process is waited for by the gate, asynchronously:
+  // SQLite's own busy wait would hold the event loop, and every client with it.
+  for (const d of [db, bookkeeping]) d.pragma('busy_timeout = 0');
+  const gate = new Gate(opts.lockBudgetMs);
   const cache = new PolicyCache(db);
   const audit = new AuditRepo(db);
-  return {
-    db,
-    users: new UserRepo(db, cache),
-    devices: new DeviceRepo(db, cache),
-    bindings: new BindingRepo(db, cache),
-    incidents: new IncidentRepo(db),
-    audit,
-    limits: new LimitRepo(db, bookkeeping, cache),
-    queue: new QueueRepo(db),
-    quarantine: new QuarantineRepo(db, audit),
-    delivery: new DeliveryRepo(db, bookkeeping, audit),
-    authAttempts: new AuthAttemptRepo(bookkeeping),
-    leases: new LeaseRepo(bookkeeping),
+  const g = <T extends object>(repo: T) => gated(repo, gate);
+  const store: Store = {
+    users: g(new UserRepo(db, cache)),
+    devices: g(new DeviceRepo(db, cache)),
+    bindings: g(new BindingRepo(db, cache)),
+    incidents: g(new IncidentRepo(db)),
+    audit: g(audit),
+    limits: g(new LimitRepo(db, bookkeeping, cache)),
+    queue: g(new QueueRepo(db)),
+    quarantine: g(new QuarantineRepo(db, audit)),
+    delivery: g(new DeliveryRepo(db, bookkeeping, audit)),
+    stats: g(new StatsRepo(db)),
+    authAttempts: g(new AuthAttemptRepo(bookkeeping)),
+    leases: g(new LeaseRepo(bookkeeping)),
+    senderDomains: (now) => gate.run(() => senderDomains(db, now)),
+    tx: (fn) =>
+      gate.exclusive(
+        () => db.exec('BEGIN IMMEDIATE'),
+        () => fn(store),
+        () => db.exec('COMMIT'),
+        () => {
+          if (db.inTransaction) db.exec('ROLLBACK');
+        },
+      ),
+    get open() {
+      return db.open;
+    },
     close: () => {
       if (bookkeeping.open) bookkeeping.close();
       if (db.open) db.close();
     },
   };
+  handles.set(store, db);
+  return store;
+}
+
+const handles = new WeakMap<Store, Db>();
+
+/**
+ * The SQLite connection under a store opened here: for tests that set up or inspect rows no
+ * verb exposes. Nothing in src/ outside store/ may use it (the store is its only writer).
+ */
+export function sqliteHandle(store: Store): Db {
+  const db = handles.get(store);
+  if (!db) throw new Error('not a SQLite store');
+  return db;
 }

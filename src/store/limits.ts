@@ -1,4 +1,4 @@
-import { LOCK_BUDGET_MS, retryWhileBusy, type Db } from './db.js';
+import type { Db } from './db.js';
 import type { PolicyCache } from './policy-cache.js';
 import { DAY, HOUR, type QuotaDecision, type Usage } from '../domain/limits.js';
 
@@ -27,8 +27,6 @@ export class LimitRepo {
    * sharing the database cannot both see room for the last message.
    */
   readonly reserve: (principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => QuotaDecision;
-  /** reserve() for the server: a lock held by another process is waited for asynchronously, never on the event loop. */
-  readonly reserveWhenFree: (principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => Promise<QuotaDecision>;
 
   /**
    * `db` is the main connection (overrides, which the CLI audits in the same transaction, and
@@ -85,7 +83,6 @@ export class LimitRepo {
       return d;
     });
     this.reserve = (...a) => reserveTx.immediate(...a);
-    this.reserveWhenFree = (...a) => retryWhileBusy([ledger], () => reserveTx.immediate(...a), LOCK_BUDGET_MS);
   }
 
   usage(principal: string, now: number): Usage {

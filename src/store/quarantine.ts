@@ -1,5 +1,5 @@
 import { AuditRepo } from './audit.js';
-import { withoutWaiting, type Db } from './db.js';
+import type { Db } from './db.js';
 import type { QueueState, ScoreReason } from '../domain/types.js';
 
 /** A message waiting for a decision (held, or waiting for quota), as the CLI shows it. */
@@ -209,11 +209,6 @@ export class QuarantineRepo {
   newDomains(principal: string, domains: string[]): string[] {
     const known = this.db.prepare<[string, string], { n: number }>('SELECT COUNT(*) AS n FROM principal_domains WHERE principal = ? AND domain = ?');
     return [...new Set(domains.map((d) => d.toLowerCase()))].filter((d) => known.get(principal, d)!.n === 0);
-  }
-
-  /** addDomains for the server after a 250: fails at once on another process's lock instead of waiting on the event loop. */
-  addDomainsNow(principal: string, domains: string[], now: number): void {
-    withoutWaiting([this.db], () => this.addDomains(principal, domains, now));
   }
 
   addDomains(principal: string, domains: string[], now: number): void {

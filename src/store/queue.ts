@@ -1,4 +1,4 @@
-import { withoutWaiting, type Db } from './db.js';
+import type { Db } from './db.js';
 import type { NewMessage, QueuedMessage, QueueState } from '../domain/types.js';
 
 interface MessageRow {
@@ -42,8 +42,6 @@ export class QueueRepo {
    * a probe must not stall the event loop behind another process's long transaction.
    */
   writable(now: number): boolean {
-    const timeout = this.db.pragma('busy_timeout', { simple: true }) as number;
-    this.db.pragma('busy_timeout = 0');
     try {
       this.db
         .prepare(`INSERT INTO leases (name, owner, until) VALUES ('spool-health-probe', 'spool', ?) ON CONFLICT (name) DO UPDATE SET until = excluded.until`)
@@ -51,8 +49,6 @@ export class QueueRepo {
       return true;
     } catch {
       return false;
-    } finally {
-      this.db.pragma(`busy_timeout = ${timeout}`);
     }
   }
 
@@ -60,8 +56,6 @@ export class QueueRepo {
   private readonly insertRcpt;
   private readonly insertBody;
   readonly insertMany: (messages: NewMessage[]) => void;
-  /** insertMany that fails at once (SQLITE_BUSY) on a locked database instead of waiting on the event loop. */
-  readonly insertManyNow: (messages: NewMessage[]) => void = (m) => withoutWaiting([this.db], () => this.insertMany(m));
 
   constructor(private readonly db: Db) {
     this.insertMsg = db.prepare(

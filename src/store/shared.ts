@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { LOCK_BUDGET_MS, retryWhileBusy, type Db } from './db.js';
+import type { Db } from './db.js';
 
 /** One counter of the guessing brake, as the throttle asks the store to apply it. */
 export interface CounterSpec {
@@ -33,13 +33,13 @@ export class AuthAttemptRepo {
    * every counter with a lease until `leaseUntil`; returns the ids reserved, or what `decide`
    * said.
    */
-  readonly reserve: <R>(counters: CounterSpec[], now: number, leaseUntil: number, decide: (states: CounterState[]) => R | null) => Promise<{ ids: number[] } | { refused: R }>;
+  readonly reserve: (counters: CounterSpec[], now: number, leaseUntil: number, decide: (states: CounterState[]) => unknown) => { ids: number[] } | { refused: unknown };
   /**
    * Ends a reservation: 'fail' turns it into a failure counted until `windowEnd` and locks
    * each counter that reached its max until `lockUntil`; 'ok' and 'void' drop it ('ok' also
    * clears the failures of the counters named in `clearOnOk`). Returns the keys locked now.
    */
-  readonly settle: (ids: number[], outcome: 'ok' | 'fail' | 'void', counters: CounterSpec[], clearOnOk: string[], now: number, windowEnd: number, lockUntil: number) => Promise<string[]>;
+  readonly settle: (ids: number[], outcome: 'ok' | 'fail' | 'void', counters: CounterSpec[], clearOnOk: string[], now: number, windowEnd: number, lockUntil: number) => string[];
 
   constructor(private readonly db: Db) {
     this.stateStmt = db.prepare<[string, number], { failed: number; inflight: number }>(
@@ -60,10 +60,7 @@ export class AuthAttemptRepo {
       if (refused !== null) return { refused };
       return { ids: counters.map((c) => Number(this.insertStmt.run(c.key, leaseUntil).lastInsertRowid)) };
     });
-    // A lock held by another process is waited for asynchronously: a login never holds the
-    // event loop (and every other client) for busy_timeout.
-    this.reserve = <R>(counters: CounterSpec[], now: number, leaseUntil: number, decide: (s: CounterState[]) => R | null) =>
-      retryWhileBusy([db], () => reserve.immediate(counters, now, leaseUntil, decide) as { ids: number[] } | { refused: R }, LOCK_BUDGET_MS);
+    this.reserve = (counters, now, leaseUntil, decide) => reserve.immediate(counters, now, leaseUntil, decide);
 
     const settle = db.transaction((ids: number[], outcome: 'ok' | 'fail' | 'void', counters: CounterSpec[], clearOnOk: string[], now: number, windowEnd: number, lockUntil: number) => {
       const locked: string[] = [];
@@ -81,7 +78,7 @@ export class AuthAttemptRepo {
       }
       return locked;
     });
-    this.settle = (...a) => retryWhileBusy([db], () => settle.immediate(...a), LOCK_BUDGET_MS);
+    this.settle = (...a) => settle.immediate(...a);
   }
 
   private read(key: string, now: number): CounterState {

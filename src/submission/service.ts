@@ -13,10 +13,7 @@ import { distinctRecipients, HOUR } from '../policy/limits.js';
 import { findBareNewline, headerEnd, newQueueId, prepareMessage } from '../spool/message.js';
 import type { QuotaGate } from '../spool/quota.js';
 import type { Spool } from '../spool/spool.js';
-import type { BindingRepo } from '../store/bindings.js';
-import type { DeviceRepo } from '../store/devices.js';
-import type { LeaseRepo } from '../store/shared.js';
-import type { UserRepo } from '../store/users.js';
+import type { Store } from '../store/index.js';
 import type { Decision, Finding, PolicyMode, PolicyName } from './decision.js';
 
 export interface SubmissionDeps {
@@ -26,9 +23,9 @@ export interface SubmissionDeps {
   maxRecipients: number;
   maxMessageBytes: number;
   authenticator: Authenticator;
-  users: UserRepo;
-  devices: DeviceRepo;
-  bindings: BindingRepo;
+  users: Store['users'];
+  devices: Store['devices'];
+  bindings: Store['bindings'];
   incidents: IncidentResponder;
   spool: Spool;
   clock: Clock;
@@ -42,7 +39,7 @@ export interface SubmissionDeps {
   authFailureDelayMs: number;
   quota: QuotaGate;
   /** Shared "once per burst": one rate-limit incident per principal per hour, whichever process sees it. */
-  leases: Pick<LeaseRepo, 'firstInBurst'>;
+  leases: Pick<Store['leases'], 'firstInBurst'>;
   /** Whether the spool has room for a message of the maximum size (null: room). */
   spoolNoRoom?: () => string | null;
   /** Simultaneous connections one client address may hold (per process, like Postfix's anvil per host). */
@@ -173,8 +170,8 @@ export class SubmissionService {
       would: incident?.suspend ? 'suspend' : 'refuse',
       fields: { principal: principal.name, kind: principal.kind, ...extra.fields },
       act: incident
-        ? () => {
-            this.deps.incidents.report({
+        ? async () => {
+            await this.deps.incidents.report({
               principal: { kind: principal.kind, id: principal.id, name: principal.name },
               kind: incident.kind,
               clientIp: s.client.ip,
@@ -237,16 +234,10 @@ export class SubmissionService {
     const username = auth.username;
     // The user's networks (none for a name that does not exist): is the client inside them,
     // and inside one narrow enough to say where the owner is (see narrowNetworks)?
-    let networks: string[] | undefined;
-    const userNetworks = () => {
-      if (networks === undefined) {
-        const user = deps.users.find(username);
-        networks = user ? deps.bindings.values('user', user.id, 'network', deps.clock.now()) : [];
-      }
-      return networks;
-    };
-    const insideNetworks = () => networkAllowed(ip, userNetworks());
-    const ownNetwork = () => networkAllowed(ip, narrowNetworks(userNetworks()));
+    const user = await deps.users.find(username);
+    const networks = user ? await deps.bindings.values('user', user.id, 'network', deps.clock.now()) : [];
+    const insideNetworks = () => networkAllowed(ip, networks);
+    const ownNetwork = () => networkAllowed(ip, narrowNetworks(networks));
     const throttled = (no: { scope: ThrottleScope; until: number | null }) =>
       this.refuse(s, 'auth.throttled', no.scope === 'username' ? REASONS.AUTH_USER_THROTTLED : REASONS.AUTH_THROTTLED, {
         user: username,
@@ -257,9 +248,9 @@ export class SubmissionService {
     // user's networks pays a full verification in the same queue as a wrong one. A hit
     // costs nothing to check, so it reserves no attempt; only a lock stops it.
     const useCache = deps.modes.network === 'monitor' || insideNetworks();
-    const hit = authzidOk && useCache ? deps.authenticator.cached(username, auth.password) : null;
+    const hit = authzidOk && useCache ? await deps.authenticator.cached(username, auth.password) : null;
     if (hit) {
-      const lock = deps.throttle.lock(ip, username, ownNetwork);
+      const lock = await deps.throttle.lock(ip, username, ownNetwork);
       return lock ? throttled(lock) : this.judge(s, auth, { kind: 'ok', user: hit, cached: true });
     }
     const admission = await deps.throttle.admit(ip, username, ownNetwork);
@@ -296,7 +287,7 @@ export class SubmissionService {
     if (out.kind === 'busy') return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, { user: username });
     if (out.kind === 'invalid') return this.refuse(s, 'auth.fail', REASONS.AUTH_INVALID, { user: username, method: auth.method });
     const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
-    const networks = deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
+    const networks = await deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
     const verdict = judgeLogin(out.user.status, s.client.ip, networks);
     if (verdict.kind === 'reject') {
       // A suspended account inside its networks is refused whatever the network policy's mode.
@@ -319,16 +310,16 @@ export class SubmissionService {
    * stops sessions already open at their next command. Without AUTH, only a device bound to
    * this exact client address may go on; everyone else needs TLS, then AUTH.
    */
-  private gate(s: Submission, command: string): Finding | null {
+  private async gate(s: Submission, command: string): Promise<Finding | null> {
     const { deps } = this;
     const event = `${command}.refused`;
     if (deps.isClosing()) return this.refusal(event, REASONS.SHUTTING_DOWN);
     const principal = s.principal;
     if (principal) {
-      if (!this.active(principal)) return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, { principal: principal.name });
+      if (!(await this.active(principal))) return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, { principal: principal.name });
       return null;
     }
-    const device = deps.devices.byAddress(canonicalNetwork(s.client.ip), deps.clock.now());
+    const device = await deps.devices.byAddress(canonicalNetwork(s.client.ip), deps.clock.now());
     if (device) {
       if (device.requireTls && !s.client.secure) return this.refusal(event, REASONS.TLS_REQUIRED, { device: device.name });
       if (device.status !== 'active') return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, { device: device.name });
@@ -340,8 +331,8 @@ export class SubmissionService {
     return this.refusal(event, REASONS.AUTH_REQUIRED);
   }
 
-  private active(p: Principal): boolean {
-    const current = p.kind === 'user' ? this.deps.users.get(p.id) : this.deps.devices.get(p.id);
+  private async active(p: Principal): Promise<boolean> {
+    const current = p.kind === 'user' ? await this.deps.users.get(p.id) : await this.deps.devices.get(p.id);
     return Boolean(current && current.status === 'active');
   }
 
@@ -372,12 +363,12 @@ export class SubmissionService {
       event: `${command}.refused`,
       policy: 'limits',
       fields: { principal: principal.name },
-      act: () => {
+      act: async () => {
         const now = deps.clock.now();
         // One incident (and admin notice) per window, not one per refused command, across
         // every process sharing the store.
-        if (deps.leases.firstInBurst(`rate-incident ${key(principal)}`, now, now + HOUR)) {
-          deps.incidents.report({ principal, kind: 'rate-limit', clientIp: s.client.ip, detail: 'too much mail waiting for quota', suspend: false, burstMs: HOUR });
+        if (await deps.leases.firstInBurst(`rate-incident ${key(principal)}`, now, now + HOUR)) {
+          await deps.incidents.report({ principal, kind: 'rate-limit', clientIp: s.client.ip, detail: 'too much mail waiting for quota', suspend: false, burstMs: HOUR });
         }
       },
     };
@@ -390,9 +381,9 @@ export class SubmissionService {
         () => this.gate(s, 'mail'),
         () => this.addressForm('mail', from),
         () => this.spoolRoom(),
-        () => {
+        async () => {
           const principal = s.principal!;
-          const senders = this.deps.bindings.values(principal.kind, principal.id, 'sender', this.deps.clock.now());
+          const senders = await this.deps.bindings.values(principal.kind, principal.id, 'sender', this.deps.clock.now());
           const v = judgeSender(principal.kind, from.address, senders);
           return v.kind === 'reject' ? this.verdictFinding(s, 'mail.refused', v, principal, 'sender', { sender: from.address, fields: { sender: from.address } }) : null;
         },
@@ -410,20 +401,20 @@ export class SubmissionService {
         () => this.gate(s, 'rcpt'),
         () => this.addressForm('rcpt', to),
         () => (t.rcptTo.length >= deps.maxRecipients ? this.refusal('rcpt.refused', REASONS.TOO_MANY_RECIPIENTS, { rcpt: to.address }) : null),
-        () => {
+        async () => {
           // A message with more distinct recipients than the principal may ever send in a
           // window could never leave the queue: refuse the extra recipients now, while the
           // client can act.
           const principal = s.principal!;
           const distinct = distinctRecipients([...t.rcptTo, to.address]);
-          return distinct > deps.quota.maxRecipients(key(principal))
+          return distinct > (await deps.quota.maxRecipients(key(principal)))
             ? this.refusal('rcpt.refused', REASONS.TOO_MANY_RECIPIENTS, { rcpt: to.address, principal: principal.name })
             : null;
         },
-        () => {
+        async () => {
           const principal = s.principal!;
           if (principal.kind !== 'device') return null;
-          const v = judgeRecipient(to.address, deps.bindings.values('device', principal.id, 'recipient', deps.clock.now()));
+          const v = judgeRecipient(to.address, await deps.bindings.values('device', principal.id, 'recipient', deps.clock.now()));
           return v.kind === 'reject' ? this.verdictFinding(s, 'rcpt.refused', v, principal, undefined, { sender: t.mailFrom?.address ?? '' }) : null;
         },
         () => this.quotaRefusal(s, 'rcpt', s.principal!),
@@ -443,7 +434,7 @@ export class SubmissionService {
     if (!principal) return refused(REASONS.AUTH_REQUIRED);
     // DATA passes no gate: without this, recipients accepted before a suspension (by a
     // refused RCPT in this very transaction, another session or the CLI) still get the mail.
-    if (!this.active(principal)) return refused(REASONS.ACCOUNT_SUSPENDED, { principal: principal.name });
+    if (!(await this.active(principal))) return refused(REASONS.ACCOUNT_SUSPENDED, { principal: principal.name });
     const raw = m.raw;
     const bare = findBareNewline(raw);
     if (bare !== -1) return refused(REASONS.BARE_NEWLINE, { user: principal.name, offset: bare });
@@ -487,13 +478,14 @@ export class SubmissionService {
     }
     this.log.info({ event: 'message.accepted', session: s.client.id, ip: s.client.ip, user: principal.name, queue_id: id, from: mailFrom, rcpts: rcptTo.length, size: data.length, state: assessment.state, score: assessment.score, ms: deps.clock.now() - now });
     // After the reply: held notices and the domain history are best effort once the message is safe.
-    setImmediate(() => {
-      try {
-        deps.onAccepted?.(input, assessment);
-      } catch (e) {
-        this.log.error({ event: 'policy.error', session: s.client.id, queue_id: id, err: (e as Error).message });
-      }
-    });
+    const after = deps.onAccepted;
+    if (after) {
+      setImmediate(() => {
+        Promise.resolve()
+          .then(() => after(input, assessment))
+          .catch((e: unknown) => this.log.error({ event: 'policy.error', session: s.client.id, queue_id: id, err: (e as Error).message }));
+      });
+    }
     return assessment.state === 'held' ? { verdict: 'hold', queueId: id } : assessment.state === 'waiting-quota' ? { verdict: 'wait', queueId: id } : { verdict: 'accept', queueId: id };
   }
 

@@ -1,4 +1,5 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { sqliteHandle } from '../../src/store/index.js';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/run.js';
@@ -96,7 +97,7 @@ describe('postern doctor', () => {
     dns.setRecords(zone);
     const store = openStore(path.join(dir, 'data'));
     try {
-      store.db
+      sqliteHandle(store)
         .prepare("INSERT INTO bindings (principal_kind, principal_id, kind, value, position, created_at) VALUES ('user', 1, 'sender', ?, 0, 0)")
         .run(`@${DOMAIN}`);
     } finally {

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ManualClock } from '../../src/domain/clock.js';
@@ -35,7 +36,7 @@ describe('postern stats', () => {
     await sendAs('alice', [PLAIN, PLAIN, SUSPECT]);
     await sendAs('bob', [PLAIN]);
     // Two final verdicts from remote servers for alice, one of them a 5xx (as delivery records them).
-    const outcome = t.relay.store.db.prepare('INSERT INTO delivery_outcomes (principal, at, rejected) VALUES (?, ?, ?)');
+    const outcome = sqliteHandle(t.relay.store).prepare('INSERT INTO delivery_outcomes (principal, at, rejected) VALUES (?, ?, ?)');
     outcome.run('user:alice', t.clock.now(), 1);
     outcome.run('user:alice', t.clock.now(), 0);
     const foreign = await SmtpClient.connect(t.port, { localAddress: '127.0.0.2' });

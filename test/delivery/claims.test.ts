@@ -1,4 +1,5 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import net from 'node:net';
 import { once } from 'node:events';
 import path from 'node:path';
@@ -54,7 +55,7 @@ describe('delivery claims across processes', () => {
     expect(a.events.some((e) => e.event === 'delivery.done') && b.events.some((e) => e.event === 'delivery.done')).toBe(true);
     expect(done()).toBe(200);
     const st = openStore(path.join(dir, 'data'));
-    expect(st.queue.count()).toBe(0);
+    expect(await st.queue.count()).toBe(0);
     st.close();
     const got = sink.messages.map((m) => /Subject: (message \d+)/.exec(m.raw.toString())![1]!);
     expect(got.length).toBe(200);
@@ -75,7 +76,7 @@ describe('delivery claims across processes', () => {
     a.child.kill('SIGKILL');
     expect(await a.exited).toBe(null);
     const st = openStore(path.join(dir, 'data'));
-    const [claim] = st.db.prepare<[], { claim_owner: string; claim_until: number }>('SELECT claim_owner, claim_until FROM messages').all();
+    const [claim] = sqliteHandle(st).prepare<[], { claim_owner: string; claim_until: number }>('SELECT claim_owner, claim_until FROM messages').all();
     st.close();
     expect(claim!.claim_owner).toMatch(/:\d+:[0-9a-f]{6}$/);
 

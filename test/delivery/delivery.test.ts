@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import { once } from 'node:events';
 import type { Rr } from '../helpers/dnsd.js';
 import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
@@ -25,8 +26,8 @@ async function setup(records: Rr[], opts: { tls?: (boolean | 'broken')[]; config
   return { h, mx1: sinks[0]!, mx2: sinks[1]! };
 }
 
-const rcptStates = (h: Harness, id: string) =>
-  h.store.delivery.recipients(id).map((r) => ({ address: r.address, status: r.status, code: r.statusCode, attempts: r.attempts }));
+const rcptStates = async (h: Harness, id: string) =>
+  (await h.store.delivery.recipients(id)).map((r) => ({ address: r.address, status: r.status, code: r.statusCode, attempts: r.attempts }));
 
 describe('routing to MX hosts', () => {
   it('delivers to the preferred MX and greets it with EHLO identity.helo from identity.outbound_ip', async () => {
@@ -42,7 +43,7 @@ describe('routing to MX hosts', () => {
     expect(mx1.messages).toHaveLength(1);
     expect(mx2.messages).toHaveLength(0);
     expect(mx1.messages[0]).toMatchObject({ from: 'alice@sender.example', to: ['bob@dest.example'], helo: 'mta-out.test.example', remoteAddress: '127.0.0.1' });
-    expect(h.store.queue.get(id)).toBeUndefined();
+    expect(await h.store.queue.get(id)).toBeUndefined();
     const ok = h.logs.events('delivery.ok');
     expect(ok).toHaveLength(1);
     expect(ok[0]).toMatchObject({ queue_id: id, rcpt: 'bob@dest.example', mx: 'mx1.dest.example', tls: 'none (not-offered)' });
@@ -53,7 +54,7 @@ describe('routing to MX hosts', () => {
     // Envelope recipients differ from the To: header (Bcc), and the sender from From:.
     const id = await h.submit({ from: 'bounce@sender.example', to: ['hidden@dest.example'], headers: { From: 'Alice <alice@other.example>', To: 'someone@else.example' }, body: 'Line one\r\n.leading dot\r\n' });
     await h.drain();
-    const original = h.store.queue.body(id);
+    const original = await h.store.queue.body(id);
     expect(original).toBeUndefined(); // delivered and removed
     expect(mx1.messages[0]!.from).toBe('bounce@sender.example');
     expect(mx1.messages[0]!.to).toEqual(['hidden@dest.example']);
@@ -90,7 +91,7 @@ describe('routing to MX hosts', () => {
     await h.drain();
     expect(mx1.connections).toBe(0);
     expect(h.logs.events('delivery.fail')[0]).toMatchObject({ queue_id: id, rcpt: 'bob@nomail.example', status: '5.1.10' });
-    expect(h.store.queue.get(id)).toBeUndefined();
+    expect(await h.store.queue.get(id)).toBeUndefined();
     // The DSN went to the sender's MX (mx2).
     expect(mx2.messages).toHaveLength(1);
     expect(mx2.messages[0]!.raw.toString()).toContain('Status: 5.1.10');
@@ -133,7 +134,7 @@ describe('TLS', () => {
     const id = await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'] });
     await h.drain();
     expect(mx1.messages).toHaveLength(0);
-    expect(rcptStates(h, id)).toEqual([{ address: 'bob@dest.example', status: 'pending', code: '4.7.5', attempts: 1 }]);
+    expect(await rcptStates(h, id)).toEqual([{ address: 'bob@dest.example', status: 'pending', code: '4.7.5', attempts: 1 }]);
     expect(h.logs.events('delivery.defer')[0]).toMatchObject({ reason: 'tls' });
   });
 
@@ -144,7 +145,7 @@ describe('TLS', () => {
     const id = await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'] });
     await h.drain();
     expect(mx1.messages).toHaveLength(0);
-    expect(h.store.delivery.recipients(id)[0]).toMatchObject({ status: 'pending', statusCode: '4.7.5' });
+    expect((await h.store.delivery.recipients(id))[0]).toMatchObject({ status: 'pending', statusCode: '4.7.5' });
   });
 });
 
@@ -179,7 +180,7 @@ describe('outcomes per recipient', () => {
     await h.drain();
     const tries = () => mx1.helos.length;
     expect(tries()).toBe(1);
-    expect(h.store.queue.get(id)!.nextAttemptAt).toBe(t0 + 5 * MIN);
+    expect((await h.store.queue.get(id))!.nextAttemptAt).toBe(t0 + 5 * MIN);
     for (const [wait, expected] of [
       [5 * MIN - 1, 1],
       [1, 2],
@@ -193,7 +194,7 @@ describe('outcomes per recipient', () => {
       expect(tries()).toBe(expected);
     }
     expect(mx1.messages).toHaveLength(1);
-    expect(h.store.queue.get(id)).toBeUndefined();
+    expect(await h.store.queue.get(id)).toBeUndefined();
     expect(h.logs.events('delivery.defer').map((e) => e.attempt)).toEqual([1, 2, 3]);
     expect(h.logs.events('delivery.ok')[0]).toMatchObject({ attempt: 4 });
   });
@@ -204,10 +205,10 @@ describe('outcomes per recipient', () => {
     const id = await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'] });
     await h.drain();
     for (let i = 0; i < 7; i++) {
-      h.clock.set(h.store.queue.get(id)!.nextAttemptAt!);
+      h.clock.set((await h.store.queue.get(id))!.nextAttemptAt!);
       await h.drain();
     }
-    const m = h.store.queue.get(id)!;
+    const m = (await h.store.queue.get(id))!;
     expect(m.attempts).toBe(8);
     expect(m.nextAttemptAt! - h.clock.now()).toBe(240 * MIN);
   });
@@ -233,7 +234,7 @@ describe('outcomes per recipient', () => {
     expect(text).toContain('Subject: Quarterly report\r\n');
     expect(text).toContain(`Message-ID: <${id}@smtp.test.example>\r\n`);
     expect(h.logs.events('dsn.queued')).toHaveLength(1);
-    expect(h.store.queue.count()).toBe(0);
+    expect(await h.store.queue.count()).toBe(0);
   });
 
   it('sends no DSN about a message with a null sender', async () => {
@@ -244,7 +245,7 @@ describe('outcomes per recipient', () => {
     expect(mx2.messages).toHaveLength(0);
     expect(h.logs.events('dsn.queued')).toHaveLength(0);
     expect(h.logs.events('dsn.suppressed')[0]).toMatchObject({ queue_id: id, reason: 'null-sender' });
-    expect(h.store.queue.count()).toBe(0);
+    expect(await h.store.queue.count()).toBe(0);
   });
 
   it('gives each recipient of one transaction its own outcome, and keeps the message until all are final', async () => {
@@ -254,7 +255,7 @@ describe('outcomes per recipient', () => {
     const id = await h.submit({ from: 'alice@sender.example', to: ['ok@dest.example', 'busy@dest.example', 'gone@dest.example'] });
     await h.drain();
     expect(mx1.messages.map((m) => m.to)).toEqual([['ok@dest.example']]);
-    expect(rcptStates(h, id)).toEqual([
+    expect(await rcptStates(h, id)).toEqual([
       { address: 'ok@dest.example', status: 'delivered', code: '2.0.0', attempts: 1 },
       { address: 'busy@dest.example', status: 'pending', code: '4.2.2', attempts: 1 },
       { address: 'gone@dest.example', status: 'failed', code: '5.1.1', attempts: 1 },
@@ -263,13 +264,13 @@ describe('outcomes per recipient', () => {
     expect(mx2.messages).toHaveLength(1);
     expect(mx2.messages[0]!.raw.toString()).toContain('Final-Recipient: rfc822; gone@dest.example');
     expect(mx2.messages[0]!.raw.toString()).not.toContain('Final-Recipient: rfc822; busy@dest.example');
-    expect(h.store.queue.get(id)).toBeDefined();
+    expect(await h.store.queue.get(id)).toBeDefined();
 
     busy = false;
     h.clock.advance(5 * MIN);
     await h.drain();
     expect(mx1.messages.map((m) => m.to)).toEqual([['ok@dest.example'], ['busy@dest.example']]);
-    expect(h.store.queue.get(id)).toBeUndefined();
+    expect(await h.store.queue.get(id)).toBeUndefined();
     expect(mx2.messages).toHaveLength(1);
   });
 
@@ -282,7 +283,7 @@ describe('outcomes per recipient', () => {
     await h.drain();
     h.clock.advance(24 * 60 * MIN);
     await h.drain();
-    expect(h.store.queue.get(id)).toBeUndefined();
+    expect(await h.store.queue.get(id)).toBeUndefined();
     expect(h.logs.events('delivery.fail')[0]).toMatchObject({ status: '4.4.7', reason: 'expired' });
     const dsn = mx2.messages[0]!.raw.toString();
     expect(dsn).toContain('Status: 4.4.7');
@@ -296,8 +297,8 @@ describe('outcomes per recipient', () => {
     h.clock.advance(60 * MIN);
     await h.drain();
     expect(mx1.connections).toBe(0);
-    expect(h.store.queue.get(held)!.attempts).toBe(0);
-    expect(h.store.queue.get(waiting)!.attempts).toBe(0);
+    expect((await h.store.queue.get(held))!.attempts).toBe(0);
+    expect((await h.store.queue.get(waiting))!.attempts).toBe(0);
   });
 
   it('reuses one connection for several messages to the same MX host', async () => {
@@ -318,23 +319,23 @@ describe('reputation feedback', () => {
       admins: ['postmaster@sender.example'],
     });
     mx1.behaviour.rcpt = (a) => (a.startsWith('spam') ? '550 5.7.1 Message rejected as spam' : undefined);
-    h.store.users.add('mallory', 'x', h.clock.now());
+    await h.store.users.add('mallory', 'x', h.clock.now());
     await h.submit({ from: 'mallory@sender.example', to: ['a@dest.example', 'spam1@dest.example'], principal: 'mallory' });
     await h.drain();
-    expect(h.delivery.reputation.recentRejectionRate('user:mallory')).toBe(0.5);
-    expect(h.store.db.prepare("SELECT COUNT(*) AS n FROM incidents").get()).toEqual({ n: 0 });
+    expect(await h.delivery.reputation.recentRejectionRate('user:mallory')).toBe(0.5);
+    expect(sqliteHandle(h.store).prepare("SELECT COUNT(*) AS n FROM incidents").get()).toEqual({ n: 0 });
     await h.submit({ from: 'mallory@sender.example', to: ['spam2@dest.example', 'spam3@dest.example'], principal: 'mallory' });
     await h.submit({ from: 'mallory@sender.example', to: ['spam4@dest.example'], principal: 'mallory' });
     await h.drain();
-    expect(h.delivery.reputation.recentRejectionRate('user:mallory')).toBe(0.8);
-    const incidents = h.store.db.prepare('SELECT principal_kind, principal_name, principal_id, kind FROM incidents').all();
+    expect(await h.delivery.reputation.recentRejectionRate('user:mallory')).toBe(0.8);
+    const incidents = sqliteHandle(h.store).prepare('SELECT principal_kind, principal_name, principal_id, kind FROM incidents').all();
     expect(incidents).toEqual([{ principal_kind: 'user', principal_name: 'mallory', principal_id: 1, kind: 'remote-rejections' }]);
     expect(h.logs.events('incident.opened')).toHaveLength(1);
     // The admins' notice went through the spool like any message (to sender.example's MX).
     expect(mx2.messages.filter((m) => m.to.includes('postmaster@sender.example'))).toHaveLength(1);
     // Outside the window the rate starts afresh.
     h.clock.advance(61 * MIN);
-    expect(h.delivery.reputation.recentRejectionRate('user:mallory')).toBe(0);
+    expect(await h.delivery.reputation.recentRejectionRate('user:mallory')).toBe(0);
   });
 });
 
@@ -351,11 +352,11 @@ describe('scheduler', () => {
     const { h, mx1 } = await setup(zone([{ type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx1.dest.example' } }]));
     await h.delivery.scheduler.stop();
     const id = await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'] });
-    h.store.db.prepare('DELETE FROM message_bodies WHERE message_id = ?').run(id);
+    sqliteHandle(h.store).prepare('DELETE FROM message_bodies WHERE message_id = ?').run(id);
     h.delivery.scheduler.start();
     await h.drain();
     expect(mx1.connections).toBe(0);
     expect(h.logs.events('delivery.error')[0]).toMatchObject({ queue_id: id, err: `message ${id} has no body in the spool` });
-    expect(h.store.queue.get(id)).toMatchObject({ attempts: 0, nextAttemptAt: h.clock.now() + 5 * MIN });
+    expect(await h.store.queue.get(id)).toMatchObject({ attempts: 0, nextAttemptAt: h.clock.now() + 5 * MIN });
   });
 });

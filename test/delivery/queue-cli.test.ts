@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cli } from '../helpers/cli.js';
@@ -52,19 +53,19 @@ describe('postern queue list, retry and delete', () => {
     expect(await cli(config, ['queue', 'retry'])).toMatchObject({ code: 2, err: expect.stringContaining('needs message ids, - (ids on stdin) or --all') });
     const before = Date.now();
     expect(await cli(config, ['queue', 'retry', '-'], `${a}\n`)).toEqual({ code: 0, out: '1 message will be tried now (held and waiting ones are not retried)\n', err: '' });
-    expect(h.store.queue.get(a)!.nextAttemptAt).toBeGreaterThanOrEqual(before);
+    expect((await h.store.queue.get(a))!.nextAttemptAt).toBeGreaterThanOrEqual(before);
     expect(await cli(config, ['queue', 'retry', held])).toMatchObject({ code: 1, err: expect.stringContaining('1 id is not queued (unknown, held or waiting)') });
     expect((await cli(config, ['queue', 'retry', '--all'])).out).toBe('1 message will be tried now (held and waiting ones are not retried)\n');
-    expect(h.store.queue.get(held)!.nextAttemptAt).toBeNull();
+    expect((await h.store.queue.get(held))!.nextAttemptAt).toBeNull();
   });
 
   it('delete removes a message and records who, what and why in the audit table', async () => {
     const { h, config } = await setup();
     const id = await h.submit({ from: 'mallory@sender.example', to: ['x@dest.example', 'y@dest.example'], state: 'held' });
     expect(await cli(config, ['queue', 'delete', id, '--by', 'ops-alice', '--reason', 'phishing run'])).toEqual({ code: 0, out: `message ${id} deleted\n`, err: '' });
-    expect(h.store.queue.get(id)).toBeUndefined();
-    expect(h.store.db.prepare('SELECT COUNT(*) AS n FROM recipients').get()).toEqual({ n: 0 });
-    expect(h.store.db.prepare('SELECT actor, action, target, detail, reason FROM audit').all()).toEqual([
+    expect(await h.store.queue.get(id)).toBeUndefined();
+    expect(sqliteHandle(h.store).prepare('SELECT COUNT(*) AS n FROM recipients').get()).toEqual({ n: 0 });
+    expect(sqliteHandle(h.store).prepare('SELECT actor, action, target, detail, reason FROM audit').all()).toEqual([
       { actor: 'ops-alice', action: 'queue.delete', target: `message:${id}`, detail: JSON.stringify({ state: 'held', from: 'mallory@sender.example', recipients: 2 }), reason: 'phishing run' },
     ]);
     expect(await cli(config, ['queue', 'delete', id])).toEqual({ code: 1, out: '', err: `postern: no such message: ${id} (see: postern queue list)\n` });

@@ -68,8 +68,8 @@ describe('delivery across a crash', () => {
     expect(await first.exited).toBe(null);
 
     const st = openStore(path.join(dir, 'data'));
-    expect(st.queue.get(id)).toMatchObject({ state: 'queued', attempts: 1 });
-    expect(st.delivery.recipients(id)).toMatchObject([{ address: 'bob@dest.example', status: 'pending', attempts: 1, lastError: '451 4.7.1 Greylisted, come back later' }]);
+    expect(await st.queue.get(id)).toMatchObject({ state: 'queued', attempts: 1 });
+    expect(await st.delivery.recipients(id)).toMatchObject([{ address: 'bob@dest.example', status: 'pending', attempts: 1, lastError: '451 4.7.1 Greylisted, come back later' }]);
     st.close();
 
     // The next try is 5 minutes away; an admin asks for it now, then the server comes back.
@@ -85,7 +85,7 @@ describe('delivery across a crash', () => {
     expect(mx.messages[0]!.raw.toString()).toContain('kill me');
     expect(mx.helos).toEqual(['mta-out.test.example', 'mta-out.test.example']);
     const after = openStore(path.join(dir, 'data'));
-    expect(after.queue.count()).toBe(0);
+    expect(await after.queue.count()).toBe(0);
     after.close();
   });
 });

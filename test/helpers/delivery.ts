@@ -85,7 +85,7 @@ export async function startHarness(opts: { records: Rr[]; port: number; config?:
     close() {
       closing ??= (async () => {
         await delivery.stop();
-        spool.close();
+        await spool.close();
         store.close();
         await dns.close();
         rmSync(dir, { recursive: true, force: true });

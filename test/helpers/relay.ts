@@ -83,9 +83,9 @@ export async function startTestRelay(overrides: DeepPartial<Config> = {}, opts: 
     tlsPort: relay.ports.tls[0]!,
     async addUser(name, password, bind = {}) {
       const hash = await hashPassword(password, TEST_ARGON2);
-      const id = relay.store.users.add(name, hash, clock.now()).id;
-      for (const n of bind.networks ?? ['127.0.0.1/32', '::1/128']) relay.store.bindings.add('user', id, 'network', n, clock.now());
-      for (const sndr of bind.senders ?? ['@example.com']) relay.store.bindings.add('user', id, 'sender', sndr, clock.now());
+      const id = (await relay.store.users.add(name, hash, clock.now())).id;
+      for (const n of bind.networks ?? ['127.0.0.1/32', '::1/128']) await relay.store.bindings.add('user', id, 'network', n, clock.now());
+      for (const sndr of bind.senders ?? ['@example.com']) await relay.store.bindings.add('user', id, 'sender', sndr, clock.now());
       return id;
     },
     async stop() {

@@ -19,7 +19,7 @@ beforeEach(async () => {
   dir = tempDir();
   store = openStore(dir);
   clock = new ManualClock();
-  store.users.add('alice', await hashPassword(PASS, TEST_ARGON2), clock.now());
+  await store.users.add('alice', await hashPassword(PASS, TEST_ARGON2), clock.now());
 });
 afterEach(() => {
   store.close();
@@ -53,8 +53,8 @@ describe('Authenticator', () => {
     expect(await a.verify('alice', PASS)).toMatchObject({ kind: 'ok', cached: true });
     // What `postern user passwd` does, through its own connection to the database.
     const cli = openStore(dir);
-    const alice = cli.users.find('alice')!;
-    cli.users.setPassword(alice.id, await hashPassword('a brand new password', TEST_ARGON2), clock.now());
+    const alice = (await cli.users.find('alice'))!;
+    await cli.users.setPassword(alice.id, await hashPassword('a brand new password', TEST_ARGON2), clock.now());
     cli.close();
     expect(await a.verify('alice', PASS)).toEqual({ kind: 'invalid' });
     expect(await a.verify('alice', 'a brand new password')).toMatchObject({ kind: 'ok', cached: false });
@@ -63,20 +63,20 @@ describe('Authenticator', () => {
   it('rehashes at login when the configured parameters changed, keeping the password', async () => {
     const stronger = { memoryCost: 2048, timeCost: 2, parallelism: 1 };
     const a = auth({ params: stronger });
-    expect(store.users.find('alice')!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=1024,p=1,t=1\$/);
+    expect((await store.users.find('alice'))!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=1024,p=1,t=1\$/);
     const out = await a.verify('alice', PASS);
     expect(out).toMatchObject({ kind: 'ok' });
     // A verified password is rehashed only once the login is accepted.
-    expect(store.users.find('alice')!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=1024,p=1,t=1\$/);
+    expect((await store.users.find('alice'))!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=1024,p=1,t=1\$/);
     if (out.kind === 'ok') await a.accepted(out.user, 'alice', PASS);
-    expect(store.users.find('alice')!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=2048,p=1,t=2\$/);
+    expect((await store.users.find('alice'))!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=2048,p=1,t=2\$/);
     expect(await auth({ params: stronger, cacheTtlMs: 0 }).verify('alice', PASS)).toMatchObject({ kind: 'ok' });
   });
 
   it('queues a login storm behind a bounded number of verifications and sheds the excess', async () => {
     // One running, one waiting: the third and later are refused at once, not queued.
     const a = auth({ params: { memoryCost: 8192, timeCost: 3, parallelism: 1 }, maxConcurrent: 1, maxQueued: 1, cacheTtlMs: 0 });
-    store.users.rehash(store.users.find('alice')!.id, await hashPassword(PASS, { memoryCost: 8192, timeCost: 3, parallelism: 1 }), clock.now());
+    await store.users.rehash((await store.users.find('alice'))!.id, await hashPassword(PASS, { memoryCost: 8192, timeCost: 3, parallelism: 1 }), clock.now());
     const outcomes = await Promise.all(Array.from({ length: 6 }, () => a.verify('alice', PASS)));
     const kinds = outcomes.map((o) => o.kind);
     expect(kinds.filter((k) => k === 'ok')).toHaveLength(2);

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cli } from '../helpers/cli.js';
@@ -117,7 +118,7 @@ describe('metrics endpoint', () => {
     t = await startTestRelay();
     const port = t.relay.metricsPort!;
     expect(await get(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
-    t.relay.store.db.close();
+    sqliteHandle(t.relay.store).close();
     expect(await get(port, '/healthz')).toEqual({ status: 503, body: 'store closed\n' });
     expect((await get(port, '/nothing')).status).toBe(404);
   });

@@ -50,7 +50,7 @@ describe('envelope addresses in one form', () => {
     expect(await c.cmd(`MAIL FROM:<${from}> SMTPUTF8`)).toBe(SENDER_NOT_NORMAL);
     expect(await c.cmd('MAIL FROM:<kate@example.com>')).toBe('250 2.1.0 Accepted');
     await c.quit();
-    expect(t.relay.store.users.get(kate)!.status).toBe('active');
+    expect((await t.relay.store.users.get(kate))!.status).toBe('active');
     expect(t.logs.events('mail.refused').at(-1)).toMatchObject({ reason: 'SENDER_NOT_NORMAL', from });
   });
 
@@ -96,7 +96,7 @@ describe('header sender fields in one form', () => {
     const reply = await c.send('kate@example.com', ['bob@dest.example'], 'From: <kate@ｅｘａｍｐｌｅ.com>\r\nSubject: hi\r\n\r\nhello\r\n');
     await c.quit();
     const id = QUEUED.exec(reply)![1]!;
-    expect(t.relay.store.queue.get(id)).toMatchObject({ state: 'held' });
+    expect(await t.relay.store.queue.get(id)).toMatchObject({ state: 'held' });
     expect(t.logs.events('message.held').at(-1)).toMatchObject({ queue_id: id, reasons: expect.arrayContaining([expect.objectContaining({ id: 'FROM_NOT_BOUND' })]) });
   });
 });

@@ -70,8 +70,8 @@ describe('parallel password guessing', () => {
     expect(await late.cmd(plain('', 'alice', PASS))).toBe(NAME_LOCKED);
     await late.quit();
     expect(t.relay.authenticator.verifications).toBe(before);
-    expect(t.relay.store.users.get(alice)!.status).toBe('active');
-    expect(t.relay.store.incidents.list({ name: 'alice' })).toEqual([]);
+    expect((await t.relay.store.users.get(alice))!.status).toBe('active');
+    expect(await t.relay.store.incidents.list({ name: 'alice' })).toEqual([]);
 
     const owner = await ready(t.port);
     expect(await owner.cmd(plain('', 'alice', PASS))).toBe('235 2.7.0 Authentication successful');
@@ -128,7 +128,7 @@ describe('AUTH PLAIN authorization identity', () => {
     // The same identity twice, or an empty authzid, is an ordinary login (case as for usernames).
     expect(await c.cmd(plain('Alice', 'alice', PASS))).toBe('235 2.7.0 Authentication successful');
     await c.quit();
-    expect(t.relay.store.users.find('alice')!.status).toBe('active');
+    expect((await t.relay.store.users.find('alice'))!.status).toBe('active');
   });
 });
 
@@ -146,16 +146,16 @@ describe('the moment a 535 leaves', () => {
     });
     const relay = t;
     const add = async (name: string, networks: string[]) => {
-      const id = relay.relay.store.users.add(name, await hashPassword(PASS, argon2), relay.clock.now()).id;
-      for (const n of networks) relay.relay.store.bindings.add('user', id, 'network', n, relay.clock.now());
-      relay.relay.store.bindings.add('user', id, 'sender', '@example.com', relay.clock.now());
+      const id = (await relay.relay.store.users.add(name, await hashPassword(PASS, argon2), relay.clock.now())).id;
+      for (const n of networks) await relay.relay.store.bindings.add('user', id, 'network', n, relay.clock.now());
+      await relay.relay.store.bindings.add('user', id, 'sender', '@example.com', relay.clock.now());
       return id;
     };
     await add('alice', ['127.0.0.1/32']);
     await add('fred', ['127.0.0.1/32']);
     await add('nonet', []);
     const sue = await add('sue', ['127.0.0.1/32']);
-    relay.relay.store.users.suspend(sue, 'test', relay.clock.now());
+    await relay.relay.store.users.suspend(sue, 'test', relay.clock.now());
     for (let i = 0; i < 10; i++) await add(`f${i}`, ['127.0.0.1/32']);
 
     const paths: Record<string, (round: number) => { host: string; line: string; want: string }> = {

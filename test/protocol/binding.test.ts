@@ -20,15 +20,15 @@ let alice: number;
 beforeEach(async () => {
   t = await startTestRelay({ notify: { admins: ['secops@example.net'], helpdesk: 'helpdesk@example.com' } });
   alice = await t.addUser('alice', PASS, { networks: ['127.0.0.1/32'], senders: ['alice@example.com', '@example.org'] });
-  t.relay.store.users.setNotifyAddress(alice, 'alice@home.example', t.clock.now());
+  await t.relay.store.users.setNotifyAddress(alice, 'alice@home.example', t.clock.now());
   config = path.join(t.dir, 'cli.toml');
   writeFileSync(config, `[server]\nhostname = "smtp.test.example"\ndata_dir = "${t.dir}"\n[auth]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n`);
 });
 afterEach(() => t.stop());
 
-const user = () => t.relay.store.users.get(alice)!;
-const incidents = () => t.relay.store.incidents.list({ name: 'alice' });
-const notices = () => t.relay.store.queue.list().filter((m) => m.principal === null).sort((a, b) => a.rcptTo[0]!.localeCompare(b.rcptTo[0]!));
+const user = async () => (await t.relay.store.users.get(alice))!;
+const incidents = async () => await t.relay.store.incidents.list({ name: 'alice' });
+const notices = async () => (await t.relay.store.queue.list()).filter((m) => m.principal === null).sort((a, b) => a.rcptTo[0]!.localeCompare(b.rcptTo[0]!));
 
 async function session(opts: { localAddress?: string } = {}): Promise<SmtpClient> {
   return SmtpClient.connect(t.port, opts);
@@ -40,8 +40,8 @@ describe('network binding', () => {
     expect(await c.login('alice', PASS)).toBe('235 2.7.0 Authentication successful');
     expect(await c.send('alice@example.com', ['bob@elsewhere.example'], MSG)).toMatch(QUEUED);
     await c.quit();
-    expect(user().status).toBe('active');
-    expect(incidents()).toEqual([]);
+    expect((await user()).status).toBe('active');
+    expect(await incidents()).toEqual([]);
   });
 
   it('refuses the correct password from a foreign address exactly like a wrong one, and suspends', async () => {
@@ -49,8 +49,8 @@ describe('network binding', () => {
     expect(await c.login('alice', PASS)).toBe(INVALID);
     expect(await c.cmd('MAIL FROM:<alice@example.com>')).toBe('530 5.7.0 Authentication required');
     await c.quit();
-    expect(user()).toMatchObject({ status: 'suspended', statusReason: 'foreign-network from 127.0.0.2' });
-    expect(incidents()).toMatchObject([{ principalKind: 'user', principalName: 'alice', kind: 'foreign-network', clientIp: '127.0.0.2', notified: true, resolvedAt: null }]);
+    expect(await user()).toMatchObject({ status: 'suspended', statusReason: 'foreign-network from 127.0.0.2' });
+    expect(await incidents()).toMatchObject([{ principalKind: 'user', principalName: 'alice', kind: 'foreign-network', clientIp: '127.0.0.2', notified: true, resolvedAt: null }]);
     expect(t.logs.events('auth.fail').at(-1)).toMatchObject({ reason: 'AUTH_FOREIGN_NETWORK', ip: '127.0.0.2' });
   });
 
@@ -60,8 +60,8 @@ describe('network binding', () => {
       expect(await c.login('alice', 'wrong password 123')).toBe(INVALID);
       await c.quit();
     }
-    expect(user().status).toBe('active');
-    expect(incidents()).toEqual([]);
+    expect((await user()).status).toBe('active');
+    expect(await incidents()).toEqual([]);
   });
 
   it('matches an IPv4 client arriving on a dual-stack listener as ::ffff:127.0.0.1', async () => {
@@ -82,9 +82,9 @@ describe('network binding', () => {
     await c.quit();
     // The CLI used the wall clock; move the relay's clock past the exception's end.
     t.clock.set(Date.now() + 2 * 3_600_000);
-    expect(sweepLapsedBindings(t.relay.store, t.clock, t.relay.log)).toBe(1);
+    expect(await sweepLapsedBindings(t.relay.store, t.clock, t.relay.log)).toBe(1);
     expect(t.logs.events('binding.lapsed')).toMatchObject([{ principal: 'alice', kind: 'network', value: '127.0.0.2/32' }]);
-    expect(t.relay.store.audit.list({ target: 'user:alice' })[0]).toMatchObject({ actor: 'postern', action: 'network.lapsed', detail: '127.0.0.2/32' });
+    expect((await t.relay.store.audit.list({ target: 'user:alice' }))[0]).toMatchObject({ actor: 'postern', action: 'network.lapsed', detail: '127.0.0.2/32' });
   });
 });
 
@@ -96,8 +96,8 @@ describe('sender binding', () => {
     expect(await c.cmd('MAIL FROM:<alice@example.com>')).toBe('550 5.7.1 This account is suspended, please contact your helpdesk');
     expect(await c.cmd('RCPT TO:<x@example.net>')).toBe('503 5.5.1 Error: need MAIL command');
     await c.quit();
-    expect(user()).toMatchObject({ status: 'suspended', statusReason: 'foreign-sender from 127.0.0.1 as <ceo@bank.example>' });
-    expect(incidents()).toMatchObject([{ kind: 'foreign-sender', sender: 'ceo@bank.example', clientIp: '127.0.0.1' }]);
+    expect(await user()).toMatchObject({ status: 'suspended', statusReason: 'foreign-sender from 127.0.0.1 as <ceo@bank.example>' });
+    expect(await incidents()).toMatchObject([{ kind: 'foreign-sender', sender: 'ceo@bank.example', clientIp: '127.0.0.1' }]);
   });
 
   it('matches @domain senders for any local part and no other domain', async () => {
@@ -107,7 +107,7 @@ describe('sender binding', () => {
     expect(await c.send('alice@example.com', ['x@example.net'], MSG)).toMatch(QUEUED);
     expect(await c.cmd('MAIL FROM:<whoever@sub.example.org>')).toBe('553 5.7.1 Sender address not allowed for this account: <whoever@sub.example.org>');
     await c.quit();
-    expect(user().status).toBe('suspended');
+    expect((await user()).status).toBe('suspended');
   });
 
   it('refuses the null sender without suspending', async () => {
@@ -115,7 +115,7 @@ describe('sender binding', () => {
     await c.login('alice', PASS);
     expect(await c.cmd('MAIL FROM:<>')).toBe('553 5.7.1 The null sender <> cannot be used for submission, use your own address');
     await c.quit();
-    expect(user().status).toBe('active');
+    expect((await user()).status).toBe('active');
   });
 
   it('refuses a user without senders, without suspending', async () => {
@@ -124,7 +124,7 @@ describe('sender binding', () => {
     await c.login('dave', PASS);
     expect(await c.cmd('MAIL FROM:<dave@example.com>')).toBe('553 5.7.1 This account has no sender addresses and cannot send mail, please contact your helpdesk');
     await c.quit();
-    expect(t.relay.store.users.find('dave')!.status).toBe('active');
+    expect((await t.relay.store.users.find('dave'))!.status).toBe('active');
   });
 });
 
@@ -141,8 +141,8 @@ describe('suspension and helpdesk reset', () => {
     const r = await cli(config, ['user', 'reset', 'alice', '--by', 'helpdesk-bob', '--reason', 'ticket 4711']);
     expect(r.code).toBe(0);
     const newPass = /^user alice reset: password changed, suspension lifted, 1 open incident resolved; new password \(shown once\): (\S+)\n$/.exec(r.out)![1]!;
-    expect(user().status).toBe('active');
-    expect(incidents()).toMatchObject([{ resolvedBy: 'helpdesk-bob' }]);
+    expect((await user()).status).toBe('active');
+    expect(await incidents()).toMatchObject([{ resolvedBy: 'helpdesk-bob' }]);
 
     const old = await session();
     expect(await old.login('alice', PASS)).toBe(INVALID);
@@ -166,17 +166,17 @@ describe('suspension and helpdesk reset', () => {
     const thief = await session(FOREIGN);
     await thief.login('alice', PASS);
     await thief.quit();
-    const first = notices();
+    const first = await notices();
     expect(first.map((m) => [m.mailFrom, m.rcptTo])).toEqual([
       ['postmaster@smtp.test.example', ['alice@home.example']],
       ['postmaster@smtp.test.example', ['secops@example.net']],
     ]);
-    const userNotice = t.relay.store.queue.body(first[0]!.id)!.toString();
+    const userNotice = (await t.relay.store.queue.body(first[0]!.id))!.toString();
     expect(userNotice).toContain('Subject: Sending from your mail account alice has been suspended\r\n');
     expect(userNotice).toContain('Auto-Submitted: auto-generated\r\n');
     expect(userNotice).toContain('The correct password for this account was used from 127.0.0.2, an address outside the networks it may send from.');
     expect(userNotice).toContain('contact your helpdesk (helpdesk@example.com)');
-    const adminNotice = t.relay.store.queue.body(first[1]!.id)!.toString();
+    const adminNotice = (await t.relay.store.queue.body(first[1]!.id))!.toString();
     expect(adminNotice).toContain('Subject: [postern] Suspended user alice: foreign-network from 127.0.0.2\r\n');
     expect(adminNotice).toContain('  postern user reset alice');
 
@@ -185,9 +185,9 @@ describe('suspension and helpdesk reset', () => {
     const again = await session(FOREIGN);
     expect(await again.login('alice', PASS)).toBe(INVALID);
     await again.quit();
-    expect(incidents()).toHaveLength(2);
-    expect(incidents()[0]!.notified).toBe(false);
-    expect(notices()).toHaveLength(2);
+    expect(await incidents()).toHaveLength(2);
+    expect((await incidents())[0]!.notified).toBe(false);
+    expect(await notices()).toHaveLength(2);
   });
 });
 
@@ -201,8 +201,8 @@ describe('devices', () => {
     await d.cmd('EHLO printer');
     const id = QUEUED.exec(await d.send('scanner@example.com', ['ops@example.com'], MSG))![1]!;
     await d.quit();
-    expect(t.relay.store.queue.get(id)).toMatchObject({ principal: 'device:printer-3f', clientIp: '127.0.0.3' });
-    expect(t.relay.store.queue.body(id)!.toString()).toMatch(/with ESMTP id /);
+    expect(await t.relay.store.queue.get(id)).toMatchObject({ principal: 'device:printer-3f', clientIp: '127.0.0.3' });
+    expect((await t.relay.store.queue.body(id))!.toString()).toMatch(/with ESMTP id /);
 
     const other = await session();
     await other.cmd('EHLO printer');
@@ -216,8 +216,8 @@ describe('devices', () => {
     expect(await d.cmd('MAIL FROM:<ceo@example.com>')).toBe('553 5.7.1 Sender address not allowed for this account: <ceo@example.com>');
     expect(await d.cmd('MAIL FROM:<scanner@example.com>')).toBe('550 5.7.1 This account is suspended, please contact your helpdesk');
     await d.quit();
-    expect(t.relay.store.devices.find('printer-3f')!.status).toBe('suspended');
-    expect(t.relay.store.incidents.list({ principalKind: 'device' })).toMatchObject([{ principalName: 'printer-3f', kind: 'device-foreign-sender' }]);
+    expect((await t.relay.store.devices.find('printer-3f'))!.status).toBe('suspended');
+    expect(await t.relay.store.incidents.list({ principalKind: 'device' })).toMatchObject([{ principalName: 'printer-3f', kind: 'device-foreign-sender' }]);
   });
 
   it('refuses and suspends a device that writes to a recipient outside its list', async () => {
@@ -226,7 +226,7 @@ describe('devices', () => {
     expect(await d.cmd('MAIL FROM:<scanner@example.com>')).toBe('250 2.1.0 Accepted');
     expect(await d.cmd('RCPT TO:<x@evil.example>')).toBe('550 5.7.1 Recipient address not allowed for this device: <x@evil.example>');
     await d.quit();
-    expect(t.relay.store.devices.find('printer-3f')!.status).toBe('suspended');
+    expect((await t.relay.store.devices.find('printer-3f'))!.status).toBe('suspended');
   });
 
   it('requires STARTTLS from a device configured to', async () => {
@@ -271,12 +271,12 @@ describe('audit', () => {
 describe('network bindings in canonical form', () => {
   it('stores an IPv4-mapped network as the IPv4 network, which then lets 127.0.0.1 in', async () => {
     expect(await cli(config, ['user', 'add', 'carol', '--password-stdin', '--sender', 'carol@example.com', '--network', '::ffff:127.0.0.1', '--network', '::ffff:10.1.0.0/112'], `${PASS}\n`)).toMatchObject({ code: 0 });
-    const carol = t.relay.store.users.find('carol')!;
-    expect(t.relay.store.bindings.values('user', carol.id, 'network', t.clock.now()).sort()).toEqual(['10.1.0.0/16', '127.0.0.1/32']);
+    const carol = (await t.relay.store.users.find('carol'))!;
+    expect((await t.relay.store.bindings.values('user', carol.id, 'network', t.clock.now())).sort()).toEqual(['10.1.0.0/16', '127.0.0.1/32']);
     const c = await session();
     expect(await c.login('carol', PASS)).toBe('235 2.7.0 Authentication successful');
     await c.quit();
-    expect(t.relay.store.users.get(carol.id)!.status).toBe('active');
+    expect((await t.relay.store.users.get(carol.id))!.status).toBe('active');
   });
 
   it('matches a mapped network stored before canonical storage against an IPv4 client', async () => {
@@ -292,12 +292,12 @@ describe('network bindings in canonical form', () => {
       out: '',
       err: 'postern: --network ::/0 matches IPv6 clients only, never an IPv4 one (not even one a dual-stack listener shows as ::ffff:192.0.2.7): to allow every client give both, --network 0.0.0.0/0 --network ::/0\n',
     });
-    expect(t.relay.store.bindings.values('user', alice, 'network', t.clock.now())).toEqual(['127.0.0.1/32']);
+    expect(await t.relay.store.bindings.values('user', alice, 'network', t.clock.now())).toEqual(['127.0.0.1/32']);
     expect(await cli(config, ['user', 'allow', 'alice', '--network', '0::0/0', '--network', '0.0.0.0/0'])).toMatchObject({ code: 0 });
-    expect(t.relay.store.bindings.values('user', alice, 'network', t.clock.now()).sort()).toEqual(['0.0.0.0/0', '127.0.0.1/32', '::/0']);
+    expect((await t.relay.store.bindings.values('user', alice, 'network', t.clock.now())).sort()).toEqual(['0.0.0.0/0', '127.0.0.1/32', '::/0']);
     // Removing it is never refused, and with 0.0.0.0/0 bound it may be added on its own.
     expect(await cli(config, ['user', 'deny', 'alice', '--network', '::/0'])).toMatchObject({ code: 0 });
     expect(await cli(config, ['user', 'allow', 'alice', '--network', '::/0'])).toMatchObject({ code: 0 });
-    expect(t.relay.store.bindings.values('user', alice, 'network', t.clock.now()).sort()).toEqual(['0.0.0.0/0', '127.0.0.1/32', '::/0']);
+    expect((await t.relay.store.bindings.values('user', alice, 'network', t.clock.now())).sort()).toEqual(['0.0.0.0/0', '127.0.0.1/32', '::/0']);
   });
 });

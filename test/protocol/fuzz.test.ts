@@ -252,10 +252,10 @@ async function lane(index: number, sessions: number, outcome: Outcome): Promise<
       }
       c.destroy();
       // A foreign sender suspends the user (a compromise signal); lift it so later sessions go deep.
-      const u = t.relay.store.users.find(user)!;
+      const u = (await t.relay.store.users.find(user))!;
       if (u.status !== 'active') {
-        t.relay.store.users.unsuspend(u.id, t.clock.now());
-        t.relay.store.incidents.resolveOpen('user', user, 'fuzz', t.clock.now());
+        await t.relay.store.users.unsuspend(u.id, t.clock.now());
+        await t.relay.store.incidents.resolveOpen('user', user, 'fuzz', t.clock.now());
       }
     }
   } catch (e) {
@@ -271,7 +271,7 @@ describe('random SMTP sessions', () => {
       // On-demand runs say how deep they went; CI stays quiet.
       console.log(`fuzz seed ${SEED}: ${SESSIONS} sessions, ${outcome.queued.length} queued, replies by code ${JSON.stringify(Object.fromEntries([...outcome.codes].sort((a, b) => a[0] - b[0])))}`);
     }
-    const stored = t.relay.store.queue.list().filter((m) => m.principal !== null);
+    const stored = (await t.relay.store.queue.list()).filter((m) => m.principal !== null);
     expect(new Set(stored.map((m) => m.id))).toEqual(new Set(outcome.queued));
     for (const m of stored) {
       expect(m.principal).toMatch(/^user:alice\d$/);

@@ -32,15 +32,15 @@ describe('header fields read one way', () => {
     ['a fold of white space only', 'Subject: x\r\n \r\nFrom: <alice@corp.example>\r\n', 'header line 2 is not a header field'],
     ['a line that is not a field', 'From: <alice@corp.example>\r\nFrom ceo@bank.example Mon Jan  1 00:00:00 2024\r\n', 'header line 2 is not a header field'],
   ])('refuses %s with 550 5.6.0 and keeps nothing', async (_name, header, detail) => {
-    const depth = t.relay.store.queue.list().length;
+    const depth = (await t.relay.store.queue.list()).length;
     const c = await SmtpClient.connect(t.port);
     expect(await c.login('alice', PW)).toMatch(/^235 /);
     expect(await c.send('alice@corp.example', ['bob@dest.example'], `${header}\r\nhello\r\n`)).toBe(MALFORMED + detail);
     // The session goes on: the client can mend the message and send it again.
     expect(await c.send('alice@corp.example', ['bob@dest.example'], 'From: <alice@corp.example>\r\n\r\nhello\r\n')).toMatch(/^250 2\.0\.0 Ok: queued as /);
     await c.quit();
-    expect(t.relay.store.queue.list().length).toBe(depth + 1);
-    expect(t.relay.store.users.find('alice')!.status).toBe('active');
+    expect((await t.relay.store.queue.list()).length).toBe(depth + 1);
+    expect((await t.relay.store.users.find('alice'))!.status).toBe('active');
     expect(t.logs.events('message.refused').at(-1)).toMatchObject({ reason: 'HEADER_INVALID', user: 'alice' });
   });
 
@@ -53,9 +53,9 @@ describe('header fields read one way', () => {
 
   it('adds From: <envelope sender> to a message without one, as Postfix does', async () => {
     const { id } = await submit(t, 'Subject: no from\r\n\r\nhello\r\n', ['bob@nofrom.example']);
-    const body = t.relay.store.queue.body(id)!.toString('latin1');
+    const body = (await t.relay.store.queue.body(id))!.toString('latin1');
     expect(body).toMatch(/\r\nSubject: no from\r\nFrom: <alice@corp\.example>\r\nDate: /);
-    expect(t.relay.store.quarantine.get(id)).toMatchObject({ state: 'queued', score: 0 });
+    expect(await t.relay.store.quarantine.get(id)).toMatchObject({ state: 'queued', score: 0 });
   });
 });
 
@@ -63,12 +63,12 @@ describe('every sender field against the sender bindings', () => {
   it('holds a Sender: or Resent-From: outside the bindings, like From:', async () => {
     for (const [field, value] of [['Sender', 'ceo@bank.example'], ['Resent-From', '"Bank" <ceo@bank.example>']] as const) {
       const { id } = await submit(t, `From: <alice@corp.example>\r\n${field}: ${value}\r\n\r\nhello\r\n`, ['bob@sender.example']);
-      expect(t.relay.store.quarantine.get(id)).toMatchObject({ state: 'held', reasons: [{ id: 'FROM_NOT_BOUND', weight: 10, detail: `${field}: ceo@bank.example` }, { id: 'NEW_DOMAIN' }] });
+      expect(await t.relay.store.quarantine.get(id)).toMatchObject({ state: 'held', reasons: [{ id: 'FROM_NOT_BOUND', weight: 10, detail: `${field}: ceo@bank.example` }, { id: 'NEW_DOMAIN' }] });
     }
   });
 
   it('counts a Reply-To: outside the bindings as a weak signal that does not hold on its own', async () => {
     const { id } = await submit(t, 'From: <alice@corp.example>\r\nReply-To: <alice@home.example>\r\n\r\nhello\r\n', ['bob@replyto.example']);
-    expect(t.relay.store.quarantine.get(id)).toMatchObject({ state: 'queued', score: 6, reasons: [{ id: 'REPLY_TO_NOT_BOUND', weight: 3, detail: 'alice@home.example' }, { id: 'NEW_DOMAIN', weight: 3 }] });
+    expect(await t.relay.store.quarantine.get(id)).toMatchObject({ state: 'queued', score: 6, reasons: [{ id: 'REPLY_TO_NOT_BOUND', weight: 3, detail: 'alice@home.example' }, { id: 'NEW_DOMAIN', weight: 3 }] });
   });
 });

@@ -39,10 +39,10 @@ beforeAll(async () => {
   stalled.catch(() => undefined);
 });
 /** Client mail in the queue; Postern's own notices (a suspension tells the user) have no principal. */
-const clientMail = () => t.relay.store.queue.list().filter((m) => m.principal !== null).length;
+const clientMail = async () => (await t.relay.store.queue.list()).filter((m) => m.principal !== null).length;
 afterAll(async () => {
   try {
-    expect(clientMail()).toBe(queued);
+    expect(await clientMail()).toBe(queued);
   } finally {
     await t.stop();
   }
@@ -123,7 +123,7 @@ describe.concurrent('overlong lines, NUL bytes and invalid UTF-8 in commands', (
     const id = QUEUED.exec(await c.send('alice@example.com', ['bob@example.org'], MSG))![1]!;
     queued++;
     await c.quit();
-    const body = t.relay.store.queue.body(id)!;
+    const body = (await t.relay.store.queue.body(id))!;
     expect(body.toString('latin1')).toMatch(/^Received: from \?\?\.example \(\[127\.0\.0\.1\]\)\r\n/);
     await stillServes();
   });
@@ -188,9 +188,9 @@ describe.concurrent('command order and floods', () => {
 describe.concurrent('SMTP smuggling and message data', () => {
   // The cases run side by side, so each one checks that nothing was queued for its own
   // recipient, and the suite checks the total once they are all done.
-  afterAll(() => {
-    expect(clientMail()).toBe(queued);
-    expect(t.relay.store.queue.list().filter((m) => m.rcptTo.includes('victim@example.net'))).toEqual([]);
+  afterAll(async () => {
+    expect(await clientMail()).toBe(queued);
+    expect((await t.relay.store.queue.list()).filter((m) => m.rcptTo.includes('victim@example.net'))).toEqual([]);
   });
 
   // Each body would, at a receiver that ends DATA at a bare-LF or bare-CR dot, end the
@@ -209,7 +209,7 @@ describe.concurrent('SMTP smuggling and message data', () => {
     // The session is still in step: the next command is answered as a command.
     expect(await c.cmd('NOOP')).toBe('250 2.0.0 OK');
     c.destroy();
-    expect(t.relay.store.queue.list().filter((m) => m.rcptTo.includes(rcpt) || m.rcptTo.includes('victim@example.net'))).toEqual([]);
+    expect((await t.relay.store.queue.list()).filter((m) => m.rcptTo.includes(rcpt) || m.rcptTo.includes('victim@example.net'))).toEqual([]);
     await stillServes();
   });
 
@@ -227,7 +227,7 @@ describe.concurrent('SMTP smuggling and message data', () => {
     queued++;
     expect(await c.last()).toBe('553 5.7.1 Sender address not allowed for this account: <ceo@evil.example>');
     c.destroy();
-    expect(t.relay.store.users.find('dave')!.status).toBe('suspended');
+    expect((await t.relay.store.users.find('dave'))!.status).toBe('suspended');
     await stillServes();
   });
 
@@ -245,7 +245,7 @@ describe.concurrent('SMTP smuggling and message data', () => {
     const id = QUEUED.exec(await c.send('alice@example.com', ['bob@example.org'], body))![1]!;
     queued++;
     c.destroy();
-    const stored = t.relay.store.queue.body(id)!;
+    const stored = (await t.relay.store.queue.body(id))!;
     expect(stored.indexOf(body.subarray(0, 13))).toBeGreaterThan(0);
     expect(stored.subarray(-6)).toEqual(body.subarray(-6));
     await stillServes();
@@ -257,7 +257,7 @@ describe.concurrent('SMTP smuggling and message data', () => {
     const id = QUEUED.exec(await c.send('alice@example.com', ['bob@example.org'], body))![1]!;
     queued++;
     c.destroy();
-    const stored = t.relay.store.queue.body(id)!.toString('latin1');
+    const stored = (await t.relay.store.queue.body(id))!.toString('latin1');
     for (const line of body.split('\r\n')) expect(stored).toContain(`${line}\r\n`);
     await stillServes();
   });
@@ -290,7 +290,7 @@ describe.concurrent('address forms from an authenticated user', () => {
     const id = QUEUED.exec(await c.last())![1]!;
     queued++;
     c.destroy();
-    expect(t.relay.store.queue.get(id)).toMatchObject({
+    expect(await t.relay.store.queue.get(id)).toMatchObject({
       mailFrom: 'alice@example.com',
       rcptTo: ['u@c.example', 'u%c.example@d.example', 'c.example!u@d.example', 'u@[192.0.2.1]', 'u@[IPv6:2001:db8::1]', '"quoted"@example.org'],
     });
@@ -333,7 +333,7 @@ describe.concurrent('address forms from an authenticated user', () => {
     const id = QUEUED.exec(await c.last())![1]!;
     queued++;
     c.destroy();
-    expect(t.relay.store.queue.get(id)!.rcptTo).toEqual(rcpts.slice(0, 100));
+    expect((await t.relay.store.queue.get(id))!.rcptTo).toEqual(rcpts.slice(0, 100));
     await stillServes();
   });
 });

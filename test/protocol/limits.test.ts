@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ManualClock } from '../../src/domain/clock.js';
@@ -21,8 +22,8 @@ async function relay(limits: Record<string, number>, opts: { dir?: string; clock
   return t;
 }
 
-const states = () => t.relay.store.queue.list().filter((m) => m.principal === 'user:alice').map((m) => m.state);
-const count = (s: string) => states().filter((x) => x === s).length;
+const states = async () => (await t.relay.store.queue.list()).filter((m) => m.principal === 'user:alice').map((m) => m.state);
+const count = async (s: string) => (await states()).filter((x) => x === s).length;
 
 async function sendMany(n: number, rcpts: string[] = ['x@example.net']): Promise<string[]> {
   const c = await SmtpClient.connect(t.port);
@@ -38,7 +39,7 @@ describe('rate limits: slow first', () => {
     await relay({ messages_per_hour: 5 });
     await t.addUser('alice', PASS);
     expect((await sendMany(5)).every((r) => QUEUED.test(r))).toBe(true);
-    expect(states()).toEqual(['queued', 'queued', 'queued', 'queued', 'queued']);
+    expect(await states()).toEqual(['queued', 'queued', 'queued', 'queued', 'queued']);
   });
 
   it('accepts a burst over the rate, holds the excess, and drains it one message per hour/limit', async () => {
@@ -46,8 +47,8 @@ describe('rate limits: slow first', () => {
     await t.addUser('alice', PASS);
     const replies = await sendMany(8);
     expect(replies.every((r) => QUEUED.test(r))).toBe(true);
-    expect(count('queued')).toBe(5);
-    expect(count('waiting-quota')).toBe(3);
+    expect(await count('queued')).toBe(5);
+    expect(await count('waiting-quota')).toBe(3);
 
     expect(await t.relay.quota.drain()).toEqual([]);
     t.clock.advance(HOUR + 1); // the burst's window has passed
@@ -57,7 +58,7 @@ describe('rate limits: slow first', () => {
     expect(await t.relay.quota.drain()).toHaveLength(1);
     t.clock.advance(12 * MIN);
     expect(await t.relay.quota.drain()).toHaveLength(1);
-    expect(count('waiting-quota')).toBe(0);
+    expect(await count('waiting-quota')).toBe(0);
     expect(t.logs.events('quota.released')).toHaveLength(3);
   });
 
@@ -83,18 +84,18 @@ describe('rate limits and suspension', () => {
     await relay({ messages_per_hour: 2 });
     await t.addUser('alice', PASS);
     await sendMany(4);
-    expect(count('waiting-quota')).toBe(2);
+    expect(await count('waiting-quota')).toBe(2);
     const c = await SmtpClient.connect(t.port);
     await c.login('alice', PASS);
     // The thief tries another sender: suspension, and the burst behind it is held.
     expect(await c.cmd('MAIL FROM:<ceo@bank.example>')).toMatch(/^553 5\.7\.1 /);
     await c.quit();
-    expect(count('waiting-quota')).toBe(0);
-    expect(count('held')).toBe(2);
+    expect(await count('waiting-quota')).toBe(0);
+    expect(await count('held')).toBe(2);
     t.clock.advance(HOUR + 1);
     expect(await t.relay.quota.drain()).toEqual([]);
-    const held = t.relay.store.queue.list('held')[0]!;
-    expect((t.relay.store.db.prepare('SELECT reasons FROM messages WHERE id = ?').get(held.id) as { reasons: string }).reasons).toMatch(/principal_suspended/);
+    const held = (await t.relay.store.queue.list('held'))[0]!;
+    expect((sqliteHandle(t.relay.store).prepare('SELECT reasons FROM messages WHERE id = ?').get(held.id) as { reasons: string }).reasons).toMatch(/principal_suspended/);
   });
 
   it('holds a waiting message that lowered limits could never let out, instead of blocking the rest', async () => {
@@ -103,12 +104,12 @@ describe('rate limits and suspension', () => {
     await sendMany(1);
     await sendMany(1, ['a@x.example', 'b@x.example', 'c@x.example']);
     await sendMany(1);
-    expect(count('waiting-quota')).toBe(2);
-    t.relay.store.limits.setOverride('user:alice', { recipientsPerHour: 2 }, t.clock.now());
+    expect(await count('waiting-quota')).toBe(2);
+    await t.relay.store.limits.setOverride('user:alice', { recipientsPerHour: 2 }, t.clock.now());
     t.clock.advance(HOUR + 1);
     expect(await t.relay.quota.drain()).toHaveLength(1);
-    expect(count('held')).toBe(1);
-    expect(count('waiting-quota')).toBe(0);
+    expect(await count('held')).toBe(1);
+    expect(await count('waiting-quota')).toBe(0);
   });
 
   it('counts a correct password from a foreign address towards the lockout, like a wrong one', async () => {
@@ -137,12 +138,12 @@ describe('rate limits: then refuse', () => {
     );
     expect(await c.cmd('MAIL FROM:<alice@example.com>')).toMatch(/^451 4\.7\.1 /);
     await c.quit();
-    const incidents = t.relay.store.incidents.list({ name: 'alice' });
+    const incidents = await t.relay.store.incidents.list({ name: 'alice' });
     expect(incidents).toMatchObject([{ kind: 'rate-limit', notified: true }]);
-    expect(t.relay.store.users.find('alice')!.status).toBe('active');
-    const notices = t.relay.store.queue.list().filter((m) => m.principal === null);
+    expect((await t.relay.store.users.find('alice'))!.status).toBe('active');
+    const notices = (await t.relay.store.queue.list()).filter((m) => m.principal === null);
     expect(notices.map((m) => m.rcptTo)).toEqual([['secops@example.net']]);
-    expect(count('waiting-quota')).toBe(2);
+    expect(await count('waiting-quota')).toBe(2);
   });
 
   it('admits mail again once the window has rolled over', async () => {
@@ -153,7 +154,7 @@ describe('rate limits: then refuse', () => {
     expect(await t.relay.quota.drain()).toHaveLength(1);
     const [r] = await sendMany(1);
     expect(r).toMatch(QUEUED);
-    expect(count('waiting-quota')).toBe(2);
+    expect(await count('waiting-quota')).toBe(2);
   });
 
   it('keeps the count across a restart', async () => {
@@ -166,7 +167,7 @@ describe('rate limits: then refuse', () => {
     await relay({ messages_per_hour: 3 }, { dir, clock });
     const [r] = await sendMany(1);
     expect(r).toMatch(QUEUED);
-    expect(count('waiting-quota')).toBe(1);
+    expect(await count('waiting-quota')).toBe(1);
   });
 
   it('hands exactly the limit to delivery when 50 sessions of one user send at once', async () => {
@@ -177,9 +178,9 @@ describe('rate limits: then refuse', () => {
     const replies = await Promise.all(clients.map((c) => c.send('alice@example.com', ['x@example.net'], MSG)));
     await Promise.all(clients.map((c) => c.quit()));
     expect(replies.filter((r) => QUEUED.test(r))).toHaveLength(50);
-    expect(count('queued')).toBe(20);
-    expect(count('waiting-quota')).toBe(30);
-    expect(t.relay.store.limits.usage('user:alice', t.clock.now()).messagesHour).toBe(20);
+    expect(await count('queued')).toBe(20);
+    expect(await count('waiting-quota')).toBe(30);
+    expect((await t.relay.store.limits.usage('user:alice', t.clock.now())).messagesHour).toBe(20);
   });
 });
 
@@ -230,10 +231,10 @@ describe('limits CLI', () => {
       out: 'user:alice: 2 messages/hour, 1000 recipients/hour, 2000 recipients/day\n',
     });
     await sendMany(3);
-    expect(count('waiting-quota')).toBe(1);
+    expect(await count('waiting-quota')).toBe(1);
     const shown = JSON.parse((await cli(config, ['limits', 'show', 'alice', '--json'])).out);
     expect(shown).toMatchObject({ limits_source: 'principal', messages_per_hour: { limit: 2 }, waiting: { messages: 1, ceiling: 2 } });
-    expect(t.relay.store.audit.list({ target: 'user:alice' })[0]).toMatchObject({ action: 'limits.set', actor: 'admin-ann' });
+    expect((await t.relay.store.audit.list({ target: 'user:alice' }))[0]).toMatchObject({ action: 'limits.set', actor: 'admin-ann' });
     expect((await cli(config, ['user', 'limits', 'alice', '--messages-per-hour', 'lots'])).err).toBe('postern: --messages-per-hour needs a whole number of at least 1, not "lots"\n');
   });
 });

@@ -21,9 +21,9 @@ describe('monitor mode', () => {
       { policy: 'network', would: 'suspend', principal: 'alice', reason: 'AUTH_FOREIGN_NETWORK', ip: '127.0.0.2' },
       { policy: 'sender', would: 'suspend', principal: 'alice', reason: 'SENDER_NOT_BOUND', sender: 'ceo@bank.example' },
     ]);
-    expect(t.relay.store.users.find('alice')!.status).toBe('active');
-    expect(t.relay.store.incidents.list()).toEqual([]);
-    expect(t.relay.store.queue.list().filter((m) => m.principal === null)).toEqual([]);
+    expect((await t.relay.store.users.find('alice'))!.status).toBe('active');
+    expect(await t.relay.store.incidents.list()).toEqual([]);
+    expect((await t.relay.store.queue.list()).filter((m) => m.principal === null)).toEqual([]);
   });
 
   it('keeps enforcing a policy left in enforce mode', async () => {
@@ -33,7 +33,7 @@ describe('monitor mode', () => {
     expect(await c.login('alice', PASS)).toBe('235 2.7.0 Authentication successful');
     expect(await c.cmd('MAIL FROM:<ceo@bank.example>')).toBe('553 5.7.1 Sender address not allowed for this account: <ceo@bank.example>');
     await c.quit();
-    expect(t.relay.store.users.find('alice')!.status).toBe('suspended');
+    expect((await t.relay.store.users.find('alice'))!.status).toBe('suspended');
   });
 
   it('sends mail over the rate at once in limits monitor mode and logs that it would have waited', async () => {
@@ -43,7 +43,7 @@ describe('monitor mode', () => {
     await c.login('alice', PASS);
     for (let i = 0; i < 3; i++) expect(await c.send('alice@example.com', ['x@example.net'], MSG)).toMatch(QUEUED);
     await c.quit();
-    expect(t.relay.store.queue.list().map((m) => m.state)).toEqual(['queued', 'queued', 'queued']);
+    expect((await t.relay.store.queue.list()).map((m) => m.state)).toEqual(['queued', 'queued', 'queued']);
     expect(t.logs.events('policy.monitor').map((e) => [e.policy, e.would])).toEqual([
       ['limits', 'wait'],
       ['limits', 'wait'],

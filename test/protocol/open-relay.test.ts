@@ -27,7 +27,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   try {
-    expect(t.relay.store.queue.count()).toBe(0);
+    expect(await t.relay.store.queue.count()).toBe(0);
   } finally {
     await t.stop();
   }
@@ -121,19 +121,19 @@ describe.concurrent('unauthenticated relay attempts', () => {
 describe.concurrent('devices', () => {
   let nextIp = 10;
   /** A device on its own loopback address, bound to scanner@example.com and, if given, recipients. */
-  function addDevice(recipients: string[]): { name: string; ip: string } {
+  async function addDevice(recipients: string[]): Promise<{ name: string; ip: string }> {
     const ip = `127.0.0.${nextIp++}`;
     const name = `printer-${ip.split('.')[3]}`;
     const now = t.clock.now();
-    const d = t.relay.store.devices.add(name, false, now);
-    t.relay.store.bindings.add('device', d.id, 'network', `${ip}/32`, now);
-    t.relay.store.bindings.add('device', d.id, 'sender', 'scanner@example.com', now);
-    for (const r of recipients) t.relay.store.bindings.add('device', d.id, 'recipient', r, now);
+    const d = await t.relay.store.devices.add(name, false, now);
+    await t.relay.store.bindings.add('device', d.id, 'network', `${ip}/32`, now);
+    await t.relay.store.bindings.add('device', d.id, 'sender', 'scanner@example.com', now);
+    for (const r of recipients) await t.relay.store.bindings.add('device', d.id, 'recipient', r, now);
     return { name, ip };
   }
 
   it("does not lend a device's standing to any other client address", async () => {
-    const dev = addDevice(['@example.com']);
+    const dev = await addDevice(['@example.com']);
     // The loopback a user may log in from, a foreign address, and a neighbour of the devices
     // (they start at .10) that holds no device.
     for (const ip of ['127.0.0.1', '127.0.0.2', '127.0.0.9']) {
@@ -144,7 +144,7 @@ describe.concurrent('devices', () => {
         await c.quit();
       }
     }
-    expect(t.relay.store.devices.find(dev.name)!.status).toBe('active');
+    expect((await t.relay.store.devices.find(dev.name))!.status).toBe('active');
   });
 
   // A device bound to @example.com recipients: each form that routes elsewhere is refused
@@ -161,19 +161,19 @@ describe.concurrent('devices', () => {
     ['the domainless postmaster', '<postmaster>', NOT_BOUND('postmaster')],
   ];
   it.each(escapes)('refuses %s from a device bound to its recipients', async (_what, rcpt, expected) => {
-    const dev = addDevice(['@example.com']);
+    const dev = await addDevice(['@example.com']);
     const c = await SmtpClient.connect(t.port, { localAddress: dev.ip });
     await c.cmd('EHLO printer');
     expect(await c.cmd('MAIL FROM:<scanner@example.com>')).toBe('250 2.1.0 Accepted');
     expect(await c.cmd(`RCPT TO:${rcpt}`)).toBe(expected);
     expect(await c.cmd('DATA')).toBe(NEED_RCPT);
     await c.quit();
-    expect(t.relay.store.devices.find(dev.name)!.status).toBe('suspended');
+    expect((await t.relay.store.devices.find(dev.name))!.status).toBe('suspended');
   });
 
   it('sends to its own recipients, and to any only when bound to none', async () => {
-    const bound = addDevice(['@example.com', 'ops%night@example.net']);
-    const free = addDevice([]);
+    const bound = await addDevice(['@example.com', 'ops%night@example.net']);
+    const free = await addDevice([]);
     for (const [dev, rcpts] of [[bound, ['<ops@example.com>', '<ops%night@example.net>']], [free, ['<anyone@example.org>']]] as const) {
       const c = await SmtpClient.connect(t.port, { localAddress: dev.ip });
       await c.cmd('EHLO printer');
@@ -184,7 +184,7 @@ describe.concurrent('devices', () => {
   });
 
   it('accepts nothing more in the transaction that suspended the device', async () => {
-    const dev = addDevice(['@example.com']);
+    const dev = await addDevice(['@example.com']);
     const c = await SmtpClient.connect(t.port, { localAddress: dev.ip });
     await c.cmd('EHLO printer');
     expect(await c.cmd('MAIL FROM:<scanner@example.com>')).toBe('250 2.1.0 Accepted');
@@ -200,7 +200,7 @@ describe.concurrent('devices', () => {
   it('refuses every sender but its own, even from a device free to write to anyone', async () => {
     const senders = ['<>', '<alice@example.com>', '<@example.com:spammer@example.net>', '<scanner%example.net@example.com>', '<"scanner"@example.com>'];
     for (const from of senders) {
-      const dev = addDevice([]);
+      const dev = await addDevice([]);
       const c = await SmtpClient.connect(t.port, { localAddress: dev.ip });
       await c.cmd('EHLO printer');
       expect(await c.cmd(`MAIL FROM:${from}`), from).toMatch(/^553 5\.7\.1 /);
@@ -219,7 +219,7 @@ describe('a suspension during a transaction', () => {
     expect(await c.cmd('RCPT TO:<bob@example.org>')).toBe('250 2.1.5 Accepted');
     expect(await c.cmd('DATA')).toBe('354 End data with <CR><LF>.<CR><LF>');
     // The helpdesk suspends the account (or another session trips a signal) mid-message.
-    t.relay.store.users.suspend(id, 'test', t.clock.now());
+    await t.relay.store.users.suspend(id, 'test', t.clock.now());
     c.write('Subject: late\r\n\r\nlate\r\n.\r\n');
     expect(await c.last()).toBe('550 5.7.1 This account is suspended, please contact your helpdesk');
     await c.quit();

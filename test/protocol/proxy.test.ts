@@ -82,7 +82,7 @@ describe('PROXY protocol on the submission listeners', () => {
     const c = await SmtpClient.connect(t.port, { proxyHeader: 'PROXY TCP4 203.0.113.9 127.0.0.1 40000 587\r\n' });
     expect(await c.login('alice', PASS)).toBe('535 5.7.8 Authentication credentials invalid');
     await c.quit();
-    expect(t.relay.store.users.get(alice)).toMatchObject({ status: 'suspended', statusReason: 'foreign-network from 203.0.113.9' });
+    expect(await t.relay.store.users.get(alice)).toMatchObject({ status: 'suspended', statusReason: 'foreign-network from 203.0.113.9' });
     expect(t.logs.events('auth.fail').at(-1)).toMatchObject({ reason: 'AUTH_FOREIGN_NETWORK', ip: '203.0.113.9' });
   });
 
@@ -96,14 +96,14 @@ describe('PROXY protocol on the submission listeners', () => {
       expect(await c.send('alice@example.com', ['bob@elsewhere.example'], MSG)).toMatch(/^250 2\.0\.0 Ok/);
       await c.quit();
     }
-    expect(t.relay.store.users.get(alice)!.status).toBe('active');
+    expect((await t.relay.store.users.get(alice))!.status).toBe('active');
   });
 
   it('refuses a spoofed header from an address that is not a trusted proxy', async () => {
     const said = await exchange(t.port, 'PROXY TCP4 127.0.0.1 127.0.0.1 40000 587\r\nEHLO x\r\n', '127.0.0.2');
     expect(said).toBe(`${REFUSED}\r\n`);
     expect(t.logs.events('proxy.refused')).toMatchObject([{ peer: '127.0.0.2', reason: 'PROXY_REFUSED', why: 'untrusted peer' }]);
-    expect(t.relay.store.users.get(alice)!.status).toBe('active');
+    expect((await t.relay.store.users.get(alice))!.status).toBe('active');
   });
 
   it('refuses a trusted proxy that sends no header', async () => {

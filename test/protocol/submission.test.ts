@@ -19,8 +19,8 @@ async function loggedIn(): Promise<SmtpClient> {
   return c;
 }
 
-function stored(id: string) {
-  return { msg: t.relay.store.queue.get(id), body: t.relay.store.queue.body(id)?.toString('latin1') };
+async function stored(id: string) {
+  return { msg: await t.relay.store.queue.get(id), body: (await t.relay.store.queue.body(id))?.toString('latin1') };
 }
 
 describe('submission over STARTTLS', () => {
@@ -52,7 +52,7 @@ describe('submission over STARTTLS', () => {
     const c = await loggedIn();
     const r = await c.send('alice@example.com', ['bob@example.org'], MSG);
     const id = QUEUED.exec(r)![1]!;
-    const { msg, body } = stored(id);
+    const { msg, body } = await stored(id);
     expect(msg).toMatchObject({ state: 'queued', mailFrom: 'alice@example.com', rcptTo: ['bob@example.org'], principal: 'user:alice', clientIp: '127.0.0.1' });
     expect(body).toMatch(/^Received: from client\.example \(\[127\.0\.0\.1\]\)\r\n\t\(using TLSv1\.3 with cipher [A-Z0-9_]+\)\r\n\tby smtp\.test\.example \(Postern\) with ESMTPSA id [0-9A-Z]{15}\r\n\tfor <bob@example\.org>;\r\n\t\w{3}, \d+ \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n/);
     expect(body).toContain(`${MSG.split('\r\n\r\n')[0]}\r\nDate: Sun, 22 Nov 2026 12:00:00 +0000\r\nMessage-ID: <${id}.`);
@@ -77,7 +77,7 @@ describe('submission over STARTTLS', () => {
     const c = await loggedIn();
     const msg = 'From: <alice@example.com>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <x@y>\r\nSubject: s\r\n\r\nbody\r\n';
     const id = QUEUED.exec(await c.send('alice@example.com', ['a@x.example', 'b@x.example'], msg))![1]!;
-    const body = stored(id).body!;
+    const body = (await stored(id)).body!;
     expect(body.match(/^Date:/gm)).toHaveLength(1);
     expect(body.match(/^Message-ID:/gm)).toHaveLength(1);
     expect(body).not.toContain('\tfor <');
@@ -93,7 +93,7 @@ describe('submission over implicit TLS', () => {
     expect(await c.read()).toContain('AUTH PLAIN LOGIN');
     expect(await c.authPlain('alice', PASS)).toBe('235 2.7.0 Authentication successful');
     const id = QUEUED.exec(await c.send('alice@example.com', ['bob@example.org'], MSG))![1]!;
-    expect(stored(id).msg?.state).toBe('queued');
+    expect((await stored(id)).msg?.state).toBe('queued');
     expect(c.tlsSocket?.getProtocol()).toMatch(/^TLSv1\.[23]$/);
     await c.quit();
   });
@@ -125,7 +125,7 @@ describe('refusals', () => {
     await d.cmd('EHLO client.example');
     expect(await d.cmd('MAIL FROM:<>')).toBe('530 5.7.0 Authentication required');
     await d.quit();
-    expect(t.relay.store.queue.list().every((m) => m.principal === 'user:alice')).toBe(true);
+    expect((await t.relay.store.queue.list()).every((m) => m.principal === 'user:alice')).toBe(true);
   });
 
   it('gives a wrong password and an unknown user the same 535 5.7.8', async () => {
@@ -144,7 +144,7 @@ describe('refusals', () => {
       'Subject: a\r\n\r\nx\r\n\r.\r\nRCPT TO:<x@y>\r\n',
       'Subject: a\r\n\r\nx\n.\r\nDATA\r\n',
     ];
-    const before = t.relay.store.queue.count();
+    const before = await t.relay.store.queue.count();
     const c = await loggedIn();
     for (const body of cases) {
       expect(await c.send('alice@example.com', ['bob@example.org'], body)).toBe(
@@ -153,7 +153,7 @@ describe('refusals', () => {
     }
     // The session stays usable: the next clean message goes through.
     expect(await c.send('alice@example.com', ['bob@example.org'], MSG)).toMatch(QUEUED);
-    expect(t.relay.store.queue.count()).toBe(before + 1);
+    expect(await t.relay.store.queue.count()).toBe(before + 1);
     expect(t.logs.events('message.refused').filter((l) => l.reason === 'BARE_NEWLINE')).toHaveLength(cases.length);
     await c.quit();
   });
@@ -187,7 +187,7 @@ describe('refusals', () => {
     expect(await c.cmd('DATA')).toBe('354 End data with <CR><LF>.<CR><LF>');
     c.write(`${MSG}.\r\n`);
     const id = QUEUED.exec(await c.last())![1]!;
-    expect(stored(id).msg?.rcptTo).toEqual(['r1@example.org', 'r2@example.org', 'r3@example.org']);
+    expect((await stored(id)).msg?.rcptTo).toEqual(['r1@example.org', 'r2@example.org', 'r3@example.org']);
     await c.quit();
   });
 

@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { sqliteHandle } from '../../src/store/index.js';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cli } from '../helpers/cli.js';
@@ -26,7 +27,7 @@ const exe = (to: string, subject: string) =>
 const spoof = (to: string) => mime({ From: 'IT Desk <it@helpdesk.example>', To: `<${to}>`, Subject: 'Password expiry' }, [{ type: 'text/plain', body: 'Reset now.\n' }]);
 const clean = (to: string) => mime({ From: 'alice@corp.example', To: `<${to}>`, Subject: 'Lunch' }, [{ type: 'text/plain', body: 'Noon?\n' }]);
 
-const audit = () => t.relay.store.db.prepare('SELECT actor, action, target, reason FROM audit ORDER BY id').all();
+const audit = () => sqliteHandle(t.relay.store).prepare('SELECT actor, action, target, reason FROM audit ORDER BY id').all();
 
 describe('postern quarantine list and show', () => {
   it('lists held mail with age, user, From:, recipients, subject, score and top reasons', async () => {
@@ -79,7 +80,7 @@ describe('postern quarantine list and show', () => {
     expect(out.out).toContain('preview:\n  Please run the attached tool.\n  Thanks, Alice\n');
 
     const raw = await cli(config, ['quarantine', 'show', id, '--raw']);
-    expect(raw.out).toBe(t.relay.store.queue.body(id)!.toString('utf8'));
+    expect(raw.out).toBe((await t.relay.store.queue.body(id))!.toString('utf8'));
     expect(await cli(config, ['quarantine', 'show', 'NOSUCHID'])).toEqual({ code: 1, out: '', err: 'postern: no such message: NOSUCHID (see: postern quarantine list)\n' });
   });
 });
@@ -87,25 +88,25 @@ describe('postern quarantine list and show', () => {
 describe('postern quarantine release and delete', () => {
   it('releases to the delivery queue byte for byte, audited, and refuses a second release', async () => {
     const { id } = await submit(t, exe('bob@a.example', 'Tool'), ['bob@a.example']);
-    const before = Buffer.from(t.relay.store.queue.body(id)!);
+    const before = Buffer.from((await t.relay.store.queue.body(id))!);
 
     const r = await cli(config, ['quarantine', 'release', id, '--by', 'ops-anna', '--reason', 'tool confirmed by phone']);
     expect(r.code).toBe(0);
     expect(r.out).toBe(`message ${id} released to the delivery queue\n`);
     expect(JSON.parse(r.err)).toMatchObject({ event: 'quarantine.released', queue_id: id, principal: 'user:alice', actor: 'ops-anna', reason: 'tool confirmed by phone', verdict: 'queued' });
 
-    const m = t.relay.store.queue.get(id)!;
+    const m = (await t.relay.store.queue.get(id))!;
     expect(m.state).toBe('queued');
     expect(m.nextAttemptAt).not.toBeNull();
-    expect(t.relay.store.delivery.job(id)).toBeDefined();
-    expect(t.relay.store.queue.body(id)!.equals(before)).toBe(true);
+    expect(await t.relay.store.delivery.job(id)).toBeDefined();
+    expect((await t.relay.store.queue.body(id))!.equals(before)).toBe(true);
     expect(audit()).toEqual([{ actor: 'ops-anna', action: 'quarantine.release', target: `message:${id}`, reason: 'tool confirmed by phone' }]);
 
     const again = await cli(config, ['quarantine', 'release', id]);
     expect(again.code).toBe(1);
     expect(again.out).toBe('');
     expect(again.err).toMatch(new RegExp(`^postern: message ${id} was already released on 20\\d\\d-.+Z by ops-anna\\n$`));
-    expect(t.relay.store.queue.get(id)!.state).toBe('queued');
+    expect((await t.relay.store.queue.get(id))!.state).toBe('queued');
     expect(audit()).toHaveLength(1);
   });
 
@@ -114,8 +115,8 @@ describe('postern quarantine release and delete', () => {
     const d = await cli(config, ['quarantine', 'delete', id, '--by', 'ops-anna', '--reason', 'phishing']);
     expect(d).toMatchObject({ code: 0, out: `message ${id} deleted\n` });
     expect(JSON.parse(d.err)).toMatchObject({ event: 'quarantine.deleted', queue_id: id, verdict: 'deleted' });
-    expect(t.relay.store.queue.get(id)).toBeUndefined();
-    expect(t.relay.store.queue.body(id)).toBeUndefined();
+    expect(await t.relay.store.queue.get(id)).toBeUndefined();
+    expect(await t.relay.store.queue.body(id)).toBeUndefined();
     expect((await cli(config, ['quarantine', 'delete', id])).err).toMatch(new RegExp(`^postern: message ${id} was already deleted on .+ by ops-anna\\n$`));
     expect((await cli(config, ['quarantine', 'release', id])).err).toMatch(new RegExp(`^postern: message ${id} was already deleted on .+ by ops-anna\\n$`));
     expect(audit()).toEqual([{ actor: 'ops-anna', action: 'quarantine.delete', target: `message:${id}`, reason: 'phishing' }]);
@@ -143,7 +144,7 @@ describe('postern quarantine release and delete', () => {
     const all = await cli(config, ['quarantine', 'release', '--user', 'alice', '--all', '--by', 'ops', '--reason', 'false positives']);
     expect(all.code).toBe(0);
     expect(all.out).toBe(`message ${b.id} released to the delivery queue\nmessage ${c.id} released to the delivery queue\n`);
-    expect(t.relay.store.quarantine.list()).toEqual([]);
+    expect(await t.relay.store.quarantine.list()).toEqual([]);
     expect((await cli(config, ['quarantine', 'release', '--user', 'alice', '--all'])).out).toBe('no held messages of alice\n');
   });
 });

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import { fakePe, mime } from '../helpers/mime.js';
 import type { TestRelay } from '../helpers/relay.js';
 import { quarantineRelay, submit } from './helpers.js';
@@ -23,26 +24,26 @@ describe('expiry of held mail', () => {
     const queued = await submit(t, mime({ From: 'alice@corp.example', To: '<bob@a.example>', Subject: 'hi' }, [{ type: 'text/plain', body: 'hi\n' }]), ['bob@a.example']);
 
     t.clock.advance(14 * DAY - 1);
-    expect(t.relay.quarantine.sweep()).toEqual([]);
-    expect(t.relay.store.quarantine.get(held.id)?.state).toBe('held');
+    expect(await t.relay.quarantine.sweep()).toEqual([]);
+    expect((await t.relay.store.quarantine.get(held.id))?.state).toBe('held');
 
     t.clock.advance(1);
-    expect(t.relay.quarantine.sweep().map((m) => m.id)).toEqual([held.id]);
-    expect(t.relay.store.queue.get(held.id)).toBeUndefined();
-    expect(t.relay.store.queue.get(queued.id)?.state).toBe('queued');
+    expect((await t.relay.quarantine.sweep()).map((m) => m.id)).toEqual([held.id]);
+    expect(await t.relay.store.queue.get(held.id)).toBeUndefined();
+    expect((await t.relay.store.queue.get(queued.id))?.state).toBe('queued');
     expect(t.logs.events('quarantine.expired')).toEqual([expect.objectContaining({ queue_id: held.id, principal: 'user:alice', score: 13, verdict: 'deleted', reason: 'retention' })]);
-    expect(t.relay.store.db.prepare('SELECT at, actor, action, target, reason FROM audit').all()).toEqual([
+    expect(sqliteHandle(t.relay.store).prepare('SELECT at, actor, action, target, reason FROM audit').all()).toEqual([
       { at: t.clock.now(), actor: 'postern', action: 'quarantine.expire', target: `message:${held.id}`, reason: 'held longer than retention_days = 14' },
     ]);
-    expect(() => t!.relay.store.quarantine.release(held.id, { actor: 'ops', reason: null, now: t!.clock.now() })).toThrow(`message ${held.id} was already expired`);
-    expect(t.relay.quarantine.sweep()).toEqual([]);
+    await expect(t!.relay.store.quarantine.release(held.id, { actor: 'ops', reason: null, now: t!.clock.now() })).rejects.toThrow(`message ${held.id} was already expired`);
+    expect(await t.relay.quarantine.sweep()).toEqual([]);
   });
 
   it('follows retention_days from the config', async () => {
     t = await quarantineRelay({ quarantine: { notify_sender: false, retention_days: 2 } });
     const { id } = await submit(t, exe('bob@a.example'), ['bob@a.example']);
     t.clock.advance(2 * DAY);
-    expect(t.relay.quarantine.sweep().map((m) => m.id)).toEqual([id]);
+    expect((await t.relay.quarantine.sweep()).map((m) => m.id)).toEqual([id]);
   });
 });
 
@@ -54,9 +55,9 @@ describe('held notice', () => {
     const event = t.logs.events('quarantine.notice_queued')[0]!;
     expect(event).toMatchObject({ queue_id: id, principal: 'user:alice', to: 'alice@corp.example' });
 
-    const notice = t.relay.store.queue.get(event.notice_id as string)!;
+    const notice = (await t.relay.store.queue.get(event.notice_id as string))!;
     expect(notice).toMatchObject({ state: 'queued', mailFrom: 'postmaster@smtp.test.example', rcptTo: ['alice@corp.example'], principal: null });
-    const text = t.relay.store.queue.body(notice.id)!.toString('utf8');
+    const text = (await t.relay.store.queue.body(notice.id))!.toString('utf8');
     expect(text).toContain('From: Postern <postmaster@smtp.test.example>\r\n');
     expect(text).toContain('Subject: Your message is held for review\r\n');
     expect(text).toContain('Auto-Submitted: auto-generated\r\n');
@@ -73,7 +74,7 @@ describe('held notice', () => {
   it('sends no notice when notify_sender is off', async () => {
     t = await quarantineRelay({ quarantine: { notify_sender: false } });
     await submit(t, exe('bob@a.example'), ['bob@a.example']);
-    expect(t.relay.store.queue.list('queued')).toEqual([]);
+    expect(await t.relay.store.queue.list('queued')).toEqual([]);
     expect(t.logs.events('quarantine.notice_queued')).toEqual([]);
   });
 });

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import { mime } from '../helpers/mime.js';
 import type { TestRelay } from '../helpers/relay.js';
 import { quarantineRelay, submit } from './helpers.js';
@@ -15,8 +16,8 @@ const phishy = (to: string) =>
 const clean = (to: string) => mime({ From: 'alice@corp.example', To: `<${to}>`, Subject: 'hi' }, [{ type: 'text/plain', body: 'hi\n' }]);
 
 /** What the spool recorded: state, score and reason ids. */
-const stored = (id: string) => {
-  const m = t!.relay.store.quarantine.get(id)!;
+const stored = async (id: string) => {
+  const m = (await t!.relay.store.quarantine.get(id))!;
   return [m.state, m.score, m.reasons.map((r) => r.id)];
 };
 
@@ -24,32 +25,32 @@ describe('signals about the principal, read from the store at DATA', () => {
   it('an open incident joins a weak signal to hold; resolved, it no longer counts', async () => {
     t = await quarantineRelay({ quarantine: { notify_sender: false } });
     await submit(t, clean('bob@known.example'), ['bob@known.example']);
-    const insert = t.relay.store.db.prepare(`INSERT INTO incidents (principal_kind, principal_name, kind, created_at) VALUES ('user', 'alice', 'manual', ?)`);
+    const insert = sqliteHandle(t.relay.store).prepare(`INSERT INTO incidents (principal_kind, principal_name, kind, created_at) VALUES ('user', 'alice', 'manual', ?)`);
     const incident = insert.run(t.clock.now()).lastInsertRowid;
     const held = await submit(t, phishy('bob@known.example'), ['bob@known.example']);
-    expect(stored(held.id)).toEqual(['held', 13, ['LINK_TEXT_MISMATCH', 'OPEN_INCIDENT']]);
+    expect(await stored(held.id)).toEqual(['held', 13, ['LINK_TEXT_MISMATCH', 'OPEN_INCIDENT']]);
 
-    t.relay.store.db.prepare('UPDATE incidents SET resolved_at = ? WHERE id = ?').run(t.clock.now(), incident);
+    sqliteHandle(t.relay.store).prepare('UPDATE incidents SET resolved_at = ? WHERE id = ?').run(t.clock.now(), incident);
     const queued = await submit(t, phishy('bob@known.example'), ['bob@known.example']);
-    expect(stored(queued.id)).toEqual(['queued', 7, ['LINK_TEXT_MISMATCH']]);
+    expect(await stored(queued.id)).toEqual(['queued', 7, ['LINK_TEXT_MISMATCH']]);
   });
 
   it('a high recent remote rejection rate (delivery outcomes) joins a weak signal to hold', async () => {
     t = await quarantineRelay({ quarantine: { notify_sender: false } });
     await submit(t, clean('bob@known.example'), ['bob@known.example']);
-    const outcome = t.relay.store.db.prepare(`INSERT INTO delivery_outcomes (principal, at, rejected) VALUES ('user:alice', ?, ?)`);
+    const outcome = sqliteHandle(t.relay.store).prepare(`INSERT INTO delivery_outcomes (principal, at, rejected) VALUES ('user:alice', ?, ?)`);
     for (let i = 0; i < 10; i++) outcome.run(t.clock.now(), i < 4 ? 1 : 0);
     const { id } = await submit(t, phishy('bob@known.example'), ['bob@known.example']);
-    expect(stored(id)).toEqual(['held', 13, ['LINK_TEXT_MISMATCH', 'REMOTE_REJECTIONS']]);
-    expect(t.relay.store.quarantine.get(id)!.reasons[1]).toEqual({ id: 'REMOTE_REJECTIONS', weight: 6, detail: '4 of 10 rejected' });
+    expect(await stored(id)).toEqual(['held', 13, ['LINK_TEXT_MISMATCH', 'REMOTE_REJECTIONS']]);
+    expect((await t.relay.store.quarantine.get(id))!.reasons[1]).toEqual({ id: 'REMOTE_REJECTIONS', weight: 6, detail: '4 of 10 rejected' });
   });
 
   it('being near the rate limit joins a weak signal to hold', async () => {
     t = await quarantineRelay({ quarantine: { notify_sender: false }, limits: { messages_per_hour: 5 } });
-    for (let i = 0; i < 3; i++) expect(stored((await submit(t, clean('bob@known.example'), ['bob@known.example'])).id)).toEqual(['queued', 0, []]);
+    for (let i = 0; i < 3; i++) expect(await stored((await submit(t, clean('bob@known.example'), ['bob@known.example'])).id)).toEqual(['queued', 0, []]);
     // 3 of 5 used: not near yet (0.8 of 5 is 4).
-    expect(stored((await submit(t, phishy('bob@known.example'), ['bob@known.example'])).id)).toEqual(['queued', 7, ['LINK_TEXT_MISMATCH']]);
+    expect(await stored((await submit(t, phishy('bob@known.example'), ['bob@known.example'])).id)).toEqual(['queued', 7, ['LINK_TEXT_MISMATCH']]);
     // That one was queued too: 4 of 5 now.
-    expect(stored((await submit(t, phishy('bob@known.example'), ['bob@known.example'])).id)).toEqual(['held', 10, ['LINK_TEXT_MISMATCH', 'NEAR_RATE_LIMIT']]);
+    expect(await stored((await submit(t, phishy('bob@known.example'), ['bob@known.example'])).id)).toEqual(['held', 10, ['LINK_TEXT_MISMATCH', 'NEAR_RATE_LIMIT']]);
   });
 });

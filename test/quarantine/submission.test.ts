@@ -14,8 +14,8 @@ afterAll(async () => {
 const headers = (to: string, extra: Record<string, string> = {}) => ({ From: 'Alice <alice@corp.example>', To: `<${to}>`, Subject: 'Quarterly figures', ...extra });
 
 /** What the spool recorded for a message: its state, score and reasons as stored. */
-function stored(id: string) {
-  const m = t.relay.store.quarantine.get(id)!;
+async function stored(id: string) {
+  const m = (await t.relay.store.quarantine.get(id))!;
   return { state: m.state, score: m.score, reasons: m.reasons.map((r) => [r.id, r.weight, r.detail]) };
 }
 
@@ -24,7 +24,7 @@ function stored(id: string) {
 describe('scoring real MIME messages submitted over SMTP', () => {
   it('queues a clean message with score 0 and no reasons', async () => {
     const { id } = await submit(t, mime(headers('bob@clean.example'), [{ type: 'text/plain; charset=utf-8', body: 'Figures attached tomorrow.\n' }]), ['bob@clean.example']);
-    expect(stored(id)).toEqual({ state: 'queued', score: 0, reasons: [] });
+    expect(await stored(id)).toEqual({ state: 'queued', score: 0, reasons: [] });
     expect(t.logs.events('message.held')).not.toContainEqual(expect.objectContaining({ queue_id: id }));
   });
 
@@ -35,7 +35,7 @@ describe('scoring real MIME messages submitted over SMTP', () => {
       ['bob@spoof.example'],
     );
     expect(reply).toBe(`250 2.0.0 Ok: queued as ${id}`);
-    expect(stored(id)).toEqual({
+    expect(await stored(id)).toEqual({
       state: 'held',
       score: 13,
       reasons: [
@@ -54,7 +54,7 @@ describe('scoring real MIME messages submitted over SMTP', () => {
       mime(headers('bob@display.example', { From: '"ceo@corp.example" <alice@corp.example>' }), [{ type: 'text/plain', body: 'Wire the money today.\n' }]),
       ['bob@display.example'],
     );
-    expect(stored(id)).toEqual({
+    expect(await stored(id)).toEqual({
       state: 'held',
       score: 10,
       reasons: [
@@ -70,7 +70,7 @@ describe('scoring real MIME messages submitted over SMTP', () => {
       { type: 'application/octet-stream', filename: 'invoice.exe', body: fakePe() },
     ]);
     const { id } = await submit(t, body, ['bob@exe.example']);
-    expect(stored(id)).toEqual({
+    expect(await stored(id)).toEqual({
       state: 'held',
       score: 13,
       reasons: [
@@ -90,7 +90,7 @@ describe('scoring real MIME messages submitted over SMTP', () => {
       { type: 'application/zip', filename: 'invoice.zip', body: archive },
     ]);
     const { id } = await submit(t, body, ['bob@zip.example']);
-    expect(stored(id)).toEqual({
+    expect(await stored(id)).toEqual({
       state: 'held',
       score: 13,
       reasons: [
@@ -105,7 +105,7 @@ describe('scoring real MIME messages submitted over SMTP', () => {
     const body = (to: string) =>
       mime(headers(to), [{ type: 'text/html; charset=utf-8', body: html }]);
     const first = await submit(t, body('bob@link.example'), ['bob@link.example']);
-    expect(stored(first.id)).toEqual({
+    expect(await stored(first.id)).toEqual({
       state: 'held',
       score: 10,
       reasons: [
@@ -116,13 +116,13 @@ describe('scoring real MIME messages submitted over SMTP', () => {
     // A clean message makes known.example a domain alice has written to.
     await submit(t, mime(headers('carol@known.example'), [{ type: 'text/plain', body: 'hello\n' }]), ['carol@known.example']);
     const second = await submit(t, body('carol@known.example'), ['carol@known.example']);
-    expect(stored(second.id)).toEqual({ state: 'queued', score: 7, reasons: [['LINK_TEXT_MISMATCH', 7, 'www.bank.example -> login.bank-secure.example.net']] });
+    expect(await stored(second.id)).toEqual({ state: 'queued', score: 7, reasons: [['LINK_TEXT_MISMATCH', 7, 'www.bank.example -> login.bank-secure.example.net']] });
   });
 
   it('holds one message to 80 recipients in 80 domains', async () => {
     const to = Array.from({ length: 80 }, (_, i) => `user${i}@list${i}.example`);
     const { id } = await submit(t, mime({ From: 'alice@corp.example', To: 'undisclosed-recipients:;', Subject: 'Offer' }, [{ type: 'text/plain', body: 'Great offer.\n' }]), to);
-    expect(stored(id)).toEqual({
+    expect(await stored(id)).toEqual({
       state: 'held',
       score: 13,
       reasons: [
@@ -131,14 +131,14 @@ describe('scoring real MIME messages submitted over SMTP', () => {
         ['NEW_DOMAIN', 3, 'list0.example, list1.example, list2.example (+77 more)'],
       ],
     });
-    expect(t.relay.store.quarantine.get(id)!.rcptTo).toEqual(to);
+    expect((await t.relay.store.quarantine.get(id))!.rcptTo).toEqual(to);
   });
 
-  it('never offers held mail to delivery', () => {
-    const held = t.relay.store.quarantine.list().map((m) => m.id);
+  it('never offers held mail to delivery', async () => {
+    const held = (await t.relay.store.quarantine.list()).map((m) => m.id);
     expect(held.length).toBeGreaterThan(0);
-    const due = t.relay.store.delivery.claimDue('test', Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 10_000);
+    const due = await t.relay.store.delivery.claimDue('test', Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 10_000);
     expect(due.filter((id) => held.includes(id))).toEqual([]);
-    for (const id of held) expect(t.relay.store.delivery.job(id)).toBeUndefined();
+    for (const id of held) expect(await t.relay.store.delivery.job(id)).toBeUndefined();
   });
 });

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { openStore } from '../../src/store/index.js';
@@ -115,7 +116,7 @@ describe('crash safety', () => {
         } else {
           for (let i = 0; i < 3; i++) await sendOne(clients[i]!);
           const st = store();
-          const heldIds = st.queue.list('held').map((m) => m.id);
+          const heldIds = (await st.queue.list('held')).map((m) => m.id);
           st.close();
           if (heldIds.length) {
             // Kill the CLI in the middle of releasing, then the server.
@@ -133,17 +134,17 @@ describe('crash safety', () => {
       // Recovery: start once more, release what is held, and let everything drain to the sink.
       const s = await serve(config);
       const st = store();
-      expect(st.db.pragma('integrity_check', { simple: true })).toBe('ok');
-      for (const m of st.queue.list('held')) {
+      expect(sqliteHandle(st).pragma('integrity_check', { simple: true })).toBe('ok');
+      for (const m of await st.queue.list('held')) {
         const r = await cli(config, ['quarantine', 'release', m.id, '--reason', 'crash test end']);
         expect(r.code, r.err).toBe(0);
       }
       const missing = () => [...acked.keys()].filter((t) => !delivered.has(t));
       // The sink sees a message a moment before Postern records the outcome: wait for both,
       // one delivery.done at a time (a relay that stalls fails by the test's own timeout).
-      const pending = () => st.queue.count();
-      while (missing().length || pending()) await s.next('delivery.done');
-      const queue = st.queue.list().map((m) => m.state);
+      const pending = async () => await st.queue.count();
+      while (missing().length || await pending()) await s.next('delivery.done');
+      const queue = (await st.queue.list()).map((m) => m.state);
       st.close();
       s.child.kill('SIGTERM');
       await s.exited;

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { sqliteHandle } from '../../src/store/index.js';
 import path from 'node:path';
 import { openStore } from '../../src/store/index.js';
 import { cli, writeConfig } from '../helpers/cli.js';
@@ -44,8 +45,8 @@ describe('durable accept', () => {
       const queued = JSON.parse((await cli(config, ['queue', 'list', '--json'])).out) as Array<{ id: string; state: string }>;
       for (const id of acked) expect(queued.find((m) => m.id === id)?.state).toBe('queued');
       const st = openStore(path.join(dir, 'data'));
-      for (const id of acked) expect(st.queue.body(id)?.toString()).toMatch(/\r\n\r\nmessage \d\r\n$/);
-      expect(st.db.pragma('integrity_check', { simple: true })).toBe('ok');
+      for (const id of acked) expect((await st.queue.body(id))?.toString()).toMatch(/\r\n\r\nmessage \d\r\n$/);
+      expect(sqliteHandle(st).pragma('integrity_check', { simple: true })).toBe('ok');
       st.close();
 
       // Graceful stop on SIGTERM.

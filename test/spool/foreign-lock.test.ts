@@ -50,7 +50,7 @@ async function lockedRelay(overrides: Parameters<typeof startTestRelay>[0]) {
   expect(await sender.login('alice', PASS)).toBe('235 2.7.0 Authentication successful');
   const idle = await SmtpClient.connect(t.port);
   await idle.cmd('EHLO client.example');
-  const depth = t.relay.store.queue.list().length;
+  const depth = (await t.relay.store.queue.list()).length;
   const lock = await holdLock(path.join(t.dir, 'postern.db'));
   return { sender, idle, depth, lock };
 }
@@ -74,9 +74,9 @@ describe('a database lock held by another process', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(4900);
     await lock.release();
 
-    expect(t!.relay.store.queue.list().length).toBe(depth);
+    expect((await t!.relay.store.queue.list()).length).toBe(depth);
     expect(await sender.send('alice@example.com', ['bob@example.org'], 'From: <alice@example.com>\r\nSubject: again\r\n\r\nhello\r\n')).toMatch(/^250 2\.0\.0 Ok: queued as /);
-    expect(t!.relay.store.queue.list().length).toBe(depth + 1);
+    expect((await t!.relay.store.queue.list()).length).toBe(depth + 1);
     await sender.quit();
     await idle.quit();
   }, 20_000);
@@ -90,7 +90,7 @@ describe('a database lock held by another process', () => {
     expect(answered).toBe(false);
     await lock.release();
     expect(await reply).toMatch(/^250 2\.0\.0 Ok: queued as /);
-    expect(t!.relay.store.queue.list().length).toBe(depth + 1);
+    expect((await t!.relay.store.queue.list()).length).toBe(depth + 1);
     await sender.quit();
     await idle.quit();
   }, 20_000);

@@ -33,7 +33,7 @@ describe.runIf(hasRedis)('rate limits shared through Redis', () => {
     const clock = new ManualClock();
     const [a, b] = await Promise.all([node(clock), node(clock)]);
     await Promise.all([send(a, 4), send(b, 4)]);
-    const states = [...a.relay.store.queue.list(), ...b.relay.store.queue.list()].map((m) => m.state);
+    const states = [...(await a.relay.store.queue.list()), ...(await b.relay.store.queue.list())].map((m) => m.state);
     expect(states.filter((s) => s === 'queued')).toHaveLength(5);
     expect(states.filter((s) => s === 'waiting-quota')).toHaveLength(3);
     expect((await a.relay.quota.ledger.usage('user:alice', clock.now())).messagesHour).toBe(5);

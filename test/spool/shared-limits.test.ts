@@ -56,7 +56,7 @@ describe('limits and notices across two serve processes on one data dir', () => 
     // Three sent, and the held-mail notice (to a domain that does not exist: failed, no DSN).
     await until(ps, ['delivery.done'], 4);
     const st = openStore(path.join(dir, 'data'));
-    const states = st.queue.list().filter((m) => m.principal !== null).map((m) => m.state);
+    const states = (await st.queue.list()).filter((m) => m.principal !== null).map((m) => m.state);
     expect(states.filter((x) => x === 'waiting-quota')).toHaveLength(3);
     expect(states.filter((x) => x === 'held')).toHaveLength(4);
     expect(states).toHaveLength(7);

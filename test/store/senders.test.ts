@@ -1,4 +1,5 @@
 import { rmSync } from 'node:fs';
+import { sqliteHandle } from '../../src/store/index.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/store/index.js';
 import { senderDomains } from '../../src/store/senders.js';
@@ -16,7 +17,7 @@ afterEach(() => {
 });
 
 function bind(kind: 'user' | 'device', id: number, bindingKind: string, value: string, expiresAt: number | null = null) {
-  store.db
+  sqliteHandle(store)
     .prepare('INSERT INTO bindings (principal_kind, principal_id, kind, value, position, expires_at, created_at) VALUES (?, ?, ?, ?, 0, ?, 0)')
     .run(kind, id, bindingKind, value, expiresAt);
 }
@@ -28,16 +29,16 @@ describe('senderDomains', () => {
     bind('device', 1, 'sender', 'printer@office.example.org');
     bind('device', 1, 'recipient', 'boss@elsewhere.example');
     bind('device', 2, 'network', '192.0.2.7/32');
-    expect(senderDomains(store.db, 1000)).toEqual(['example.com', 'office.example.org']);
+    expect(senderDomains(sqliteHandle(store), 1000)).toEqual(['example.com', 'office.example.org']);
   });
 
   it('leaves out time-limited exceptions that have expired', () => {
     bind('user', 1, 'sender', '@old.example', 500);
     bind('user', 1, 'sender', '@current.example', 2000);
-    expect(senderDomains(store.db, 1000)).toEqual(['current.example']);
+    expect(senderDomains(sqliteHandle(store), 1000)).toEqual(['current.example']);
   });
 
   it('is empty when nothing is bound', () => {
-    expect(senderDomains(store.db, 1000)).toEqual([]);
+    expect(senderDomains(sqliteHandle(store), 1000)).toEqual([]);
   });
 });

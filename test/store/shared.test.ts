@@ -20,31 +20,31 @@ function twoConnections(): [Store, Store] {
 }
 
 describe('leases', () => {
-  it('go to one taker at a time, are renewed by their owner, and lapse or are given back', () => {
+  it('go to one taker at a time, are renewed by their owner, and lapse or are given back', async () => {
     const [a, b] = twoConnections();
-    expect(a.leases.take('quota-drain', 'A', 1000, 2000)).toBe(true);
-    expect(b.leases.take('quota-drain', 'B', 1500, 2500)).toBe(false);
-    expect(a.leases.take('quota-drain', 'A', 1500, 3000)).toBe(true);
-    expect(b.leases.take('quota-drain', 'B', 2999, 4000)).toBe(false);
-    expect(b.leases.take('quota-drain', 'B', 3000, 4000)).toBe(true);
-    b.leases.give('quota-drain', 'A');
-    expect(a.leases.take('quota-drain', 'A', 3500, 5000)).toBe(false);
-    b.leases.give('quota-drain', 'B');
-    expect(a.leases.take('quota-drain', 'A', 3500, 5000)).toBe(true);
+    expect(await a.leases.take('quota-drain', 'A', 1000, 2000)).toBe(true);
+    expect(await b.leases.take('quota-drain', 'B', 1500, 2500)).toBe(false);
+    expect(await a.leases.take('quota-drain', 'A', 1500, 3000)).toBe(true);
+    expect(await b.leases.take('quota-drain', 'B', 2999, 4000)).toBe(false);
+    expect(await b.leases.take('quota-drain', 'B', 3000, 4000)).toBe(true);
+    await b.leases.give('quota-drain', 'A');
+    expect(await a.leases.take('quota-drain', 'A', 3500, 5000)).toBe(false);
+    await b.leases.give('quota-drain', 'B');
+    expect(await a.leases.take('quota-drain', 'A', 3500, 5000)).toBe(true);
   });
 
-  it('say "first in this burst" once per burst, to the first of any number of callers', () => {
+  it('say "first in this burst" once per burst, to the first of any number of callers', async () => {
     const [a, b] = twoConnections();
-    expect(a.leases.firstInBurst('held-notice user:alice', 0, 100)).toBe(true);
-    expect(a.leases.firstInBurst('held-notice user:alice', 0, 100)).toBe(false);
-    expect(b.leases.firstInBurst('held-notice user:alice', 99, 199)).toBe(false);
-    expect(b.leases.firstInBurst('held-notice user:alice', 100, 200)).toBe(true);
+    expect(await a.leases.firstInBurst('held-notice user:alice', 0, 100)).toBe(true);
+    expect(await a.leases.firstInBurst('held-notice user:alice', 0, 100)).toBe(false);
+    expect(await b.leases.firstInBurst('held-notice user:alice', 99, 199)).toBe(false);
+    expect(await b.leases.firstInBurst('held-notice user:alice', 100, 200)).toBe(true);
   });
 });
 
 describe('login attempt counters', () => {
   const counters = [{ key: 'ip 192.0.2.1', max: 2 }];
-  const reserve = (s: Store, now: number) => s.authAttempts.reserve(counters, now, now + 60_000, (st) => (st[0]!.lockedUntil !== null || st[0]!.failures + st[0]!.inflight >= 2 ? st[0] : null));
+  const reserve = async (s: Store, now: number) => await s.authAttempts.reserve(counters, now, now + 60_000, (st) => (st[0]!.lockedUntil !== null || st[0]!.failures + st[0]!.inflight >= 2 ? st[0] : null));
 
   it('count attempts in flight on every connection, and lock at the limit of failures', async () => {
     const [a, b] = twoConnections();
@@ -56,7 +56,7 @@ describe('login attempt counters', () => {
     expect(await a.authAttempts.settle(first.ids, 'fail', counters, [], 10, 900_010, 900_010)).toEqual([]);
     expect(await b.authAttempts.settle(second.ids, 'fail', counters, [], 20, 900_020, 900_020)).toEqual(['ip 192.0.2.1']);
     expect(await reserve(a, 30)).toEqual({ refused: { key: 'ip 192.0.2.1', lockedUntil: 900_020, failures: 0, inflight: 0 } });
-    expect(a.authAttempts.locks(['ip 192.0.2.1', 'ip 192.0.2.2'], 30)).toEqual([{ key: 'ip 192.0.2.1', until: 900_020 }]);
+    expect(await a.authAttempts.locks(['ip 192.0.2.1', 'ip 192.0.2.2'], 30)).toEqual([{ key: 'ip 192.0.2.1', until: 900_020 }]);
     expect('ids' in (await reserve(a, 900_020))).toBe(true);
   });
 
