@@ -115,7 +115,7 @@ export async function deviceCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const ok = await st.tx(async (t) => {
         const changed = await t.devices.unsuspend(d.id, now);
         if (changed) {
-          await t.incidents.resolveOpen('device', d.name, actor(values.by, ctx.io.env), now);
+          await t.incidents.resolveOpen(d.principalRef, actor(values.by, ctx.io.env), now);
           await audit('device.unsuspend', d.name, null);
         }
         return changed;
@@ -128,7 +128,7 @@ export async function deviceCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const d = await mustFind();
       await st.tx(async (t) => {
         await t.bindings.removeAll('device', d.id);
-        await t.devices.delete(d.id);
+        await t.devices.delete(d.id, now);
         await audit('device.delete', d.name, null);
       });
       ctx.io.stdout(`device ${d.name} deleted\n`);

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { principalLabel, type PrincipalRef } from '../domain/types.js';
 import { DAY, HOUR } from '../policy/limits.js';
 import { actor, CliError, iso, printJson, table, UsageError, type Ctx } from './io.js';
 
@@ -15,19 +16,20 @@ Example:
   postern limits show alice
 `;
 
-async function principalOf(ctx: Ctx, name: string, device: boolean): Promise<string> {
+/** The principal's number (what the ledger and overrides are keyed by) and its label ("user:alice"). */
+async function principalOf(ctx: Ctx, name: string, device: boolean): Promise<{ ref: PrincipalRef; label: string }> {
   const st = ctx.store();
   if (device) {
     const d = await st.devices.find(name);
     if (!d) throw new CliError(`no such device: ${name} (see: postern device list)`);
-    return `device:${d.name}`;
+    return { ref: d.principalRef, label: principalLabel({ kind: 'device', name: d.name }) };
   }
   const u = await st.users.find(name);
   if (!u) throw new CliError(`no such user: ${name} (see: postern user list)`);
-  return `user:${u.username}`;
+  return { ref: u.principalRef, label: principalLabel({ kind: 'user', name: u.username }) };
 }
 
-async function effective(ctx: Ctx, principal: string) {
+async function effective(ctx: Ctx, principal: PrincipalRef) {
   const cfg = ctx.config().limits;
   const o = await ctx.store().limits.override(principal);
   return {
@@ -43,12 +45,12 @@ export async function limitsShow(ctx: Ctx, argv: string[]): Promise<number> {
   if (sub !== 'show') throw new UsageError(LIMITS_HELP);
   const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean' }, device: { type: 'boolean' } } });
   if (!positionals[0]) throw new UsageError(LIMITS_HELP);
-  const principal = await principalOf(ctx, positionals[0], Boolean(values.device));
+  const { ref, label: principal } = await principalOf(ctx, positionals[0], Boolean(values.device));
   const now = Date.now();
   const st = ctx.store();
-  const usage = await st.limits.usage(principal, now);
-  const lim = await effective(ctx, principal);
-  const waiting = await st.limits.waiting(principal);
+  const usage = await st.limits.usage(ref, now);
+  const lim = await effective(ctx, ref);
+  const waiting = await st.limits.waiting(ref);
   const cfg = ctx.config().limits;
   const out = {
     principal,
@@ -89,7 +91,7 @@ export async function userLimits(ctx: Ctx, argv: string[]): Promise<number> {
     },
   });
   if (!positionals[0]) throw new UsageError(LIMITS_HELP);
-  const principal = await principalOf(ctx, positionals[0], Boolean(values.device));
+  const { ref, label: principal } = await principalOf(ctx, positionals[0], Boolean(values.device));
   const num = (flag: string, v: string | undefined): number | undefined => {
     if (v === undefined) return undefined;
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new CliError(`--${flag} needs a whole number of at least 1, not ${JSON.stringify(v)}`);
@@ -108,10 +110,10 @@ export async function userLimits(ctx: Ctx, argv: string[]): Promise<number> {
   const st = ctx.store();
   const now = Date.now();
   await st.tx(async (t) => {
-    await t.limits.setOverride(principal, change, now);
+    await t.limits.setOverride(ref, change, now);
     await t.audit.record({ at: now, actor: actor(values.by, ctx.io.env), action: 'limits.set', target: principal, detail: JSON.stringify(change), reason: values.reason ?? null });
   });
-  const l = await effective(ctx, principal);
+  const l = await effective(ctx, ref);
   ctx.io.stdout(`${principal}: ${l.messagesPerHour} messages/hour, ${l.recipientsPerHour} recipients/hour, ${l.recipientsPerDay} recipients/day\n`);
   return 0;
 }

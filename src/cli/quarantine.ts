@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { simpleParser } from 'mailparser';
-import { QUEUE_STATES, type QueueState } from '../domain/types.js';
+import { QUEUE_STATES, type PrincipalRef, type QueueState } from '../domain/types.js';
 import { createLogger } from '../obs/log.js';
 import { summarize } from '../quarantine/summary.js';
 import { QuarantineError, type DecidedMessage, type QuarantinedMessage } from '../store/quarantine.js';
@@ -54,11 +54,11 @@ function states(s: string | undefined): QueueState[] {
   return [s as QueueState];
 }
 
-async function principalOf(ctx: Ctx, user: string | undefined): Promise<string | undefined> {
+async function principalOf(ctx: Ctx, user: string | undefined): Promise<PrincipalRef | undefined> {
   if (user === undefined) return undefined;
   const u = await ctx.store().users.find(user);
   if (!u) throw new CliError(`no such user: ${user} (see: postern user list)`);
-  return `user:${u.username}`;
+  return u.principalRef;
 }
 
 /** "3d", "5h", "12m": how long a message has waited, at a glance. */

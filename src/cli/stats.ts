@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { principalLabel, type PrincipalRef } from '../domain/types.js';
 import { CliError, iso, parseDuration, printJson, table, type Ctx } from './io.js';
 
 export const STATS_HELP = `Usage: postern stats [--user NAME] [--since 24h] [--json]
@@ -26,12 +27,14 @@ export async function statsCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const now = Date.now();
   const st = ctx.store();
   let principal: string | undefined;
+  let ref: PrincipalRef | undefined;
   if (values.user) {
     const u = await st.users.find(values.user);
     if (!u) throw new CliError(`no such user: ${values.user} (see: postern user list)`);
-    principal = `user:${u.username}`;
+    principal = principalLabel({ kind: 'user', name: u.username });
+    ref = u.principalRef;
   }
-  const rows = await st.stats.since(now - windowMs, principal);
+  const rows = await st.stats.since(now - windowMs, ref);
   const sentPartial = windowMs > LEDGER_MS;
   const sentNote = sentPartial ? `SENT covers only the last 24h: the quota ledger keeps no more` : null;
   if (values.json) {

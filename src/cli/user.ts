@@ -205,7 +205,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
         await st.users.setPassword(u.id, hash, now);
         if (sub === 'reset') {
           lifted = await st.users.unsuspend(u.id, now);
-          resolved = await st.incidents.resolveOpen('user', u.username, who, now);
+          resolved = await st.incidents.resolveOpen(u.principalRef, who, now);
         }
         await audit(`user.${sub}`, u.username, sub === 'reset' ? `password changed; suspension ${lifted ? 'lifted' : 'was not set'}; ${resolved} incident(s) resolved` : 'password changed');
       });
@@ -219,7 +219,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       if (!reason) throw new UsageError(`postern user ${sub} ${u.username} needs --reason "..." (it goes into the audit log)`);
       const st = ctx.store();
       const done = await tx(async () => {
-        const ok = sub === 'suspend' ? (await suspendPrincipal(st, { kind: 'user', id: u.id, name: u.username }, `manual: ${reason}`, now)).changed : await st.users.unsuspend(u.id, now);
+        const ok = sub === 'suspend' ? (await suspendPrincipal(st, { kind: 'user', id: u.id, name: u.username, ref: u.principalRef }, `manual: ${reason}`, now)).changed : await st.users.unsuspend(u.id, now);
         if (ok) await audit(`user.${sub}`, u.username, null);
         return ok;
       });
@@ -265,9 +265,9 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const st = ctx.store();
       await tx(async () => {
         await st.bindings.removeAll('user', u.id);
-        await st.users.delete(u.id);
+        await st.users.delete(u.id, now);
         // Mail still waiting for quota would never drain for a user who is gone: hold it for an admin.
-        await st.limits.holdWaiting(`user:${u.username}`, 'user deleted', now);
+        await st.limits.holdWaiting(u.principalRef, 'user deleted', now);
         await audit('user.delete', u.username, null);
       });
       ctx.io.stdout(`user ${u.username} deleted\n`);

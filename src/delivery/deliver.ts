@@ -1,3 +1,4 @@
+import { principalLabel } from '../domain/types.js';
 import type { Clock } from '../domain/clock.js';
 import type { NewMessage } from '../domain/types.js';
 import type { Logger } from '../obs/log.js';
@@ -165,9 +166,9 @@ export class Deliverer {
       remoteMta: o.mx,
       remoteVerdict: o.remote && o.status === 'delivered' ? 'accepted' : o.remote && o.status === 'failed' ? 'rejected' : undefined,
     }));
-    const removed = await this.writer.push({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal });
+    const removed = await this.writer.push({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal?.ref ?? null });
     for (const o of outcomes) {
-      const base = { queue_id: job.id, principal: job.principal, rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
+      const base = { queue_id: job.id, principal: job.principal && principalLabel(job.principal), rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
       if (o.status === 'delivered') this.d.log.info({ event: 'delivery.ok', ...base, response: o.text });
       else if (o.status === 'deferred') this.d.log.info({ event: 'delivery.defer', ...base, reason: o.category, response: o.text, next_attempt: next && new Date(next).toISOString() });
       else this.d.log.info({ event: 'delivery.fail', ...base, reason: o.category, response: o.text });

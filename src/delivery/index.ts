@@ -64,11 +64,13 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   });
   const responder = deps.incidents;
   // Remote rejections are a signal, not proof of compromise: record and notify, no suspension.
-  const report: IncidentSink = async ({ principalKind, principalName, detail }) => {
-    const p = principalKind === 'user' ? await store.users.find(principalName) : await store.devices.find(principalName);
-    if (responder) return p ? (await responder.report({ principal: { kind: principalKind, id: p.id, name: principalName }, kind: 'remote-rejections', clientIp: null, detail, suspend: false })).id : null;
-    const principal = { principalKind, principalId: p?.id ?? null, principalName, kind: 'remote-rejections', detail };
-    return (await store.incidents.record(principal, clock.now(), null)).incident.id;
+  const report: IncidentSink = async (who, detail) => {
+    // The user or device that is this principal now (none: deleted since it sent the mail).
+    const p = who.kind === 'user' ? await store.users.find(who.name) : await store.devices.find(who.name);
+    const id = p && p.principalRef === who.ref ? p.id : null;
+    if (responder) return id === null ? null : (await responder.report({ principal: { ...who, id }, kind: 'remote-rejections', clientIp: null, detail, suspend: false })).id;
+    const incident = { principalKind: who.kind, principalId: id, principalName: who.name, principalRef: who.ref, kind: 'remote-rejections', detail };
+    return (await store.incidents.record(incident, clock.now(), null)).incident.id;
   };
   const reputation = new Reputation(store, { alert: d.reject_alert, windowMs: d.reject_window_minutes * 60_000, minSample: d.reject_min_sample }, clock, log, report);
   const deliverer = new Deliverer({

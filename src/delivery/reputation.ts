@@ -1,6 +1,7 @@
 import type { Clock } from '../domain/clock.js';
 import type { Logger } from '../obs/log.js';
 import type { Store } from '../store/index.js';
+import { principalLabel, type PrincipalName, type PrincipalRef } from '../domain/types.js';
 
 export interface ReputationOptions {
   /** [delivery] reject_alert: share of remote 5xx above which an incident is opened. */
@@ -15,7 +16,7 @@ export const REMOTE_REJECTIONS = 'remote-rejections';
  * Records the incident and notifies the admins (notify/'s IncidentResponder in the server);
  * returns the incident id. Without one the incident is only recorded.
  */
-export type IncidentSink = (i: { principalKind: 'user' | 'device'; principalName: string; detail: string }) => Promise<number | null>;
+export type IncidentSink = (principal: PrincipalName, detail: string) => Promise<number | null>;
 
 /**
  * Counts what remote servers think of each principal's mail (Postfix's anvil: this only
@@ -32,12 +33,12 @@ export class Reputation {
   ) {}
 
   /** Share of final remote verdicts in the recent window that were 5xx; 0 with none. */
-  async recentRejectionRate(principal: string): Promise<number> {
+  async recentRejectionRate(principal: PrincipalRef): Promise<number> {
     const { total, rejected } = await this.stats(principal);
     return total ? rejected / total : 0;
   }
 
-  stats(principal: string): Promise<{ total: number; rejected: number }> {
+  stats(principal: PrincipalRef): Promise<{ total: number; rejected: number }> {
     return this.store.delivery.outcomeCounts(principal, this.clock.now() - this.opts.windowMs);
   }
 
@@ -45,19 +46,16 @@ export class Reputation {
    * Opens an incident "remote-rejections" when the rate is above the alert level over at
    * least minSample outcomes, at most one unresolved one per window. Returns whether it did.
    */
-  async check(principal: string): Promise<boolean> {
-    const { total, rejected } = await this.stats(principal);
+  async check(principal: PrincipalName): Promise<boolean> {
+    const { total, rejected } = await this.stats(principal.ref);
     if (total < this.opts.minSample || rejected / total <= this.opts.alert) return false;
-    const [kind, ...rest] = principal.split(':');
-    const name = rest.join(':') || principal;
     const now = this.clock.now();
-    if (kind !== 'user' && kind !== 'device') return false;
-    if (await this.store.incidents.hasOpen(kind, name, { kind: REMOTE_REJECTIONS, since: now - this.opts.windowMs })) return false;
+    if (await this.store.incidents.hasOpen(principal.ref, { kind: REMOTE_REJECTIONS, since: now - this.opts.windowMs })) return false;
     const rate = rejected / total;
     const detail = JSON.stringify({ rate: Number(rate.toFixed(3)), rejected, total, window_minutes: this.opts.windowMs / 60_000, alert: this.opts.alert });
-    const id = await this.report({ principalKind: kind, principalName: name, detail });
+    const id = await this.report(principal, detail);
     // The quarantine policy reads recentRejectionRate(); this event is the admins' alert.
-    this.log.warn({ event: 'incident.opened', kind: REMOTE_REJECTIONS, incident: id, principal, rate, rejected, total });
+    this.log.warn({ event: 'incident.opened', kind: REMOTE_REJECTIONS, incident: id, principal: principalLabel(principal), rate, rejected, total });
     return true;
   }
 }

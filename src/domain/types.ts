@@ -4,8 +4,16 @@ export type QueueState = (typeof QUEUE_STATES)[number];
 
 export type UserStatus = 'active' | 'suspended';
 
+/**
+ * A user's or device's identity in the state it leaves (quota usage, domain history, delivery
+ * outcomes, limit overrides, spool rows, incidents): a number never reused, so a user deleted
+ * and added again under the same name starts afresh.
+ */
+export type PrincipalRef = number & { readonly __principal: true };
+
 export interface User {
   id: number;
+  principalRef: PrincipalRef;
   username: string;
   passwordHash: string;
   status: UserStatus;
@@ -21,6 +29,7 @@ export interface User {
 
 export interface Device {
   id: number;
+  principalRef: PrincipalRef;
   name: string;
   status: UserStatus;
   statusReason: string | null;
@@ -52,9 +61,17 @@ export interface Incident {
 /** Who submitted a message, as recorded in the spool and logs. */
 export interface Principal {
   kind: 'user' | 'device';
+  /** The user's or device's id. */
   id: number;
   name: string;
+  ref: PrincipalRef;
 }
+
+/** A principal as stored state names it: its number, and its kind and name for logs and notices. */
+export type PrincipalName = Pick<Principal, 'ref' | 'kind' | 'name'>;
+
+/** How logs and listings name a principal: "user:alice", "device:printer-3". */
+export const principalLabel = (p: { kind: string; name: string }): string => `${p.kind}:${p.name}`;
 
 /** Envelope and provenance of a message being accepted. */
 export interface Envelope {
@@ -79,7 +96,9 @@ export interface QueuedMessage {
   state: QueueState;
   mailFrom: string;
   rcptTo: string[];
+  /** Who submitted it, as listings name them ("user:alice"); null for Postern's own notices. */
   principal: string | null;
+  principalRef: PrincipalRef | null;
   clientIp: string;
   size: number;
   receivedAt: number;

@@ -1,5 +1,5 @@
 import type { Clock } from '../domain/clock.js';
-import type { Incident, IncidentKind } from '../domain/types.js';
+import type { Incident, IncidentKind, Principal } from '../domain/types.js';
 import type { Logger } from '../obs/log.js';
 import type { Spool } from '../spool/spool.js';
 import type { Store } from '../store/index.js';
@@ -13,13 +13,13 @@ import { systemMessage } from './compose.js';
  */
 export function suspendPrincipal(
   store: Pick<Store, 'tx'>,
-  p: { kind: 'user' | 'device'; id: number; name: string },
+  p: Principal,
   reason: string,
   now: number,
 ): Promise<{ changed: boolean; held: number }> {
   return store.tx(async (t) => {
     const changed = p.kind === 'user' ? await t.users.suspend(p.id, reason, now) : await t.devices.suspend(p.id, reason, now);
-    const held = await t.limits.holdWaiting(`${p.kind}:${p.name}`, `suspended: ${reason}`, now);
+    const held = await t.limits.holdWaiting(p.ref, `suspended: ${reason}`, now);
     return { changed, held };
   });
 }
@@ -34,7 +34,7 @@ export interface NotifyConfig {
 }
 
 export interface IncidentReport {
-  principal: { kind: 'user' | 'device'; id: number; name: string };
+  principal: Principal;
   kind: IncidentKind;
   clientIp: string | null;
   sender?: string | null;
@@ -80,7 +80,7 @@ export class IncidentResponder {
       if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, principal: r.principal.name, reason: r.kind, ip: r.clientIp, sender: r.sender ?? null, held });
     }
     const { incident, notify } = await this.store.incidents.record(
-      { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null },
+      { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, principalRef: r.principal.ref, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null },
       now,
       r.burstMs ?? this.cfg.burstMinutes * 60_000,
     );

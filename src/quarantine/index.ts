@@ -1,7 +1,7 @@
 import { getDomain } from 'tldts';
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../domain/clock.js';
-import type { AssessInput, Assessment, Principal } from '../domain/types.js';
+import { principalLabel, type AssessInput, type Assessment, type PrincipalRef } from '../domain/types.js';
 import type { Logger } from '../obs/log.js';
 import { systemMessage } from '../notify/compose.js';
 import { nearRateLimit, scoreMessage, SIGNALS, unassessable, type DomainTools, type ScoringConfig, type Signal } from '../policy/scoring.js';
@@ -24,7 +24,7 @@ export interface QuarantineDeps {
    * Final remote verdicts for a principal ("user:alice") in the recent window. Default: the
    * delivery outcomes that src/delivery records (the same counts as its Reputation).
    */
-  remoteOutcomes?: (principal: string, now: number) => { total: number; rejected: number } | Promise<{ total: number; rejected: number }>;
+  remoteOutcomes?: (principal: PrincipalRef, now: number) => { total: number; rejected: number } | Promise<{ total: number; rejected: number }>;
 }
 
 const DAY = 86_400_000;
@@ -33,7 +33,6 @@ const SWEEP_INTERVAL_MS = 3_600_000;
 // Tombstones guard against a repeated or scripted release; a quarter is long enough for that.
 const DECISION_TTL_MS = 90 * DAY;
 
-export const principalKey = (p: Principal) => `${p.kind}:${p.name}`;
 const domainOf = (address: string) => address.slice(address.lastIndexOf('@') + 1).toLowerCase();
 
 export function scoringConfig(q: Config['quarantine']): ScoringConfig {
@@ -75,20 +74,21 @@ export class Quarantine {
   readonly assess = async (input: AssessInput): Promise<Assessment> => {
     if (!this.cfg.quarantine.enabled) return { state: 'queued', score: 0, reasons: [] };
     const { store } = this.deps;
-    const key = principalKey(input.principal);
+    const key = principalLabel(input.principal);
+    const ref = input.principal.ref;
     try {
       const facts = await parseFacts(input.data);
       const senders = await store.bindings.values(input.principal.kind, input.principal.id, 'sender', input.now);
       const window = this.cfg.delivery.reject_window_minutes * 60_000;
-      const newDomains = await store.quarantine.newDomains(key, input.envelope.rcptTo.map(domainOf));
+      const newDomains = await store.quarantine.newDomains(ref, input.envelope.rcptTo.map(domainOf));
       this.fresh.set(input, newDomains);
       const state = {
         rcptTo: input.envelope.rcptTo,
         allowedSenders: senders.length ? senders : null,
         newDomains,
-        openIncident: await store.incidents.hasOpen(input.principal.kind, input.principal.name),
-        nearRateLimit: this.deps.quota ? nearRateLimit(await this.deps.quota.limitsFor(key), await store.limits.usage(key, input.now), this.cfg.quarantine.near_rate_limit) : false,
-        remoteOutcomes: this.deps.remoteOutcomes ? await this.deps.remoteOutcomes(key, input.now) : await store.delivery.outcomeCounts(key, input.now - window),
+        openIncident: await store.incidents.hasOpen(input.principal.ref),
+        nearRateLimit: this.deps.quota ? nearRateLimit(await this.deps.quota.limitsFor(input.principal), await store.limits.usage(ref, input.now), this.cfg.quarantine.near_rate_limit) : false,
+        remoteOutcomes: this.deps.remoteOutcomes ? await this.deps.remoteOutcomes(ref, input.now) : await store.delivery.outcomeCounts(ref, input.now - window),
       };
       return scoreMessage(facts, state, this.scoring, domainTools);
     } catch (e) {
@@ -100,7 +100,7 @@ export class Quarantine {
   /** The AcceptedHook: the message is on disk; record, log, and tell the sender. */
   readonly onAccepted = (input: AssessInput, assessment: Assessment): void => {
     const { store, log } = this.deps;
-    const key = principalKey(input.principal);
+    const key = principalLabel(input.principal);
     if (assessment.state !== 'held') {
       // Queued or waiting for quota: it will be delivered, so its domains are known from now on.
       // Only the ones assess found new need writing (all of them if it did not run).
@@ -108,7 +108,7 @@ export class Quarantine {
       // After the 250: a failure here (another process's lock) must not reach the client's
       // callback; the cost is a NEW_DOMAIN signal that may fire once more.
       if (domains.length) {
-        store.quarantine.addDomains(key, domains, input.now).catch((e: unknown) => {
+        store.quarantine.addDomains(input.principal.ref, domains, input.now).catch((e: unknown) => {
           log.error({ event: 'quarantine.error', queue_id: input.id, principal: key, err: (e as Error).message });
         });
       }
@@ -132,14 +132,14 @@ export class Quarantine {
 
   private async notifySender(input: AssessInput): Promise<void> {
     const { store, spool, log } = this.deps;
-    const key = principalKey(input.principal);
+    const key = principalLabel(input.principal);
     const user = input.principal.kind === 'user' ? await store.users.get(input.principal.id) : undefined;
     const to = user?.notifyAddress || input.envelope.mailFrom;
     if (!to) return;
     // One notice per burst, as for incidents: a stolen account sending a thousand held
     // messages must not bury its owner's inbox in a thousand notices. A lease in the store,
     // so every process sharing it counts the same burst.
-    if (!(await store.leases.firstInBurst(`held-notice ${key}`, input.now, input.now + this.cfg.notify.burst_minutes * 60_000))) {
+    if (!(await store.leases.firstInBurst(`held-notice ${input.principal.ref}`, input.now, input.now + this.cfg.notify.burst_minutes * 60_000))) {
       log.info({ event: 'quarantine.notice_skipped', queue_id: input.id, principal: key, reason: 'burst' });
       return;
     }

@@ -3,6 +3,10 @@ import { DAY, HOUR, decideQuota, type Limits, type QuotaDecision, type Usage } f
 
 const MINUTE = 60_000;
 import type { Store } from '../store/index.js';
+import { principalLabel, type Principal } from '../domain/types.js';
+
+/** Whose quota: the principal's number for the SQLite ledger, its name for Redis (see RedisLedger). */
+export type QuotaPrincipal = Pick<Principal, 'kind' | 'name' | 'ref'>;
 
 /**
  * Where quota usage is counted. Embedded: the SQLite ledger (exact, one IMMEDIATE transaction
@@ -10,18 +14,18 @@ import type { Store } from '../store/index.js';
  * principal, so several Postern nodes behind one address enforce one combined limit.
  */
 export interface QuotaLedger {
-  reserve(principal: string, recipients: number, limits: Limits, now: number, paced: boolean): Promise<QuotaDecision>;
-  usage(principal: string, now: number): Promise<Usage>;
+  reserve(principal: QuotaPrincipal, recipients: number, limits: Limits, now: number, paced: boolean): Promise<QuotaDecision>;
+  usage(principal: QuotaPrincipal, now: number): Promise<Usage>;
   close(): Promise<void>;
 }
 
 export class SqliteLedger implements QuotaLedger {
   constructor(private readonly repo: Store['limits']) {}
-  async reserve(principal: string, recipients: number, limits: Limits, now: number, paced: boolean) {
-    return this.repo.reserve(principal, recipients, now, (usage) => decideQuota(limits, usage, recipients, now, paced));
+  async reserve(principal: QuotaPrincipal, recipients: number, limits: Limits, now: number, paced: boolean) {
+    return this.repo.reserve(principal.ref, recipients, now, (usage) => decideQuota(limits, usage, recipients, now, paced));
   }
-  async usage(principal: string, now: number) {
-    return this.repo.usage(principal, now);
+  async usage(principal: QuotaPrincipal, now: number) {
+    return this.repo.usage(principal.ref, now);
   }
   async close() {}
 }
@@ -33,6 +37,9 @@ export class SqliteLedger implements QuotaLedger {
  * decideQuota, and increments in MULTI/EXEC, retrying if another node wrote in between.
  * Reservations of one principal are chained in-process, so retries only happen across nodes.
  * Times come from Postern's clock, not Redis's, so the injected clock governs both ledgers.
+ * Keyed by the principal's name ("user:alice"): nodes that each have their own database
+ * share no other identity. So a user deleted and added again under the same name finds the
+ * old one's usage of the last day here, where the SQLite ledger starts it afresh.
  */
 export class RedisLedger implements QuotaLedger {
   private readonly chains = new Map<string, Promise<unknown>>();
@@ -76,11 +83,12 @@ export class RedisLedger implements QuotaLedger {
     return { usage: u, stale };
   }
 
-  async usage(principal: string, now: number): Promise<Usage> {
-    return RedisLedger.usageOf(await this.redis.hgetall(this.prefix + principal), now).usage;
+  async usage(principal: QuotaPrincipal, now: number): Promise<Usage> {
+    return RedisLedger.usageOf(await this.redis.hgetall(this.prefix + principalLabel(principal)), now).usage;
   }
 
-  reserve(principal: string, recipients: number, limits: Limits, now: number, paced: boolean): Promise<QuotaDecision> {
+  reserve(who: QuotaPrincipal, recipients: number, limits: Limits, now: number, paced: boolean): Promise<QuotaDecision> {
+    const principal = principalLabel(who);
     const prev = this.chains.get(principal) ?? Promise.resolve();
     const next = prev.then(() => this.reserveNow(principal, recipients, limits, now, paced));
     const settled = next.catch(() => undefined);

@@ -3,7 +3,8 @@ import type { QueueState } from '../domain/types.js';
 import type { Logger } from '../obs/log.js';
 import { decideQuota, distinctRecipients, type Limits } from '../policy/limits.js';
 import type { Store } from '../store/index.js';
-import { SqliteLedger, type QuotaLedger } from './ledger.js';
+import { SqliteLedger, type QuotaLedger, type QuotaPrincipal } from './ledger.js';
+import { principalLabel } from '../domain/types.js';
 
 export interface QuotaConfig extends Limits {
   /** Waiting messages beyond which new mail is refused with 451 4.7.1; 0 = one window's worth. */
@@ -35,8 +36,8 @@ export class QuotaGate {
     this.ledger = ledger ?? new SqliteLedger(repo);
   }
 
-  async limitsFor(principal: string): Promise<Limits> {
-    const o = await this.repo.override(principal);
+  async limitsFor(principal: QuotaPrincipal): Promise<Limits> {
+    const o = await this.repo.override(principal.ref);
     return {
       messagesPerHour: o?.messagesPerHour ?? this.defaults.messagesPerHour,
       recipientsPerHour: o?.recipientsPerHour ?? this.defaults.recipientsPerHour,
@@ -44,23 +45,23 @@ export class QuotaGate {
     };
   }
 
-  async ceilingFor(principal: string): Promise<number> {
+  async ceilingFor(principal: QuotaPrincipal): Promise<number> {
     return this.defaults.ceiling || (await this.limitsFor(principal)).messagesPerHour;
   }
 
   /** The spool state for a message about to be accepted: queued if quota allows, else waiting. */
-  async admit(principal: string, rcpts: string[]): Promise<QueueState> {
+  async admit(principal: QuotaPrincipal, rcpts: string[]): Promise<QueueState> {
     if (this.defaults.enabled === false) return 'queued';
     // Mail already waiting goes first: a new message must not overtake it.
-    if ((await this.repo.waiting(principal)).messages > 0) return 'waiting-quota';
+    if ((await this.repo.waiting(principal.ref)).messages > 0) return 'waiting-quota';
     const d = await this.ledger.reserve(principal, distinctRecipients(rcpts), await this.limitsFor(principal), this.clock.now(), false);
     return d.admit ? 'queued' : 'waiting-quota';
   }
 
   /** Null while new mail is welcome, else when to come back. */
-  async refusal(principal: string): Promise<{ retryAt: number } | null> {
+  async refusal(principal: QuotaPrincipal): Promise<{ retryAt: number } | null> {
     if (this.defaults.enabled === false) return null;
-    if ((await this.repo.waiting(principal)).messages < (await this.ceilingFor(principal))) return null;
+    if ((await this.repo.waiting(principal.ref)).messages < (await this.ceilingFor(principal))) return null;
     // Room opens when the oldest waiting message can leave: the same paced decision drain() makes.
     const now = this.clock.now();
     const d = decideQuota(await this.limitsFor(principal), await this.ledger.usage(principal, now), 1, now, true);
@@ -68,7 +69,7 @@ export class QuotaGate {
   }
 
   /** Largest number of distinct recipients one message of this principal could ever be admitted with. */
-  async maxRecipients(principal: string): Promise<number> {
+  async maxRecipients(principal: QuotaPrincipal): Promise<number> {
     if (this.defaults.enabled === false) return Infinity;
     const l = await this.limitsFor(principal);
     return Math.min(l.recipientsPerHour, l.recipientsPerDay);
@@ -104,13 +105,13 @@ export class QuotaGate {
     for (const principal of await this.repo.principalsWaiting()) {
       const limits = await this.limitsFor(principal);
       for (;;) {
-        const next = await this.repo.oldestWaiting(principal);
+        const next = await this.repo.oldestWaiting(principal.ref);
         if (!next) break;
         // Limits lowered below this message's recipients: it could never leave, and everything
         // behind it would wait forever. An admin decides (postern quarantine).
         if (distinctRecipients(next.rcpts) > (await this.maxRecipients(principal))) {
           await this.repo.holdOne(next.id, 'more distinct recipients than the current limits allow', now);
-          this.log.warn({ event: 'quota.held', principal, queue_id: next.id });
+          this.log.warn({ event: 'quota.held', principal: principalLabel(principal), queue_id: next.id });
           continue;
         }
         const d = await this.ledger.reserve(principal, distinctRecipients(next.rcpts), limits, now, true);
@@ -119,7 +120,7 @@ export class QuotaGate {
         // taken for it is then spent, erring on the side of sending less.
         if (!(await this.repo.promote(next.id, now))) continue;
         released.push(next.id);
-        this.log.info({ event: 'quota.released', principal, queue_id: next.id });
+        this.log.info({ event: 'quota.released', principal: principalLabel(principal), queue_id: next.id });
       }
     }
     await this.repo.purge(now);

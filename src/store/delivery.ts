@@ -1,3 +1,4 @@
+import type { PrincipalName, PrincipalRef } from '../domain/types.js';
 import { AuditRepo } from './audit.js';
 import type { Db } from './db.js';
 
@@ -19,7 +20,8 @@ export interface RecipientState {
 export interface DeliveryJob {
   id: string;
   mailFrom: string;
-  principal: string | null;
+  /** Who submitted it; null for Postern's own notices and DSNs. */
+  principal: PrincipalName | null;
   receivedAt: number;
   attempts: number;
   nextAttemptAt: number | null;
@@ -68,7 +70,7 @@ export interface AttemptRecord {
   now: number;
   /** null when no recipient is left pending. */
   nextAttemptAt: number | null;
-  principal: string | null;
+  principal: PrincipalRef | null;
 }
 
 export class MessageNotFoundError extends Error {}
@@ -119,8 +121,9 @@ export class DeliveryRepo {
     this.nextDueStmt = db.prepare<[], { t: number | null }>(
       `SELECT MIN(MAX(next_attempt_at, COALESCE(claim_until, 0))) AS t FROM messages WHERE state = 'queued'`,
     );
-    this.jobStmt = db.prepare<[string], { id: string; state: string; mail_from: string; principal: string | null; received_at: number; attempts: number; next_attempt_at: number | null }>(
-      'SELECT id, state, mail_from, principal, received_at, attempts, next_attempt_at FROM messages WHERE id = ?',
+    this.jobStmt = db.prepare<[string], { id: string; state: string; mail_from: string; ref: number | null; kind: 'user' | 'device' | null; name: string | null; received_at: number; attempts: number; next_attempt_at: number | null }>(
+      `SELECT m.id, m.state, m.mail_from, p.id AS ref, p.kind, p.name, m.received_at, m.attempts, m.next_attempt_at
+       FROM messages m LEFT JOIN principals p ON p.id = m.principal_ref WHERE m.id = ?`,
     );
     this.rcptStmt = db.prepare<[string], RcptRow>('SELECT * FROM recipients WHERE message_id = ? ORDER BY position');
     this.updateRcpt = fast.prepare(
@@ -130,7 +133,7 @@ export class DeliveryRepo {
     // The claim ends in the same commit as the attempt's outcome: a process killed right after
     // it leaves nothing claimed, and no other process can take the message before it.
     this.updateMsg = fast.prepare('UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, claim_owner = NULL, claim_until = NULL WHERE id = ?');
-    this.insertOutcome = fast.prepare('INSERT INTO delivery_outcomes (principal, at, rejected) VALUES (?, ?, ?)');
+    this.insertOutcome = fast.prepare('INSERT INTO delivery_outcomes (principal_ref, at, rejected) VALUES (?, ?, ?)');
 
     const openCount = fast.prepare<[string], { n: number }>(
       `SELECT COUNT(*) AS n FROM recipients WHERE message_id = ? AND (status = 'pending' OR dsn_done = 0)`,
@@ -142,7 +145,7 @@ export class DeliveryRepo {
         for (const u of a.updates) {
           // Nothing to report for a delivered recipient: its dsn_done is set at once.
           this.updateRcpt.run(u.status, u.error, u.statusCode, u.remoteMta, a.now, u.status === 'failed' ? 0 : 1, a.id, u.position);
-          if (a.principal && u.remoteVerdict) this.insertOutcome.run(a.principal, a.now, u.remoteVerdict === 'rejected' ? 1 : 0);
+          if (a.principal !== null && u.remoteVerdict) this.insertOutcome.run(a.principal, a.now, u.remoteVerdict === 'rejected' ? 1 : 0);
         }
         this.updateMsg.run(a.nextAttemptAt, a.id);
         if (openCount.get(a.id)!.n === 0) {
@@ -209,7 +212,7 @@ export class DeliveryRepo {
     return {
       id: m.id,
       mailFrom: m.mail_from,
-      principal: m.principal,
+      principal: m.ref === null ? null : { ref: m.ref as PrincipalRef, kind: m.kind!, name: m.name! },
       receivedAt: m.received_at,
       attempts: m.attempts,
       nextAttemptAt: m.next_attempt_at,
@@ -240,10 +243,10 @@ export class DeliveryRepo {
   }
 
   /** Final remote verdicts for a principal since a time: the rejection rate's numerator and denominator. */
-  outcomeCounts(principal: string, since: number): { total: number; rejected: number } {
+  outcomeCounts(principal: PrincipalRef, since: number): { total: number; rejected: number } {
     const row = this.db
-      .prepare<[string, number], { total: number; rejected: number | null }>(
-        'SELECT COUNT(*) AS total, SUM(rejected) AS rejected FROM delivery_outcomes WHERE principal = ? AND at >= ?',
+      .prepare<[number, number], { total: number; rejected: number | null }>(
+        'SELECT COUNT(*) AS total, SUM(rejected) AS rejected FROM delivery_outcomes WHERE principal_ref = ? AND at >= ?',
       )
       .get(principal, since)!;
     return { total: row.total, rejected: row.rejected ?? 0 };

@@ -1,9 +1,11 @@
 import type { Db } from './db.js';
 import type { PolicyCache } from './policy-cache.js';
-import type { Device, UserStatus } from '../domain/types.js';
+import type { Device, PrincipalRef, UserStatus } from '../domain/types.js';
+import { newPrincipal, retirePrincipal } from './principals.js';
 
 interface Row {
   id: number;
+  principal_ref: number;
   name: string;
   status: UserStatus;
   status_reason: string | null;
@@ -15,6 +17,7 @@ interface Row {
 
 const toDevice = (r: Row): Device => ({
   id: r.id,
+  principalRef: r.principal_ref as PrincipalRef,
   name: r.name,
   status: r.status,
   statusReason: r.status_reason,
@@ -59,11 +62,14 @@ export class DeviceRepo {
     return this.db.prepare<[], Row>('SELECT * FROM devices ORDER BY name').all().map(toDevice);
   }
 
+  /** A new device is a new principal, as a new user is. */
   add(name: string, requireTls: boolean, now: number): Device {
-    const info = this.db
-      .prepare('INSERT INTO devices (name, require_tls, created_at, updated_at) VALUES (?, ?, ?, ?)')
-      .run(name, requireTls ? 1 : 0, now, now);
-    return this.get(Number(info.lastInsertRowid))!;
+    return this.db.transaction(() => {
+      const info = this.db
+        .prepare('INSERT INTO devices (name, require_tls, created_at, updated_at, principal_ref) VALUES (?, ?, ?, ?, ?)')
+        .run(name, requireTls ? 1 : 0, now, now, newPrincipal(this.db, 'device', name, now));
+      return this.get(Number(info.lastInsertRowid))!;
+    })();
   }
 
   suspend(id: number, reason: string, now: number): boolean {
@@ -82,7 +88,12 @@ export class DeviceRepo {
     );
   }
 
-  delete(id: number): boolean {
-    return this.db.prepare('DELETE FROM devices WHERE id = ?').run(id).changes === 1;
+  delete(id: number, now: number): boolean {
+    return this.db.transaction(() => {
+      const device = this.db.prepare<[number], { principal_ref: number }>('SELECT principal_ref FROM devices WHERE id = ?').get(id);
+      if (!device) return false;
+      retirePrincipal(this.db, device.principal_ref as PrincipalRef, now);
+      return this.db.prepare('DELETE FROM devices WHERE id = ?').run(id).changes === 1;
+    })();
   }
 }

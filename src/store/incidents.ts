@@ -1,5 +1,5 @@
 import type { Db } from './db.js';
-import type { Incident, IncidentKind } from '../domain/types.js';
+import type { Incident, IncidentKind, PrincipalRef } from '../domain/types.js';
 
 interface Row {
   id: number;
@@ -35,6 +35,7 @@ export interface NewIncident {
   principalKind: 'user' | 'device';
   principalId: number | null;
   principalName: string;
+  principalRef: PrincipalRef;
   kind: IncidentKind;
   clientIp?: string | null;
   sender?: string | null;
@@ -53,15 +54,15 @@ export class IncidentRepo {
 
   constructor(private readonly db: Db) {
     const insert = db.prepare(
-      `INSERT INTO incidents (principal_kind, principal_id, principal_name, kind, client_ip, sender, detail, created_at, notified)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO incidents (principal_kind, principal_id, principal_name, principal_ref, kind, client_ip, sender, detail, created_at, notified)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    const recent = db.prepare<[string, string, number], { n: number }>(
-      'SELECT COUNT(*) AS n FROM incidents WHERE principal_kind = ? AND principal_name = ? AND notified = 1 AND created_at > ?',
+    const recent = db.prepare<[number, number], { n: number }>(
+      'SELECT COUNT(*) AS n FROM incidents WHERE principal_ref = ? AND notified = 1 AND created_at > ?',
     );
     this.record = db.transaction((i: NewIncident, now: number, burstMs: number | null) => {
-      const notify = burstMs !== null && recent.get(i.principalKind, i.principalName, now - burstMs)!.n === 0;
-      const info = insert.run(i.principalKind, i.principalId, i.principalName, i.kind, i.clientIp ?? null, i.sender ?? null, i.detail ?? null, now, notify ? 1 : 0);
+      const notify = burstMs !== null && recent.get(i.principalRef, now - burstMs)!.n === 0;
+      const info = insert.run(i.principalKind, i.principalId, i.principalName, i.principalRef, i.kind, i.clientIp ?? null, i.sender ?? null, i.detail ?? null, now, notify ? 1 : 0);
       return { incident: this.get(Number(info.lastInsertRowid))!, notify };
     });
   }
@@ -88,21 +89,19 @@ export class IncidentRepo {
   }
 
   /** An unresolved incident of the principal; with `of`, one of that kind opened since then. */
-  hasOpen(principalKind: 'user' | 'device', name: string, of?: { kind: IncidentKind; since: number }): boolean {
+  hasOpen(principal: PrincipalRef, of?: { kind: IncidentKind; since: number }): boolean {
     return (
       this.db
-        .prepare<[string, string, string | null, string | null, number], { n: number }>(
-          `SELECT COUNT(*) AS n FROM incidents WHERE principal_kind = ? AND principal_name = ? COLLATE NOCASE AND resolved_at IS NULL
+        .prepare<[number, string | null, string | null, number], { n: number }>(
+          `SELECT COUNT(*) AS n FROM incidents WHERE principal_ref = ? AND resolved_at IS NULL
            AND (? IS NULL OR kind = ?) AND created_at >= ?`,
         )
-        .get(principalKind, name, of?.kind ?? null, of?.kind ?? null, of?.since ?? 0)!.n > 0
+        .get(principal, of?.kind ?? null, of?.kind ?? null, of?.since ?? 0)!.n > 0
     );
   }
 
   /** Resolves every open incident of a principal; returns how many. */
-  resolveOpen(principalKind: 'user' | 'device', name: string, by: string, now: number): number {
-    return this.db
-      .prepare('UPDATE incidents SET resolved_at = ?, resolved_by = ? WHERE principal_kind = ? AND principal_name = ? COLLATE NOCASE AND resolved_at IS NULL')
-      .run(now, by, principalKind, name).changes;
+  resolveOpen(principal: PrincipalRef, by: string, now: number): number {
+    return this.db.prepare('UPDATE incidents SET resolved_at = ?, resolved_by = ? WHERE principal_ref = ? AND resolved_at IS NULL').run(now, by, principal).changes;
   }
 }

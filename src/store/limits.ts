@@ -1,6 +1,7 @@
 import type { Db } from './db.js';
 import type { PolicyCache } from './policy-cache.js';
 import { DAY, HOUR, type QuotaDecision, type Usage } from '../domain/limits.js';
+import type { PrincipalRef } from '../domain/types.js';
 
 const MINUTE = 60_000;
 
@@ -26,14 +27,14 @@ export class LimitRepo {
    * one IMMEDIATE transaction: it takes the write lock before reading, so two processes
    * sharing the database cannot both see room for the last message.
    */
-  readonly reserve: (principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => QuotaDecision;
+  readonly reserve: (principal: PrincipalRef, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => QuotaDecision;
 
   /**
    * `db` is the main connection (overrides, which the CLI audits in the same transaction, and
    * the spool's states); `ledger` the synchronous=NORMAL one for the usage buckets.
    */
   /** The admin's override for a principal; cached (shared, frozen) when the store has a PolicyCache. */
-  readonly override: (principal: string) => LimitOverride | undefined;
+  readonly override: (principal: PrincipalRef) => LimitOverride | undefined;
 
   constructor(
     private readonly db: Db,
@@ -42,39 +43,39 @@ export class LimitRepo {
   ) {
     // Windows slide by whole minutes: a bucket counts while its first minute is inside the
     // window, so usage leaves the window up to a minute early, never late.
-    this.usageStmt = ledger.prepare<{ p: string; hour: number; day: number }, { mh: number | null; rh: number | null; rd: number | null; oldest: number | null }>(
+    this.usageStmt = ledger.prepare<{ p: number; hour: number; day: number }, { mh: number | null; rh: number | null; rd: number | null; oldest: number | null }>(
       `SELECT SUM(CASE WHEN minute > @hour THEN messages END) AS mh,
               SUM(CASE WHEN minute > @hour THEN recipients END) AS rh,
               SUM(recipients) AS rd,
               MIN(CASE WHEN minute > @hour THEN minute END) AS oldest
-       FROM quota_buckets WHERE principal = @p AND minute > @day`,
+       FROM quota_buckets WHERE principal_ref = @p AND minute > @day`,
     );
-    this.lastStmt = ledger.prepare<[string], { at: number }>('SELECT at FROM quota_last WHERE principal = ?');
+    this.lastStmt = ledger.prepare<[number], { at: number }>('SELECT at FROM quota_last WHERE principal_ref = ?');
     this.addBucket = ledger.prepare(
-      `INSERT INTO quota_buckets (principal, minute, messages, recipients) VALUES (?, ?, 1, ?)
-       ON CONFLICT (principal, minute) DO UPDATE SET messages = messages + 1, recipients = recipients + excluded.recipients`,
+      `INSERT INTO quota_buckets (principal_ref, minute, messages, recipients) VALUES (?, ?, 1, ?)
+       ON CONFLICT (principal_ref, minute) DO UPDATE SET messages = messages + 1, recipients = recipients + excluded.recipients`,
     );
-    this.setLast = ledger.prepare('INSERT INTO quota_last (principal, at) VALUES (?, ?) ON CONFLICT (principal) DO UPDATE SET at = excluded.at');
-    this.overrideStmt = db.prepare<[string], { messages_per_hour: number | null; recipients_per_hour: number | null; recipients_per_day: number | null }>(
-      'SELECT messages_per_hour, recipients_per_hour, recipients_per_day FROM principal_limits WHERE principal = ?',
+    this.setLast = ledger.prepare('INSERT INTO quota_last (principal_ref, at) VALUES (?, ?) ON CONFLICT (principal_ref) DO UPDATE SET at = excluded.at');
+    this.overrideStmt = db.prepare<[number], { messages_per_hour: number | null; recipients_per_hour: number | null; recipients_per_day: number | null }>(
+      'SELECT messages_per_hour, recipients_per_hour, recipients_per_day FROM principal_limits WHERE principal_ref = ?',
     );
-    this.waitingStmt = db.prepare<{ p: string }, { m: number; r: number | null }>(
+    this.waitingStmt = db.prepare<{ p: number }, { m: number; r: number | null }>(
       `SELECT COUNT(*) AS m, (SELECT COUNT(*) FROM recipients WHERE message_id IN
-         (SELECT id FROM messages WHERE principal = @p AND state = 'waiting-quota')) AS r
-       FROM messages WHERE principal = @p AND state = 'waiting-quota'`,
+         (SELECT id FROM messages WHERE principal_ref = @p AND state = 'waiting-quota')) AS r
+       FROM messages WHERE principal_ref = @p AND state = 'waiting-quota'`,
     );
-    this.oldestStmt = db.prepare<[string], { id: string; rcpts: string }>(
+    this.oldestStmt = db.prepare<[number], { id: string; rcpts: string }>(
       `SELECT m.id, (SELECT json_group_array(address) FROM recipients r WHERE r.message_id = m.id) AS rcpts
-       FROM messages m WHERE m.principal = ? AND m.state = 'waiting-quota' ORDER BY m.received_at, m.id LIMIT 1`,
+       FROM messages m WHERE m.principal_ref = ? AND m.state = 'waiting-quota' ORDER BY m.received_at, m.id LIMIT 1`,
     );
     this.ledgerDb = ledger;
-    const override = (principal: string): LimitOverride | undefined => {
+    const override = (principal: PrincipalRef): LimitOverride | undefined => {
       const r = this.overrideStmt.get(principal);
       return r && { messagesPerHour: r.messages_per_hour, recipientsPerHour: r.recipients_per_hour, recipientsPerDay: r.recipients_per_day };
     };
     this.override = cache ? cache.table(override) : override;
     this.promoteStmt = db.prepare(`UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ? AND state = 'waiting-quota'`);
-    const reserveTx = ledger.transaction((principal: string, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => {
+    const reserveTx = ledger.transaction((principal: PrincipalRef, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => {
       const d = decide(this.usage(principal, now));
       if (d.admit) {
         this.addBucket.run(principal, Math.floor(now / MINUTE), recipients);
@@ -85,7 +86,7 @@ export class LimitRepo {
     this.reserve = (...a) => reserveTx.immediate(...a);
   }
 
-  usage(principal: string, now: number): Usage {
+  usage(principal: PrincipalRef, now: number): Usage {
     const r = this.usageStmt.get({ p: principal, hour: Math.floor((now - HOUR) / MINUTE), day: Math.floor((now - DAY) / MINUTE) })!;
     const last = this.lastStmt.get(principal)?.at ?? null;
     return {
@@ -98,20 +99,20 @@ export class LimitRepo {
   }
 
 
-  setOverride(principal: string, o: Partial<LimitOverride>, now: number): void {
+  setOverride(principal: PrincipalRef, o: Partial<LimitOverride>, now: number): void {
     const cur = this.override(principal) ?? { messagesPerHour: null, recipientsPerHour: null, recipientsPerDay: null };
     const next = { ...cur, ...o };
     this.db
       .prepare(
-        `INSERT INTO principal_limits (principal, messages_per_hour, recipients_per_hour, recipients_per_day, updated_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (principal) DO UPDATE SET messages_per_hour = excluded.messages_per_hour, recipients_per_hour = excluded.recipients_per_hour,
+        `INSERT INTO principal_limits (principal_ref, messages_per_hour, recipients_per_hour, recipients_per_day, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (principal_ref) DO UPDATE SET messages_per_hour = excluded.messages_per_hour, recipients_per_hour = excluded.recipients_per_hour,
            recipients_per_day = excluded.recipients_per_day, updated_at = excluded.updated_at`,
       )
       .run(principal, next.messagesPerHour, next.recipientsPerHour, next.recipientsPerDay, now);
   }
 
   /** The message of this principal that has waited longest. */
-  oldestWaiting(principal: string): { id: string; rcpts: string[] } | undefined {
+  oldestWaiting(principal: PrincipalRef): { id: string; rcpts: string[] } | undefined {
     const r = this.oldestStmt.get(principal);
     return r && { id: r.id, rcpts: JSON.parse(r.rcpts) as string[] };
   }
@@ -122,22 +123,23 @@ export class LimitRepo {
   }
 
   /** Messages and recipients waiting for quota. */
-  waiting(principal: string): { messages: number; recipients: number } {
+  waiting(principal: PrincipalRef): { messages: number; recipients: number } {
     const r = this.waitingStmt.get({ p: principal })!;
     return { messages: r.m, recipients: r.r ?? 0 };
   }
 
   /** Principals with mail waiting for quota, active ones only: a suspended account's mail never drains. */
-  principalsWaiting(): string[] {
+  principalsWaiting(): Array<{ ref: PrincipalRef; kind: 'user' | 'device'; name: string }> {
     return this.db
-      .prepare<[], { principal: string }>(
-        `SELECT DISTINCT m.principal FROM messages m
-         WHERE m.state = 'waiting-quota' AND m.principal IS NOT NULL
-           AND EXISTS (SELECT 1 FROM users u WHERE 'user:' || u.username = m.principal COLLATE NOCASE AND u.status = 'active'
-                       UNION ALL SELECT 1 FROM devices d WHERE 'device:' || d.name = m.principal COLLATE NOCASE AND d.status = 'active')`,
+      .prepare<[], { ref: number; kind: 'user' | 'device'; name: string }>(
+        `SELECT p.id AS ref, p.kind, p.name FROM principals p
+         WHERE EXISTS (SELECT 1 FROM messages m WHERE m.principal_ref = p.id AND m.state = 'waiting-quota')
+           AND EXISTS (SELECT 1 FROM users u WHERE u.principal_ref = p.id AND u.status = 'active'
+                       UNION ALL SELECT 1 FROM devices d WHERE d.principal_ref = p.id AND d.status = 'active')
+         ORDER BY p.id`,
       )
       .all()
-      .map((r) => r.principal);
+      .map((r) => ({ ...r, ref: r.ref as PrincipalRef }));
   }
 
   holdOne(id: string, reason: string, now: number): boolean {
@@ -157,12 +159,12 @@ export class LimitRepo {
    * goes out (postern quarantine). Used when the principal is suspended: a stolen account's
    * burst must not keep trickling out, nor go out all at once after a reset.
    */
-  holdWaiting(principal: string, reason: string, now: number): number {
+  holdWaiting(principal: PrincipalRef, reason: string, now: number): number {
     return this.db
       .prepare(
         `UPDATE messages SET state = 'held', held_at = ?, score = COALESCE(score, 0),
            reasons = json_array(json_object('id', 'principal_suspended', 'weight', 0, 'detail', ?))
-         WHERE principal = ? COLLATE NOCASE AND state = 'waiting-quota'`,
+         WHERE principal_ref = ? AND state = 'waiting-quota'`,
       )
       .run(now, reason, principal).changes;
   }

@@ -1,6 +1,8 @@
 import { AuditRepo } from './audit.js';
 import type { Db } from './db.js';
+import { labelOf } from './principals.js';
 import type { QueueState, ScoreReason } from '../domain/types.js';
+import type { PrincipalRef } from '../domain/types.js';
 
 /** A message waiting for a decision (held, or waiting for quota), as the CLI shows it. */
 export interface QuarantinedMessage {
@@ -40,6 +42,7 @@ export interface DecidedMessage {
   state: QueueState;
   mailFrom: string;
   principal: string | null;
+  principalRef: PrincipalRef | null;
   recipients: number;
   score: number | null;
 }
@@ -76,7 +79,7 @@ interface Row {
   header: Buffer;
 }
 
-const SELECT = `SELECT m.id, m.state, m.mail_from, m.principal, m.size, m.received_at, m.held_at, m.score, m.reasons,
+const SELECT = `SELECT m.id, m.state, m.mail_from, ${labelOf('m.principal_ref')} AS principal, m.size, m.received_at, m.held_at, m.score, m.reasons,
   (SELECT json_group_array(address) FROM (SELECT address FROM recipients r WHERE r.message_id = m.id ORDER BY position)) AS rcpts,
   (SELECT substr(data, 1, 65536) FROM message_bodies b WHERE b.message_id = m.id) AS header
   FROM messages m`;
@@ -120,8 +123,8 @@ export class QuarantineRepo {
   ) {
     const decide = (id: string, action: DecisionAction, by: Actor, allowed: (s: QueueState) => boolean): DecidedMessage => {
       const m = db
-        .prepare<[string], { id: string; state: QueueState; mail_from: string; principal: string | null; n: number; score: number | null }>(
-          `SELECT id, state, mail_from, principal, score, (SELECT COUNT(*) FROM recipients WHERE message_id = m.id) AS n FROM messages m WHERE id = ?`,
+        .prepare<[string], { id: string; state: QueueState; mail_from: string; principal: string | null; principal_ref: PrincipalRef | null; n: number; score: number | null }>(
+          `SELECT id, state, mail_from, ${labelOf('principal_ref')} AS principal, principal_ref, score, (SELECT COUNT(*) FROM recipients WHERE message_id = m.id) AS n FROM messages m WHERE id = ?`,
         )
         .get(id);
       const earlier = this.decision(id);
@@ -129,7 +132,7 @@ export class QuarantineRepo {
       if (!m) throw new NotFoundError(`no such message: ${id}`);
       if (!allowed(m.state)) throw new NotQuarantinedError(id, m.state);
       db.prepare('INSERT INTO quarantine_decisions (message_id, action, at, actor, reason) VALUES (?, ?, ?, ?, ?)').run(id, action, by.now, by.actor, by.reason);
-      const out: DecidedMessage = { id, state: m.state, mailFrom: m.mail_from, principal: m.principal, recipients: m.n, score: m.score };
+      const out: DecidedMessage = { id, state: m.state, mailFrom: m.mail_from, principal: m.principal, principalRef: m.principal_ref, recipients: m.n, score: m.score };
       audit.record({
         at: by.now,
         actor: by.actor,
@@ -147,9 +150,9 @@ export class QuarantineRepo {
       // Untouched: only the state and schedule change, never message_bodies.
       db.prepare(`UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ?`).run(by.now, id);
       // An admin vouched for these recipients: later mail to them is not "to a new domain".
-      if (m.principal) {
+      if (m.principalRef !== null) {
         const rcpts = db.prepare<[string], { address: string }>('SELECT address FROM recipients WHERE message_id = ?').all(id);
-        this.addDomains(m.principal, rcpts.map((r) => domainOf(r.address)), by.now);
+        this.addDomains(m.principalRef, rcpts.map((r) => domainOf(r.address)), by.now);
       }
       return m;
     });
@@ -174,12 +177,12 @@ export class QuarantineRepo {
   }
 
   /** Messages in any waiting state (held, waiting-quota), oldest first; optionally one principal's. */
-  list(filter: { states?: QueueState[]; principal?: string } = {}): QuarantinedMessage[] {
+  list(filter: { states?: QueueState[]; principal?: PrincipalRef } = {}): QuarantinedMessage[] {
     const states = filter.states ?? ['held'];
     const where = [`m.state IN (${states.map(() => '?').join(', ')})`];
     const params: unknown[] = [...states];
-    if (filter.principal) {
-      where.push('m.principal = ? COLLATE NOCASE');
+    if (filter.principal !== undefined) {
+      where.push('m.principal_ref = ?');
       params.push(filter.principal);
     }
     return this.db
@@ -206,13 +209,13 @@ export class QuarantineRepo {
   }
 
   /** Of these domains, the ones the principal has never sent to. */
-  newDomains(principal: string, domains: string[]): string[] {
-    const known = this.db.prepare<[string, string], { n: number }>('SELECT COUNT(*) AS n FROM principal_domains WHERE principal = ? AND domain = ?');
+  newDomains(principal: PrincipalRef, domains: string[]): string[] {
+    const known = this.db.prepare<[number, string], { n: number }>('SELECT COUNT(*) AS n FROM principal_domains WHERE principal_ref = ? AND domain = ?');
     return [...new Set(domains.map((d) => d.toLowerCase()))].filter((d) => known.get(principal, d)!.n === 0);
   }
 
-  addDomains(principal: string, domains: string[], now: number): void {
-    const ins = this.db.prepare('INSERT OR IGNORE INTO principal_domains (principal, domain, first_at) VALUES (?, ?, ?)');
+  addDomains(principal: PrincipalRef, domains: string[], now: number): void {
+    const ins = this.db.prepare('INSERT OR IGNORE INTO principal_domains (principal_ref, domain, first_at) VALUES (?, ?, ?)');
     this.db.transaction(() => {
       for (const d of new Set(domains.map((x) => x.toLowerCase()))) ins.run(principal, d, now);
     })();

@@ -1,11 +1,13 @@
 import type { Db } from './db.js';
-import type { NewMessage, QueuedMessage, QueueState } from '../domain/types.js';
+import type { NewMessage, PrincipalRef, QueuedMessage, QueueState } from '../domain/types.js';
+import { labelOf } from './principals.js';
 
 interface MessageRow {
   id: string;
   state: QueueState;
   mail_from: string;
   principal: string | null;
+  principal_ref: number | null;
   client_ip: string;
   size: number;
   received_at: number;
@@ -14,7 +16,7 @@ interface MessageRow {
   rcpts: string;
 }
 
-const SELECT = `SELECT m.*, (SELECT json_group_array(address) FROM
+const SELECT = `SELECT m.*, ${labelOf('m.principal_ref')} AS principal, (SELECT json_group_array(address) FROM
   (SELECT address FROM recipients r WHERE r.message_id = m.id ORDER BY position)) AS rcpts
   FROM messages m`;
 
@@ -25,6 +27,7 @@ function toMessage(row: MessageRow): QueuedMessage {
     mailFrom: row.mail_from,
     rcptTo: JSON.parse(row.rcpts) as string[],
     principal: row.principal,
+    principalRef: row.principal_ref as PrincipalRef | null,
     clientIp: row.client_ip,
     size: row.size,
     receivedAt: row.received_at,
@@ -59,7 +62,7 @@ export class QueueRepo {
 
   constructor(private readonly db: Db) {
     this.insertMsg = db.prepare(
-      `INSERT INTO messages (id, state, mail_from, principal, client_ip, size, received_at, next_attempt_at, score, reasons, held_at)
+      `INSERT INTO messages (id, state, mail_from, principal_ref, client_ip, size, received_at, next_attempt_at, score, reasons, held_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.insertRcpt = db.prepare('INSERT INTO recipients (message_id, position, address) VALUES (?, ?, ?)');
@@ -72,7 +75,7 @@ export class QueueRepo {
           m.id,
           m.state,
           m.envelope.mailFrom,
-          m.principal ? `${m.principal.kind}:${m.principal.name}` : null,
+          m.principal?.ref ?? null,
           m.clientIp,
           m.data.length,
           m.receivedAt,

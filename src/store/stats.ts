@@ -1,4 +1,5 @@
 import type { Db } from './db.js';
+import type { PrincipalRef } from '../domain/types.js';
 
 /** One principal's figures over a window; each comes from the table named beside it. */
 export interface PrincipalStats {
@@ -35,21 +36,21 @@ export class StatsRepo {
   }
 
   /** Every principal with any figure since `since`, or just `principal`; sorted by name. */
-  since(since: number, principal?: string): PrincipalStats[] {
-    const only = principal ? 'AND principal = @p' : '';
-    const onlyInc = principal ? "AND principal_kind || ':' || principal_name = @p" : '';
+  since(since: number, principal?: PrincipalRef): PrincipalStats[] {
+    const only = principal !== undefined ? 'AND principal_ref = @p' : '';
     const rows = this.db
-      .prepare<{ since: number; p: string | null }, { principal: string; sent: number; held: number; outcomes: number; rejected: number; incidents: number }>(
+      .prepare<{ since: number; p: number | null }, { principal: string; sent: number; held: number; outcomes: number; rejected: number; incidents: number }>(
         `WITH
-           s AS (SELECT principal, SUM(messages) AS n FROM quota_buckets WHERE minute * 60000 > @since ${only} GROUP BY principal),
-           h AS (SELECT principal, COUNT(*) AS n FROM messages WHERE state = 'held' AND principal IS NOT NULL AND received_at > @since ${only} GROUP BY principal),
-           o AS (SELECT principal, COUNT(*) AS n, SUM(rejected) AS r FROM delivery_outcomes WHERE at > @since ${only} GROUP BY principal),
-           i AS (SELECT principal_kind || ':' || principal_name AS principal, COUNT(*) AS n FROM incidents WHERE created_at > @since ${onlyInc} GROUP BY 1),
-           p AS (SELECT principal FROM s UNION SELECT principal FROM h UNION SELECT principal FROM o UNION SELECT principal FROM i)
-         SELECT p.principal, COALESCE(s.n, 0) AS sent, COALESCE(h.n, 0) AS held, COALESCE(o.n, 0) AS outcomes,
+           s AS (SELECT principal_ref, SUM(messages) AS n FROM quota_buckets WHERE minute * 60000 > @since ${only} GROUP BY principal_ref),
+           h AS (SELECT principal_ref, COUNT(*) AS n FROM messages WHERE state = 'held' AND principal_ref IS NOT NULL AND received_at > @since ${only} GROUP BY principal_ref),
+           o AS (SELECT principal_ref, COUNT(*) AS n, SUM(rejected) AS r FROM delivery_outcomes WHERE at > @since ${only} GROUP BY principal_ref),
+           i AS (SELECT principal_ref, COUNT(*) AS n FROM incidents WHERE created_at > @since AND principal_ref IS NOT NULL ${only} GROUP BY principal_ref),
+           p AS (SELECT principal_ref FROM s UNION SELECT principal_ref FROM h UNION SELECT principal_ref FROM o UNION SELECT principal_ref FROM i)
+         SELECT pr.kind || ':' || pr.name AS principal, COALESCE(s.n, 0) AS sent, COALESCE(h.n, 0) AS held, COALESCE(o.n, 0) AS outcomes,
                 COALESCE(o.r, 0) AS rejected, COALESCE(i.n, 0) AS incidents
-           FROM p LEFT JOIN s USING (principal) LEFT JOIN h USING (principal) LEFT JOIN o USING (principal) LEFT JOIN i USING (principal)
-          ORDER BY p.principal`,
+           FROM p JOIN principals pr ON pr.id = p.principal_ref
+           LEFT JOIN s USING (principal_ref) LEFT JOIN h USING (principal_ref) LEFT JOIN o USING (principal_ref) LEFT JOIN i USING (principal_ref)
+          ORDER BY principal, pr.id`,
       )
       .all({ since, p: principal ?? null });
     return rows.map((r) => ({ principal: r.principal, sent: r.sent, held: r.held, outcomes: r.outcomes, remoteRejections: r.rejected, incidents: r.incidents }));

@@ -1,9 +1,11 @@
 import type { Db } from './db.js';
 import type { PolicyCache } from './policy-cache.js';
-import type { User, UserStatus } from '../domain/types.js';
+import type { PrincipalRef, User, UserStatus } from '../domain/types.js';
+import { newPrincipal, retirePrincipal } from './principals.js';
 
 interface UserRow {
   id: number;
+  principal_ref: number;
   username: string;
   password_hash: string;
   status: UserStatus;
@@ -18,6 +20,7 @@ interface UserRow {
 function toUser(row: UserRow): User {
   return {
     id: row.id,
+    principalRef: row.principal_ref as PrincipalRef,
     username: row.username,
     passwordHash: row.password_hash,
     status: row.status,
@@ -61,12 +64,15 @@ export class UserRepo {
     return this.db.prepare<[], UserRow>('SELECT * FROM users ORDER BY username').all().map(toUser);
   }
 
+  /** A new user is a new principal: nothing of an earlier user of the same name carries over. */
   add(username: string, passwordHash: string, now: number): User {
     try {
-      const info = this.db
-        .prepare('INSERT INTO users (username, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?)')
-        .run(username, passwordHash, now, now);
-      return this.get(Number(info.lastInsertRowid))!;
+      return this.db.transaction(() => {
+        const info = this.db
+          .prepare('INSERT INTO users (username, password_hash, created_at, updated_at, principal_ref) VALUES (?, ?, ?, ?, ?)')
+          .run(username, passwordHash, now, now, newPrincipal(this.db, 'user', username, now));
+        return this.get(Number(info.lastInsertRowid))!;
+      })();
     } catch (e) {
       if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
         throw new UserExistsError(`user ${username} already exists`);
@@ -114,7 +120,12 @@ export class UserRepo {
     this.db.prepare('UPDATE users SET notify_address = ?, updated_at = ? WHERE id = ?').run(address, now, id);
   }
 
-  delete(id: number): boolean {
-    return this.db.prepare('DELETE FROM users WHERE id = ?').run(id).changes === 1;
+  delete(id: number, now: number): boolean {
+    return this.db.transaction(() => {
+      const user = this.db.prepare<[number], { principal_ref: number }>('SELECT principal_ref FROM users WHERE id = ?').get(id);
+      if (!user) return false;
+      retirePrincipal(this.db, user.principal_ref as PrincipalRef, now);
+      return this.db.prepare('DELETE FROM users WHERE id = ?').run(id).changes === 1;
+    })();
   }
 }

@@ -97,7 +97,6 @@ export class Submission {
 
 const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16);
 
-const key = (p: Principal) => `${p.kind}:${p.name}`;
 
 /**
  * The decisions of a submission: login, MAIL, RCPT and DATA (and devices recognised by their
@@ -172,7 +171,7 @@ export class SubmissionService {
       act: incident
         ? async () => {
             await this.deps.incidents.report({
-              principal: { kind: principal.kind, id: principal.id, name: principal.name },
+              principal,
               kind: incident.kind,
               clientIp: s.client.ip,
               sender: extra.sender ?? null,
@@ -286,7 +285,7 @@ export class SubmissionService {
     const username = auth.username;
     if (out.kind === 'busy') return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, { user: username });
     if (out.kind === 'invalid') return this.refuse(s, 'auth.fail', REASONS.AUTH_INVALID, { user: username, method: auth.method });
-    const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username };
+    const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username, ref: out.user.principalRef };
     const networks = await deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
     const verdict = judgeLogin(out.user.status, s.client.ip, networks);
     if (verdict.kind === 'reject') {
@@ -323,7 +322,7 @@ export class SubmissionService {
     if (device) {
       if (device.requireTls && !s.client.secure) return this.refusal(event, REASONS.TLS_REQUIRED, { device: device.name });
       if (device.status !== 'active') return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, { device: device.name });
-      s.principal = { kind: 'device', id: device.id, name: device.name };
+      s.principal = { kind: 'device', id: device.id, name: device.name, ref: device.principalRef };
       this.log.info({ event: 'device.recognised', session: s.client.id, ip: s.client.ip, device: device.name });
       return null;
     }
@@ -354,7 +353,7 @@ export class SubmissionService {
   /** Slow first, then refuse: once too much of this principal's mail waits, say when to come back. */
   private async quotaRefusal(s: Submission, command: string, principal: Principal): Promise<Finding | null> {
     const { deps } = this;
-    const over = await deps.quota.refusal(key(principal));
+    const over = await deps.quota.refusal(principal);
     if (!over) return null;
     return {
       verdict: 'refuse',
@@ -367,7 +366,7 @@ export class SubmissionService {
         const now = deps.clock.now();
         // One incident (and admin notice) per window, not one per refused command, across
         // every process sharing the store.
-        if (await deps.leases.firstInBurst(`rate-incident ${key(principal)}`, now, now + HOUR)) {
+        if (await deps.leases.firstInBurst(`rate-incident ${principal.ref}`, now, now + HOUR)) {
           await deps.incidents.report({ principal, kind: 'rate-limit', clientIp: s.client.ip, detail: 'too much mail waiting for quota', suspend: false, burstMs: HOUR });
         }
       },
@@ -407,7 +406,7 @@ export class SubmissionService {
           // client can act.
           const principal = s.principal!;
           const distinct = distinctRecipients([...t.rcptTo, to.address]);
-          return distinct > (await deps.quota.maxRecipients(key(principal)))
+          return distinct > (await deps.quota.maxRecipients(principal))
             ? this.refusal('rcpt.refused', REASONS.TOO_MANY_RECIPIENTS, { rcpt: to.address, principal: principal.name })
             : null;
         },
@@ -499,7 +498,7 @@ export class SubmissionService {
       const held = await this.apply(s, { verdict: 'hold', policy: 'quarantine', fields: { principal: principal.name, queue_id: id, score: a.score, reasons: a.reasons.map((r) => r.id) } }, id);
       if (held) return 'held';
     }
-    const state = await this.deps.quota.admit(key(principal), rcptTo);
+    const state = await this.deps.quota.admit(principal, rcptTo);
     if (state === 'waiting-quota') {
       const waits = await this.apply(s, { verdict: 'wait', policy: 'limits', fields: { principal: principal.name, queue_id: id } }, id);
       if (waits) return 'waiting-quota';

@@ -36,9 +36,9 @@ describe('postern stats', () => {
     await sendAs('alice', [PLAIN, PLAIN, SUSPECT]);
     await sendAs('bob', [PLAIN]);
     // Two final verdicts from remote servers for alice, one of them a 5xx (as delivery records them).
-    const outcome = sqliteHandle(t.relay.store).prepare('INSERT INTO delivery_outcomes (principal, at, rejected) VALUES (?, ?, ?)');
-    outcome.run('user:alice', t.clock.now(), 1);
-    outcome.run('user:alice', t.clock.now(), 0);
+    const outcome = sqliteHandle(t.relay.store).prepare(`INSERT INTO delivery_outcomes (principal_ref, at, rejected) VALUES ((SELECT principal_ref FROM users WHERE username = ?), ?, ?)`);
+    outcome.run('alice', t.clock.now(), 1);
+    outcome.run('alice', t.clock.now(), 0);
     const foreign = await SmtpClient.connect(t.port, { localAddress: '127.0.0.2' });
     await foreign.login('alice', PASS);
     await foreign.quit();

@@ -319,15 +319,15 @@ describe('reputation feedback', () => {
       admins: ['postmaster@sender.example'],
     });
     mx1.behaviour.rcpt = (a) => (a.startsWith('spam') ? '550 5.7.1 Message rejected as spam' : undefined);
-    await h.store.users.add('mallory', 'x', h.clock.now());
+    const mallory = (await h.store.users.add('mallory', 'x', h.clock.now())).principalRef;
     await h.submit({ from: 'mallory@sender.example', to: ['a@dest.example', 'spam1@dest.example'], principal: 'mallory' });
     await h.drain();
-    expect(await h.delivery.reputation.recentRejectionRate('user:mallory')).toBe(0.5);
+    expect(await h.delivery.reputation.recentRejectionRate(mallory)).toBe(0.5);
     expect(sqliteHandle(h.store).prepare("SELECT COUNT(*) AS n FROM incidents").get()).toEqual({ n: 0 });
     await h.submit({ from: 'mallory@sender.example', to: ['spam2@dest.example', 'spam3@dest.example'], principal: 'mallory' });
     await h.submit({ from: 'mallory@sender.example', to: ['spam4@dest.example'], principal: 'mallory' });
     await h.drain();
-    expect(await h.delivery.reputation.recentRejectionRate('user:mallory')).toBe(0.8);
+    expect(await h.delivery.reputation.recentRejectionRate(mallory)).toBe(0.8);
     const incidents = sqliteHandle(h.store).prepare('SELECT principal_kind, principal_name, principal_id, kind FROM incidents').all();
     expect(incidents).toEqual([{ principal_kind: 'user', principal_name: 'mallory', principal_id: 1, kind: 'remote-rejections' }]);
     expect(h.logs.events('incident.opened')).toHaveLength(1);
@@ -335,7 +335,7 @@ describe('reputation feedback', () => {
     expect(mx2.messages.filter((m) => m.to.includes('postmaster@sender.example'))).toHaveLength(1);
     // Outside the window the rate starts afresh.
     h.clock.advance(61 * MIN);
-    expect(await h.delivery.reputation.recentRejectionRate('user:mallory')).toBe(0);
+    expect(await h.delivery.reputation.recentRejectionRate(mallory)).toBe(0);
   });
 });
 

@@ -70,10 +70,12 @@ export async function startHarness(opts: { records: Rr[]; port: number; config?:
         ...m.headers,
       };
       const raw = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('') + `\r\n${m.body ?? 'Hello.\r\n'}`;
+      // The submitting user, added on first use (state is keyed by its principal number).
+      const user = m.principal ? ((await store.users.find(m.principal)) ?? (await store.users.add(m.principal, 'x', clock.now()))) : undefined;
       await spool.accept({
         id,
         envelope: { mailFrom: m.from, rcptTo: m.to },
-        principal: m.principal ? { kind: 'user', id: 1, name: m.principal } : null,
+        principal: user ? { kind: 'user', id: user.id, name: user.username, ref: user.principalRef } : null,
         clientIp: '127.0.0.1',
         receivedAt: clock.now(),
         state: m.state ?? 'queued',

@@ -255,7 +255,7 @@ async function lane(index: number, sessions: number, outcome: Outcome): Promise<
       const u = (await t.relay.store.users.find(user))!;
       if (u.status !== 'active') {
         await t.relay.store.users.unsuspend(u.id, t.clock.now());
-        await t.relay.store.incidents.resolveOpen('user', user, 'fuzz', t.clock.now());
+        await t.relay.store.incidents.resolveOpen(u.principalRef, 'fuzz', t.clock.now());
       }
     }
   } catch (e) {

@@ -105,7 +105,7 @@ describe('rate limits and suspension', () => {
     await sendMany(1, ['a@x.example', 'b@x.example', 'c@x.example']);
     await sendMany(1);
     expect(await count('waiting-quota')).toBe(2);
-    await t.relay.store.limits.setOverride('user:alice', { recipientsPerHour: 2 }, t.clock.now());
+    await t.relay.store.limits.setOverride((await t.relay.store.users.find('alice'))!.principalRef, { recipientsPerHour: 2 }, t.clock.now());
     t.clock.advance(HOUR + 1);
     expect(await t.relay.quota.drain()).toHaveLength(1);
     expect(await count('held')).toBe(1);
@@ -180,7 +180,7 @@ describe('rate limits: then refuse', () => {
     expect(replies.filter((r) => QUEUED.test(r))).toHaveLength(50);
     expect(await count('queued')).toBe(20);
     expect(await count('waiting-quota')).toBe(30);
-    expect((await t.relay.store.limits.usage('user:alice', t.clock.now())).messagesHour).toBe(20);
+    expect((await t.relay.store.limits.usage((await t.relay.store.users.find('alice'))!.principalRef, t.clock.now())).messagesHour).toBe(20);
   });
 });
 

@@ -25,7 +25,7 @@ describe('signals about the principal, read from the store at DATA', () => {
   it('an open incident joins a weak signal to hold; resolved, it no longer counts', async () => {
     t = await quarantineRelay({ quarantine: { notify_sender: false } });
     await submit(t, clean('bob@known.example'), ['bob@known.example']);
-    const insert = sqliteHandle(t.relay.store).prepare(`INSERT INTO incidents (principal_kind, principal_name, kind, created_at) VALUES ('user', 'alice', 'manual', ?)`);
+    const insert = sqliteHandle(t.relay.store).prepare(`INSERT INTO incidents (principal_kind, principal_name, principal_ref, kind, created_at) VALUES ('user', 'alice', (SELECT principal_ref FROM users WHERE username = 'alice'), 'manual', ?)`);
     const incident = insert.run(t.clock.now()).lastInsertRowid;
     const held = await submit(t, phishy('bob@known.example'), ['bob@known.example']);
     expect(await stored(held.id)).toEqual(['held', 13, ['LINK_TEXT_MISMATCH', 'OPEN_INCIDENT']]);
@@ -38,7 +38,7 @@ describe('signals about the principal, read from the store at DATA', () => {
   it('a high recent remote rejection rate (delivery outcomes) joins a weak signal to hold', async () => {
     t = await quarantineRelay({ quarantine: { notify_sender: false } });
     await submit(t, clean('bob@known.example'), ['bob@known.example']);
-    const outcome = sqliteHandle(t.relay.store).prepare(`INSERT INTO delivery_outcomes (principal, at, rejected) VALUES ('user:alice', ?, ?)`);
+    const outcome = sqliteHandle(t.relay.store).prepare(`INSERT INTO delivery_outcomes (principal_ref, at, rejected) VALUES ((SELECT principal_ref FROM users WHERE username = 'alice'), ?, ?)`);
     for (let i = 0; i < 10; i++) outcome.run(t.clock.now(), i < 4 ? 1 : 0);
     const { id } = await submit(t, phishy('bob@known.example'), ['bob@known.example']);
     expect(await stored(id)).toEqual(['held', 13, ['LINK_TEXT_MISMATCH', 'REMOTE_REJECTIONS']]);

@@ -36,7 +36,7 @@ describe.runIf(hasRedis)('rate limits shared through Redis', () => {
     const states = [...(await a.relay.store.queue.list()), ...(await b.relay.store.queue.list())].map((m) => m.state);
     expect(states.filter((s) => s === 'queued')).toHaveLength(5);
     expect(states.filter((s) => s === 'waiting-quota')).toHaveLength(3);
-    expect((await a.relay.quota.ledger.usage('user:alice', clock.now())).messagesHour).toBe(5);
+    expect((await a.relay.quota.ledger.usage({ kind: 'user', name: 'alice', ref: (await a.relay.store.users.find('alice'))!.principalRef }, clock.now())).messagesHour).toBe(5);
 
     // The window rolls over for both nodes at once; each drains its own waiting mail, paced.
     clock.advance(3_600_001);

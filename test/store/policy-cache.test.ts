@@ -23,14 +23,14 @@ describe('policy rows kept in memory', () => {
     expect((await server.users.get(u.id))!.status).toBe('active');
     expect(await server.users.get(u.id)).toBe(await server.users.get(u.id)); // the second read is the cached row
     expect(await server.bindings.values('user', u.id, 'sender', 2)).toEqual(['alice@corp.example']);
-    expect(await server.limits.override('user:alice')).toBeUndefined();
+    expect(await server.limits.override(u.principalRef)).toBeUndefined();
 
     await cli.users.suspend(u.id, 'test', 3);
     await cli.bindings.add('user', u.id, 'sender', 'bob@corp.example', 3);
-    await cli.limits.setOverride('user:alice', { messagesPerHour: 5 }, 3);
+    await cli.limits.setOverride(u.principalRef, { messagesPerHour: 5 }, 3);
     expect((await server.users.get(u.id))!.status).toBe('suspended');
     expect(await server.bindings.values('user', u.id, 'sender', 4)).toEqual(['alice@corp.example', 'bob@corp.example']);
-    expect(await server.limits.override('user:alice')).toEqual({ messagesPerHour: 5, recipientsPerHour: null, recipientsPerDay: null });
+    expect(await server.limits.override(u.principalRef)).toEqual({ messagesPerHour: 5, recipientsPerHour: null, recipientsPerDay: null });
 
     // An admin's raw SQL moves the generation too (triggers, not application code).
     const raw = new Database(path.join(dir, 'postern.db'));
