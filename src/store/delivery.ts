@@ -1,6 +1,7 @@
 import type { PrincipalName, PrincipalRef } from '../domain/types.js';
 import { AuditRepo } from './audit.js';
 import type { Db } from './db.js';
+import { DELETE_MESSAGE, RCPT_COUNT } from './sql.js';
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
 
@@ -138,7 +139,7 @@ export class DeliveryRepo {
     const openCount = fast.prepare<[string], { n: number }>(
       `SELECT COUNT(*) AS n FROM recipients WHERE message_id = ? AND (status = 'pending' OR dsn_done = 0)`,
     );
-    const deleteMsg = fast.prepare('DELETE FROM messages WHERE id = ?');
+    const deleteMsg = fast.prepare(DELETE_MESSAGE);
     this.recordAttempts = fast.transaction((batch: AttemptRecord[]) => {
       const removed = new Set<string>();
       for (const a of batch) {
@@ -170,11 +171,11 @@ export class DeliveryRepo {
     this.deleteAudited = db.transaction((id: string, audit: { actor: string; reason: string | null; now: number }) => {
       const m = db
         .prepare<[string], { state: string; mail_from: string; n: number }>(
-          `SELECT state, mail_from, (SELECT COUNT(*) FROM recipients WHERE message_id = m.id) AS n FROM messages m WHERE id = ?`,
+          `SELECT state, mail_from, ${RCPT_COUNT} AS n FROM messages m WHERE id = ?`,
         )
         .get(id);
       if (!m) throw new MessageNotFoundError(id);
-      db.prepare('DELETE FROM messages WHERE id = ?').run(id);
+      db.prepare(DELETE_MESSAGE).run(id);
       auditRepo.record({ at: audit.now, actor: audit.actor, action: 'queue.delete', target: `message:${id}`, detail: JSON.stringify({ state: m.state, from: m.mail_from, recipients: m.n }), reason: audit.reason });
     });
   }

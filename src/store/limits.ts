@@ -1,4 +1,5 @@
 import type { Db } from './db.js';
+import { PROMOTE, RCPTS_JSON } from './sql.js';
 import type { PolicyCache } from './policy-cache.js';
 import { DAY, HOUR, type QuotaDecision, type Usage } from '../domain/limits.js';
 import type { PrincipalRef } from '../domain/types.js';
@@ -65,7 +66,7 @@ export class LimitRepo {
        FROM messages WHERE principal_ref = @p AND state = 'waiting-quota'`,
     );
     this.oldestStmt = db.prepare<[number], { id: string; rcpts: string }>(
-      `SELECT m.id, (SELECT json_group_array(address) FROM recipients r WHERE r.message_id = m.id) AS rcpts
+      `SELECT m.id, ${RCPTS_JSON} AS rcpts
        FROM messages m WHERE m.principal_ref = ? AND m.state = 'waiting-quota' ORDER BY m.received_at, m.id LIMIT 1`,
     );
     this.ledgerDb = ledger;
@@ -74,7 +75,7 @@ export class LimitRepo {
       return r && { messagesPerHour: r.messages_per_hour, recipientsPerHour: r.recipients_per_hour, recipientsPerDay: r.recipients_per_day };
     };
     this.override = cache ? cache.table(override) : override;
-    this.promoteStmt = db.prepare(`UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ? AND state = 'waiting-quota'`);
+    this.promoteStmt = db.prepare(PROMOTE);
     const reserveTx = ledger.transaction((principal: PrincipalRef, recipients: number, now: number, decide: (usage: Usage) => QuotaDecision) => {
       const d = decide(this.usage(principal, now));
       if (d.admit) {
@@ -119,7 +120,7 @@ export class LimitRepo {
 
   /** Hands a waiting message to delivery; false if it is no longer waiting. */
   promote(id: string, now: number): boolean {
-    return this.promoteStmt.run(now, id).changes === 1;
+    return this.promoteStmt.run(now, id, 'waiting-quota').changes === 1;
   }
 
   /** Messages and recipients waiting for quota. */

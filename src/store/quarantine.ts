@@ -1,8 +1,8 @@
 import { AuditRepo } from './audit.js';
 import type { Db } from './db.js';
 import { labelOf } from './principals.js';
-import type { QueueState, ScoreReason } from '../domain/types.js';
-import type { PrincipalRef } from '../domain/types.js';
+import { DELETE_MESSAGE, PROMOTE, RCPT_COUNT, RCPTS_JSON } from './sql.js';
+import type { PrincipalRef, QueueState, ScoreReason } from '../domain/types.js';
 
 /** A message waiting for a decision (held, or waiting for quota), as the CLI shows it. */
 export interface QuarantinedMessage {
@@ -80,7 +80,7 @@ interface Row {
 }
 
 const SELECT = `SELECT m.id, m.state, m.mail_from, ${labelOf('m.principal_ref')} AS principal, m.size, m.received_at, m.held_at, m.score, m.reasons,
-  (SELECT json_group_array(address) FROM (SELECT address FROM recipients r WHERE r.message_id = m.id ORDER BY position)) AS rcpts,
+  ${RCPTS_JSON} AS rcpts,
   (SELECT substr(data, 1, 65536) FROM message_bodies b WHERE b.message_id = m.id) AS header
   FROM messages m`;
 
@@ -124,7 +124,7 @@ export class QuarantineRepo {
     const decide = (id: string, action: DecisionAction, by: Actor, allowed: (s: QueueState) => boolean): DecidedMessage => {
       const m = db
         .prepare<[string], { id: string; state: QueueState; mail_from: string; principal: string | null; principal_ref: PrincipalRef | null; n: number; score: number | null }>(
-          `SELECT id, state, mail_from, ${labelOf('principal_ref')} AS principal, principal_ref, score, (SELECT COUNT(*) FROM recipients WHERE message_id = m.id) AS n FROM messages m WHERE id = ?`,
+          `SELECT id, state, mail_from, ${labelOf('principal_ref')} AS principal, principal_ref, score, ${RCPT_COUNT} AS n FROM messages m WHERE id = ?`,
         )
         .get(id);
       const earlier = this.decision(id);
@@ -148,18 +148,18 @@ export class QuarantineRepo {
     this.release = db.transaction((id: string, by: Actor) => {
       const m = decide(id, 'released', by, waiting);
       // Untouched: only the state and schedule change, never message_bodies.
-      db.prepare(`UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ?`).run(by.now, id);
+      db.prepare(PROMOTE).run(by.now, id, m.state);
       // An admin vouched for these recipients: later mail to them is not "to a new domain".
       if (m.principalRef !== null) {
-        const rcpts = db.prepare<[string], { address: string }>('SELECT address FROM recipients WHERE message_id = ?').all(id);
-        this.addDomains(m.principalRef, rcpts.map((r) => domainOf(r.address)), by.now);
+        const rcpts = db.prepare<[string], { rcpts: string }>(`SELECT ${RCPTS_JSON} AS rcpts FROM messages m WHERE id = ?`).get(id)!;
+        this.addDomains(m.principalRef, (JSON.parse(rcpts.rcpts) as string[]).map(domainOf), by.now);
       }
       return m;
     });
 
     this.delete = db.transaction((id: string, by: Actor) => {
       const m = decide(id, 'deleted', by, waiting);
-      db.prepare('DELETE FROM messages WHERE id = ?').run(id);
+      db.prepare(DELETE_MESSAGE).run(id);
       return m;
     });
 
@@ -170,7 +170,7 @@ export class QuarantineRepo {
         .map((r) => r.id);
       return ids.map((id) => {
         const m = decide(id, 'expired', by, (s) => s === 'held');
-        db.prepare('DELETE FROM messages WHERE id = ?').run(id);
+        db.prepare(DELETE_MESSAGE).run(id);
         return m;
       });
     });

@@ -1,6 +1,7 @@
 import type { Db } from './db.js';
 import type { NewMessage, PrincipalRef, QueuedMessage, QueueState } from '../domain/types.js';
 import { labelOf } from './principals.js';
+import { RCPTS_JSON } from './sql.js';
 
 interface MessageRow {
   id: string;
@@ -16,9 +17,7 @@ interface MessageRow {
   rcpts: string;
 }
 
-const SELECT = `SELECT m.*, ${labelOf('m.principal_ref')} AS principal, (SELECT json_group_array(address) FROM
-  (SELECT address FROM recipients r WHERE r.message_id = m.id ORDER BY position)) AS rcpts
-  FROM messages m`;
+const SELECT = `SELECT m.*, ${labelOf('m.principal_ref')} AS principal, ${RCPTS_JSON} AS rcpts FROM messages m`;
 
 function toMessage(row: MessageRow): QueuedMessage {
   return {
