@@ -27,6 +27,11 @@ const toDevice = (r: Row): Device => ({
   updatedAt: r.updated_at,
 });
 
+/** A device of that name (in any letter case) exists: the same error from every engine. */
+export class DeviceExistsError extends Error {
+  override name = 'DeviceExistsError';
+}
+
 export class DeviceRepo {
   private readonly byIp;
   /** By id; cached (shared, frozen) when the store has a PolicyCache. */
@@ -64,12 +69,17 @@ export class DeviceRepo {
 
   /** A new device is a new principal, as a new user is. */
   add(name: string, requireTls: boolean, now: number): Device {
-    return this.db.transaction(() => {
-      const info = this.db
-        .prepare('INSERT INTO devices (name, require_tls, created_at, updated_at, principal_ref) VALUES (?, ?, ?, ?, ?)')
-        .run(name, requireTls ? 1 : 0, now, now, newPrincipal(this.db, 'device', name, now));
-      return this.get(Number(info.lastInsertRowid))!;
-    })();
+    try {
+      return this.db.transaction(() => {
+        const info = this.db
+          .prepare('INSERT INTO devices (name, require_tls, created_at, updated_at, principal_ref) VALUES (?, ?, ?, ?, ?)')
+          .run(name, requireTls ? 1 : 0, now, now, newPrincipal(this.db, 'device', name, now));
+        return this.get(Number(info.lastInsertRowid))!;
+      })();
+    } catch (e) {
+      if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new DeviceExistsError(`device ${name} already exists`);
+      throw e;
+    }
   }
 
   suspend(id: number, reason: string, now: number): boolean {

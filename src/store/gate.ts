@@ -38,6 +38,11 @@ export class Gate {
       return Promise.resolve(fn()) as Promise<Awaited<T>>;
     } catch (e) {
       if (!isBusy(e)) return Promise.reject(e);
+      // Inside a transaction, the lock in the way is the transaction's own (a verb on the
+      // second connection): waiting cannot help, so say so at once.
+      if (this.holder && this.context.getStore() === this.holder) {
+        return Promise.reject(new Error('a verb on the bookkeeping connection (ledger, login counters, leases, delivery outcomes) cannot run inside store.tx'));
+      }
       return this.retry(fn, performance.now() + this.budgetMs);
     }
   }

@@ -93,6 +93,7 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
         () => db.exec('COMMIT'),
         () => {
           if (db.inTransaction) db.exec('ROLLBACK');
+          cache.clear();
         },
       ),
     get open() {

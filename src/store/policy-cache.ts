@@ -38,6 +38,16 @@ export class PolicyCache {
     };
   }
 
+  /**
+   * Forgets everything. For a rolled-back transaction: rows it read or wrote may be cached,
+   * and the rollback also rewinds policy_generation, so the next change would bring the
+   * counter back to a value the cache has already seen.
+   */
+  clear(): void {
+    this.seen = -1;
+    for (const m of this.maps) m.clear();
+  }
+
   private sync(): void {
     const n = this.generation!.get()?.n ?? -1;
     if (n === this.seen) return;
