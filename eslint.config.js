@@ -49,7 +49,7 @@ export default tseslint.config(
   layer('cli', ['submission', 'protocol']),
   // The submission service decides each command; it reaches quarantine only through the
   // assess/onAccepted hooks wired in main.ts.
-  layer('submission', ['protocol', 'cli', 'delivery', 'dns', 'quarantine', 'config']),
+  layer('submission', ['protocol', 'cli', 'delivery', 'dns', 'quarantine']),
   // The SMTP adapter sits on top and only turns the service's decisions into replies: it asks
   // nothing of the layers below the service (identity, spool, store) or beside it.
   layer('protocol', ['cli', 'delivery', 'dns', 'quarantine', 'identity', 'spool', 'store', 'notify']),

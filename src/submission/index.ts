@@ -1,0 +1,74 @@
+import type { Config } from '../config/schema.js';
+import type { Clock } from '../domain/clock.js';
+import type { AcceptedHook, MessageAssessor } from '../domain/types.js';
+import { Authenticator } from '../identity/authenticator.js';
+import { AuthThrottle } from '../identity/throttle.js';
+import type { IncidentResponder } from '../notify/incidents.js';
+import type { Logger } from '../obs/log.js';
+import type { SpoolHealth } from '../spool/health.js';
+import type { QuotaGate } from '../spool/quota.js';
+import type { Spool } from '../spool/spool.js';
+import type { Store } from '../store/index.js';
+import { SubmissionService } from './service.js';
+
+export interface SubmissionDepsIn {
+  store: Store;
+  spool: Spool;
+  health: SpoolHealth;
+  incidents: IncidentResponder;
+  quota: QuotaGate;
+  clock: Clock;
+  log: Logger;
+  /** Quarantine's scoring before the commit and its notices after it. */
+  assess?: MessageAssessor;
+  onAccepted?: AcceptedHook;
+  /** True once shutdown began. */
+  isClosing: () => boolean;
+}
+
+/** The submission service with its password verifier and guessing brake. */
+export function startSubmission(cfg: Config, deps: SubmissionDepsIn): { service: SubmissionService; authenticator: Authenticator; stop(): Promise<void> } {
+  const { store, clock } = deps;
+  const authenticator = new Authenticator(store.users, {
+    params: { memoryCost: cfg.auth.argon2_memory_kib, timeCost: cfg.auth.argon2_time_cost, parallelism: cfg.auth.argon2_parallelism },
+    maxConcurrent: cfg.auth.max_concurrent_verifications,
+    maxQueued: cfg.auth.max_queued_verifications,
+    cacheTtlMs: cfg.auth.cache_ttl_seconds * 1000,
+    clock,
+  });
+  const throttle = new AuthThrottle(
+    {
+      maxPerIp: cfg.limits.auth_max_failures_per_ip,
+      maxPerUserIp: cfg.limits.auth_max_failures_per_user_ip,
+      maxPerUser: cfg.limits.auth_max_failures_per_user,
+      windowMs: cfg.limits.auth_failure_window_seconds * 1000,
+      lockoutMs: cfg.limits.auth_lockout_seconds * 1000,
+    },
+    clock,
+    store.authAttempts,
+  );
+  const service = new SubmissionService({
+    isClosing: deps.isClosing,
+    hostname: cfg.server.hostname,
+    maxRecipients: cfg.submission.max_recipients,
+    maxMessageBytes: cfg.submission.max_message_bytes,
+    authenticator,
+    users: store.users,
+    devices: store.devices,
+    bindings: store.bindings,
+    incidents: deps.incidents,
+    spool: deps.spool,
+    clock,
+    log: deps.log,
+    assess: deps.assess,
+    onAccepted: deps.onAccepted,
+    throttle,
+    authFailureDelayMs: cfg.limits.auth_failure_delay_ms,
+    maxConnectionsPerIp: cfg.server.max_connections_per_ip,
+    spoolNoRoom: () => deps.health.noRoom(),
+    leases: store.leases,
+    quota: deps.quota,
+    modes: { network: cfg.binding.network.mode, sender: cfg.binding.sender.mode, limits: cfg.limits.mode, quarantine: cfg.quarantine.mode },
+  });
+  return { service, authenticator, stop: () => authenticator.stop() };
+}
