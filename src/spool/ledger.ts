@@ -10,7 +10,7 @@ export type QuotaPrincipal = Pick<Principal, 'kind' | 'name' | 'ref'>;
 
 /**
  * Where quota usage is counted. Embedded: the SQLite ledger (exact, one IMMEDIATE transaction
- * per decision, shared by every process on the same database). Redis: one sorted set per
+ * per decision, shared by every process on the same database). Redis: one hash per
  * principal, so several Postern nodes behind one address enforce one combined limit.
  */
 export interface QuotaLedger {
