@@ -1,7 +1,7 @@
 import type { Db } from './db.js';
 import type { PolicyCache } from './policy-cache.js';
 import type { Device, PrincipalRef, UserStatus } from '../domain/types.js';
-import { newPrincipal, retirePrincipal } from './principals.js';
+import { deleteWithPrincipal, newPrincipal } from './principals.js';
 
 interface Row {
   id: number;
@@ -99,11 +99,6 @@ export class DeviceRepo {
   }
 
   delete(id: number, now: number): boolean {
-    return this.db.transaction(() => {
-      const device = this.db.prepare<[number], { principal_ref: number }>('SELECT principal_ref FROM devices WHERE id = ?').get(id);
-      if (!device) return false;
-      retirePrincipal(this.db, device.principal_ref as PrincipalRef, now);
-      return this.db.prepare('DELETE FROM devices WHERE id = ?').run(id).changes === 1;
-    })();
+    return deleteWithPrincipal(this.db, 'devices', id, now);
   }
 }

@@ -1,7 +1,7 @@
 import type { Db } from './db.js';
 import type { PolicyCache } from './policy-cache.js';
 import type { PrincipalRef, User, UserStatus } from '../domain/types.js';
-import { newPrincipal, retirePrincipal } from './principals.js';
+import { deleteWithPrincipal, newPrincipal } from './principals.js';
 
 interface UserRow {
   id: number;
@@ -121,11 +121,6 @@ export class UserRepo {
   }
 
   delete(id: number, now: number): boolean {
-    return this.db.transaction(() => {
-      const user = this.db.prepare<[number], { principal_ref: number }>('SELECT principal_ref FROM users WHERE id = ?').get(id);
-      if (!user) return false;
-      retirePrincipal(this.db, user.principal_ref as PrincipalRef, now);
-      return this.db.prepare('DELETE FROM users WHERE id = ?').run(id).changes === 1;
-    })();
+    return deleteWithPrincipal(this.db, 'users', id, now);
   }
 }

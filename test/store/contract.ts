@@ -1596,7 +1596,12 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.users.find('alice')).toBeUndefined();
       });
 
-      it('a read from outside waits until the transaction ends, then sees what it committed', async () => {
+      /**
+       * Opens a transaction that adds alice and then waits; `outside` runs meanwhile and must
+       * not be answered until finish() lets the transaction end (commit, or roll back with
+       * `undo`).
+       */
+      async function whileOpen<R>(outside: () => Promise<R>, undo: boolean) {
         let inside!: () => void;
         const entered = new Promise<void>((r) => (inside = r));
         let finish!: () => void;
@@ -1605,42 +1610,30 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
           await t.users.add('alice', 'h', T);
           inside();
           await held;
+          if (undo) throw new Error('undo');
         });
         await entered;
         let answered = false;
-        const outside = s.users.find('alice').then((u) => {
+        const result = outside().then((r) => {
           answered = true;
-          return u;
+          return r;
         });
         await turns();
         expect(answered).toBe(false);
         finish();
+        return { done, result };
+      }
+
+      it('a read from outside waits until the transaction ends, then sees what it committed', async () => {
+        const { done, result } = await whileOpen(() => s.users.find('alice'), false);
         await done;
-        expect((await outside)?.username).toBe('alice');
+        expect((await result)?.username).toBe('alice');
       });
 
       it('a write from outside waits until the transaction ends and is not rolled back with it', async () => {
-        let inside!: () => void;
-        const entered = new Promise<void>((r) => (inside = r));
-        let finish!: () => void;
-        const held = new Promise<void>((r) => (finish = r));
-        const done = s.tx(async (t) => {
-          await t.users.add('alice', 'h', T);
-          inside();
-          await held;
-          throw new Error('undo');
-        });
-        await entered;
-        let answered = false;
-        const outside = s.users.add('bob', 'h', T).then((u) => {
-          answered = true;
-          return u;
-        });
-        await turns();
-        expect(answered).toBe(false);
-        finish();
+        const { done, result } = await whileOpen(() => s.users.add('bob', 'h', T), true);
         await expect(done).rejects.toThrow('undo');
-        await outside;
+        await result;
         expect((await s.users.list()).map((u) => [u.username, u.createdAt])).toEqual([['bob', T]]);
         expect(await s.users.find('alice')).toBeUndefined();
       });
