@@ -19,7 +19,8 @@ INSERT INTO principals (kind, name, created_at, deleted_at)
   SELECT DISTINCT substr(p, 1, instr(p, ':') - 1), substr(p, instr(p, ':') + 1), 0, 0
   FROM (SELECT principal AS p FROM messages UNION SELECT principal FROM delivery_outcomes
         UNION SELECT principal FROM quota_buckets UNION SELECT principal FROM principal_domains
-        UNION SELECT principal FROM principal_limits)
+        UNION SELECT principal FROM principal_limits UNION SELECT principal FROM quota_last
+        UNION SELECT principal_kind || ':' || principal_name FROM incidents)
   WHERE (p LIKE 'user:%' OR p LIKE 'device:%') AND p NOT IN (SELECT kind || ':' || name FROM principals);
 
 ALTER TABLE users ADD COLUMN principal_ref INTEGER REFERENCES principals (id);

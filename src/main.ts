@@ -60,8 +60,18 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   const store = openStore(cfg.server.data_dir);
   // Stopped in reverse order of starting; a failure part-way stops what had started.
   const stops: Array<() => void | Promise<void>> = [() => store.close()];
+  // Every stop runs even if one before it failed (the store must close); the first failure
+  // is reported once all have run.
   const stopAll = async () => {
-    for (const stop of stops.splice(0).reverse()) await stop();
+    let first: unknown;
+    for (const stop of stops.splice(0).reverse()) {
+      try {
+        await stop();
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    if (first !== undefined) throw first;
   };
   try {
     // Metrics count log events (before the level filter); the sources they read come later.
@@ -123,6 +133,8 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     stops.push(smtp.stop);
     quarantine.start();
     stops.push(() => quarantine.stop());
+    // The timers stop first: no drain or sweep may start while the rest shuts down.
+    stops.push(limits.pause, responder.stop);
     log.info({ event: 'relay.started', hostname: cfg.server.hostname, starttls: smtp.ports.starttls, tls: smtp.ports.tls, cert: tlsMaterial.source, metrics: metricsServer?.port ?? null });
 
     return {

@@ -79,7 +79,7 @@ async function describe(ctx: Ctx, u: User, now: number) {
     notify: u.notifyAddress ?? senders.find((s) => !s.startsWith('@')) ?? null,
     networks: show('network'),
     senders: show('sender'),
-    open_incidents: (await st.incidents.list({ principalKind: 'user', name: u.username, open: true })).length,
+    open_incidents: (await st.incidents.list({ principal: u.principalRef, open: true })).length,
     created: iso(u.createdAt),
     updated: iso(u.updatedAt),
   };

@@ -64,13 +64,16 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   });
   const responder = deps.incidents;
   // Remote rejections are a signal, not proof of compromise: record and notify, no suspension.
-  const report: IncidentSink = async (who, detail) => {
+  const report: IncidentSink = async (who, detail, since) => {
     // The user or device that is this principal now (none: deleted since it sent the mail).
     const p = who.kind === 'user' ? await store.users.find(who.name) : await store.devices.find(who.name);
     const id = p && p.principalRef === who.ref ? p.id : null;
-    if (responder) return id === null ? null : (await responder.report({ principal: { ...who, id }, kind: 'remote-rejections', clientIp: null, detail, suspend: false })).id;
+    if (responder) {
+      if (id === null) return null;
+      return (await responder.report({ principal: { ...who, id }, kind: 'remote-rejections', clientIp: null, detail, suspend: false, unlessOpenSince: since }))?.id ?? null;
+    }
     const incident = { principalKind: who.kind, principalId: id, principalName: who.name, principalRef: who.ref, kind: 'remote-rejections', detail };
-    return (await store.incidents.record(incident, clock.now(), null)).incident.id;
+    return (await store.incidents.recordUnlessOpen(incident, clock.now(), null, since))?.incident.id ?? null;
   };
   const reputation = new Reputation(store, { alert: d.reject_alert, windowMs: d.reject_window_minutes * 60_000, minSample: d.reject_min_sample }, clock, log, report);
   const deliverer = new Deliverer({

@@ -16,7 +16,7 @@ export const REMOTE_REJECTIONS = 'remote-rejections';
  * Records the incident and notifies the admins (notify/'s IncidentResponder in the server);
  * returns the incident id. Without one the incident is only recorded.
  */
-export type IncidentSink = (principal: PrincipalName, detail: string) => Promise<number | null>;
+export type IncidentSink = (principal: PrincipalName, detail: string, unlessOpenSince: number) => Promise<number | null>;
 
 /**
  * Counts what remote servers think of each principal's mail (Postfix's anvil: this only
@@ -53,7 +53,10 @@ export class Reputation {
     if (await this.store.incidents.hasOpen(principal.ref, { kind: REMOTE_REJECTIONS, since: now - this.opts.windowMs })) return false;
     const rate = rejected / total;
     const detail = JSON.stringify({ rate: Number(rate.toFixed(3)), rejected, total, window_minutes: this.opts.windowMs / 60_000, alert: this.opts.alert });
-    const id = await this.report(principal, detail);
+    // The check above is only a shortcut: the sink checks again in the same transaction as it
+    // records, so two attempts finishing at once open one incident.
+    const id = await this.report(principal, detail, now - this.opts.windowMs);
+    if (id === null) return false;
     // The quarantine policy reads recentRejectionRate(); this event is the admins' alert.
     this.log.warn({ event: 'incident.opened', kind: REMOTE_REJECTIONS, incident: id, principal: principalLabel(principal), rate, rejected, total });
     return true;

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../domain/clock.js';
 import type { Logger } from '../obs/log.js';
@@ -44,6 +45,8 @@ export class DeliveryScheduler extends EventEmitter {
   private timer: NodeJS.Timeout | null = null;
   private renewer: NodeJS.Timeout | null = null;
   private kicked = false;
+  /** In the context the scheduler was made in: a wake from inside a store transaction must not make its scan part of it. */
+  private readonly later = AsyncResource.bind((fn: () => void) => void setImmediate(fn));
   private running = false;
 
   constructor(private readonly o: SchedulerOptions) {
@@ -63,7 +66,7 @@ export class DeliveryScheduler extends EventEmitter {
   wake(): void {
     if (!this.running || this.kicked) return;
     this.kicked = true;
-    setImmediate(() => {
+    this.later(() => {
       this.kicked = false;
       void this.pump();
     });

@@ -41,6 +41,8 @@ export interface IncidentReport {
   detail?: string | null;
   /** Compromise signals suspend; rate limits and remote rejections only record and notify. */
   suspend: boolean;
+  /** Record nothing if the principal has an unresolved incident of this kind opened since then. */
+  unlessOpenSince?: number;
   /** Notice burst window for this report; default [notify] burst_minutes. */
   burstMs?: number;
 }
@@ -71,7 +73,8 @@ export class IncidentResponder {
     return this.cfg.from || `postmaster@${this.cfg.hostname}`;
   }
 
-  async report(r: IncidentReport): Promise<Incident> {
+  /** The incident recorded; null when `r.unlessOpenSince` found one of its kind still open. */
+  async report(r: IncidentReport): Promise<Incident | null> {
     const now = this.clock.now();
     const what = (WHAT[r.kind] ?? ((x: IncidentReport) => x.detail ?? x.kind))(r);
     if (r.suspend) {
@@ -79,11 +82,11 @@ export class IncidentResponder {
       const { changed, held } = await suspendPrincipal(this.store, r.principal, reason, now);
       if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, principal: r.principal.name, reason: r.kind, ip: r.clientIp, sender: r.sender ?? null, held });
     }
-    const { incident, notify } = await this.store.incidents.record(
-      { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, principalRef: r.principal.ref, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null },
-      now,
-      r.burstMs ?? this.cfg.burstMinutes * 60_000,
-    );
+    const row = { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, principalRef: r.principal.ref, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null };
+    const burst = r.burstMs ?? this.cfg.burstMinutes * 60_000;
+    const recorded = r.unlessOpenSince === undefined ? await this.store.incidents.record(row, now, burst) : await this.store.incidents.recordUnlessOpen(row, now, burst, r.unlessOpenSince);
+    if (!recorded) return null;
+    const { incident, notify } = recorded;
     this.log.warn({ event: 'incident.recorded', incident: incident.id, principal: r.principal.name, kind: r.kind, ip: r.clientIp, notify });
     if (notify) await this.queueNotices(r, incident, what, now);
     return incident;

@@ -54,7 +54,7 @@ export function createHandlers(service: SubmissionService, log: Logger) {
   }
 
   /** Sends a decision as the command's reply; a failure to decide becomes 451 4.3.0, never a crash. */
-  function answer(session: SMTPServerSession, cb: Cb, decide: () => Promise<Decision>, accepted: (d: Decision) => void = () => cb()): void {
+  function answer(session: SMTPServerSession, cb: Cb, decide: () => Promise<Decision>, accepted: (d: Decision) => void = () => cb(), errorEvent = 'policy.error'): void {
     let decision: Promise<Decision>;
     try {
       decision = decide();
@@ -70,7 +70,7 @@ export function createHandlers(service: SubmissionService, log: Logger) {
         else cb(r);
       },
       (e: unknown) => {
-        log.error({ event: 'policy.error', session: session.id, ip: normalizeIp(session.remoteAddress), err: (e as Error).message });
+        log.error({ event: errorEvent, session: session.id, ip: normalizeIp(session.remoteAddress), err: (e as Error).message });
         cb(reply(REASONS.LOCAL_ERROR));
       },
     );
@@ -99,6 +99,7 @@ export function createHandlers(service: SubmissionService, log: Logger) {
         (err) => cb(err),
         () => service.login(submission(session), credentials),
         (d) => cb(null, { user: { principal: (d as { principal: SessionUser['principal'] }).principal } satisfies SessionUser }),
+        'auth.error',
       );
     },
 

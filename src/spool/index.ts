@@ -22,7 +22,7 @@ export function startSpool(cfg: Config, deps: { store: Store }): { spool: Spool;
 export async function startQuota(
   cfg: Config,
   deps: { store: Store; clock: Clock; log: Logger; owner: string; onReleased: (ids: string[]) => void },
-): Promise<{ quota: QuotaGate; stop(): Promise<void> }> {
+): Promise<{ quota: QuotaGate; pause(): void; stop(): Promise<void> }> {
   const { store, clock, log } = deps;
   const quota = new QuotaGate(
     store.limits,
@@ -49,6 +49,8 @@ export async function startQuota(
   drainer.unref();
   return {
     quota,
+    /** No further drains (one under way finishes; its lease is given back). */
+    pause: () => clearInterval(drainer),
     async stop() {
       clearInterval(drainer);
       await quota.ledger.close();

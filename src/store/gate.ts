@@ -34,15 +34,18 @@ export class Gate {
   /** Runs a synchronous verb (or a verb that returns a promise of its own) when the store is free. */
   run<T>(fn: () => T): Promise<Awaited<T>> {
     if (this.blocked()) return this.released().then(() => this.run(fn));
+    // Inside a transaction, a lock in the way is the transaction's own (a verb on the second
+    // connection): waiting cannot help, so say so at once.
+    return this.attempt(fn, this.holder !== null);
+  }
+
+  /** `fn` now; on another process's lock, again after growing pauses (or at once an error, `ownLock`). */
+  private attempt<T>(fn: () => T, ownLock: boolean): Promise<Awaited<T>> {
     try {
       return Promise.resolve(fn()) as Promise<Awaited<T>>;
     } catch (e) {
       if (!isBusy(e)) return Promise.reject(e);
-      // Inside a transaction, the lock in the way is the transaction's own (a verb on the
-      // second connection): waiting cannot help, so say so at once.
-      if (this.holder && this.context.getStore() === this.holder) {
-        return Promise.reject(new Error('a verb on the bookkeeping connection (ledger, login counters, leases, delivery outcomes) cannot run inside store.tx'));
-      }
+      if (ownLock) return Promise.reject(new Error('a verb on the bookkeeping connection (ledger, login counters, leases, delivery outcomes) cannot run inside store.tx'));
       return this.retry(fn, performance.now() + this.budgetMs);
     }
   }
@@ -71,16 +74,17 @@ export class Gate {
     this.holder = token;
     try {
       return await this.context.run(token, async () => {
-        await this.run(begin);
-        let result: T;
+        // BEGIN waits for another process's lock like any verb; only after it is the lock ours.
+        await this.attempt(begin, false);
         try {
-          result = await fn();
+          const result = await fn();
+          commit();
+          return result;
         } catch (e) {
+          // Also after a failed COMMIT: the connection must not stay inside the transaction.
           rollback();
           throw e;
         }
-        commit();
-        return result;
       });
     } finally {
       this.holder = null;

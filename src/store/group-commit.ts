@@ -1,3 +1,5 @@
+import { AsyncResource } from 'node:async_hooks';
+
 /**
  * Group commit: everything pushed in one event-loop turn is committed by one call (one
  * transaction, one fsync). If that call fails, the items are committed one by one, so a
@@ -8,6 +10,11 @@ export class GroupCommit<T, R> {
   private pending: Array<{ item: T; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
   private scheduled = false;
   private readonly running = new Set<Promise<void>>();
+  /**
+   * setImmediate in the async context this object was made in, not the first pusher's: a
+   * push from inside a store transaction must not make the whole batch part of it.
+   */
+  private readonly later = AsyncResource.bind((fn: () => void) => void setImmediate(fn));
 
   /**
    * `commit` writes a batch and returns one result per item, in order. A database locked by
@@ -25,7 +32,7 @@ export class GroupCommit<T, R> {
       this.pending.push({ item, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => void this.flush());
+        this.later(() => void this.flush());
       }
     });
   }

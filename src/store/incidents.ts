@@ -51,6 +51,12 @@ export class IncidentRepo {
    * incident that sends no notice (and so opens no burst).
    */
   readonly record: (i: NewIncident, now: number, burstMs: number | null) => { incident: Incident; notify: boolean };
+  /**
+   * record(), unless the principal has an unresolved incident of the same kind opened since
+   * `since` (then null): the check and the insert are one transaction, so two deliveries
+   * finishing at once open one incident, not two.
+   */
+  readonly recordUnlessOpen: (i: NewIncident, now: number, burstMs: number | null, since: number) => { incident: Incident; notify: boolean } | null;
 
   constructor(private readonly db: Db) {
     const insert = db.prepare(
@@ -60,11 +66,16 @@ export class IncidentRepo {
     const recent = db.prepare<[number, number], { n: number }>(
       'SELECT COUNT(*) AS n FROM incidents WHERE principal_ref = ? AND notified = 1 AND created_at > ?',
     );
-    this.record = db.transaction((i: NewIncident, now: number, burstMs: number | null) => {
+    const record = (i: NewIncident, now: number, burstMs: number | null) => {
       const notify = burstMs !== null && recent.get(i.principalRef, now - burstMs)!.n === 0;
       const info = insert.run(i.principalKind, i.principalId, i.principalName, i.principalRef, i.kind, i.clientIp ?? null, i.sender ?? null, i.detail ?? null, now, notify ? 1 : 0);
       return { incident: this.get(Number(info.lastInsertRowid))!, notify };
-    });
+    };
+    this.record = db.transaction(record);
+    const recordUnlessOpen = db.transaction((i: NewIncident, now: number, burstMs: number | null, since: number) =>
+      this.hasOpen(i.principalRef, { kind: i.kind, since }) ? null : record(i, now, burstMs),
+    );
+    this.recordUnlessOpen = (...a) => recordUnlessOpen.immediate(...a);
   }
 
   get(id: number): Incident | undefined {
@@ -72,9 +83,14 @@ export class IncidentRepo {
     return r && toIncident(r);
   }
 
-  list(filter: { principalKind?: 'user' | 'device'; name?: string; open?: boolean; limit?: number } = {}): Incident[] {
+  /** Newest first. By name: every principal that had the name; by principal: that one only. */
+  list(filter: { principalKind?: 'user' | 'device'; name?: string; principal?: PrincipalRef; open?: boolean; limit?: number } = {}): Incident[] {
     const where: string[] = [];
     const params: unknown[] = [];
+    if (filter.principal !== undefined) {
+      where.push('principal_ref = ?');
+      params.push(filter.principal);
+    }
     if (filter.principalKind) {
       where.push('principal_kind = ?');
       params.push(filter.principalKind);

@@ -141,7 +141,13 @@ export class SubmissionService {
       return null;
     }
     if (f.verdict !== 'refuse') return { verdict: f.verdict, queueId: queueId! };
-    await f.act?.();
+    try {
+      await f.act?.();
+    } catch (e) {
+      // The refusal stands, unchanged and on time, whatever became of its incident: a 451
+      // instead of the usual 535 would tell a thief that the password was right.
+      this.log.error({ event: 'incident.error', session: s.client.id, ip: s.client.ip, reason: f.reason.id, err: (e as Error).message });
+    }
     this.log.info({ event: f.event, session: s.client.id, ip: s.client.ip, reason: f.reason.id, ...f.fields });
     return { verdict: 'refuse', reason: f.reason, detail: f.detail, notBefore: f.notBefore };
   }
@@ -223,6 +229,9 @@ export class SubmissionService {
     const deadline = performance.now() + this.deps.authFailureDelayMs;
     const d = await this.authenticate(s, auth);
     if (d.verdict === 'refuse' && d.reason.code === 535) d.notBefore = deadline;
+    // Only a login answered 235 makes the session someone's: one that failed after the
+    // password was proven (a store error while caching it) leaves the session anonymous.
+    if (d.verdict === 'accept') s.principal = d.principal;
     return d;
   }
 
@@ -297,7 +306,6 @@ export class SubmissionService {
       if (refused) return refused;
     }
     this.log.info({ event: 'auth.ok', session: s.client.id, ip: s.client.ip, user: principal.name, method: auth.method, cached: out.cached });
-    s.principal = principal;
     return { verdict: 'accept', principal };
   }
 

@@ -544,6 +544,29 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.incidents.hasOpen(principalOf(a), { kind: 'rate-limit', since: 0 })).toBe(false);
       });
 
+      it('recordUnlessOpen records one incident of a kind while one is open since the time given, even when asked twice at once', async () => {
+        const a = await addUser('alice');
+        const both = await Promise.all([
+          s.incidents.recordUnlessOpen(report(a, 'remote-rejections'), T, null, T - HOUR),
+          s.incidents.recordUnlessOpen(report(a, 'remote-rejections'), T, null, T - HOUR),
+        ]);
+        expect(both.filter((r) => r !== null)).toHaveLength(1);
+        expect(await s.incidents.recordUnlessOpen(report(a, 'rate-limit'), T, null, T - HOUR)).not.toBeNull();
+        // One opened before `since` does not count.
+        expect(await s.incidents.recordUnlessOpen(report(a, 'remote-rejections'), T + 2 * HOUR, null, T + HOUR)).not.toBeNull();
+        expect((await s.incidents.list({ principal: principalOf(a) })).map((i) => i.kind).sort()).toEqual(['rate-limit', 'remote-rejections', 'remote-rejections']);
+      });
+
+      it('lists by principal only that principal, where by name it lists every principal that had the name', async () => {
+        const old = await addUser('alice');
+        await s.incidents.record(report(old), T, null);
+        await s.users.delete(old.id, T + 1);
+        const now = await addUser('alice');
+        await s.incidents.record(report(now, 'manual'), T + 2, null);
+        expect((await s.incidents.list({ principal: principalOf(now) })).map((i) => i.kind)).toEqual(['manual']);
+        expect((await s.incidents.list({ name: 'alice' })).map((i) => i.kind)).toEqual(['manual', 'foreign-network']);
+      });
+
       it('resolveOpen resolves every open incident of one principal, with who and when, and says how many', async () => {
         const a = await addUser('alice');
         const b = await addUser('bob');
