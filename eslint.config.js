@@ -2,13 +2,21 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** The store's own SQLite handle is for tests: everything else speaks through the Store's verbs. */
+const noHandle = { group: ['**/store/index.js'], importNames: ['sqliteHandle'], message: 'only tests may reach the SQLite handle: use a Store verb (or add one in src/store)' };
+
 /** Layers may import only what sits beside or below them in the flow (shared/STYLE.md). */
 const layer = (dir, forbidden) => ({
   files: [`src/${dir}/**/*.ts`],
   rules: {
     'no-restricted-imports': [
       'error',
-      { patterns: forbidden.map((f) => ({ group: [`**/${f}/*`, `../${f}/*`], message: `src/${dir} must not import src/${f} (see shared/STYLE.md layout)` })) },
+      {
+        patterns: [
+          ...forbidden.map((f) => ({ group: [`**/${f}/*`, `../${f}/*`], message: `src/${dir} must not import src/${f} (see shared/STYLE.md layout)` })),
+          ...(dir === 'store' ? [] : [noHandle]),
+        ],
+      },
     ],
   },
 });
@@ -35,6 +43,7 @@ export default tseslint.config(
       '@typescript-eslint/await-thenable': 'error',
     },
   },
+  { files: ['src/*.ts'], rules: { 'no-restricted-imports': ['error', { patterns: [noHandle] }] } },
   layer('domain', ['submission', 'config', 'store', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
   layer('policy', ['submission', 'config', 'store', 'identity', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'obs', 'quarantine']),
   layer('store', ['submission', 'identity', 'policy', 'protocol', 'spool', 'delivery', 'dns', 'notify', 'cli', 'quarantine']),
