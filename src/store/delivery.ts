@@ -40,7 +40,7 @@ export interface RecipientUpdate {
   remoteVerdict?: 'accepted' | 'rejected';
 }
 
-interface RcptRow {
+export interface RcptRow {
   position: number;
   address: string;
   status: RecipientStatus;
@@ -52,7 +52,7 @@ interface RcptRow {
   dsn_done: number;
 }
 
-const toRcpt = (r: RcptRow): RecipientState => ({
+export const toRcpt = (r: RcptRow): RecipientState => ({
   position: r.position,
   address: r.address,
   status: r.status,
@@ -75,6 +75,34 @@ export interface AttemptRecord {
 }
 
 export class MessageNotFoundError extends Error {}
+
+/** A message row as job() reads it, with its principal joined. */
+export interface JobRow {
+  id: string;
+  state: string;
+  mail_from: string;
+  ref: number | null;
+  kind: 'user' | 'device' | null;
+  name: string | null;
+  received_at: number;
+  attempts: number;
+  next_attempt_at: number | null;
+}
+
+/** Both engines: a message as delivery needs it, or undefined once it is no longer queued. */
+export function toJob(m: JobRow, recipients: () => RcptRow[]): DeliveryJob | undefined {
+  // A message held or deleted by the CLI since it was picked is left alone.
+  if (m.state !== 'queued') return undefined;
+  return {
+    id: m.id,
+    mailFrom: m.mail_from,
+    principal: m.ref === null ? null : { ref: m.ref as PrincipalRef, kind: m.kind!, name: m.name! },
+    receivedAt: m.received_at,
+    attempts: m.attempts,
+    nextAttemptAt: m.next_attempt_at,
+    recipients: recipients().map(toRcpt),
+  };
+}
 
 /**
  * The delivery side of the spool (Postfix's qmgr view of the queue): which messages are due,
@@ -122,7 +150,7 @@ export class DeliveryRepo {
     this.nextDueStmt = db.prepare<[], { t: number | null }>(
       `SELECT MIN(MAX(next_attempt_at, COALESCE(claim_until, 0))) AS t FROM messages WHERE state = 'queued'`,
     );
-    this.jobStmt = db.prepare<[string], { id: string; state: string; mail_from: string; ref: number | null; kind: 'user' | 'device' | null; name: string | null; received_at: number; attempts: number; next_attempt_at: number | null }>(
+    this.jobStmt = db.prepare<[string], JobRow>(
       `SELECT m.id, m.state, m.mail_from, p.id AS ref, p.kind, p.name, m.received_at, m.attempts, m.next_attempt_at
        FROM messages m LEFT JOIN principals p ON p.id = m.principal_ref WHERE m.id = ?`,
     );
@@ -208,17 +236,7 @@ export class DeliveryRepo {
 
   job(id: string): DeliveryJob | undefined {
     const m = this.jobStmt.get(id);
-    // A message held or deleted by the CLI since it was picked is left alone.
-    if (!m || m.state !== 'queued') return undefined;
-    return {
-      id: m.id,
-      mailFrom: m.mail_from,
-      principal: m.ref === null ? null : { ref: m.ref as PrincipalRef, kind: m.kind!, name: m.name! },
-      receivedAt: m.received_at,
-      attempts: m.attempts,
-      nextAttemptAt: m.next_attempt_at,
-      recipients: this.rcptStmt.all(id).map(toRcpt),
-    };
+    return m && toJob(m, () => this.rcptStmt.all(id));
   }
 
   recipients(id: string): RecipientState[] {

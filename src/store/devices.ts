@@ -3,7 +3,7 @@ import type { PolicyCache } from './policy-cache.js';
 import type { Device, PrincipalRef, UserStatus } from '../domain/types.js';
 import { deleteWithPrincipal, newPrincipal } from './principals.js';
 
-interface Row {
+export interface Row {
   id: number;
   principal_ref: number;
   name: string;
@@ -15,7 +15,7 @@ interface Row {
   updated_at: number;
 }
 
-const toDevice = (r: Row): Device => ({
+export const toDevice = (r: Row): Device => ({
   id: r.id,
   principalRef: r.principal_ref as PrincipalRef,
   name: r.name,

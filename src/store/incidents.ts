@@ -1,7 +1,7 @@
 import type { Db } from './db.js';
 import type { Incident, IncidentKind, PrincipalRef } from '../domain/types.js';
 
-interface Row {
+export interface Row {
   id: number;
   principal_kind: 'user' | 'device';
   principal_id: number | null;
@@ -16,7 +16,7 @@ interface Row {
   notified: number;
 }
 
-const toIncident = (r: Row): Incident => ({
+export const toIncident = (r: Row): Incident => ({
   id: r.id,
   principalKind: r.principal_kind,
   principalId: r.principal_id,

@@ -15,6 +15,20 @@ import { QuarantineRepo } from './quarantine.js';
 import { UserRepo } from './users.js';
 import { AuthAttemptRepo, LeaseRepo } from './shared.js';
 
+/** Each repository's verbs, as every engine implements them (classes may `implements` these). */
+export type UserStore = Async<UserRepo>;
+export type DeviceStore = Async<DeviceRepo>;
+export type BindingStore = Async<BindingRepo>;
+export type IncidentStore = Async<IncidentRepo>;
+export type AuditStore = Async<AuditRepo>;
+export type LimitStore = Async<LimitRepo>;
+export type QueueStore = Async<QueueRepo>;
+export type QuarantineStore = Async<QuarantineRepo>;
+export type DeliveryStore = Async<DeliveryRepo>;
+export type StatsStore = Async<StatsRepo>;
+export type AuthAttemptStore = Async<AuthAttemptRepo>;
+export type LeaseStore = Async<LeaseRepo>;
+
 /**
  * The store as Postern's modules see it: repositories whose verbs return promises, and one
  * transaction helper. No module outside store/ sees a database handle or writes SQL; a second
@@ -39,9 +53,10 @@ export interface Store {
   senderDomains(now: number): Promise<string[]>;
   /**
    * Runs `fn` as one transaction: everything it does through `t` commits together, or nothing
-   * does if it throws. Other callers' verbs wait until it ends. Keep it short: no network I/O
-   * inside. Attempt outcomes, the quota ledger, login counters and leases are written on a
-   * second connection and are not part of it.
+   * does if it throws. Other callers never see its writes before it commits (SQLite makes them
+   * wait; PostgreSQL runs them beside it). Keep it short: no network I/O inside. On SQLite,
+   * attempt outcomes, the quota ledger, login counters and leases live on a second connection
+   * and are refused inside a transaction; on PostgreSQL they are part of it.
    */
   tx<T>(fn: (t: Store) => Promise<T>): Promise<T>;
   /** False once closed. */

@@ -1,5 +1,5 @@
 import type { Db } from './db.js';
-import { PROMOTE, RCPTS_JSON } from './sql.js';
+import { PRINCIPALS_WAITING, PROMOTE, RCPTS_JSON } from './sql.js';
 import type { PolicyCache } from './policy-cache.js';
 import { DAY, HOUR, type QuotaDecision, type Usage } from '../domain/limits.js';
 import type { PrincipalRef } from '../domain/types.js';
@@ -132,13 +132,7 @@ export class LimitRepo {
   /** Principals with mail waiting for quota, active ones only: a suspended account's mail never drains. */
   principalsWaiting(): Array<{ ref: PrincipalRef; kind: 'user' | 'device'; name: string }> {
     return this.db
-      .prepare<[], { ref: number; kind: 'user' | 'device'; name: string }>(
-        `SELECT p.id AS ref, p.kind, p.name FROM principals p
-         WHERE EXISTS (SELECT 1 FROM messages m WHERE m.principal_ref = p.id AND m.state = 'waiting-quota')
-           AND EXISTS (SELECT 1 FROM users u WHERE u.principal_ref = p.id AND u.status = 'active'
-                       UNION ALL SELECT 1 FROM devices d WHERE d.principal_ref = p.id AND d.status = 'active')
-         ORDER BY p.id`,
-      )
+      .prepare<[], { ref: number; kind: 'user' | 'device'; name: string }>(PRINCIPALS_WAITING)
       .all()
       .map((r) => ({ ...r, ref: r.ref as PrincipalRef }));
   }

@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Db } from './db.js';
+import { SCHEMA_VERSION } from './sql.js';
 
 export class SchemaError extends Error {
   override name = 'SchemaError';
@@ -40,10 +41,20 @@ export function readMigrations(dir = path.join(packageRoot(), 'migrations')): Mi
   return out;
 }
 
+/** Both engines: a database used by a newer Postern is not touched by this one. */
+export function refuseNewer(current: number, known: number): void {
+  if (current > known) {
+    throw new SchemaError(
+      `the database schema is version ${current} but this Postern only knows up to ${known}: ` +
+        'it was used by a newer Postern. Run that version, or restore a backup made before the upgrade.',
+    );
+  }
+}
+
 export function schemaVersion(db: Db): number {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
-  const row = db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
+  const row = db.prepare(SCHEMA_VERSION).get() as { v: number | null };
   return row.v ?? 0;
 }
 
@@ -56,12 +67,7 @@ export function schemaVersion(db: Db): number {
 export function migrate(db: Db, migrations = readMigrations(), now = Date.now()): number[] {
   const known = migrations.length ? migrations[migrations.length - 1]!.version : 0;
   const current = schemaVersion(db);
-  if (current > known) {
-    throw new SchemaError(
-      `the database schema is version ${current} but this Postern only knows up to ${known}: ` +
-        'it was used by a newer Postern. Run that version, or restore a backup made before the upgrade.',
-    );
-  }
+  refuseNewer(current, known);
   const applied: number[] = [];
   for (const m of migrations) {
     const apply = db.transaction(() => {

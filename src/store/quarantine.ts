@@ -1,4 +1,4 @@
-import { AuditRepo } from './audit.js';
+import { AuditRepo, type AuditEntry } from './audit.js';
 import type { Db } from './db.js';
 import { labelOf } from './principals.js';
 import { DELETE_MESSAGE, PROMOTE, RCPT_COUNT, RCPTS_JSON } from './sql.js';
@@ -65,7 +65,7 @@ export class NotQuarantinedError extends QuarantineError {
   }
 }
 
-interface Row {
+export interface Row {
   id: string;
   state: QueueState;
   mail_from: string;
@@ -90,7 +90,7 @@ function headerOf(prefix: Buffer | null): Buffer {
   return i === -1 ? prefix : prefix.subarray(0, i + 2);
 }
 
-const toMessage = (r: Row): QuarantinedMessage => ({
+export const toMessage = (r: Row): QuarantinedMessage => ({
   id: r.id,
   state: r.state,
   mailFrom: r.mail_from,
@@ -111,6 +111,31 @@ const domainOf = (address: string) => address.slice(address.lastIndexOf('@') + 1
  * a message out of a waiting state exactly once, with the tombstone and the audit row in the
  * same transaction as the change.
  */
+/** The message row a decision reads. */
+export interface DecisionRow {
+  state: QueueState;
+  mail_from: string;
+  principal: string | null;
+  principal_ref: PrincipalRef | null;
+  n: number;
+  score: number | null;
+}
+
+/** Both engines: what a decision returns, and its audit row. */
+export function decided(id: string, m: DecisionRow, action: DecisionAction, by: Actor): { out: DecidedMessage; audit: Omit<AuditEntry, 'id'> } {
+  return {
+    out: { id, state: m.state, mailFrom: m.mail_from, principal: m.principal, principalRef: m.principal_ref, recipients: m.n, score: m.score },
+    audit: {
+      at: by.now,
+      actor: by.actor,
+      action: `quarantine.${action === 'released' ? 'release' : action === 'deleted' ? 'delete' : 'expire'}`,
+      target: `message:${id}`,
+      detail: JSON.stringify({ state: m.state, from: m.mail_from, principal: m.principal, recipients: m.n, score: m.score }),
+      reason: by.reason,
+    },
+  };
+}
+
 export class QuarantineRepo {
   readonly release: (id: string, by: Actor) => DecidedMessage;
   readonly delete: (id: string, by: Actor) => DecidedMessage;
@@ -132,16 +157,9 @@ export class QuarantineRepo {
       if (!m) throw new NotFoundError(`no such message: ${id}`);
       if (!allowed(m.state)) throw new NotQuarantinedError(id, m.state);
       db.prepare('INSERT INTO quarantine_decisions (message_id, action, at, actor, reason) VALUES (?, ?, ?, ?, ?)').run(id, action, by.now, by.actor, by.reason);
-      const out: DecidedMessage = { id, state: m.state, mailFrom: m.mail_from, principal: m.principal, principalRef: m.principal_ref, recipients: m.n, score: m.score };
-      audit.record({
-        at: by.now,
-        actor: by.actor,
-        action: `quarantine.${action === 'released' ? 'release' : action === 'deleted' ? 'delete' : 'expire'}`,
-        target: `message:${id}`,
-        detail: JSON.stringify({ state: m.state, from: m.mail_from, principal: m.principal, recipients: m.n, score: m.score }),
-        reason: by.reason,
-      });
-      return out;
+      const d = decided(id, m, action, by);
+      audit.record(d.audit);
+      return d.out;
     };
     const waiting = (s: QueueState) => s !== 'queued';
 

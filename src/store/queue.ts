@@ -1,9 +1,9 @@
 import type { Db } from './db.js';
 import type { NewMessage, PrincipalRef, QueuedMessage, QueueState } from '../domain/types.js';
 import { labelOf } from './principals.js';
-import { RCPTS_JSON } from './sql.js';
+import { MESSAGE_COUNT, MESSAGES_BY_STATE, RCPTS_JSON } from './sql.js';
 
-interface MessageRow {
+export interface MessageRow {
   id: string;
   state: QueueState;
   mail_from: string;
@@ -19,7 +19,7 @@ interface MessageRow {
 
 const SELECT = `SELECT m.*, ${labelOf('m.principal_ref')} AS principal, ${RCPTS_JSON} AS rcpts FROM messages m`;
 
-function toMessage(row: MessageRow): QueuedMessage {
+export function toMessage(row: MessageRow): QueuedMessage {
   return {
     id: row.id,
     state: row.state,
@@ -108,12 +108,12 @@ export class QueueRepo {
   }
 
   count(): number {
-    return (this.db.prepare('SELECT COUNT(*) AS n FROM messages').get() as { n: number }).n;
+    return (this.db.prepare(MESSAGE_COUNT).get() as { n: number }).n;
   }
 
   /** Messages per spool state (metrics gauge, read at scrape time). */
   depth(): Record<string, number> {
-    const rows = this.db.prepare<[], { state: string; n: number }>('SELECT state, COUNT(*) AS n FROM messages GROUP BY state').all();
+    const rows = this.db.prepare<[], { state: string; n: number }>(MESSAGES_BY_STATE).all();
     return Object.fromEntries(rows.map((r) => [r.state, r.n]));
   }
 }

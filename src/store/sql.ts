@@ -1,6 +1,7 @@
 /**
- * SQL that more than one repository needs, written once. Fragments take the messages row as
- * `m`.
+ * SQL that more than one repository or engine needs, written once. Fragments take the
+ * messages row as `m`. Those marked "both engines" are plain SQL that SQLite and PostgreSQL
+ * read alike; the rest are SQLite's dialect.
  */
 
 /** A message's recipient addresses in envelope order, as a JSON array. */
@@ -18,3 +19,17 @@ export const DELETE_MESSAGE = 'DELETE FROM messages WHERE id = ?';
  * meanwhile (held after a suspension, deleted, already released) is left alone.
  */
 export const PROMOTE = `UPDATE messages SET state = 'queued', next_attempt_at = ?, held_at = NULL WHERE id = ? AND state = ?`;
+
+/** Both engines: principals with mail waiting for quota, active ones only (a suspended account's mail never drains). */
+export const PRINCIPALS_WAITING = `SELECT p.id AS ref, p.kind, p.name FROM principals p
+  WHERE EXISTS (SELECT 1 FROM messages m WHERE m.principal_ref = p.id AND m.state = 'waiting-quota')
+    AND EXISTS (SELECT 1 FROM users u WHERE u.principal_ref = p.id AND u.status = 'active'
+                UNION ALL SELECT 1 FROM devices d WHERE d.principal_ref = p.id AND d.status = 'active')
+  ORDER BY p.id`;
+
+/** Both engines: messages in the spool, and per state. */
+export const MESSAGE_COUNT = 'SELECT COUNT(*) AS n FROM messages';
+export const MESSAGES_BY_STATE = 'SELECT state, COUNT(*) AS n FROM messages GROUP BY state';
+
+/** Both engines: the schema version applied. */
+export const SCHEMA_VERSION = 'SELECT MAX(version) AS v FROM schema_migrations';

@@ -3,7 +3,7 @@ import type { PolicyCache } from './policy-cache.js';
 import type { PrincipalRef, User, UserStatus } from '../domain/types.js';
 import { deleteWithPrincipal, newPrincipal } from './principals.js';
 
-interface UserRow {
+export interface UserRow {
   id: number;
   principal_ref: number;
   username: string;
@@ -17,7 +17,7 @@ interface UserRow {
   updated_at: number;
 }
 
-function toUser(row: UserRow): User {
+export function toUser(row: UserRow): User {
   return {
     id: row.id,
     principalRef: row.principal_ref as PrincipalRef,

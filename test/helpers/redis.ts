@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
+import { freePort } from './net.js';
 
 /** Is Debian's redis-server installed? (.ci/run installs it; developers may not have it.) */
 export const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
@@ -7,13 +7,6 @@ export const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
 export const NO_REDIS_MESSAGE =
   'Redis tests did not run: redis-server is not installed. Install it with "apt-get install redis-server" (.ci/run does).';
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /** A throwaway redis-server on loopback, no persistence; resolves once it accepts connections. */
 export async function startRedis(): Promise<{ url: string; stop(): Promise<void> }> {

@@ -1,0 +1,69 @@
+import type { Binding, BindingKind, PrincipalKind } from '../bindings.js';
+import type { BindingStore } from '../index.js';
+import type { Pg } from './pg.js';
+
+interface Row {
+  kind: BindingKind;
+  value: string;
+  expires_at: number | null;
+}
+
+export class PgBindingRepo implements BindingStore {
+  constructor(private readonly db: Pg) {}
+
+  /** Bindings in force at `now` (lapsed exceptions excluded), in the order they were added. */
+  async list(pk: PrincipalKind, id: number, now: number, kind?: BindingKind): Promise<Binding[]> {
+    const rows = await this.db.q<Row>(
+      `SELECT kind, value, expires_at FROM bindings
+       WHERE principal_kind = $1 AND principal_id = $2 AND ($3::text IS NULL OR kind = $3) AND (expires_at IS NULL OR expires_at > $4)
+       ORDER BY kind, position`,
+      [pk, id, kind ?? null, now],
+    );
+    return rows.map((r) => ({ kind: r.kind, value: r.value, expiresAt: r.expires_at }));
+  }
+
+  async values(pk: PrincipalKind, id: number, kind: BindingKind, now: number): Promise<string[]> {
+    return (await this.list(pk, id, now, kind)).map((b) => b.value);
+  }
+
+  /** Adds or refreshes (a new expiry replaces the old one; permanent stays permanent). Returns true if new. */
+  add(pk: PrincipalKind, id: number, kind: BindingKind, value: string, now: number, expiresAt: number | null = null): Promise<boolean> {
+    return this.db.tx(async () => {
+      // One principal's bindings change one at a time, so positions stay in order of adding.
+      await this.db.lock(`bindings ${pk}:${id}`);
+      const existing = await this.db.one<{ expires_at: number | null }>(
+        'SELECT expires_at FROM bindings WHERE principal_kind = $1 AND principal_id = $2 AND kind = $3 AND value = $4',
+        [pk, id, kind, value],
+      );
+      if (existing) {
+        if (existing.expires_at !== null) {
+          await this.db.run('UPDATE bindings SET expires_at = $1 WHERE principal_kind = $2 AND principal_id = $3 AND kind = $4 AND value = $5', [expiresAt, pk, id, kind, value]);
+        }
+        return false;
+      }
+      await this.db.run(
+        `INSERT INTO bindings (principal_kind, principal_id, kind, value, position, expires_at, created_at)
+         VALUES ($1, $2, $3, $4, COALESCE((SELECT MAX(position) FROM bindings WHERE principal_kind = $1 AND principal_id = $2 AND kind = $3), -1) + 1, $5, $6)`,
+        [pk, id, kind, value, expiresAt, now],
+      );
+      return true;
+    });
+  }
+
+  async remove(pk: PrincipalKind, id: number, kind: BindingKind, value: string): Promise<boolean> {
+    return (await this.db.run('DELETE FROM bindings WHERE principal_kind = $1 AND principal_id = $2 AND kind = $3 AND value = $4', [pk, id, kind, value])) === 1;
+  }
+
+  async removeAll(pk: PrincipalKind, id: number): Promise<void> {
+    await this.db.run('DELETE FROM bindings WHERE principal_kind = $1 AND principal_id = $2', [pk, id]);
+  }
+
+  /** Deletes exceptions that have lapsed and returns them, so the caller can log and audit each. */
+  async sweepLapsed(now: number): Promise<Array<{ pk: PrincipalKind; id: number; kind: BindingKind; value: string; expiresAt: number }>> {
+    const rows = await this.db.q<{ principal_kind: PrincipalKind; principal_id: number; kind: BindingKind; value: string; expires_at: number }>(
+      'DELETE FROM bindings WHERE expires_at IS NOT NULL AND expires_at <= $1 RETURNING principal_kind, principal_id, kind, value, expires_at',
+      [now],
+    );
+    return rows.map((r) => ({ pk: r.principal_kind, id: r.principal_id, kind: r.kind, value: r.value, expiresAt: r.expires_at }));
+  }
+}

@@ -1,0 +1,87 @@
+import type { Incident, IncidentKind, PrincipalRef } from '../../domain/types.js';
+import type { AuditEntry } from '../audit.js';
+import type { AuditStore, IncidentStore } from '../index.js';
+import { toIncident, type NewIncident, type Row } from '../incidents.js';
+import type { Pg } from './pg.js';
+
+export class PgIncidentRepo implements IncidentStore {
+  constructor(private readonly db: Pg) {}
+
+  /** One transaction, serialized per principal: concurrent reports cannot both claim the notice. */
+  record(i: NewIncident, now: number, burstMs: number | null): Promise<{ incident: Incident; notify: boolean }> {
+    return this.db.tx(async () => {
+      await this.lock(i.principalRef);
+      return this.insert(i, now, burstMs);
+    });
+  }
+
+  recordUnlessOpen(i: NewIncident, now: number, burstMs: number | null, since: number): Promise<{ incident: Incident; notify: boolean } | null> {
+    return this.db.tx(async () => {
+      await this.lock(i.principalRef);
+      return (await this.hasOpen(i.principalRef, { kind: i.kind, since })) ? null : this.insert(i, now, burstMs);
+    });
+  }
+
+  private async lock(ref: PrincipalRef): Promise<void> {
+    await this.db.lock(`incidents ${ref}`);
+  }
+
+  private async insert(i: NewIncident, now: number, burstMs: number | null): Promise<{ incident: Incident; notify: boolean }> {
+    const notify =
+      burstMs !== null &&
+      (await this.db.one<{ n: number }>('SELECT COUNT(*)::int AS n FROM incidents WHERE principal_ref = $1 AND notified = 1 AND created_at > $2', [i.principalRef, now - burstMs]))!.n === 0;
+    const r = await this.db.one<Row>(
+      `INSERT INTO incidents (principal_kind, principal_id, principal_name, principal_ref, kind, client_ip, sender, detail, created_at, notified)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *`,
+      [i.principalKind, i.principalId, i.principalName, i.principalRef, i.kind, i.clientIp ?? null, i.sender ?? null, i.detail ?? null, now, notify ? 1 : 0],
+    );
+    return { incident: toIncident(r!), notify };
+  }
+
+  async get(id: number): Promise<Incident | undefined> {
+    const r = await this.db.one<Row>('SELECT * FROM incidents WHERE id = $1', [id]);
+    return r && toIncident(r);
+  }
+
+  /** Newest first. By name: every principal that had the name; by principal: that one only. */
+  async list(filter: { principalKind?: 'user' | 'device'; name?: string; principal?: PrincipalRef; open?: boolean; limit?: number } = {}): Promise<Incident[]> {
+    const rows = await this.db.q<Row>(
+      `SELECT * FROM incidents
+       WHERE ($1::bigint IS NULL OR principal_ref = $1) AND ($2::text IS NULL OR principal_kind = $2)
+         AND ($3::text IS NULL OR lower(principal_name) = lower($3)) AND (NOT $4 OR resolved_at IS NULL)
+       ORDER BY created_at DESC, id DESC LIMIT $5`,
+      [filter.principal ?? null, filter.principalKind ?? null, filter.name || null, Boolean(filter.open), filter.limit ?? 1000],
+    );
+    return rows.map(toIncident);
+  }
+
+  /** An unresolved incident of the principal; with `of`, one of that kind opened since then. */
+  async hasOpen(principal: PrincipalRef, of?: { kind: IncidentKind; since: number }): Promise<boolean> {
+    const r = await this.db.one(
+      `SELECT 1 FROM incidents WHERE principal_ref = $1 AND resolved_at IS NULL AND ($2::text IS NULL OR kind = $2) AND created_at >= $3 LIMIT 1`,
+      [principal, of?.kind ?? null, of?.since ?? 0],
+    );
+    return r !== undefined;
+  }
+
+  /** Resolves every open incident of a principal; returns how many. */
+  resolveOpen(principal: PrincipalRef, by: string, now: number): Promise<number> {
+    return this.db.run('UPDATE incidents SET resolved_at = $1, resolved_by = $2 WHERE principal_ref = $3 AND resolved_at IS NULL', [now, by, principal]);
+  }
+}
+
+export class PgAuditRepo implements AuditStore {
+  constructor(private readonly db: Pg) {}
+
+  async record(e: Omit<AuditEntry, 'id'>): Promise<void> {
+    await this.db.audit(e);
+  }
+
+  /** Newest first; target is "user:NAME", "device:NAME", "queue:ID" and so on. */
+  list(filter: { target?: string; limit?: number } = {}): Promise<AuditEntry[]> {
+    return this.db.q<AuditEntry>(
+      'SELECT * FROM audit WHERE ($1::text IS NULL OR lower(target) = lower($1)) ORDER BY at DESC, id DESC LIMIT $2',
+      [filter.target || null, filter.limit ?? 1000],
+    );
+  }
+}

@@ -1,0 +1,58 @@
+import type { Store } from '../index.js';
+import { PgBindingRepo } from './bindings.js';
+import { PgDeliveryRepo } from './delivery.js';
+
+import { PgAuditRepo, PgIncidentRepo } from './incidents.js';
+import { PgLimitRepo } from './limits.js';
+import { migratePostgres } from './migrate.js';
+import { Pg } from './pg.js';
+import { PgQuarantineRepo } from './quarantine.js';
+import { PgQueueRepo } from './queue.js';
+import { PgAuthAttemptRepo, PgLeaseRepo } from './shared.js';
+import { PgStatsRepo } from './stats.js';
+import { PgDeviceRepo, PgUserRepo } from './users.js';
+
+/**
+ * The store on PostgreSQL: the same repositories and verbs as the SQLite engine (checked by
+ * the same contract suite), for several nodes sharing one database.
+ */
+export async function openPostgresStore(url: string, opts: { migrate?: boolean } = {}): Promise<Store> {
+  const db = new Pg(url);
+  try {
+    if (opts.migrate !== false) await migratePostgres(db);
+  } catch (e) {
+    await db.close();
+    throw e;
+  }
+  const store: Store = {
+    users: new PgUserRepo(db),
+    devices: new PgDeviceRepo(db),
+    bindings: new PgBindingRepo(db),
+    incidents: new PgIncidentRepo(db),
+    audit: new PgAuditRepo(db),
+    limits: new PgLimitRepo(db),
+    queue: new PgQueueRepo(db),
+    quarantine: new PgQuarantineRepo(db),
+    delivery: new PgDeliveryRepo(db),
+    stats: new PgStatsRepo(db),
+    authAttempts: new PgAuthAttemptRepo(db),
+    leases: new PgLeaseRepo(db),
+    senderDomains: async (now) => {
+      const rows = await db.q<{ d: string }>(
+        `SELECT DISTINCT lower(regexp_replace(value, '^.*@', '')) COLLATE "C" AS d FROM bindings
+         WHERE kind = 'sender' AND principal_kind IN ('user', 'device') AND (expires_at IS NULL OR expires_at > $1)
+           AND regexp_replace(value, '^.*@', '') <> '' ORDER BY 1`,
+        [now],
+      );
+      return rows.map((r) => r.d);
+    },
+    tx: (fn) => db.tx(() => fn(store)),
+    get open() {
+      return db.open;
+    },
+    close: () => {
+      void db.close();
+    },
+  };
+  return store;
+}

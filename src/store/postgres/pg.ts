@@ -1,0 +1,86 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import pg from 'pg';
+
+/** int8 (counts, times in ms, ids) as numbers: every value Postern stores fits in 2^53. */
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
+};
+
+/**
+ * One PostgreSQL database for the repositories: a pool for verbs on their own, and the
+ * transaction's own client for verbs called inside store.tx (found through the async context,
+ * so the repositories need not pass it along).
+ */
+export class Pg {
+  readonly pool: pg.Pool;
+  private readonly context = new AsyncLocalStorage<pg.PoolClient>();
+  private closed = false;
+
+  constructor(url: string) {
+    this.pool = new pg.Pool({ connectionString: url, types, max: 10 });
+    // An idle client that loses its server (a restart) must not end the process.
+    this.pool.on('error', () => undefined);
+  }
+
+  get open(): boolean {
+    return !this.closed;
+  }
+
+  async q<T extends object = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
+    if (this.closed) throw new Error('the store is closed');
+    const client = this.context.getStore();
+    const r = client ? await client.query(sql, params) : await this.pool.query(sql, params);
+    return r.rows as T[];
+  }
+
+  async one<T extends object = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T | undefined> {
+    return (await this.q<T>(sql, params))[0];
+  }
+
+  /** Rows changed by an UPDATE or DELETE. */
+  async run(sql: string, params: unknown[] = []): Promise<number> {
+    if (this.closed) throw new Error('the store is closed');
+    const client = this.context.getStore();
+    const r = client ? await client.query(sql, params) : await this.pool.query(sql, params);
+    return r.rowCount ?? 0;
+  }
+
+  /** `fn` in one transaction; a nested call is part of the outer one. */
+  async tx<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.context.getStore()) return fn();
+    if (this.closed) throw new Error('the store is closed');
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await this.context.run(client, fn);
+      await client.query('COMMIT');
+      return result;
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    } finally {
+      client.release();
+    }
+  }
+
+  /** Serializes transactions on one name (a principal, a counter) until the caller's transaction ends. */
+  async lock(name: string): Promise<void> {
+    await this.q('SELECT pg_advisory_xact_lock(hashtext($1))', [name]);
+  }
+
+  /** Removes a message; its recipients and body go with it (ON DELETE CASCADE). */
+  deleteMessage(id: string): Promise<number> {
+    return this.run('DELETE FROM messages WHERE id = $1', [id]);
+  }
+
+  /** The one audit writer, in the caller's transaction. */
+  async audit(e: { at: number; actor: string; action: string; target: string; detail: string | null; reason: string | null }): Promise<void> {
+    await this.run('INSERT INTO audit (at, actor, action, target, detail, reason) VALUES ($1, $2, $3, $4, $5, $6)', [e.at, e.actor, e.action, e.target, e.detail, e.reason]);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}

@@ -1,0 +1,95 @@
+import { MESSAGE_COUNT, MESSAGES_BY_STATE } from '../sql.js';
+import type { NewMessage, QueuedMessage, QueueState } from '../../domain/types.js';
+import type { QueueStore } from '../index.js';
+import { labelOf } from '../principals.js';
+import { toMessage, type MessageRow } from '../queue.js';
+import type { Pg } from './pg.js';
+
+/**
+ * A message's recipient addresses in envelope order, as JSON text (what SQLite's RCPTS_JSON
+ * gives, so the SQLite row mapper reads it): json_agg is NULL over no rows, json_group_array '[]'.
+ */
+export const PG_RCPTS_JSON = `(SELECT COALESCE(json_agg(r.address ORDER BY r.position), '[]'::json)::text FROM recipients r WHERE r.message_id = m.id)`;
+
+const SELECT = `SELECT m.*, ${labelOf('m.principal_ref')} AS principal, ${PG_RCPTS_JSON} AS rcpts FROM messages m`;
+
+/** The spool's tables on PostgreSQL (port of QueueRepo). */
+export class PgQueueRepo implements QueueStore {
+  constructor(private readonly db: Pg) {}
+
+  /** Can the spool commit now? Commits one tiny row, as the SQLite engine's probe does. */
+  async writable(now: number): Promise<boolean> {
+    try {
+      await this.db.run(
+        `INSERT INTO leases (name, owner, until) VALUES ('spool-health-probe', 'spool', $1) ON CONFLICT (name) DO UPDATE SET until = excluded.until`,
+        [now],
+      );
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Every message of the batch in one transaction (group commit), in three statements
+   * whatever the batch size: one per table, the rows passed as arrays.
+   */
+  async insertMany(messages: NewMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    const rcpts = messages.flatMap((m) => m.envelope.rcptTo.map((address, position) => ({ id: m.id, position, address })));
+    await this.db.tx(async () => {
+      await this.db.run(
+        `INSERT INTO messages (id, state, mail_from, principal_ref, client_ip, size, received_at, next_attempt_at, score, reasons, held_at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[], $10::text[], $11::bigint[])`,
+        [
+          messages.map((m) => m.id),
+          messages.map((m) => m.state),
+          messages.map((m) => m.envelope.mailFrom),
+          messages.map((m) => m.principal?.ref ?? null),
+          messages.map((m) => m.clientIp),
+          messages.map((m) => m.data.length),
+          messages.map((m) => m.receivedAt),
+          messages.map((m) => (m.state === 'queued' ? m.receivedAt : null)),
+          // Quarantine: why policy put it where it is, and since when it waits.
+          messages.map((m) => (m.assessment ? m.assessment.score : null)),
+          messages.map((m) => (m.assessment ? JSON.stringify(m.assessment.reasons) : null)),
+          messages.map((m) => (m.state === 'queued' ? null : m.receivedAt)),
+        ],
+      );
+      if (rcpts.length > 0) {
+        await this.db.run('INSERT INTO recipients (message_id, position, address) SELECT * FROM unnest($1::text[], $2::int[], $3::text[])', [
+          rcpts.map((r) => r.id),
+          rcpts.map((r) => r.position),
+          rcpts.map((r) => r.address),
+        ]);
+      }
+      await this.db.run('INSERT INTO message_bodies (message_id, data) SELECT * FROM unnest($1::text[], $2::bytea[])', [messages.map((m) => m.id), messages.map((m) => m.data)]);
+    });
+  }
+
+  async list(state?: QueueState): Promise<QueuedMessage[]> {
+    const rows = state
+      ? await this.db.q<MessageRow>(`${SELECT} WHERE m.state = $1 ORDER BY m.received_at, m.id COLLATE "C"`, [state])
+      : await this.db.q<MessageRow>(`${SELECT} ORDER BY m.received_at, m.id COLLATE "C"`);
+    return rows.map(toMessage);
+  }
+
+  async get(id: string): Promise<QueuedMessage | undefined> {
+    const row = await this.db.one<MessageRow>(`${SELECT} WHERE m.id = $1`, [id]);
+    return row && toMessage(row);
+  }
+
+  async body(id: string): Promise<Buffer | undefined> {
+    return (await this.db.one<{ data: Buffer }>('SELECT data FROM message_bodies WHERE message_id = $1', [id]))?.data;
+  }
+
+  async count(): Promise<number> {
+    return (await this.db.one<{ n: number }>(MESSAGE_COUNT))!.n;
+  }
+
+  /** Messages per spool state (metrics gauge, read at scrape time). */
+  async depth(): Promise<Record<string, number>> {
+    const rows = await this.db.q<{ state: string; n: number }>(MESSAGES_BY_STATE);
+    return Object.fromEntries(rows.map((r) => [r.state, r.n]));
+  }
+}

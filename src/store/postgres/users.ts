@@ -1,0 +1,153 @@
+import type { Device, User } from '../../domain/types.js';
+import { DeviceExistsError, toDevice, type Row as DeviceRow } from '../devices.js';
+import type { DeviceStore, UserStore } from '../index.js';
+import { toUser, UserExistsError, type UserRow } from '../users.js';
+import type { Pg } from './pg.js';
+
+const UNIQUE = '23505';
+const isUnique = (e: unknown) => (e as { code?: string }).code === UNIQUE;
+
+/** A new principal number (never reused), inside the caller's transaction. */
+async function newPrincipal(db: Pg, kind: 'user' | 'device', name: string, now: number): Promise<number> {
+  return (await db.one<{ id: number }>('INSERT INTO principals (kind, name, created_at) VALUES ($1, $2, $3) RETURNING id', [kind, name, now]))!.id;
+}
+
+/** Deletes a user or device and retires its principal (kept, marked deleted). */
+async function deleteWithPrincipal(db: Pg, table: 'users' | 'devices', id: number, now: number): Promise<boolean> {
+  return db.tx(async () => {
+    const row = await db.one<{ principal_ref: number }>(`DELETE FROM ${table} WHERE id = $1 RETURNING principal_ref`, [id]);
+    if (!row) return false;
+    await db.run('UPDATE principals SET deleted_at = $1 WHERE id = $2', [now, row.principal_ref]);
+    return true;
+  });
+}
+
+export class PgUserRepo implements UserStore {
+  constructor(private readonly db: Pg) {}
+
+  async find(username: string): Promise<User | undefined> {
+    const r = await this.db.one<UserRow>('SELECT * FROM users WHERE lower(username) = lower($1)', [username]);
+    return r && toUser(r);
+  }
+
+  async get(id: number): Promise<User | undefined> {
+    const r = await this.db.one<UserRow>('SELECT * FROM users WHERE id = $1', [id]);
+    return r && toUser(r);
+  }
+
+  async list(): Promise<User[]> {
+    return (await this.db.q<UserRow>('SELECT * FROM users ORDER BY lower(username) COLLATE "C"')).map(toUser);
+  }
+
+  async add(username: string, passwordHash: string, now: number): Promise<User> {
+    try {
+      return await this.db.tx(async () => {
+        const ref = await newPrincipal(this.db, 'user', username, now);
+        const r = await this.db.one<UserRow>(
+          'INSERT INTO users (username, password_hash, created_at, updated_at, principal_ref) VALUES ($1, $2, $3, $3, $4) RETURNING *',
+          [username, passwordHash, now, ref],
+        );
+        return toUser(r!);
+      });
+    } catch (e) {
+      if (isUnique(e)) throw new UserExistsError(`user ${username} already exists`);
+      throw e;
+    }
+  }
+
+  async setPassword(id: number, passwordHash: string, now: number): Promise<void> {
+    await this.db.run('UPDATE users SET password_hash = $1, auth_epoch = auth_epoch + 1, updated_at = $2 WHERE id = $3', [passwordHash, now, id]);
+  }
+
+  async rehash(id: number, passwordHash: string, now: number): Promise<void> {
+    await this.db.run('UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3', [passwordHash, now, id]);
+  }
+
+  async suspend(id: number, reason: string, now: number): Promise<boolean> {
+    return (
+      (await this.db.run(
+        `UPDATE users SET status = 'suspended', status_reason = $1, suspended_at = $2, auth_epoch = auth_epoch + 1, updated_at = $2
+         WHERE id = $3 AND status = 'active'`,
+        [reason, now, id],
+      )) === 1
+    );
+  }
+
+  async unsuspend(id: number, now: number): Promise<boolean> {
+    return (
+      (await this.db.run(
+        `UPDATE users SET status = 'active', status_reason = NULL, suspended_at = NULL, auth_epoch = auth_epoch + 1, updated_at = $1
+         WHERE id = $2 AND status = 'suspended'`,
+        [now, id],
+      )) === 1
+    );
+  }
+
+  async setNotifyAddress(id: number, address: string | null, now: number): Promise<void> {
+    await this.db.run('UPDATE users SET notify_address = $1, updated_at = $2 WHERE id = $3', [address, now, id]);
+  }
+
+  delete(id: number, now: number): Promise<boolean> {
+    return deleteWithPrincipal(this.db, 'users', id, now);
+  }
+}
+
+export class PgDeviceRepo implements DeviceStore {
+  constructor(private readonly db: Pg) {}
+
+  async get(id: number): Promise<Device | undefined> {
+    const r = await this.db.one<DeviceRow>('SELECT * FROM devices WHERE id = $1', [id]);
+    return r && toDevice(r);
+  }
+
+  async find(name: string): Promise<Device | undefined> {
+    const r = await this.db.one<DeviceRow>('SELECT * FROM devices WHERE lower(name) = lower($1)', [name]);
+    return r && toDevice(r);
+  }
+
+  /** The device bound to this exact address ("192.0.2.7/32" form). */
+  async byAddress(network: string, now = Date.now()): Promise<Device | undefined> {
+    const r = await this.db.one<DeviceRow>(
+      `SELECT d.* FROM devices d JOIN bindings b ON b.principal_kind = 'device' AND b.principal_id = d.id
+       WHERE b.kind = 'network' AND b.value = $1 AND (b.expires_at IS NULL OR b.expires_at > $2) LIMIT 1`,
+      [network, now],
+    );
+    return r && toDevice(r);
+  }
+
+  async list(): Promise<Device[]> {
+    return (await this.db.q<DeviceRow>('SELECT * FROM devices ORDER BY lower(name) COLLATE "C"')).map(toDevice);
+  }
+
+  async add(name: string, requireTls: boolean, now: number): Promise<Device> {
+    try {
+      return await this.db.tx(async () => {
+        const ref = await newPrincipal(this.db, 'device', name, now);
+        const r = await this.db.one<DeviceRow>(
+          'INSERT INTO devices (name, require_tls, created_at, updated_at, principal_ref) VALUES ($1, $2, $3, $3, $4) RETURNING *',
+          [name, requireTls ? 1 : 0, now, ref],
+        );
+        return toDevice(r!);
+      });
+    } catch (e) {
+      if (isUnique(e)) throw new DeviceExistsError(`device ${name} already exists`);
+      throw e;
+    }
+  }
+
+  async suspend(id: number, reason: string, now: number): Promise<boolean> {
+    return (
+      (await this.db.run(`UPDATE devices SET status = 'suspended', status_reason = $1, suspended_at = $2, updated_at = $2 WHERE id = $3 AND status = 'active'`, [reason, now, id])) === 1
+    );
+  }
+
+  async unsuspend(id: number, now: number): Promise<boolean> {
+    return (
+      (await this.db.run(`UPDATE devices SET status = 'active', status_reason = NULL, suspended_at = NULL, updated_at = $1 WHERE id = $2 AND status = 'suspended'`, [now, id])) === 1
+    );
+  }
+
+  delete(id: number, now: number): Promise<boolean> {
+    return deleteWithPrincipal(this.db, 'devices', id, now);
+  }
+}
