@@ -17,9 +17,13 @@ import { reloadRelay, type ReloadOutcome } from './reload.js';
 import { startQuota, startSpool } from './spool/index.js';
 import { queueIdTime } from './spool/message.js';
 import type { QuotaGate } from './spool/quota.js';
-import { openStore, type Store } from './store/index.js';
+import { openConfiguredStore, type Store } from './store/index.js';
 import { processOwner } from './store/shared.js';
+import { hostname as osHostname } from 'node:os';
 import { startSubmission } from './submission/index.js';
+
+/** This node's name in claims, leases and logs: [server] node_id, else the host name. */
+export const nodeName = (cfg: Config): string => cfg.server.node_id || osHostname();
 
 export interface RelayOptions {
   clock?: Clock;
@@ -57,7 +61,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   const identityProblem = outboundIdentityProblem(cfg.identity);
   if (identityProblem) throw new ConfigError(`refusing to start: ${identityProblem}`);
 
-  const store = openStore(cfg.server.data_dir);
+  const store = await openConfiguredStore(cfg);
   // Stopped in reverse order of starting; a failure part-way stops what had started.
   const stops: Array<() => void | Promise<void>> = [() => store.close()];
   // Every stop runs even if one before it failed (the store must close); the first failure
@@ -87,7 +91,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     // Disabled metrics cost nothing per event: the logger is pino's own.
     const log = cfg.metrics.enabled ? tapLogger(baseLog, (o) => metrics.observe(o)) : baseLog;
     // This process's name in shared claims and leases (delivery, the quota drain).
-    const owner = processOwner(cfg.server.hostname);
+    const owner = processOwner(nodeName(cfg));
     const tlsMaterial = await loadTls({ ...cfg.tls, dataDir: cfg.server.data_dir, hostname: cfg.server.hostname });
 
     const spooled = startSpool(cfg, { store });
@@ -135,7 +139,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     stops.push(() => quarantine.stop());
     // The timers stop first: no drain or sweep may start while the rest shuts down.
     stops.push(limits.pause, responder.stop);
-    log.info({ event: 'relay.started', hostname: cfg.server.hostname, starttls: smtp.ports.starttls, tls: smtp.ports.tls, cert: tlsMaterial.source, metrics: metricsServer?.port ?? null });
+    log.info({ event: 'relay.started', node: nodeName(cfg), engine: cfg.store.url ? 'postgres' : 'sqlite', hostname: cfg.server.hostname, starttls: smtp.ports.starttls, tls: smtp.ports.tls, cert: tlsMaterial.source, metrics: metricsServer?.port ?? null });
 
     return {
       store,

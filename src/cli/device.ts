@@ -22,7 +22,7 @@ Example:
 `;
 
 async function describe(ctx: Ctx, d: Device, now: number) {
-  const b = ctx.store().bindings;
+  const b = (await ctx.store()).bindings;
   return {
     name: d.name,
     status: d.status,
@@ -52,7 +52,7 @@ export async function deviceCommand(ctx: Ctx, argv: string[]): Promise<number> {
   });
   const name = positionals[0];
   const now = Date.now();
-  const st = ctx.store();
+  const st = await ctx.store();
   const needName = () => {
     if (!name) throw new UsageError(`postern device ${sub} needs a device name\n\n${DEVICE_HELP}`);
     return name;

@@ -71,7 +71,7 @@ export async function doctorCommand(ctx: Ctx, argv: string[]): Promise<number> {
   });
   if (positionals.length) throw new UsageError(`postern doctor takes no arguments (did you mean --domain ${positionals[0]}?)\n\n${DOCTOR_HELP}`);
   const cfg = ctx.config();
-  const domains = values.domain?.length ? values.domain.map(envelopeDomain) : await ctx.store().senderDomains(systemClock.now());
+  const domains = values.domain?.length ? values.domain.map(envelopeDomain) : await (await ctx.store()).senderDomains(systemClock.now());
   // Loaded here, not at the top: the SPF evaluator is heavy and no other command needs it.
   const { runDoctor, healthy } = await import('../dns/doctor.js');
   const results = await runDoctor(

@@ -12,7 +12,7 @@ Example:
 
 export async function incidentsCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { user: { type: 'string' }, device: { type: 'string' }, open: { type: 'boolean' }, json: { type: 'boolean' } } });
-  const list = await ctx.store().incidents.list({
+  const list = await (await ctx.store()).incidents.list({
     ...(values.user ? { principalKind: 'user' as const, name: values.user } : {}),
     ...(values.device ? { principalKind: 'device' as const, name: values.device } : {}),
     open: Boolean(values.open),

@@ -1,7 +1,7 @@
 import { userInfo } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { loadConfig } from '../config/load.js';
-import { openStore, type Store } from '../store/index.js';
+import { openConfiguredStore, type Store } from '../store/index.js';
 
 export interface Io {
   stdout: (s: string) => void;
@@ -35,22 +35,25 @@ export interface Ctx {
   io: Io;
   configPath: string | undefined;
   config(): Config;
-  /** Opens the store (bringing the schema up to date) once per command. */
-  store(): Store;
+  /** Opens the store the config names (bringing the schema up to date) once per command. */
+  store(): Promise<Store>;
 }
 
 export function makeCtx(io: Io, configPath: string | undefined): Ctx & { close(): void } {
   let cfg: Config | undefined;
-  let st: Store | undefined;
+  let st: Promise<Store> | undefined;
   return {
     io,
     configPath,
     config: () => (cfg ??= loadConfig(configPath ?? io.env.POSTERN_CONFIG)),
     store() {
-      st ??= openStore(this.config().server.data_dir);
+      st ??= openConfiguredStore(this.config());
       return st;
     },
-    close: () => st?.close(),
+    close: () => {
+      // A store that failed to open has nothing to close.
+      void st?.then((s) => s.close(), () => undefined);
+    },
   };
 }
 

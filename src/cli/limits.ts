@@ -18,7 +18,7 @@ Example:
 
 /** The principal's number (what the ledger and overrides are keyed by) and its label ("user:alice"). */
 async function principalOf(ctx: Ctx, name: string, device: boolean): Promise<{ ref: PrincipalRef; label: string }> {
-  const st = ctx.store();
+  const st = await ctx.store();
   if (device) {
     const d = await st.devices.find(name);
     if (!d) throw new CliError(`no such device: ${name} (see: postern device list)`);
@@ -31,7 +31,7 @@ async function principalOf(ctx: Ctx, name: string, device: boolean): Promise<{ r
 
 async function effective(ctx: Ctx, principal: PrincipalRef) {
   const cfg = ctx.config().limits;
-  const o = await ctx.store().limits.override(principal);
+  const o = await (await ctx.store()).limits.override(principal);
   return {
     messagesPerHour: o?.messagesPerHour ?? cfg.messages_per_hour,
     recipientsPerHour: o?.recipientsPerHour ?? cfg.recipients_per_hour,
@@ -47,7 +47,7 @@ export async function limitsShow(ctx: Ctx, argv: string[]): Promise<number> {
   if (!positionals[0]) throw new UsageError(LIMITS_HELP);
   const { ref, label: principal } = await principalOf(ctx, positionals[0], Boolean(values.device));
   const now = Date.now();
-  const st = ctx.store();
+  const st = await ctx.store();
   const usage = await st.limits.usage(ref, now);
   const lim = await effective(ctx, ref);
   const waiting = await st.limits.waiting(ref);
@@ -107,7 +107,7 @@ export async function userLimits(ctx: Ctx, argv: string[]): Promise<number> {
         }).filter(([, v]) => v !== undefined),
       );
   if (!Object.keys(change).length) throw new UsageError(`nothing to change\n\n${LIMITS_HELP}`);
-  const st = ctx.store();
+  const st = await ctx.store();
   const now = Date.now();
   await st.tx(async (t) => {
     await t.limits.setOverride(ref, change, now);

@@ -56,7 +56,7 @@ function states(s: string | undefined): QueueState[] {
 
 async function principalOf(ctx: Ctx, user: string | undefined): Promise<PrincipalRef | undefined> {
   if (user === undefined) return undefined;
-  const u = await ctx.store().users.find(user);
+  const u = await (await ctx.store()).users.find(user);
   if (!u) throw new CliError(`no such user: ${user} (see: postern user list)`);
   return u.principalRef;
 }
@@ -79,7 +79,7 @@ const topReasons = (m: QuarantinedMessage, n = 3) =>
 
 async function list(ctx: Ctx, args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, user: { type: 'string' }, state: { type: 'string' } } });
-  const msgs = await ctx.store().quarantine.list({ states: states(values.state), principal: await principalOf(ctx, values.user) });
+  const msgs = await (await ctx.store()).quarantine.list({ states: states(values.state), principal: await principalOf(ctx, values.user) });
   const now = Date.now();
   const rows = await Promise.all(msgs.map(async (m) => ({ m, h: await summarize(m.header) })));
   if (values.json) {
@@ -130,7 +130,7 @@ async function show(ctx: Ctx, args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { raw: { type: 'boolean' }, json: { type: 'boolean' } } });
   const id = positionals[0];
   if (!id || positionals.length > 1) throw new UsageError(`postern quarantine show needs one message id\n\n${QUARANTINE_HELP}`);
-  const store = ctx.store();
+  const store = await ctx.store();
   const m = await store.quarantine.get(id);
   if (!m) {
     const d = await store.quarantine.decision(id);
@@ -192,7 +192,7 @@ async function decide(ctx: Ctx, verb: 'release' | 'delete', args: string[]): Pro
   });
   let ids = positionals.includes('-') ? [...positionals.filter((p) => p !== '-'), ...(await ctx.io.stdin()).split(/\s+/)] : positionals;
   ids = [...new Set(ids.filter(Boolean))];
-  const store = ctx.store();
+  const store = await ctx.store();
   if (values.all) {
     if (ids.length) throw new UsageError(`postern quarantine ${verb}: give ids or --all, not both`);
     ids = (await store.quarantine.list({ states: states(values.state), principal: await principalOf(ctx, values.user) })).map((m) => m.id);

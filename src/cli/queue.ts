@@ -45,7 +45,7 @@ async function list(ctx: Ctx, args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' }, state: { type: 'string' } } });
   const state = values.state as QueueState | undefined;
   if (state && !QUEUE_STATES.includes(state)) throw new CliError(`unknown state ${state}: use one of ${QUEUE_STATES.join(', ')}`);
-  const store = ctx.store();
+  const store = await ctx.store();
   const msgs = await Promise.all((await store.queue.list(state)).map(async (m) => ({ m, rcpts: await store.delivery.recipients(m.id) })));
   if (values.json) {
     printJson(
@@ -94,7 +94,7 @@ async function retry(ctx: Ctx, args: string[]): Promise<number> {
   const list = await ids(ctx, positionals);
   if (!values.all && !list.length) throw new UsageError(`postern queue retry needs message ids, - (ids on stdin) or --all\n\n${QUEUE_HELP}`);
   if (values.all && list.length) throw new UsageError('postern queue retry: give ids or --all, not both');
-  const n = await ctx.store().delivery.retry(values.all ? 'all' : list, Date.now());
+  const n = await (await ctx.store()).delivery.retry(values.all ? 'all' : list, Date.now());
   ctx.io.stdout(`${n} message${n === 1 ? '' : 's'} will be tried now (held and waiting ones are not retried)\n`);
   if (!values.all && n < list.length) {
     ctx.io.stderr(`postern: ${list.length - n} id${list.length - n === 1 ? ' is' : 's are'} not queued (unknown, held or waiting): see postern queue list\n`);
@@ -111,7 +111,7 @@ async function remove(ctx: Ctx, args: string[]): Promise<number> {
   let missing = 0;
   for (const id of list) {
     try {
-      await ctx.store().delivery.deleteAudited(id, { actor, reason: values.reason ?? null, now: Date.now() });
+      await (await ctx.store()).delivery.deleteAudited(id, { actor, reason: values.reason ?? null, now: Date.now() });
       ctx.io.stdout(`message ${id} deleted\n`);
     } catch (e) {
       if (!(e instanceof MessageNotFoundError)) throw e;

@@ -25,7 +25,7 @@ export async function statsCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { user: { type: 'string' }, since: { type: 'string', default: '24h' }, json: { type: 'boolean' } } });
   const windowMs = parseDuration(values.since);
   const now = Date.now();
-  const st = ctx.store();
+  const st = await ctx.store();
   let principal: string | undefined;
   let ref: PrincipalRef | undefined;
   if (values.user) {

@@ -60,13 +60,13 @@ async function newPassword(ctx: Ctx, fromStdin: boolean): Promise<{ password: st
 }
 
 async function mustFind(ctx: Ctx, name: string): Promise<User> {
-  const u = await ctx.store().users.find(name);
+  const u = await (await ctx.store()).users.find(name);
   if (!u) throw new CliError(`no such user: ${name} (see: postern user list)`);
   return u;
 }
 
 async function describe(ctx: Ctx, u: User, now: number) {
-  const st = ctx.store();
+  const st = await ctx.store();
   const bindings = await st.bindings.list('user', u.id, now);
   const show = (kind: string) =>
     bindings.filter((b) => b.kind === kind).map((b) => (b.expiresAt ? `${b.value} (until ${iso(b.expiresAt)})` : b.value));
@@ -110,9 +110,9 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const now = Date.now();
   const who = actor(values.by, ctx.io.env);
   const reason = values.reason ?? null;
-  const audit = (action: string, target: string, detail: string | null) =>
-    ctx.store().audit.record({ at: now, actor: who, action, target: `user:${target}`, detail, reason });
-  const tx = <T>(fn: () => Promise<T>): Promise<T> => ctx.store().tx(fn);
+  const audit = async (action: string, target: string, detail: string | null) =>
+    (await ctx.store()).audit.record({ at: now, actor: who, action, target: `user:${target}`, detail, reason });
+  const tx = async <T>(fn: () => Promise<T>): Promise<T> => (await ctx.store()).tx(fn);
   const notifyArg = (): string | null => {
     if (values.notify === undefined) return null;
     const a = canonicalAddress(values.notify);
@@ -130,7 +130,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const notify = notifyArg();
       const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
       const hash = await hashPassword(password, params(ctx.config()));
-      const st = ctx.store();
+      const st = await ctx.store();
       try {
         await tx(async () => {
           const u = await st.users.add(n, hash, now);
@@ -159,7 +159,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       if (!senders.length && !networks.length) throw new UsageError(`postern user ${sub} needs --sender or --network\n\n${USER_HELP}`);
       if (values.for && sub === 'deny') throw new UsageError('--for goes with allow');
       const expires = values.for ? now + parseDuration(values.for) : null;
-      const st = ctx.store();
+      const st = await ctx.store();
       if (sub === 'allow') refuseV6OnlyEverywhere(networks, [...networks, ...(await st.bindings.values('user', u.id, 'network', now))]);
       const changed: string[] = [];
       await tx(async () => {
@@ -185,11 +185,11 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const a = canonicalAddress(raw);
       if (!a) throw new CliError(`bad notification address ${JSON.stringify(raw)}: use one address such as alice@home.example`);
       await tx(async () => {
-        await ctx.store().users.setNotifyAddress(u.id, a, now);
+        await (await ctx.store()).users.setNotifyAddress(u.id, a, now);
         await audit('user.notify', u.username, a);
       });
       ctx.io.stdout(`notices for ${u.username} go to ${a}\n`);
-      const warn = notifyWarning(u.username, a, await ctx.store().bindings.values('user', u.id, 'sender', now));
+      const warn = notifyWarning(u.username, a, await (await ctx.store()).bindings.values('user', u.id, 'sender', now));
       if (warn) ctx.io.stderr(warn);
       return 0;
     }
@@ -198,7 +198,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const u = await mustFind(ctx, needName());
       const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
       const hash = await hashPassword(password, params(ctx.config()));
-      const st = ctx.store();
+      const st = await ctx.store();
       let resolved = 0;
       let lifted = false;
       await tx(async () => {
@@ -217,7 +217,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
     case 'unsuspend': {
       const u = await mustFind(ctx, needName());
       if (!reason) throw new UsageError(`postern user ${sub} ${u.username} needs --reason "..." (it goes into the audit log)`);
-      const st = ctx.store();
+      const st = await ctx.store();
       const done = await tx(async () => {
         const ok = sub === 'suspend' ? (await suspendPrincipal(st, { kind: 'user', id: u.id, name: u.username, ref: u.principalRef }, `manual: ${reason}`, now)).changed : await st.users.unsuspend(u.id, now);
         if (ok) await audit(`user.${sub}`, u.username, null);
@@ -232,7 +232,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       return 0;
     }
     case 'list': {
-      const st = ctx.store();
+      const st = await ctx.store();
       const users = await st.users.list();
       const described = await Promise.all(users.map((u) => describe(ctx, u, now)));
       if (values.json) printJson(ctx.io, described);
@@ -262,7 +262,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
     }
     case 'delete': {
       const u = await mustFind(ctx, needName());
-      const st = ctx.store();
+      const st = await ctx.store();
       await tx(async () => {
         await st.bindings.removeAll('user', u.id);
         await st.users.delete(u.id, now);

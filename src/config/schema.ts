@@ -37,8 +37,22 @@ export const configSchema = z.strictObject({
       max_connections_per_ip: z.number().int().min(1).max(100_000).default(50),
       idle_timeout_seconds: z.number().int().min(5).max(3600).default(300),
       shutdown_grace_seconds: z.number().int().min(0).max(600).default(30),
+      // This node's name in delivery claims, leases and logs; "" = the host name.
+      node_id: z
+        .string()
+        .regex(/^[A-Za-z0-9._-]{0,63}$/, 'must be letters, digits, ".", "_" or "-" (at most 63), or "" for the host name')
+        .default(''),
     })
     .prefault({ hostname: 'localhost' }),
+  store: z
+    .strictObject({
+      // "" = SQLite in server.data_dir; a postgres:// URL = that PostgreSQL database, shared by every node.
+      url: z
+        .string()
+        .refine((u) => u === '' || /^postgres(ql)?:\/\/[^\s]+$/.test(u), 'must be "" (SQLite in server.data_dir) or a URL such as "postgres://postern@db.example.com:5432/postern"')
+        .default(''),
+    })
+    .prefault({}),
   submission: z
     .strictObject({
       listen: z.array(listenAddr).default(['[::]:587']),

@@ -99,7 +99,7 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     log,
     maxConcurrent: d.max_concurrent_messages,
     scanMs: d.scan_interval_seconds * 1000,
-    owner: deps.owner ?? processOwner(cfg.server.hostname),
+    owner: deps.owner ?? processOwner(cfg.server.node_id || cfg.server.hostname),
     leaseMs: d.claim_lease_seconds * 1000,
   });
   deps.spool.onCommit((msgs) => {

@@ -8,7 +8,7 @@ import { DeviceRepo } from './devices.js';
 import { IncidentRepo } from './incidents.js';
 import { LimitRepo } from './limits.js';
 import { DeliveryRepo } from './delivery.js';
-import { migrate } from './migrate.js';
+import { migrate, schemaVersion } from './migrate.js';
 import { PolicyCache } from './policy-cache.js';
 import { QueueRepo } from './queue.js';
 import { QuarantineRepo } from './quarantine.js';
@@ -62,6 +62,31 @@ export interface Store {
   /** False once closed. */
   readonly open: boolean;
   close(): void;
+}
+
+/**
+ * The store the config names: SQLite in server.data_dir, or the PostgreSQL database of
+ * store.url (its driver loaded only then). The schema is brought up to date first.
+ */
+export async function openConfiguredStore(cfg: { server: { data_dir: string }; store: { url: string } }): Promise<Store> {
+  if (!cfg.store.url) return openStore(cfg.server.data_dir);
+  const { openPostgresStore } = await import('./postgres/index.js');
+  return openPostgresStore(cfg.store.url);
+}
+
+/** `postern db migrate`: applies what is pending; says what it applied and the version now. */
+export async function migrateConfiguredStore(cfg: { server: { data_dir: string }; store: { url: string } }): Promise<{ applied: number[]; version: number }> {
+  if (cfg.store.url) {
+    const { migratePostgresUrl } = await import('./postgres/index.js');
+    return migratePostgresUrl(cfg.store.url);
+  }
+  const db = openDb(cfg.server.data_dir);
+  try {
+    const applied = migrate(db);
+    return { applied, version: schemaVersion(db) };
+  } finally {
+    db.close();
+  }
 }
 
 /** Opens the database in dataDir, brings the schema up to date, and hands out repositories. */

@@ -1,7 +1,6 @@
 import type { Store } from '../index.js';
 import { PgBindingRepo } from './bindings.js';
 import { PgDeliveryRepo } from './delivery.js';
-
 import { PgAuditRepo, PgIncidentRepo } from './incidents.js';
 import { PgLimitRepo } from './limits.js';
 import { migratePostgres } from './migrate.js';
@@ -11,6 +10,19 @@ import { PgQueueRepo } from './queue.js';
 import { PgAuthAttemptRepo, PgLeaseRepo } from './shared.js';
 import { PgStatsRepo } from './stats.js';
 import { PgDeviceRepo, PgUserRepo } from './users.js';
+import { SCHEMA_VERSION } from '../sql.js';
+
+/** `postern db migrate` on PostgreSQL. */
+export async function migratePostgresUrl(url: string): Promise<{ applied: number[]; version: number }> {
+  const db = new Pg(url);
+  try {
+    const applied = await migratePostgres(db);
+    const version = (await db.one<{ v: number | null }>(SCHEMA_VERSION))?.v ?? 0;
+    return { applied, version };
+  } finally {
+    await db.close();
+  }
+}
 
 /**
  * The store on PostgreSQL: the same repositories and verbs as the SQLite engine (checked by
