@@ -39,6 +39,8 @@ export const NO_POSTGRES_MESSAGE =
 export interface TestPostgres {
   /** A new empty database on the throwaway server, as a postgres:// URL. */
   database(): Promise<string>;
+  /** Stops the server, runs `during`, and starts it again on the same port and data. */
+  outage(during: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -56,19 +58,33 @@ export async function startPostgres(): Promise<TestPostgres> {
   const init = spawnSync(path.join(BIN, 'initdb'), ['-D', path.join(dir, 'data'), '-U', 'postern', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...opts, encoding: 'utf8' });
   if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`);
   const port = await freePort();
-  const child: ChildProcess = spawn(
-    path.join(BIN, 'postgres'),
-    ['-D', path.join(dir, 'data'), '-h', '127.0.0.1', '-p', String(port), '-k', dir, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'],
-    { ...opts, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  await new Promise<void>((resolve, reject) => {
-    let log = '';
-    child.once('exit', (code) => reject(new Error(`postgres exited with ${code}: ${log}`)));
-    child.stderr!.on('data', (d: Buffer) => {
-      log += d.toString();
-      if (/database system is ready to accept connections/.test(log)) resolve();
+  const start = async (): Promise<ChildProcess> => {
+    const child = spawn(
+      path.join(BIN, 'postgres'),
+      ['-D', path.join(dir, 'data'), '-h', '127.0.0.1', '-p', String(port), '-k', dir, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'],
+      { ...opts, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    await new Promise<void>((resolve, reject) => {
+      let log = '';
+      const failed = (code: number | null) => reject(new Error(`postgres exited with ${code}: ${log}`));
+      child.once('exit', failed);
+      child.stderr!.on('data', (d: Buffer) => {
+        log += d.toString();
+        if (/database system is ready to accept connections/.test(log)) {
+          child.off('exit', failed);
+          resolve();
+        }
+      });
     });
-  });
+    return child;
+  };
+  // Fast shutdown: active connections are cut, which is what a test's end (or outage) wants.
+  const halt = (c: ChildProcess) =>
+    new Promise<void>((resolve) => {
+      c.once('exit', () => resolve());
+      c.kill('SIGINT');
+    });
+  let child = await start();
   const admin = `postgres://postern@127.0.0.1:${port}/postgres`;
   let n = 0;
   return {
@@ -80,14 +96,17 @@ export async function startPostgres(): Promise<TestPostgres> {
       await c.end();
       return `postgres://postern@127.0.0.1:${port}/${name}`;
     },
-    stop: () =>
-      new Promise((resolve) => {
-        child.once('exit', () => {
-          rmSync(dir, { recursive: true, force: true });
-          resolve();
-        });
-        // Fast shutdown: active connections are cut, which is what a test's end wants.
-        child.kill('SIGINT');
-      }),
+    async outage(during: () => Promise<void>) {
+      await halt(child);
+      try {
+        await during();
+      } finally {
+        child = await start();
+      }
+    },
+    async stop() {
+      await halt(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }

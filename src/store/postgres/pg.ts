@@ -6,6 +6,12 @@ const types = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
 };
 
+/** Errors after which a connection cannot be used again (the server shut down or went away). */
+function isConnectionLoss(e: unknown): boolean {
+  const code = String((e as { code?: unknown }).code ?? '');
+  return code.startsWith('57P') || code.startsWith('08') || /Connection terminated|ECONNRESET|ECONNREFUSED/.test(String((e as Error).message));
+}
+
 /**
  * One PostgreSQL database for the repositories: a pool for verbs on their own, and the
  * transaction's own client for verbs called inside store.tx (found through the async context,
@@ -50,6 +56,14 @@ export class Pg {
     if (this.context.getStore()) return fn();
     if (this.closed) throw new Error('the store is closed');
     const client = await this.pool.connect();
+    // A server that goes away (a restart, a failover) makes a checked-out client emit
+    // 'error': with no listener that would end the process. The query under way fails too,
+    // and the client is discarded instead of going back to the pool.
+    let broken: Error | undefined;
+    const onError = (e: Error) => {
+      broken = e;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const result = await this.context.run(client, fn);
@@ -57,9 +71,11 @@ export class Pg {
       return result;
     } catch (e) {
       await client.query('ROLLBACK').catch(() => undefined);
+      broken ??= isConnectionLoss(e) ? (e as Error) : undefined;
       throw e;
     } finally {
-      client.release();
+      client.off('error', onError);
+      client.release(broken);
     }
   }
 
