@@ -5,6 +5,7 @@ import { startTestRelay, type TestRelay } from '../helpers/relay.js';
 import { SmtpClient } from '../helpers/smtp-client.js';
 
 const PASS = 'correct horse battery staple';
+const SECRET = 'db-password-never-logged';
 let pg: TestPostgres | undefined;
 let t: TestRelay | undefined;
 afterAll(async () => {
@@ -13,9 +14,11 @@ afterAll(async () => {
 });
 
 describe.runIf(hasPostgres)('PostgreSQL going away under load', () => {
-  it('answers 451 4.3.0 while the database is down, acknowledges nothing it did not commit, and resumes by itself', async () => {
+  it('answers 451 4.3.0 while the database is down, acknowledges nothing it did not commit, resumes by itself, and never logs the database password', async () => {
     pg = await startPostgres();
-    t = await startTestRelay({ store: { url: await pg.database() }, limits: { auth_failure_delay_ms: 0 } });
+    // A password in the URL (the throwaway server trusts any): it must never reach a log line.
+    const url = (await pg.database()).replace('postern@', `postern:${SECRET}@`);
+    t = await startTestRelay({ store: { url }, limits: { auth_failure_delay_ms: 0 } });
     await t.addUser('alice', PASS);
     const replies = new EventEmitter();
     const acked: string[] = [];
@@ -52,6 +55,8 @@ describe.runIf(hasPostgres)('PostgreSQL going away under load', () => {
     const stored = new Set((await t.relay.store.queue.list()).map((m) => m.id));
     expect(acked.filter((id) => !stored.has(id))).toEqual([]);
     expect(t.logs.events('relay.stopped')).toEqual([]);
+    expect(t.logs.events('spool.error').length + t.logs.events('policy.error').length).toBeGreaterThan(0);
+    expect(t.logs.raw.filter((l) => l.includes(SECRET))).toEqual([]);
   }, 60_000);
 });
 
