@@ -1,4 +1,5 @@
 import type { Db } from './db.js';
+import { POLICY_GENERATION } from './sql.js';
 
 /** Entries kept per table before the memory is dropped anyway (a directory of that size is rare). */
 const MAX_ENTRIES = 50_000;
@@ -19,7 +20,7 @@ export class PolicyCache {
   constructor(db: Db) {
     // Off when the database predates migration 007 (a store opened without migrating).
     const present = db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'policy_generation'`).get()!.n === 1;
-    this.generation = present ? db.prepare<[], { n: number }>('SELECT n FROM policy_generation WHERE id = 1') : null;
+    this.generation = present ? db.prepare<[], { n: number }>(POLICY_GENERATION) : null;
   }
 
   /** A lookup through the cache: `load` runs on a miss, and its result (undefined too) is kept. */
@@ -56,7 +57,7 @@ export class PolicyCache {
   }
 }
 
-function deepFreeze<T>(v: T): T {
+export function deepFreeze<T>(v: T): T {
   if (v && typeof v === 'object' && !Object.isFrozen(v)) {
     Object.freeze(v);
     for (const x of Object.values(v)) deepFreeze(x);

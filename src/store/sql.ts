@@ -33,3 +33,6 @@ export const MESSAGES_BY_STATE = 'SELECT state, COUNT(*) AS n FROM messages GROU
 
 /** Both engines: the schema version applied. */
 export const SCHEMA_VERSION = 'SELECT MAX(version) AS v FROM schema_migrations';
+
+/** Both engines: how far the policy tables have moved (see the policy caches). */
+export const POLICY_GENERATION = 'SELECT n FROM policy_generation WHERE id = 1';

@@ -1,5 +1,6 @@
 import type { Binding, BindingKind, PrincipalKind } from '../bindings.js';
 import type { BindingStore } from '../index.js';
+import { dropsCache, type PgPolicyCache } from './cache.js';
 import type { Pg } from './pg.js';
 
 interface Row {
@@ -9,17 +10,26 @@ interface Row {
 }
 
 export class PgBindingRepo implements BindingStore {
-  constructor(private readonly db: Pg) {}
+  /** Every binding of a principal, lapsed ones too (filtered by time on each read); cached when there is a cache. */
+  private readonly all: (key: string) => Promise<Row[]>;
+
+  constructor(
+    private readonly db: Pg,
+    cache?: PgPolicyCache,
+  ) {
+    const load = (key: string) => {
+      const sep = key.indexOf(':');
+      return this.db.q<Row>('SELECT kind, value, expires_at FROM bindings WHERE principal_kind = $1 AND principal_id = $2 ORDER BY kind, position', [key.slice(0, sep), Number(key.slice(sep + 1))]);
+    };
+    this.all = cache ? cache.table(load) : load;
+    dropsCache(this, cache, ['add', 'remove', 'removeAll', 'sweepLapsed']);
+  }
 
   /** Bindings in force at `now` (lapsed exceptions excluded), in the order they were added. */
   async list(pk: PrincipalKind, id: number, now: number, kind?: BindingKind): Promise<Binding[]> {
-    const rows = await this.db.q<Row>(
-      `SELECT kind, value, expires_at FROM bindings
-       WHERE principal_kind = $1 AND principal_id = $2 AND ($3::text IS NULL OR kind = $3) AND (expires_at IS NULL OR expires_at > $4)
-       ORDER BY kind, position`,
-      [pk, id, kind ?? null, now],
-    );
-    return rows.map((r) => ({ kind: r.kind, value: r.value, expiresAt: r.expires_at }));
+    return (await this.all(`${pk}:${id}`))
+      .filter((r) => (!kind || r.kind === kind) && (r.expires_at === null || r.expires_at > now))
+      .map((r) => ({ kind: r.kind, value: r.value, expiresAt: r.expires_at }));
   }
 
   async values(pk: PrincipalKind, id: number, kind: BindingKind, now: number): Promise<string[]> {

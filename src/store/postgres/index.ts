@@ -4,6 +4,7 @@ import { PgDeliveryRepo } from './delivery.js';
 import { PgAuditRepo, PgIncidentRepo } from './incidents.js';
 import { PgLimitRepo } from './limits.js';
 import { migratePostgres } from './migrate.js';
+import { PgPolicyCache } from './cache.js';
 import { Pg } from './pg.js';
 import { PgQuarantineRepo } from './quarantine.js';
 import { PgQueueRepo } from './queue.js';
@@ -30,19 +31,24 @@ export async function migratePostgresUrl(url: string): Promise<{ applied: number
  */
 export async function openPostgresStore(url: string, opts: { migrate?: boolean } = {}): Promise<Store> {
   const db = new Pg(url);
+  const cache = new PgPolicyCache(db, url);
   try {
     if (opts.migrate !== false) await migratePostgres(db);
+    await cache.start();
   } catch (e) {
+    await cache.stop();
     await db.close();
     throw e;
   }
+  // What a transaction read or wrote may be stale once it ends, committed or not.
+  db.onTxEnd = () => cache.clear();
   const store: Store = {
-    users: new PgUserRepo(db),
-    devices: new PgDeviceRepo(db),
-    bindings: new PgBindingRepo(db),
+    users: new PgUserRepo(db, cache),
+    devices: new PgDeviceRepo(db, cache),
+    bindings: new PgBindingRepo(db, cache),
     incidents: new PgIncidentRepo(db),
     audit: new PgAuditRepo(db),
-    limits: new PgLimitRepo(db),
+    limits: new PgLimitRepo(db, cache),
     queue: new PgQueueRepo(db),
     quarantine: new PgQuarantineRepo(db),
     delivery: new PgDeliveryRepo(db),
@@ -64,6 +70,7 @@ export async function openPostgresStore(url: string, opts: { migrate?: boolean }
     },
     close: () => {
       void db.close();
+      void cache.stop();
     },
   };
   return store;

@@ -3,6 +3,7 @@ import { DAY, HOUR, type QuotaDecision, type Usage } from '../../domain/limits.j
 import type { PrincipalRef } from '../../domain/types.js';
 import type { LimitStore } from '../index.js';
 import type { LimitOverride } from '../limits.js';
+import { dropsCache, type PgPolicyCache } from './cache.js';
 import type { Pg } from './pg.js';
 import { lockAll } from './shared.js';
 
@@ -15,7 +16,23 @@ const MINUTE = 60_000;
  * (SQLite refuses them there), the principal's lock held until it ends.
  */
 export class PgLimitRepo implements LimitStore {
-  constructor(private readonly db: Pg) {}
+  /** The admin's override for a principal; through the policy cache when there is one. */
+  readonly override: (principal: PrincipalRef) => Promise<LimitOverride | undefined>;
+
+  constructor(
+    private readonly db: Pg,
+    cache?: PgPolicyCache,
+  ) {
+    const override = async (principal: PrincipalRef): Promise<LimitOverride | undefined> => {
+      const r = await this.db.one<{ messages_per_hour: number | null; recipients_per_hour: number | null; recipients_per_day: number | null }>(
+        'SELECT messages_per_hour, recipients_per_hour, recipients_per_day FROM principal_limits WHERE principal_ref = $1',
+        [principal],
+      );
+      return r && { messagesPerHour: r.messages_per_hour, recipientsPerHour: r.recipients_per_hour, recipientsPerDay: r.recipients_per_day };
+    };
+    this.override = cache ? cache.table(override) : override;
+    dropsCache(this, cache, ['setOverride']);
+  }
 
   /**
    * Reads usage and records one message if `decide` (policy's pure decision) admits it, as
@@ -55,15 +72,6 @@ export class PgLimitRepo implements LimitStore {
       lastAt: r.last !== null && r.last > now - DAY ? r.last : null,
       oldestHourAt: r.oldest === null ? null : r.oldest * MINUTE,
     };
-  }
-
-  /** The admin's override for a principal. */
-  async override(principal: PrincipalRef): Promise<LimitOverride | undefined> {
-    const r = await this.db.one<{ messages_per_hour: number | null; recipients_per_hour: number | null; recipients_per_day: number | null }>(
-      'SELECT messages_per_hour, recipients_per_hour, recipients_per_day FROM principal_limits WHERE principal_ref = $1',
-      [principal],
-    );
-    return r && { messagesPerHour: r.messages_per_hour, recipientsPerHour: r.recipients_per_hour, recipientsPerDay: r.recipients_per_day };
   }
 
   /** Changes only the figures given (null clears one), in one statement: concurrent changes of different figures both stay. */

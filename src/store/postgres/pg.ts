@@ -23,7 +23,7 @@ export class Pg {
   private closed = false;
 
   constructor(url: string) {
-    this.pool = new pg.Pool({ connectionString: url, types, max: 10 });
+    this.pool = new pg.Pool({ connectionString: url, types, max: 20 });
     // An idle client that loses its server (a restart) must not end the process.
     this.pool.on('error', () => undefined);
   }
@@ -31,6 +31,14 @@ export class Pg {
   get open(): boolean {
     return !this.closed;
   }
+
+  /** True inside db.tx (in this async context). */
+  get inTransaction(): boolean {
+    return this.context.getStore() !== undefined;
+  }
+
+  /** Called when a transaction ends, committed or not (the policy cache forgets what it saw meanwhile). */
+  onTxEnd: (() => void) | null = null;
 
   async q<T extends object = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
     if (this.closed) throw new Error('the store is closed');
@@ -76,6 +84,7 @@ export class Pg {
     } finally {
       client.off('error', onError);
       client.release(broken);
+      this.onTxEnd?.();
     }
   }
 

@@ -2,6 +2,7 @@ import type { Device, User } from '../../domain/types.js';
 import { DeviceExistsError, toDevice, type Row as DeviceRow } from '../devices.js';
 import type { DeviceStore, UserStore } from '../index.js';
 import { toUser, UserExistsError, type UserRow } from '../users.js';
+import { dropsCache, type PgPolicyCache } from './cache.js';
 import type { Pg } from './pg.js';
 
 const UNIQUE = '23505';
@@ -23,17 +24,28 @@ async function deleteWithPrincipal(db: Pg, table: 'users' | 'devices', id: numbe
 }
 
 export class PgUserRepo implements UserStore {
-  constructor(private readonly db: Pg) {}
+  /** By username; through the policy cache when there is one (shared, frozen rows). */
+  readonly find: (username: string) => Promise<User | undefined>;
+  /** By id, as find. */
+  readonly get: (id: number) => Promise<User | undefined>;
 
-  async find(username: string): Promise<User | undefined> {
-    const r = await this.db.one<UserRow>('SELECT * FROM users WHERE lower(username) = lower($1)', [username]);
-    return r && toUser(r);
+  constructor(
+    private readonly db: Pg,
+    cache?: PgPolicyCache,
+  ) {
+    const find = async (username: string) => {
+      const r = await this.db.one<UserRow>('SELECT * FROM users WHERE lower(username) = lower($1)', [username]);
+      return r && toUser(r);
+    };
+    const get = async (id: number) => {
+      const r = await this.db.one<UserRow>('SELECT * FROM users WHERE id = $1', [id]);
+      return r && toUser(r);
+    };
+    this.find = cache ? cache.table(find) : find;
+    this.get = cache ? cache.table(get) : get;
+    dropsCache(this, cache, ['add', 'setPassword', 'rehash', 'suspend', 'unsuspend', 'setNotifyAddress', 'delete']);
   }
 
-  async get(id: number): Promise<User | undefined> {
-    const r = await this.db.one<UserRow>('SELECT * FROM users WHERE id = $1', [id]);
-    return r && toUser(r);
-  }
 
   async list(): Promise<User[]> {
     return (await this.db.q<UserRow>('SELECT * FROM users ORDER BY lower(username) COLLATE "C"')).map(toUser);
@@ -93,12 +105,21 @@ export class PgUserRepo implements UserStore {
 }
 
 export class PgDeviceRepo implements DeviceStore {
-  constructor(private readonly db: Pg) {}
+  /** By id; through the policy cache when there is one. */
+  readonly get: (id: number) => Promise<Device | undefined>;
 
-  async get(id: number): Promise<Device | undefined> {
-    const r = await this.db.one<DeviceRow>('SELECT * FROM devices WHERE id = $1', [id]);
-    return r && toDevice(r);
+  constructor(
+    private readonly db: Pg,
+    cache?: PgPolicyCache,
+  ) {
+    const get = async (id: number) => {
+      const r = await this.db.one<DeviceRow>('SELECT * FROM devices WHERE id = $1', [id]);
+      return r && toDevice(r);
+    };
+    this.get = cache ? cache.table(get) : get;
+    dropsCache(this, cache, ['add', 'suspend', 'unsuspend', 'delete']);
   }
+
 
   async find(name: string): Promise<Device | undefined> {
     const r = await this.db.one<DeviceRow>('SELECT * FROM devices WHERE lower(name) = lower($1)', [name]);
