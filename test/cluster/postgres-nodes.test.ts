@@ -183,6 +183,5 @@ describe.runIf(hasPostgres && BUILT)('two nodes on one PostgreSQL', () => {
   }, 30_000);
 });
 
-describe.runIf(!hasPostgres)('two nodes on one PostgreSQL', () => {
-  it.skip(NO_POSTGRES_MESSAGE, () => undefined);
-});
+// Said once, not counted as a skipped test: .ci/run installs the server.
+if (!hasPostgres) console.warn(NO_POSTGRES_MESSAGE);

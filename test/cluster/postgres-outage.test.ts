@@ -60,6 +60,5 @@ describe.runIf(hasPostgres)('PostgreSQL going away under load', () => {
   }, 60_000);
 });
 
-describe.runIf(!hasPostgres)('PostgreSQL going away under load', () => {
-  it.skip(NO_POSTGRES_MESSAGE, () => undefined);
-});
+// Said once, not counted as a skipped test: .ci/run installs the server.
+if (!hasPostgres) console.warn(NO_POSTGRES_MESSAGE);

@@ -43,6 +43,7 @@ if (hasPostgres) {
     };
   });
 } else {
+  // Only without the server (.ci/run installs it): a file must hold a suite.
   describe('store contract (postgres)', () => {
     it.skip(NO_POSTGRES_MESSAGE, () => undefined);
   });
