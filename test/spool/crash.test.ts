@@ -50,7 +50,7 @@ describe('crash safety', () => {
       const sink: Sink = await startSink('127.0.0.1', 0);
       const config = writeConfig(
         dir,
-        `[delivery]\nsmarthost = "127.0.0.1:${sink.port}"\nscan_interval_seconds = 0.2\nretry_initial_minutes = 0.1\n[quarantine]\nnotify_sender = false\n`,
+        `[delivery]\nsmarthost = "127.0.0.1:${sink.port}"\nscan_interval_seconds = 0.2\nretry_initial_minutes = 0.1\n# A killed process's claims lapse in 2 s instead of 2 min: recovery need not wait for them.\nclaim_lease_seconds = 2\n[quarantine]\nnotify_sender = false\n`,
       );
       expect((await cli(config, ['user', 'add', 'alice', '--password-stdin', '--sender', 'alice@example.com', '--network', '127.0.0.1', '--notify', 'alice@home.example'], `${PASS}\n`)).code).toBe(0);
       const store = () => openStore(path.join(dir, 'data'));
