@@ -17,6 +17,8 @@ import { SendError, type TlsLevel, type TlsOutcome, type Transport } from './tra
 export interface DelivererDeps {
   repo: Store['delivery'];
   queue: Store['queue'];
+  /** This process's name in claims: outcomes are written only while the claim is still its own. */
+  owner?: string;
   /** Only the spool writes new messages, DSNs included (Postfix's cleanup). */
   accept: (msg: NewMessage) => Promise<void>;
   router: Router;
@@ -166,7 +168,7 @@ export class Deliverer {
       remoteMta: o.mx,
       remoteVerdict: o.remote && o.status === 'delivered' ? 'accepted' : o.remote && o.status === 'failed' ? 'rejected' : undefined,
     }));
-    const removed = await this.writer.push({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal?.ref ?? null });
+    const removed = await this.writer.push({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal?.ref ?? null, owner: this.d.owner });
     for (const o of outcomes) {
       const base = { queue_id: job.id, principal: job.principal && principalLabel(job.principal), rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
       if (o.status === 'delivered') this.d.log.info({ event: 'delivery.ok', ...base, response: o.text });

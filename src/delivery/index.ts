@@ -76,7 +76,9 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     return (await store.incidents.recordUnlessOpen(incident, clock.now(), null, since))?.incident.id ?? null;
   };
   const reputation = new Reputation(store, { alert: d.reject_alert, windowMs: d.reject_window_minutes * 60_000, minSample: d.reject_min_sample }, clock, log, report);
+  const owner = deps.owner ?? processOwner(cfg.server.node_id || cfg.server.hostname);
   const deliverer = new Deliverer({
+    owner,
     repo: store.delivery,
     queue: store.queue,
     accept: (m) => deps.spool.accept(m),
@@ -99,7 +101,7 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     log,
     maxConcurrent: d.max_concurrent_messages,
     scanMs: d.scan_interval_seconds * 1000,
-    owner: deps.owner ?? processOwner(cfg.server.node_id || cfg.server.hostname),
+    owner,
     leaseMs: d.claim_lease_seconds * 1000,
   });
   deps.spool.onCommit((msgs) => {

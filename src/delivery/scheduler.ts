@@ -2,6 +2,7 @@ import { AsyncResource } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../domain/clock.js';
 import type { Logger } from '../obs/log.js';
+import { ClaimLostError } from '../store/delivery.js';
 import type { Store } from '../store/index.js';
 
 /** Pause after an attempt that failed locally (bug, unreadable body, DB trouble). */
@@ -111,6 +112,12 @@ export class DeliveryScheduler extends EventEmitter {
         const p = this.o
           .attempt(id)
           .catch(async (e: unknown) => {
+            // Another process took the message over after this one's claim lapsed: its outcome
+            // is the one that counts, and this attempt leaves everything to it.
+            if (e instanceof ClaimLostError) {
+              this.o.log.warn({ event: 'delivery.claim_lost', queue_id: id });
+              return;
+            }
             // A local fault (not a remote answer): the message must not stay due, or the
             // scheduler would spin on it. It comes back after a pause, recipients untouched.
             const retryAt = this.o.clock.now() + LOCAL_ERROR_RETRY_MS;

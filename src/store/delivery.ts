@@ -72,6 +72,17 @@ export interface AttemptRecord {
   /** null when no recipient is left pending. */
   nextAttemptAt: number | null;
   principal: PrincipalRef | null;
+  /**
+   * The claimant that made the attempt: its outcome is written only while the message is
+   * still claimed by it. A claim that lapsed and was taken by another node makes the late
+   * outcome a ClaimLostError, so it can never undo what the new claimant records.
+   */
+  owner?: string;
+}
+
+/** The message's claim was taken over (it lapsed) before this attempt's outcome was written. */
+export class ClaimLostError extends Error {
+  override name = 'ClaimLostError';
 }
 
 export class MessageNotFoundError extends Error {}
@@ -168,9 +179,14 @@ export class DeliveryRepo {
       `SELECT COUNT(*) AS n FROM recipients WHERE message_id = ? AND (status = 'pending' OR dsn_done = 0)`,
     );
     const deleteMsg = fast.prepare(DELETE_MESSAGE);
+    const claimOwner = fast.prepare<[string], { claim_owner: string | null }>('SELECT claim_owner FROM messages WHERE id = ?');
     this.recordAttempts = fast.transaction((batch: AttemptRecord[]) => {
       const removed = new Set<string>();
       for (const a of batch) {
+        if (a.owner !== undefined) {
+          const m = claimOwner.get(a.id);
+          if (m && m.claim_owner !== a.owner) throw new ClaimLostError(`message ${a.id} is claimed by another process now`);
+        }
         for (const u of a.updates) {
           // Nothing to report for a delivered recipient: its dsn_done is set at once.
           this.updateRcpt.run(u.status, u.error, u.statusCode, u.remoteMta, a.now, u.status === 'failed' ? 0 : 1, a.id, u.position);

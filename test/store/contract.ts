@@ -12,7 +12,7 @@ import { newQueueId } from '../../src/spool/message.js';
 import { UserExistsError } from '../../src/store/users.js';
 import { DeviceExistsError } from '../../src/store/devices.js';
 import { AlreadyDecidedError, NotFoundError, NotQuarantinedError } from '../../src/store/quarantine.js';
-import { MessageNotFoundError } from '../../src/store/delivery.js';
+import { ClaimLostError, MessageNotFoundError } from '../../src/store/delivery.js';
 
 /**
  * The key by which the limits, queue, quarantine, delivery, incidents and stats verbs name a
@@ -1219,6 +1219,26 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.delivery.outcomeCounts(principalOf(a), T)).toEqual({ total: 1, rejected: 0 });
         // The claim (until T + HOUR) ended with the outcome: another owner takes the retry when due.
         expect(await s.delivery.claimDue('w2', T + 2000, T + HOUR, 10)).toEqual([m]);
+      });
+
+      it('recordAttempts refuses, writing nothing, the late outcome of a claimant whose claim another owner took over', async () => {
+        const [m] = await put(message({ at: T, rcpts: ['x@example.org'] }));
+        expect(await s.delivery.claimDue('w1', T, T + 1000, 10)).toEqual([m]);
+        // w1's claim lapses; w2 takes the message and delivers it.
+        expect(await s.delivery.claimDue('w2', T + 1000, T + HOUR, 10)).toEqual([m]);
+        const late: AttemptRecord = {
+          id: m!,
+          now: T + 1500,
+          nextAttemptAt: T + 5000,
+          principal: null,
+          owner: 'w1',
+          updates: [{ position: 0, status: 'pending', error: '451 4.4.1 timed out', statusCode: '4.4.1', remoteMta: null }],
+        };
+        expect(await rejection(s.delivery.recordAttempts([late]))).toBeInstanceOf(ClaimLostError);
+        expect((await s.delivery.recipients(m!))[0]).toMatchObject({ status: 'pending', attempts: 0, lastError: null });
+        expect(await s.delivery.claimDue('w3', T + 2000, T + HOUR, 10)).toEqual([]);
+        // The owner's own outcome is written.
+        expect([...(await s.delivery.recordAttempts([{ ...late, owner: 'w2', updates: [{ ...late.updates[0]!, status: 'delivered', error: null, statusCode: '2.0.0' }] }]))]).toEqual([m]);
       });
 
       it('recordAttempts removes the messages left with nothing to do and returns their ids', async () => {

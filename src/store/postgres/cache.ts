@@ -24,6 +24,9 @@ export class PgPolicyCache {
   private seen = -1;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
+  private connecting = false;
+  /** When policy_generation was last read (performance.now()), or -Infinity. */
+  private polledAt = -Infinity;
 
   constructor(
     private readonly db: Pg,
@@ -55,9 +58,12 @@ export class PgPolicyCache {
     for (const m of this.maps) m.clear();
   }
 
-  /** Only while a node is told of changes (or has checked within the last second) may it keep rows. */
+  /**
+   * Only while this node is told of changes, or has read policy_generation within the last
+   * 1.5 s, may it keep rows: otherwise a change could go unseen for longer than a second.
+   */
   private listening(): boolean {
-    return this.listener !== null || this.timer !== null;
+    return !this.stopped && (this.listener !== null || performance.now() - this.polledAt < 1.5 * POLL_MS);
   }
 
   /** Subscribes to changes; without a subscription the cache keeps nothing. */
@@ -68,8 +74,9 @@ export class PgPolicyCache {
   }
 
   private async connect(): Promise<void> {
-    if (this.stopped || this.listener) return;
-    const c = new pg.Client({ connectionString: this.url });
+    if (this.stopped || this.listener || this.connecting) return;
+    this.connecting = true;
+    const c = new pg.Client({ connectionString: this.url, keepAlive: true, connectionTimeoutMillis: 5000 });
     const lost = () => {
       if (this.listener === c) this.listener = null;
       this.clear();
@@ -80,12 +87,15 @@ export class PgPolicyCache {
     try {
       await c.connect();
       await c.query('LISTEN postern_policy');
+      if (this.stopped) throw new Error('stopped');
       this.listener = c;
       // Anything changed before the subscription took effect.
       this.clear();
     } catch {
       lost();
       await c.end().catch(() => undefined);
+    } finally {
+      this.connecting = false;
     }
   }
 
@@ -96,6 +106,7 @@ export class PgPolicyCache {
         this.seen = n;
         this.clear();
       }
+      this.polledAt = performance.now();
       if (!this.listener) await this.connect();
     } catch {
       // The database is away: nothing read now is kept either (reads fail).

@@ -1,5 +1,5 @@
 import type { PrincipalRef } from '../../domain/types.js';
-import { MessageNotFoundError, toJob, toRcpt, type AttemptRecord, type DeliveryJob, type JobRow, type RcptRow, type RecipientState } from '../delivery.js';
+import { ClaimLostError, MessageNotFoundError, toJob, toRcpt, type AttemptRecord, type DeliveryJob, type JobRow, type RcptRow, type RecipientState } from '../delivery.js';
 import type { DeliveryStore } from '../index.js';
 import type { Pg } from './pg.js';
 
@@ -85,6 +85,9 @@ export class PgDeliveryRepo implements DeliveryStore {
     return this.db.tx(async () => {
       const removed = new Set<string>();
       for (const a of batch) {
+        // The message first (then its recipients), the order every writer takes its locks in.
+        const m = await this.db.one<{ claim_owner: string | null }>('SELECT claim_owner FROM messages WHERE id = $1 FOR UPDATE', [a.id]);
+        if (a.owner !== undefined && m && m.claim_owner !== a.owner) throw new ClaimLostError(`message ${a.id} is claimed by another process now`);
         for (const u of a.updates) {
           // Nothing to report for a delivered recipient: its dsn_done is set at once.
           await this.db.run(

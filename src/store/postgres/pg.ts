@@ -23,7 +23,19 @@ export class Pg {
   private closed = false;
 
   constructor(url: string) {
-    this.pool = new pg.Pool({ connectionString: url, types, max: 20 });
+    this.pool = new pg.Pool({
+      connectionString: url,
+      types,
+      max: 20,
+      // A database that stops answering (a network cut, not a refusal) must fail verbs, not
+      // hang them: clients then get 451 and every other node is not left waiting on locks
+      // held by a transaction nobody will finish.
+      connectionTimeoutMillis: 5000,
+      keepAlive: true,
+      query_timeout: 35_000,
+      statement_timeout: 30_000,
+      idle_in_transaction_session_timeout: 30_000,
+    });
     // An idle client that loses its server (a restart) must not end the process.
     this.pool.on('error', () => undefined);
   }
