@@ -6,8 +6,8 @@ import { cli } from '../helpers/cli.js';
 import { BUILT, killAll, serve, type ServeChild } from '../helpers/child.js';
 import type { DnsServer } from '../helpers/dnsd.js';
 import { hasPostgres, NO_POSTGRES_MESSAGE, startPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { SERVED_PASS as PASS, servedRelay } from '../helpers/served.js';
-import { closeAllSinks, startSink } from '../helpers/sink.js';
+import { SERVED_PASS as PASS, servedRelay, teardownServed } from '../helpers/served.js';
+import { startSink } from '../helpers/sink.js';
 import { SmtpClient } from '../helpers/smtp-client.js';
 
 let pg: TestPostgres | undefined;
@@ -17,11 +17,8 @@ beforeAll(async () => {
   if (hasPostgres) pg = await startPostgres();
 });
 afterEach(async () => {
-  killAll();
-  await closeAllSinks();
-  await new Promise<void>((r) => (blackHole ? blackHole.close(() => r()) : r()));
+  await teardownServed({ dns, blackHole });
   blackHole = undefined;
-  await dns?.close();
   dns = undefined;
 });
 afterAll(async () => {

@@ -7,18 +7,15 @@ import { openStore } from '../../src/store/index.js';
 import { cli } from '../helpers/cli.js';
 import { BUILT, killAll, serve } from '../helpers/child.js';
 import type { DnsServer } from '../helpers/dnsd.js';
-import { SERVED_PASS as PASS, servedRelay } from '../helpers/served.js';
-import { closeAllSinks, startSink, type Sink } from '../helpers/sink.js';
+import { SERVED_PASS as PASS, servedRelay, teardownServed } from '../helpers/served.js';
+import { startSink, type Sink } from '../helpers/sink.js';
 import { SmtpClient } from '../helpers/smtp-client.js';
 
 let dns: DnsServer | undefined;
 let blackHole: net.Server | undefined;
 afterEach(async () => {
-  killAll();
-  await closeAllSinks();
-  await new Promise<void>((r) => (blackHole ? blackHole.close(() => r()) : r()));
+  await teardownServed({ dns, blackHole });
   blackHole = undefined;
-  await dns?.close();
   dns = undefined;
 });
 afterAll(killAll);

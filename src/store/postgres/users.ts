@@ -13,6 +13,19 @@ async function newPrincipal(db: Pg, kind: 'user' | 'device', name: string, now: 
   return (await db.one<{ id: number }>('INSERT INTO principals (kind, name, created_at) VALUES ($1, $2, $3) RETURNING id', [kind, name, now]))!.id;
 }
 
+/**
+ * Adds a user or device as a new principal, in one transaction; a name taken (in any letter
+ * case) is `exists`, the same error the SQLite engine throws.
+ */
+async function addWithPrincipal<R>(db: Pg, kind: 'user' | 'device', name: string, now: number, exists: Error, insert: (ref: number) => Promise<R | undefined>): Promise<R> {
+  try {
+    return await db.tx(async () => (await insert(await newPrincipal(db, kind, name, now)))!);
+  } catch (e) {
+    if (isUnique(e)) throw exists;
+    throw e;
+  }
+}
+
 /** Deletes a user or device and retires its principal (kept, marked deleted). */
 async function deleteWithPrincipal(db: Pg, table: 'users' | 'devices', id: number, now: number): Promise<boolean> {
   return db.tx(async () => {
@@ -52,19 +65,13 @@ export class PgUserRepo implements UserStore {
   }
 
   async add(username: string, passwordHash: string, now: number): Promise<User> {
-    try {
-      return await this.db.tx(async () => {
-        const ref = await newPrincipal(this.db, 'user', username, now);
-        const r = await this.db.one<UserRow>(
-          'INSERT INTO users (username, password_hash, created_at, updated_at, principal_ref) VALUES ($1, $2, $3, $3, $4) RETURNING *',
-          [username, passwordHash, now, ref],
-        );
-        return toUser(r!);
-      });
-    } catch (e) {
-      if (isUnique(e)) throw new UserExistsError(`user ${username} already exists`);
-      throw e;
-    }
+    const r = await addWithPrincipal(this.db, 'user', username, now, new UserExistsError(`user ${username} already exists`), (ref) =>
+      this.db.one<UserRow>(
+        'INSERT INTO users (username, password_hash, created_at, updated_at, principal_ref) VALUES ($1, $2, $3, $3, $4) RETURNING *',
+        [username, passwordHash, now, ref],
+      ),
+    );
+    return toUser(r);
   }
 
   async setPassword(id: number, passwordHash: string, now: number): Promise<void> {
@@ -141,19 +148,13 @@ export class PgDeviceRepo implements DeviceStore {
   }
 
   async add(name: string, requireTls: boolean, now: number): Promise<Device> {
-    try {
-      return await this.db.tx(async () => {
-        const ref = await newPrincipal(this.db, 'device', name, now);
-        const r = await this.db.one<DeviceRow>(
-          'INSERT INTO devices (name, require_tls, created_at, updated_at, principal_ref) VALUES ($1, $2, $3, $3, $4) RETURNING *',
-          [name, requireTls ? 1 : 0, now, ref],
-        );
-        return toDevice(r!);
-      });
-    } catch (e) {
-      if (isUnique(e)) throw new DeviceExistsError(`device ${name} already exists`);
-      throw e;
-    }
+    const r = await addWithPrincipal(this.db, 'device', name, now, new DeviceExistsError(`device ${name} already exists`), (ref) =>
+      this.db.one<DeviceRow>(
+        'INSERT INTO devices (name, require_tls, created_at, updated_at, principal_ref) VALUES ($1, $2, $3, $3, $4) RETURNING *',
+        [name, requireTls ? 1 : 0, now, ref],
+      ),
+    );
+    return toDevice(r);
   }
 
   async suspend(id: number, reason: string, now: number): Promise<boolean> {
