@@ -1,7 +1,9 @@
 import type { Config } from './config/schema.js';
 import { outboundIdentityProblem } from './config/identity.js';
 import { ConfigError } from './config/load.js';
+import { nodeName } from './config/node.js';
 import { systemClock, type Clock } from './domain/clock.js';
+import { importDkimFiles } from './delivery/dkim.js';
 import { startDelivery, type Delivery } from './delivery/index.js';
 import type { Authenticator } from './identity/authenticator.js';
 import { startIncidents } from './notify/index.js';
@@ -19,11 +21,7 @@ import { queueIdTime } from './spool/message.js';
 import type { QuotaGate } from './spool/quota.js';
 import { openConfiguredStore, type Store } from './store/index.js';
 import { processOwner } from './store/shared.js';
-import { hostname as osHostname } from 'node:os';
 import { startSubmission } from './submission/index.js';
-
-/** This node's name in claims, leases and logs: [server] node_id, else the host name. */
-export const nodeName = (cfg: Config): string => cfg.server.node_id || osHostname();
 
 export interface RelayOptions {
   clock?: Clock;
@@ -77,6 +75,8 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     }
     if (first !== undefined) throw first;
   };
+  // This process's name in shared claims and leases (delivery, the quota drain, metrics).
+  const owner = processOwner(nodeName(cfg));
   try {
     // Metrics count log events (before the level filter); the sources they read come later.
     const late: { listeners?: Listeners; authenticator?: Authenticator } = {};
@@ -84,14 +84,17 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
       queueDepth: () => store.queue.depth(),
       openConnections: () => late.listeners?.connections() ?? 0,
       quarantineDecisions: () => store.stats.quarantineDecisions(),
+      // One node at a time reports what every node reads alike from the store; the lease is
+      // renewed by each scrape and passes to another node a minute after its holder stops.
+      reportsShared: () => store.leases.take('metrics-shared-reporter', owner, clock.now(), clock.now() + 60_000),
       passwordVerifications: () => late.authenticator?.verifications ?? 0,
       receivedAt: queueIdTime,
       now: () => clock.now(),
     });
     // Disabled metrics cost nothing per event: the logger is pino's own.
     const log = cfg.metrics.enabled ? tapLogger(baseLog, (o) => metrics.observe(o)) : baseLog;
-    // This process's name in shared claims and leases (delivery, the quota drain).
-    const owner = processOwner(nodeName(cfg));
+    // Keys left in data_dir/dkim by an older Postern (or copied there) join the shared store.
+    await importDkimFiles(store, cfg.server.data_dir, log);
     const tlsMaterial = await loadTls({ ...cfg.tls, dataDir: cfg.server.data_dir, hostname: cfg.server.hostname });
 
     const spooled = startSpool(cfg, { store });

@@ -71,11 +71,12 @@ export async function doctorCommand(ctx: Ctx, argv: string[]): Promise<number> {
   });
   if (positionals.length) throw new UsageError(`postern doctor takes no arguments (did you mean --domain ${positionals[0]}?)\n\n${DOCTOR_HELP}`);
   const cfg = ctx.config();
-  const domains = values.domain?.length ? values.domain.map(envelopeDomain) : await (await ctx.store()).senderDomains(systemClock.now());
+  const store = await ctx.store();
+  const domains = values.domain?.length ? values.domain.map(envelopeDomain) : await store.senderDomains(systemClock.now());
   // Loaded here, not at the top: the SPF evaluator is heavy and no other command needs it.
   const { runDoctor, healthy } = await import('../dns/doctor.js');
   const results = await runDoctor(
-    { config: cfg, domains, dkimKeys: readDkimKeys(cfg.server.data_dir, domains), certificate: readCertificate(cfg) },
+    { config: cfg, domains, dkimKeys: await readDkimKeys(store, cfg.server.data_dir, domains), certificate: readCertificate(cfg) },
     { dns: doctorDns(createResolver(cfg.delivery.dns_servers)), clock: systemClock },
   );
   if (values.json) printResultsJson(ctx.io, results);

@@ -1,13 +1,15 @@
 import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
-import { QUEUE_STATES, type QueueState } from '../domain/types.js';
+import { QUEUE_STATES, type QueuedMessage, type QueueState } from '../domain/types.js';
+import { ownerNode } from '../store/shared.js';
 import { MessageNotFoundError, type RecipientState } from '../store/delivery.js';
 import { CliError, iso, printJson, table, UsageError, type Ctx } from './io.js';
 
 export const QUEUE_HELP = `Usage: postern queue COMMAND [options]
 
-  list [--state STATE] [--json]    messages in the spool with each recipient's delivery state
-                                   (STATE: ${QUEUE_STATES.join(', ')})
+  list [--state STATE] [--json]    messages in the spool with each recipient's delivery state,
+                                   the node that accepted each one and the node delivering it
+                                   now (STATE: ${QUEUE_STATES.join(', ')})
   retry ID... | - | --all          try queued messages now (ids on stdin with -)
   delete ID... | - [--by NAME] [--reason TEXT]
                                    remove messages for good, without a DSN; recorded in the
@@ -46,7 +48,10 @@ async function list(ctx: Ctx, args: string[]): Promise<number> {
   const state = values.state as QueueState | undefined;
   if (state && !QUEUE_STATES.includes(state)) throw new CliError(`unknown state ${state}: use one of ${QUEUE_STATES.join(', ')}`);
   const store = await ctx.store();
+  const now = Date.now();
   const msgs = await Promise.all((await store.queue.list(state)).map(async (m) => ({ m, rcpts: await store.delivery.recipients(m.id) })));
+  // A claim counts while it has not lapsed: a node that died holds nothing.
+  const delivering = (m: QueuedMessage) => (m.claimOwner && (m.claimUntil ?? 0) > now ? ownerNode(m.claimOwner) : null);
   if (values.json) {
     printJson(
       ctx.io,
@@ -60,6 +65,8 @@ async function list(ctx: Ctx, args: string[]): Promise<number> {
         received: iso(m.receivedAt),
         attempts: m.attempts,
         next_attempt: iso(m.nextAttemptAt),
+        accepted_by: m.acceptedBy,
+        delivering_node: delivering(m),
         recipients: rcpts.map((r) => ({
           address: r.address,
           state: rcptState(r),
@@ -76,9 +83,9 @@ async function list(ctx: Ctx, args: string[]): Promise<number> {
   } else if (!msgs.length) {
     ctx.io.stdout('queue is empty\n');
   } else {
-    const rows = [['ID', 'STATE', 'SIZE', 'RECEIVED', 'NEXT TRY', 'FROM']];
+    const rows = [['ID', 'STATE', 'SIZE', 'RECEIVED', 'NEXT TRY', 'FROM', 'ACCEPTED BY', 'DELIVERING']];
     for (const { m, rcpts } of msgs) {
-      rows.push([m.id, m.state, String(m.size), iso(m.receivedAt), iso(m.nextAttemptAt), m.mailFrom || '<>']);
+      rows.push([m.id, m.state, String(m.size), iso(m.receivedAt), iso(m.nextAttemptAt), m.mailFrom || '<>', m.acceptedBy ?? '-', delivering(m) ?? '-']);
       for (const r of rcpts) {
         const err = r.lastError ? ` ${r.lastError.replace(/\s+/g, ' ').slice(0, 100)}` : '';
         rows.push([`  ${r.address}`, rcptState(r), `${r.attempts} tries`, iso(r.lastAttemptAt), r.status === 'pending' ? iso(m.nextAttemptAt) : '-', `${r.statusCode ?? ''}${err}`.trim()]);

@@ -9,6 +9,10 @@ Per-user figures from the store over a recent window (m, h, d or w; default 24h)
   HELD      messages received in the window and still held in quarantine
   REJECTED  remote 5xx verdicts, out of OUTCOMES final verdicts from remote servers
   INCIDENTS incidents opened (see: postern incidents --user NAME)
+Without --user, the spool by node follows (several nodes on one PostgreSQL):
+  NODE      the node that accepted the mail ([server] node_id, else its host name)
+  QUEUED, HELD, WAITING  its messages still in the spool, by state
+  DELIVERING             messages that node is delivering now (a live delivery claim)
 Refusals (5xx/4xx answers to MAIL, RCPT, DATA) are not stored per user: the relay counts
 them by reason in /metrics (postern_messages_refused_total) and logs each one with the
 user (events mail.refused, rcpt.refused, message.refused).
@@ -35,6 +39,7 @@ export async function statsCommand(ctx: Ctx, argv: string[]): Promise<number> {
     ref = u.principalRef;
   }
   const rows = await st.stats.since(now - windowMs, ref);
+  const nodes = values.user ? [] : await st.stats.nodes(now);
   const sentPartial = windowMs > LEDGER_MS;
   const sentNote = sentPartial ? `SENT covers only the last 24h: the quota ledger keeps no more` : null;
   if (values.json) {
@@ -50,11 +55,18 @@ export async function statsCommand(ctx: Ctx, argv: string[]): Promise<number> {
         remote_outcomes: r.outcomes,
         incidents: r.incidents,
       })),
+      ...(values.user ? {} : { nodes: nodes.map((n) => ({ node: n.node, queued: n.queued, held: n.held, waiting_quota: n.waiting, delivering: n.delivering })) }),
     });
     return 0;
   }
+  const printNodes = () => {
+    if (!nodes.length) return;
+    ctx.io.stdout(`\nspool by node:\n`);
+    ctx.io.stdout(table([['NODE', 'QUEUED', 'HELD', 'WAITING', 'DELIVERING'], ...nodes.map((n) => [n.node ?? '(unrecorded)', String(n.queued), String(n.held), String(n.waiting), String(n.delivering)])]));
+  };
   if (!rows.length) {
     ctx.io.stdout(`no mail sent, held or rejected and no incidents${principal ? ` for ${principal}` : ''} since ${iso(now - windowMs)}\n`);
+    printNodes();
     return 0;
   }
   ctx.io.stdout(
@@ -65,5 +77,6 @@ export async function statsCommand(ctx: Ctx, argv: string[]): Promise<number> {
   );
   ctx.io.stdout(`since ${iso(now - windowMs)}; refusals are not stored per user (see postern stats --help)\n`);
   if (sentNote) ctx.io.stdout(`note: ${sentNote}\n`);
+  printNodes();
   return 0;
 }

@@ -1,22 +1,12 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { fieldAddresses, headerFields } from '../policy/headers.js';
 import { headerEnd } from '../spool/message.js';
 import type { Clock } from '../domain/clock.js';
+import type { Logger } from '../obs/log.js';
+import type { DkimKey } from '../store/dkim.js';
+import type { DkimStore, Store } from '../store/index.js';
 
-/**
- * DKIM keys live at data_dir/dkim/<domain>/<selector>.key (PKCS#8 PEM, mode 0600). The doctor
- * reads the same layout to check the published TXT record, so the layout is an interface.
- */
-export const dkimDir = (dataDir: string) => path.join(dataDir, 'dkim');
-export const dkimKeyPath = (dataDir: string, domain: string, selector: string) =>
-  path.join(dkimDir(dataDir), domain.toLowerCase(), `${selector}.key`);
-
-const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
-const isDomain = (d: string) => d.length <= 253 && d.includes('.') && d.split('.').every((l) => LABEL.test(l));
-
-export class DkimKeyExistsError extends Error {}
+import { DKIM_LABEL as LABEL, isDkimDomain as isDomain, readDkimFiles } from '../dns/local.js';
 
 /** The DNS TXT record that publishes a key: name and value. */
 export function dkimTxtRecord(domain: string, selector: string, privateKeyPem: string): { name: string; value: string } {
@@ -25,21 +15,36 @@ export function dkimTxtRecord(domain: string, selector: string, privateKeyPem: s
 }
 
 /**
- * Creates an RSA-2048 key (RFC 8301: at least 1024, 2048 recommended; 2048 still fits one TXT
- * record in strings of 255). Refuses to overwrite: a replaced key silently breaks every
- * signature until DNS catches up.
+ * A new RSA-2048 key (RFC 8301: at least 1024, 2048 recommended; 2048 still fits one TXT
+ * record in strings of 255) for the store, and the TXT record to publish. The caller adds it
+ * with store.dkim.add, which refuses a selector already taken: a replaced key silently breaks
+ * every signature until DNS catches up.
  */
-export function generateDkimKey(dataDir: string, domain: string, selector: string): { path: string; name: string; value: string } {
+export function newDkimKey(domain: string, selector: string, now: number): { key: DkimKey; name: string; value: string } {
   if (!isDomain(domain)) throw new Error(`invalid domain ${JSON.stringify(domain)}`);
   if (!LABEL.test(selector)) throw new Error(`invalid selector ${JSON.stringify(selector)}: letters, digits and hyphens`);
-  const file = dkimKeyPath(dataDir, domain, selector);
-  if (existsSync(file)) throw new DkimKeyExistsError(file);
-  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-  writeFileSync(`${file}.tmp`, pem, { mode: 0o600 });
-  renameSync(`${file}.tmp`, file);
-  return { path: file, ...dkimTxtRecord(domain, selector, pem) };
+  const key = { domain: domain.toLowerCase(), selector: selector.toLowerCase(), privateKeyPem: pem, createdAt: now };
+  return { key, ...dkimTxtRecord(key.domain, key.selector, pem) };
+}
+
+/**
+ * Imports the key files of data_dir/dkim into the store, on every start: a key is added under
+ * its file's domain and selector, dated by the file's modification time (so the newest file
+ * still signs). A name the store already has keeps the stored key; a file that differs from it
+ * is reported, never imported over it. The files are left in place.
+ */
+export async function importDkimFiles(store: Pick<Store, 'dkim'>, dataDir: string, log: Logger): Promise<void> {
+  for (const f of readDkimFiles(dataDir)) {
+    if ('error' in f) {
+      log.warn({ event: 'dkim.import_failed', path: f.path, err: f.error });
+      continue;
+    }
+    const outcome = await store.dkim.importKey({ domain: f.domain, selector: f.selector, privateKeyPem: f.pem, createdAt: f.mtime });
+    if (outcome === 'added') log.info({ event: 'dkim.imported', path: f.path, domain: f.domain, selector: f.selector });
+    else if (outcome === 'different') log.warn({ event: 'dkim.import_conflict', path: f.path, domain: f.domain, selector: f.selector });
+  }
 }
 
 /** Splits a TXT value into quoted strings of at most 255 bytes (RFC 1035 character-strings). */
@@ -125,44 +130,28 @@ export function dkimSign(raw: Buffer, opts: { domain: string; selector: string; 
   return Buffer.concat([Buffer.from(folded, 'latin1'), raw]);
 }
 
-interface CachedKey {
-  selector: string;
-  key: string;
-}
-
 /**
- * Signs outgoing mail whose header From domain has a key (relaxed/relaxed, rsa-sha256, see
- * dkimSign). When a domain has several selectors the newest file wins:
- * keygen a new selector, publish its record, and signing moves over on the next cache refresh.
+ * Signs outgoing mail whose header From domain has a key in the store (relaxed/relaxed,
+ * rsa-sha256, see dkimSign). When a domain has several keys the newest signs: keygen a new
+ * selector, publish its record, and signing moves over on the next cache refresh. A store that
+ * cannot be read fails the attempt (it is retried) rather than sending the mail unsigned.
  */
 export class DkimSigner {
-  // Misses are cached too (most domains have no key), so the data dir is read at most once
-  // per domain per cacheMs.
-  private readonly cache = new Map<string, { entry: CachedKey | null; at: number }>();
+  // Misses are cached too (most domains have no key), so the store is asked at most once per
+  // domain per cacheMs.
+  private readonly cache = new Map<string, { entry: DkimKey | null; at: number }>();
 
   constructor(
-    private readonly dataDir: string,
+    private readonly keys: Pick<DkimStore, 'newest'>,
     private readonly clock: Clock,
     private readonly cacheMs = 60_000,
   ) {}
 
-  private keyFor(domain: string): CachedKey | null {
+  private async keyFor(domain: string): Promise<DkimKey | null> {
     const now = this.clock.now();
     const hit = this.cache.get(domain);
     if (hit && now - hit.at < this.cacheMs) return hit.entry;
-    const dir = path.join(dkimDir(this.dataDir), domain);
-    let best: { selector: string; mtime: number; file: string } | null = null;
-    try {
-      for (const f of readdirSync(dir)) {
-        const sel = /^([a-z0-9-]+)\.key$/i.exec(f)?.[1];
-        if (!sel) continue;
-        const mtime = statSync(path.join(dir, f)).mtimeMs;
-        if (!best || mtime > best.mtime) best = { selector: sel, mtime, file: path.join(dir, f) };
-      }
-    } catch {
-      best = null;
-    }
-    const entry = best ? { selector: best.selector, key: readFileSync(best.file, 'utf8') } : null;
+    const entry = await this.keys.newest(domain);
     this.cache.set(domain, { entry, at: now });
     return entry;
   }
@@ -171,8 +160,8 @@ export class DkimSigner {
   async sign(raw: Buffer): Promise<{ raw: Buffer; domain: string | null; selector: string | null }> {
     const domain = headerFromDomain(raw);
     if (!domain || !isDomain(domain)) return { raw, domain: null, selector: null };
-    const k = this.keyFor(domain);
+    const k = await this.keyFor(domain);
     if (!k) return { raw, domain: null, selector: null };
-    return { raw: dkimSign(raw, { domain, selector: k.selector, key: k.key }), domain, selector: k.selector };
+    return { raw: dkimSign(raw, { domain, selector: k.selector, key: k.privateKeyPem }), domain, selector: k.selector };
   }
 }

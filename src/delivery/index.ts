@@ -5,6 +5,7 @@ import type { Logger } from '../obs/log.js';
 import { createResolver } from '../dns/resolver.js';
 import type { Spool } from '../spool/spool.js';
 import type { Store } from '../store/index.js';
+import { nodeName } from '../config/node.js';
 import { processOwner } from '../store/shared.js';
 import { Deliverer } from './deliver.js';
 import { DkimSigner } from './dkim.js';
@@ -76,7 +77,7 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     return (await store.incidents.recordUnlessOpen(incident, clock.now(), null, since))?.incident.id ?? null;
   };
   const reputation = new Reputation(store, { alert: d.reject_alert, windowMs: d.reject_window_minutes * 60_000, minSample: d.reject_min_sample }, clock, log, report);
-  const owner = deps.owner ?? processOwner(cfg.server.node_id || cfg.server.hostname);
+  const owner = deps.owner ?? processOwner(nodeName(cfg));
   const deliverer = new Deliverer({
     owner,
     repo: store.delivery,
@@ -84,7 +85,7 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     accept: (m) => deps.spool.accept(m),
     router,
     transport,
-    dkim: new DkimSigner(cfg.server.data_dir, clock, deps.dkimCacheMs),
+    dkim: new DkimSigner(store.dkim, clock, deps.dkimCacheMs),
     reputation,
     clock,
     log,

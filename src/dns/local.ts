@@ -1,14 +1,55 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import type { Store } from '../store/index.js';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
 
-/** A DKIM private key on disk: data_dir/dkim/<domain>/<selector>.key (the layout `postern dkim keygen` writes). */
+/** A DNS label, as a DKIM selector and each label of a signing domain must be. */
+export const DKIM_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
+export const isDkimDomain = (d: string) => d.length <= 253 && d.includes('.') && d.split('.').every((l) => DKIM_LABEL.test(l));
+
+/**
+ * DKIM keys live in the store (every node signs with the same keys). Files at
+ * data_dir/dkim/<domain>/<selector>.key (PKCS#8 PEM), where keys lived before, are imported on
+ * start (delivery/dkim.ts importDkimFiles).
+ */
+export const dkimDir = (dataDir: string) => path.join(dataDir, 'dkim');
+
+/** A key file under data_dir/dkim, read: the key, or why it cannot be used. */
+export type DkimFile = { path: string; domain: string; selector: string; mtime: number } & ({ pem: string } | { error: string });
+
+/** Every data_dir/dkim/<domain>/<selector>.key file (the layout keygen wrote before keys moved to the store). */
+export function readDkimFiles(dataDir: string): DkimFile[] {
+  const root = dkimDir(dataDir);
+  if (!existsSync(root)) return [];
+  const out: DkimFile[] = [];
+  for (const domain of readdirSync(root).sort()) {
+    const dir = path.join(root, domain);
+    if (!isDkimDomain(domain) || !statSync(dir).isDirectory()) continue;
+    for (const f of readdirSync(dir).sort()) {
+      const selector = /^([a-z0-9-]+)\.key$/i.exec(f)?.[1];
+      if (!selector || !DKIM_LABEL.test(selector)) continue;
+      const file = path.join(dir, f);
+      const base = { path: file, domain: domain.toLowerCase(), selector: selector.toLowerCase(), mtime: Math.floor(statSync(file).mtimeMs) };
+      try {
+        const pem = readFileSync(file, 'utf8');
+        createPrivateKey(pem);
+        out.push({ ...base, pem });
+      } catch (e) {
+        out.push({ ...base, error: (e as Error).message });
+      }
+    }
+  }
+  return out;
+}
+
+/** The DKIM key that signs for a domain, as the doctor checks it. */
 export interface LocalDkimKey {
   domain: string;
   selector: string;
+  /** Where it is, for messages: "the store" or a key file not imported yet. */
   path: string;
-  /** The public half, or why the file could not be read as a private key. */
+  /** The public half, or why the key could not be read as a private key. */
   key: { publicKey: KeyObject } | { error: string };
 }
 
@@ -18,31 +59,31 @@ export type LocalCertificate =
   | { state: 'unreadable'; path: string; error: string }
   | { state: 'loaded'; path: string; pem: string; selfSigned: boolean };
 
-export const dkimDir = (dataDir: string, domain: string) => path.join(dataDir, 'dkim', domain.toLowerCase());
-
-function readKey(file: string): LocalDkimKey['key'] {
+function publicHalf(pem: string): LocalDkimKey['key'] {
   try {
-    return { publicKey: createPublicKey(createPrivateKey(readFileSync(file))) };
+    return { publicKey: createPublicKey(createPrivateKey(pem)) };
   } catch (e) {
     return { error: (e as Error).message };
   }
 }
 
 /**
- * The key Postern signs with for each domain: like the signer (src/delivery/dkim.ts), the
- * newest selector file wins, so a freshly generated selector is what the doctor checks.
+ * The key Postern signs with for each domain, as the signer will see it: the newest of the
+ * store's keys and of the data_dir/dkim files the next start imports (a file whose name the
+ * store already has is not imported, so the stored key is the one checked).
  */
-export function readDkimKeys(dataDir: string, domains: string[]): LocalDkimKey[] {
-  return domains.flatMap((domain) => {
-    const dir = dkimDir(dataDir, domain);
-    if (!existsSync(dir)) return [];
-    const newest = readdirSync(dir)
-      .filter((f) => /^[a-z0-9-]+\.key$/i.test(f))
-      .map((f) => ({ f, mtime: statSync(path.join(dir, f)).mtimeMs }))
-      .sort((a, b) => b.mtime - a.mtime || a.f.localeCompare(b.f))[0];
-    if (!newest) return [];
-    const file = path.join(dir, newest.f);
-    return [{ domain, selector: newest.f.slice(0, -'.key'.length), path: file, key: readKey(file) }];
+export async function readDkimKeys(store: Pick<Store, 'dkim'>, dataDir: string, domains: string[]): Promise<LocalDkimKey[]> {
+  const stored = await store.dkim.list();
+  const have = new Set(stored.map((k) => `${k.selector}._domainkey.${k.domain}`));
+  const candidates = [
+    ...stored.map((k) => ({ domain: k.domain, selector: k.selector, at: k.createdAt, path: `the key of selector ${k.selector} in the store`, key: () => publicHalf(k.privateKeyPem) })),
+    ...readDkimFiles(dataDir)
+      .filter((f) => !have.has(`${f.selector}._domainkey.${f.domain}`))
+      .map((f) => ({ domain: f.domain, selector: f.selector, at: f.mtime, path: `${f.path} (imported at the next start)`, key: () => ('error' in f ? { error: f.error } : publicHalf(f.pem)) })),
+  ];
+  return domains.flatMap((d) => {
+    const newest = candidates.filter((k) => k.domain === d.toLowerCase()).sort((a, b) => b.at - a.at || a.selector.localeCompare(b.selector))[0];
+    return newest ? [{ domain: newest.domain, selector: newest.selector, path: newest.path, key: newest.key() }] : [];
   });
 }
 

@@ -89,6 +89,8 @@ export interface NewMessage {
   data: Buffer;
   /** Score and reasons when policy assessed the message (quarantine). */
   assessment?: Assessment;
+  /** The node that accepted it ([server] node_id, else the host name); the spool sets it. */
+  acceptedBy?: string | null;
 }
 
 export interface QueuedMessage {
@@ -104,6 +106,11 @@ export interface QueuedMessage {
   receivedAt: number;
   attempts: number;
   nextAttemptAt: number | null;
+  /** The node that accepted it; null for mail accepted before nodes were recorded. */
+  acceptedBy: string | null;
+  /** The delivery claim: its holder ("node:pid:tag") and until when, or null when unclaimed. */
+  claimOwner: string | null;
+  claimUntil: number | null;
 }
 
 /** One named signal that contributed to a message's score. */

@@ -9,6 +9,12 @@ export interface MetricsSources {
   openConnections(): number;
   /** Quarantine releases, deletions and expiries ever made (all processes). */
   quarantineDecisions(): Record<string, number> | Promise<Record<string, number>>;
+  /**
+   * Whether this node reports the figures every node would read alike from a shared store
+   * (queue depth, quarantine decisions): one node at a time does, so a sum over nodes counts
+   * them once. Absent: always (one node on its own store).
+   */
+  reportsShared?(): boolean | Promise<boolean>;
   /** Password verifications (argon2) this process has run. */
   passwordVerifications?(): number;
   /** ms since the epoch when a queue id was minted (the message's arrival). */
@@ -51,14 +57,26 @@ export class Metrics {
     const suspensions = new Counter({ name: 'postern_suspensions_total', help: 'Users and devices suspended, by principal kind and incident kind', labelNames: ['principal_kind', 'reason'], registers: r });
     const incidents = new Counter({ name: 'postern_incidents_total', help: 'Incidents recorded, by kind', labelNames: ['kind'], registers: r });
     const held = new Counter({ name: 'postern_quarantine_held_total', help: 'Messages held in quarantine', registers: r });
+    // Shared figures are read once per scrape, by the node that reports them (see reportsShared).
+    let shared: Promise<boolean> | null = null;
+    const reportsShared = () => (shared ??= Promise.resolve(src.reportsShared?.() ?? true).finally(() => queueMicrotask(() => (shared = null))));
+    new Gauge({
+      name: 'postern_shared_reporter',
+      help: 'Whether this node reports the shared figures (postern_queue_messages, postern_quarantine_decisions_total): one node at a time does, so their sum over nodes is the cluster total',
+      registers: r,
+      async collect() {
+        this.set((await reportsShared().catch(() => false)) ? 1 : 0);
+      },
+    });
     new Counter({
       name: 'postern_quarantine_decisions_total',
-      help: 'Held messages released, deleted or expired (from the audit log: the CLI decides in its own process)',
+      help: 'Held messages released, deleted or expired, by every node and the CLI (from the audit log); reported by the shared reporter only',
       labelNames: ['action'],
       registers: r,
       async collect() {
-        const decisions = await src.quarantineDecisions();
         this.reset();
+        if (!(await reportsShared())) return;
+        const decisions = await src.quarantineDecisions();
         for (const [action, n] of Object.entries(decisions)) this.inc({ action }, n);
       },
     });
@@ -84,12 +102,13 @@ export class Metrics {
     });
     new Gauge({
       name: 'postern_queue_messages',
-      help: 'Messages in the spool by state',
+      help: 'Messages in the (shared) spool by state; reported by the shared reporter only, so a sum over nodes counts each message once',
       labelNames: ['state'],
       registers: r,
       async collect() {
-        const depth = await src.queueDepth();
         this.reset();
+        if (!(await reportsShared())) return;
+        const depth = await src.queueDepth();
         for (const [state, n] of Object.entries(depth)) this.set({ state }, n);
       },
     });

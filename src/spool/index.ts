@@ -1,3 +1,4 @@
+import { nodeName } from '../config/node.js';
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../domain/clock.js';
 import type { Logger } from '../obs/log.js';
@@ -11,7 +12,7 @@ import { Spool } from './spool.js';
 export function startSpool(cfg: Config, deps: { store: Store }): { spool: Spool; health: SpoolHealth; stop(): Promise<void> } {
   // Postfix's rule: refuse mail while less than 1.5 × the largest message is free.
   const health = new SpoolHealth(cfg.server.data_dir, Math.ceil(1.5 * cfg.submission.max_message_bytes), deps.store.queue);
-  const spool = new Spool(deps.store.queue, health);
+  const spool = new Spool(deps.store.queue, health, nodeName(cfg));
   return { spool, health, stop: () => spool.close() };
 }
 

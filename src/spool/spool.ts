@@ -19,12 +19,14 @@ export class Spool {
     private readonly queue: Store['queue'],
     /** Told of every commit's outcome, for /healthz. */
     private readonly health?: SpoolHealth,
+    /** This node's name, recorded with each message it accepts. */
+    private readonly node: string | null = null,
   ) {
     // A database locked by another process (a backup, an admin's long transaction) makes the
     // commit wait its turn asynchronously, up to 5 s (the store's lock budget), then 451.
     this.group = new GroupCommit(
       async (msgs) => {
-        await this.queue.insertMany(msgs);
+        await this.queue.insertMany(this.node === null ? msgs : msgs.map((m) => ({ ...m, acceptedBy: m.acceptedBy ?? this.node })));
         this.notify(msgs);
         return msgs.map(() => true as const);
       },

@@ -1,4 +1,5 @@
 import { AuditRepo } from './audit.js';
+import { DkimRepo } from './dkim.js';
 import { BindingRepo } from './bindings.js';
 import { openDb, type Db } from './db.js';
 import { gated, Gate, type Async } from './gate.js';
@@ -28,6 +29,7 @@ export type DeliveryStore = Async<DeliveryRepo>;
 export type StatsStore = Async<StatsRepo>;
 export type AuthAttemptStore = Async<AuthAttemptRepo>;
 export type LeaseStore = Async<LeaseRepo>;
+export type DkimStore = Async<DkimRepo>;
 
 /**
  * The store as Postern's modules see it: repositories whose verbs return promises, and one
@@ -49,6 +51,8 @@ export interface Store {
   authAttempts: Async<AuthAttemptRepo>;
   /** Named leases: one drain at a time, one notice per burst, across processes. */
   leases: Async<LeaseRepo>;
+  /** DKIM signing keys: every node signs with the same ones. */
+  dkim: Async<DkimRepo>;
   /** The domains of every exact sender and domain binding (the doctor's default). */
   senderDomains(now: number): Promise<string[]>;
   /**
@@ -125,6 +129,7 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
     stats: g(new StatsRepo(db)),
     authAttempts: g(new AuthAttemptRepo(bookkeeping)),
     leases: g(new LeaseRepo(bookkeeping)),
+    dkim: g(new DkimRepo(db)),
     senderDomains: (now) => gate.run(() => senderDomains(db, now)),
     tx: (fn) =>
       gate.exclusive(

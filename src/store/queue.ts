@@ -14,6 +14,9 @@ export interface MessageRow {
   received_at: number;
   attempts: number;
   next_attempt_at: number | null;
+  accepted_by: string | null;
+  claim_owner: string | null;
+  claim_until: number | null;
   rcpts: string;
 }
 
@@ -32,6 +35,9 @@ export function toMessage(row: MessageRow): QueuedMessage {
     receivedAt: row.received_at,
     attempts: row.attempts,
     nextAttemptAt: row.next_attempt_at,
+    acceptedBy: row.accepted_by,
+    claimOwner: row.claim_owner,
+    claimUntil: row.claim_until,
   };
 }
 
@@ -61,8 +67,8 @@ export class QueueRepo {
 
   constructor(private readonly db: Db) {
     this.insertMsg = db.prepare(
-      `INSERT INTO messages (id, state, mail_from, principal_ref, client_ip, size, received_at, next_attempt_at, score, reasons, held_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO messages (id, state, mail_from, principal_ref, client_ip, size, received_at, next_attempt_at, score, reasons, held_at, accepted_by)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.insertRcpt = db.prepare('INSERT INTO recipients (message_id, position, address) VALUES (?, ?, ?)');
     this.insertBody = db.prepare('INSERT INTO message_bodies (message_id, data) VALUES (?, ?)');
@@ -83,6 +89,7 @@ export class QueueRepo {
           m.assessment ? m.assessment.score : null,
           m.assessment ? JSON.stringify(m.assessment.reasons) : null,
           m.state === 'queued' ? null : m.receivedAt,
+          m.acceptedBy ?? null,
         );
         m.envelope.rcptTo.forEach((a, i) => this.insertRcpt.run(m.id, i, a));
         this.insertBody.run(m.id, m.data);

@@ -146,3 +146,6 @@ export class LeaseRepo {
 export function processOwner(hostname: string): string {
   return `${hostname}:${process.pid}:${randomBytes(3).toString('hex')}`;
 }
+
+/** The node named in a claim owner made by processOwner. */
+export const ownerNode = (owner: string): string => owner.split(':').slice(0, -2).join(':') || owner;

@@ -31,6 +31,9 @@ export const PRINCIPALS_WAITING = `SELECT p.id AS ref, p.kind, p.name FROM princ
 export const MESSAGE_COUNT = 'SELECT COUNT(*) AS n FROM messages';
 export const MESSAGES_BY_STATE = 'SELECT state, COUNT(*) AS n FROM messages GROUP BY state';
 
+/** Both engines: messages in the spool by the node that accepted them, and state. */
+export const MESSAGES_BY_NODE = 'SELECT accepted_by AS node, state, COUNT(*) AS n FROM messages GROUP BY accepted_by, state';
+
 /** Both engines: the schema version applied. */
 export const SCHEMA_VERSION = 'SELECT MAX(version) AS v FROM schema_migrations';
 

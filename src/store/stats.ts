@@ -1,5 +1,31 @@
 import type { Db } from './db.js';
-import type { PrincipalRef } from '../domain/types.js';
+import type { PrincipalRef, QueueState } from '../domain/types.js';
+import { MESSAGES_BY_NODE } from './sql.js';
+import { ownerNode } from './shared.js';
+
+/** One node's share of the spool: what it accepted that is still there, and what it is delivering now. */
+export interface NodeStats {
+  /** null: mail accepted before nodes were recorded. */
+  node: string | null;
+  queued: number;
+  held: number;
+  waiting: number;
+  /** Messages under a delivery claim of this node that has not lapsed. */
+  delivering: number;
+}
+
+/** Both engines: folds the per-node counts and the live claim owners into NodeStats, by node name. */
+export function nodeStats(byNode: Array<{ node: string | null; state: QueueState; n: number }>, owners: string[]): NodeStats[] {
+  const out = new Map<string | null, NodeStats>();
+  const of = (node: string | null) => out.get(node) ?? out.set(node, { node, queued: 0, held: 0, waiting: 0, delivering: 0 }).get(node)!;
+  for (const r of byNode) {
+    const s = of(r.node);
+    if (r.state === 'waiting-quota') s.waiting += Number(r.n);
+    else s[r.state] += Number(r.n);
+  }
+  for (const o of owners) of(ownerNode(o)).delivering++;
+  return [...out.values()].sort((a, b) => (a.node ?? '\uffff').localeCompare(b.node ?? '\uffff'));
+}
 
 /** One principal's figures over a window; each comes from the table named beside it. */
 export interface PrincipalStats {
@@ -33,6 +59,13 @@ export class StatsRepo {
       .all();
     const name: Record<string, string> = { 'quarantine.release': 'released', 'quarantine.delete': 'deleted', 'quarantine.expire': 'expired' };
     return Object.fromEntries(rows.map((r) => [name[r.action]!, r.n]));
+  }
+
+  /** The spool by node: accepted and still there, and under a live delivery claim at `now`. */
+  nodes(now: number): NodeStats[] {
+    const byNode = this.db.prepare<[], { node: string | null; state: QueueState; n: number }>(MESSAGES_BY_NODE).all();
+    const owners = this.db.prepare<[number], { owner: string }>('SELECT claim_owner AS owner FROM messages WHERE claim_owner IS NOT NULL AND claim_until > ?').all(now);
+    return nodeStats(byNode, owners.map((r) => r.owner));
   }
 
   /** Every principal with any figure since `since`, or just `principal`; sorted by name. */

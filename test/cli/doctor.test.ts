@@ -120,6 +120,23 @@ describe('postern doctor', () => {
     expect(tty.out).toContain('\x1b[32mPASS\x1b[0m    identity.outbound_ip');
   });
 
+  it('checks the store\'s key once it is newer than the key file: failing until its record is published', async () => {
+    let out = '';
+    const made = await runCli(['--config', configFile, 'dkim', 'keygen', DOMAIN, '--selector', 'pst2027', '--json'], { stdout: (s) => (out += s), stderr: () => undefined, stdin: async () => '', env: {} });
+    expect(made).toBe(0);
+    const key = JSON.parse(out) as { txt_name: string; txt_value: string };
+    dns.setRecords(zone);
+    const before = JSON.parse((await doctor(['--json', '--domain', DOMAIN])).out) as { checks: Array<{ id: string }> };
+    expect(before.checks.filter((c) => c.id === 'domain.dkim')).toEqual([
+      expect.objectContaining({ status: 'FAIL', subject: `pst2027._domainkey.${DOMAIN}`, reason: 'no DKIM key published: receivers cannot verify what Postern signs with the key of selector pst2027 in the store' }),
+    ]);
+    dns.setRecords([...zone, { type: 'TXT', name: key.txt_name, data: key.txt_value }]);
+    const after = JSON.parse((await doctor(['--json', '--domain', DOMAIN])).out) as { checks: Array<{ id: string }> };
+    expect(after.checks.filter((c) => c.id === 'domain.dkim')).toEqual([
+      expect.objectContaining({ status: 'PASS', subject: `pst2027._domainkey.${DOMAIN}`, reason: 'publishes the public half of the key of selector pst2027 in the store' }),
+    ]);
+  });
+
   it('refuses a --domain that is not a domain name', async () => {
     const r = await doctor(['--domain', 'not a domain']);
     expect(r.code).toBe(2);

@@ -16,7 +16,7 @@ let t: TestRelay;
 let config: string;
 beforeEach(async () => {
   // The CLI reads the system clock, so the relay's records are made at real "now".
-  t = await startTestRelay({}, { clock: new ManualClock(Date.now()) });
+  t = await startTestRelay({ server: { node_id: 'node-a' } }, { clock: new ManualClock(Date.now()) });
   await t.addUser('alice', PASS);
   await t.addUser('bob', PASS);
   config = path.join(t.dir, 'cli.toml');
@@ -45,12 +45,19 @@ describe('postern stats', () => {
 
     const r = await cli(config, ['stats', '--json']);
     expect(r.code).toBe(0);
-    const out = JSON.parse(r.out) as { principals: unknown[]; notes: string[] };
+    const out = JSON.parse(r.out) as { principals: unknown[]; notes: string[]; nodes: unknown[] };
     expect(out.principals).toEqual([
       { principal: 'user:alice', sent: 2, held: 1, refused: null, remote_rejections: 1, remote_outcomes: 2, incidents: 1 },
       { principal: 'user:bob', sent: 1, held: 0, refused: null, remote_rejections: 0, remote_outcomes: 0, incidents: 0 },
     ]);
     expect(out.notes).toEqual(['refused: not stored per user; see /metrics postern_messages_refused_total or the log']);
+    // Everything in the spool, the incident's notice included, was accepted by this node
+    // (delivery is off, so nobody delivers).
+    const queued = (await t.relay.store.queue.list('queued')).length;
+    expect(queued).toBeGreaterThanOrEqual(3);
+    expect(out.nodes).toEqual([{ node: 'node-a', queued, held: 1, waiting_quota: 0, delivering: 0 }]);
+    const human = (await cli(config, ['stats'])).out;
+    expect(human).toMatch(new RegExp(`\\nspool by node:\\nNODE\\s+QUEUED\\s+HELD\\s+WAITING\\s+DELIVERING\\nnode-a\\s+${queued}\\s+1\\s+0\\s+0\\n$`));
 
     const one = await cli(config, ['stats', '--user', 'bob']);
     expect(one.out).toMatch(/^PRINCIPAL\s+SENT\s+HELD\s+REJECTED\s+OUTCOMES\s+INCIDENTS\nuser:bob\s+1\s+0\s+0\s+0\s+0\n/);

@@ -1,6 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { openPostgresStore } from '../../src/store/postgres/index.js';
 import { cli } from '../helpers/cli.js';
 import { BUILT, killAll, serve, type ServeChild } from '../helpers/child.js';
@@ -35,19 +37,33 @@ async function twoNodes(mx: string, port: number, extra = '') {
   const served = await servedRelay(mx, port, `${extra}[store]\nurl = "${url}"\n`);
   dns = served.dns;
   const other = await servedNode(served.config);
+  named(served.config, 'node-a');
   return { url, config: served.config, configs: [served.config, other], nodes: [await serve(served.config), await serve(other)] as [ServeChild, ServeChild] };
 }
 
 /** A second node's config: the same file but its own data dir. */
 async function servedNode(config: string): Promise<string> {
-  const { readFileSync, writeFileSync, mkdirSync } = await import('node:fs');
-  const path = await import('node:path');
   const dir = path.join(path.dirname(config), 'node-b');
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'postern.toml');
   writeFileSync(file, readFileSync(config, 'utf8'));
+  named(file, 'node-b');
   return file;
 }
+
+/** Gives a node's config its [server] node_id (both nodes run on one host, so one host name). */
+function named(config: string, node: string): void {
+  writeFileSync(config, readFileSync(config, 'utf8').replace('[server]\n', `[server]\nnode_id = "${node}"\n`));
+}
+
+/** A node's /metrics, as text. */
+async function scrape(n: ServeChild): Promise<string> {
+  const port = n.events.find((e) => e.event === 'relay.started')!.metrics as number;
+  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+}
+
+/** The value of one series in a scrape, 0 when the node does not report it. */
+const series = (text: string, name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
 
 async function login(port: number, opts: { localAddress?: string } = {}): Promise<{ c: SmtpClient; reply: string }> {
   const c = await SmtpClient.connect(port, opts);
@@ -59,8 +75,10 @@ const body = (s: string) => `From: <alice@sender.example>\r\nSubject: ${s}\r\n\r
 describe.runIf(hasPostgres && BUILT)('two nodes on one PostgreSQL', () => {
   it('delivers mail submitted through either node once, for a user added through the CLI', async () => {
     const sink = await startSink('127.0.0.2', 0);
-    const { nodes } = await twoNodes('127.0.0.2', sink.port);
+    const { nodes, configs } = await twoNodes('127.0.0.2', sink.port);
     const [a, b] = nodes;
+    // A DKIM key made through B's CLI is in the store: both nodes sign with it.
+    expect((await cli(configs[1]!, ['dkim', 'keygen', 'sender.example', '--selector', 'pst1'])).code).toBe(0);
     const subjects = Array.from({ length: 20 }, (_, i) => `message ${i}`);
     await Promise.all(
       [a, b].map(async (n, k) => {
@@ -74,6 +92,7 @@ describe.runIf(hasPostgres && BUILT)('two nodes on one PostgreSQL', () => {
     const got = sink.messages.map((m) => /Subject: (message \d+)/.exec(m.raw.toString())![1]!);
     expect(new Set(got).size).toBe(20);
     expect(got).toHaveLength(20);
+    expect(sink.messages.filter((m) => /^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed\/relaxed; d=sender\.example; s=pst1;/.test(m.raw.toString()))).toHaveLength(20);
   }, 60_000);
 
   it('stops a stolen password everywhere at once: after a foreign login on one node, the other refuses a new login and an open session', async () => {
@@ -145,6 +164,17 @@ describe.runIf(hasPostgres && BUILT)('two nodes on one PostgreSQL', () => {
     const listed = await cli(bConfig, ['quarantine', 'list', '--json']);
     expect(listed.code, listed.err).toBe(0);
     expect((JSON.parse(listed.out) as Array<{ id: string }>).map((m) => m.id)).toEqual([id]);
+    // B's CLI names the node that accepted it; nobody delivers held mail.
+    // (The notice of the hold, to alice, may be in the queue beside it.)
+    const queue = JSON.parse((await cli(bConfig, ['queue', 'list', '--json'])).out) as Array<{ id: string }>;
+    expect(queue.find((m) => m.id === id)).toMatchObject({ state: 'held', accepted_by: 'node-a', delivering_node: null });
+    const byNode = (JSON.parse((await cli(bConfig, ['stats', '--json'])).out) as { nodes: Array<{ node: string }> }).nodes;
+    expect(byNode.map((n) => n.node)).toEqual(['node-a']);
+    expect(byNode[0]).toMatchObject({ held: 1, waiting_quota: 0 });
+    // The held message is in both nodes' store, but one node reports it: the sum over nodes is 1.
+    const scrapes = await Promise.all(nodes.map(scrape));
+    expect(scrapes.map((t) => series(t, 'postern_shared_reporter')).sort()).toEqual([0, 1]);
+    expect(scrapes.reduce((n, t) => n + series(t, 'postern_queue_messages{state="held"}'), 0)).toBe(1);
     const released = await cli(bConfig, ['quarantine', 'release', id, '--reason', 'checked with the CEO']);
     expect(released.code, released.err).toBe(0);
     while (sink.messages.length < 1) await once(sink, 'message');

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { startTestRelay, tempDir } from '../helpers/relay.js';
 import path from 'node:path';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { generateKeyPairSync } from 'node:crypto';
@@ -22,7 +23,7 @@ const zone: Rr[] = [
 ];
 
 describe('DKIM', () => {
-  it('keygen writes data_dir/dkim/<domain>/<selector>.key and prints the TXT record; outgoing mail from that domain verifies with mailauth', async () => {
+  it('keygen stores the key in the store and prints the TXT record; outgoing mail from that domain verifies with mailauth', async () => {
     sinks = await startSinks(['127.0.0.2']);
     h = await startHarness({ records: zone, port: sinks[0]!.port });
     const config = path.join(h.dir, 'cli.toml');
@@ -30,15 +31,21 @@ describe('DKIM', () => {
 
     const out = await cli(config, ['dkim', 'keygen', 'Sender.Example', '--selector', 'pst1', '--json']);
     expect(out.code).toBe(0);
-    const key = JSON.parse(out.out) as { key_file: string; txt_name: string; txt_value: string };
-    expect(key.key_file).toBe(path.join(h.dir, 'dkim', 'sender.example', 'pst1.key'));
-    expect(readFileSync(key.key_file, 'utf8')).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
-    expect(statSync(key.key_file).mode & 0o777).toBe(0o600);
-    expect(key.txt_name).toBe('pst1._domainkey.sender.example');
+    const key = JSON.parse(out.out) as { domain: string; selector: string; stored: string; key_file: null; txt_name: string; txt_value: string };
+    expect(key).toMatchObject({ domain: 'sender.example', selector: 'pst1', stored: 'store', key_file: null, txt_name: 'pst1._domainkey.sender.example' });
     expect(key.txt_value).toMatch(/^v=DKIM1; k=rsa; p=[A-Za-z0-9+/]+=*$/);
+    // In the store, where every node finds it; no key file is written.
+    const stored = await h.store.dkim.list();
+    expect(stored.map((k) => [k.domain, k.selector])).toEqual([['sender.example', 'pst1']]);
+    expect(stored[0]!.privateKeyPem).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
+    expect(dkimTxtRecord('sender.example', 'pst1', stored[0]!.privateKeyPem).value).toBe(key.txt_value);
+    expect(existsSync(path.join(h.dir, 'dkim'))).toBe(false);
     // The human form is a zone-file line with 255-byte strings.
     const human = await cli(config, ['dkim', 'keygen', 'sender.example', '--selector', 'pst1']);
-    expect(human).toMatchObject({ code: 1, err: expect.stringMatching(/already exists .* choose a new selector to rotate/) });
+    expect(human).toMatchObject({ code: 1, err: 'postern: a key for selector pst1 of sender.example already exists in the store: choose a new selector to rotate (see: postern dkim list)\n' });
+    const bad = await cli(config, ['dkim', 'keygen', 'sender.example', '--selector', 'a_b']);
+    expect(bad).toMatchObject({ code: 1, err: 'postern: invalid selector "a_b": letters, digits and hyphens (postern dkim keygen DOMAIN --selector SELECTOR)\n' });
+    expect(JSON.parse((await cli(config, ['dkim', 'list', '--json'])).out)).toEqual([{ domain: 'sender.example', selector: 'pst1', created: expect.any(String), signing: true }]);
 
     h.dns.setRecords([...zone, { type: 'TXT', name: key.txt_name, data: key.txt_value }]);
     await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'], headers: { From: 'Alice <alice@sender.example>', Subject: 'Signed' } });
@@ -83,6 +90,52 @@ describe('DKIM', () => {
     expect(await verify(forged)).toBe('fail');
     const two = sinks[0]!.messages.find((m) => m.raw.includes('Subject: Two Froms'))!;
     expect(two.raw.toString('latin1')).not.toContain('DKIM-Signature');
+  });
+});
+
+describe('DKIM keys left in data_dir/dkim', () => {
+  it('are imported into the store on start (the newest file signs), once; a broken file or one that differs from the stored key is reported and not imported', async () => {
+    const dir = tempDir();
+    const pem = () => generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const put = (domain: string, selector: string, body: string, mtimeSec: number) => {
+      mkdirSync(path.join(dir, 'dkim', domain), { recursive: true });
+      const file = path.join(dir, 'dkim', domain, `${selector}.key`);
+      writeFileSync(file, body, { mode: 0o600 });
+      utimesSync(file, mtimeSec, mtimeSec);
+      return file;
+    };
+    const older = pem();
+    const newer = pem();
+    put('sender.example', 'old', older, 1_700_000_000);
+    put('sender.example', 'new', newer, 1_700_000_100);
+    const broken = put('sender.example', 'broken', 'not a key', 1_700_000_200);
+    let t = await startTestRelay({}, { dir });
+    try {
+      expect(t.logs.events('dkim.imported').map((e) => [e.domain, e.selector])).toEqual([
+        ['sender.example', 'new'],
+        ['sender.example', 'old'],
+      ]);
+      expect(t.logs.events('dkim.import_failed')).toEqual([expect.objectContaining({ path: broken, err: expect.any(String) })]);
+      expect(await t.relay.store.dkim.newest('sender.example')).toEqual({ domain: 'sender.example', selector: 'new', privateKeyPem: newer, createdAt: 1_700_000_100_000 });
+    } finally {
+      await t.stop();
+    }
+    // Again on every start: nothing new to import; a changed file does not replace the stored key.
+    const changed = put('sender.example', 'old', pem(), 1_700_000_300);
+    t = await startTestRelay({}, { dir });
+    try {
+      expect(t.logs.events('dkim.imported')).toEqual([]);
+      expect(t.logs.events('dkim.import_conflict')).toEqual([expect.objectContaining({ path: changed, domain: 'sender.example', selector: 'old' })]);
+      expect((await t.relay.store.dkim.list()).map((k) => [k.selector, k.privateKeyPem])).toEqual([
+        ['new', newer],
+        ['old', older],
+      ]);
+      // No log line carries a private key.
+      expect(t.logs.raw.filter((l) => l.includes('PRIVATE KEY'))).toEqual([]);
+    } finally {
+      await t.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -13,6 +13,7 @@ import { UserExistsError } from '../../src/store/users.js';
 import { DeviceExistsError } from '../../src/store/devices.js';
 import { AlreadyDecidedError, NotFoundError, NotQuarantinedError } from '../../src/store/quarantine.js';
 import { ClaimLostError, MessageNotFoundError } from '../../src/store/delivery.js';
+import { DkimKeyExistsError } from '../../src/store/dkim.js';
 
 /**
  * The key by which the limits, queue, quarantine, delivery, incidents and stats verbs name a
@@ -807,7 +808,7 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
     describe('queue', () => {
       it('insertMany stores each message as the spool accepted it, and get reads it back exactly', async () => {
         const a = await addUser('alice');
-        const m = message({ at: T, principal: a, from: 'alice@example.com', rcpts: ['b@example.org', 'a@example.net'] });
+        const m = { ...message({ at: T, principal: a, from: 'alice@example.com', rcpts: ['b@example.org', 'a@example.net'] }), acceptedBy: 'node-a' };
         const h = message({ at: T + 1, state: 'held', principal: null });
         await s.queue.insertMany([m, h]);
         expect(await s.queue.get(m.id)).toEqual({
@@ -822,6 +823,9 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
           receivedAt: T,
           attempts: 0,
           nextAttemptAt: T,
+          acceptedBy: 'node-a',
+          claimOwner: null,
+          claimUntil: null,
         });
         expect(await s.queue.get(h.id)).toEqual({
           id: h.id,
@@ -835,6 +839,9 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
           receivedAt: T + 1,
           attempts: 0,
           nextAttemptAt: null,
+          acceptedBy: null,
+          claimOwner: null,
+          claimUntil: null,
         });
         expect(await s.queue.get('NOSUCHMESSAGE')).toBeUndefined();
       });
@@ -1108,6 +1115,21 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         const [h] = await put(message({ at: T, state: 'held', rcpts: ['x@example.org', 'y@example.net'] }));
         expect(await s.delivery.recipients(h!)).toEqual([pending(0, 'x@example.org'), pending(1, 'y@example.net')]);
         expect(await s.delivery.recipients('NOSUCHMESSAGE')).toEqual([]);
+      });
+
+      it('a claim shows in the queue listing with its owner and expiry, and stats.nodes counts live claims under the owner\'s node', async () => {
+        const [a, b] = await put({ ...message({ at: T }), acceptedBy: 'node-a' }, { ...message({ at: T + 1 }), acceptedBy: 'node-b' });
+        await put(message({ at: T + 2, state: 'held' }));
+        expect(await s.delivery.claimDue('node-b:4242:abcdef', T + 10, T + MINUTE, 1)).toEqual([a]);
+        expect(await s.queue.get(a!)).toMatchObject({ acceptedBy: 'node-a', claimOwner: 'node-b:4242:abcdef', claimUntil: T + MINUTE });
+        expect(await s.queue.get(b!)).toMatchObject({ acceptedBy: 'node-b', claimOwner: null, claimUntil: null });
+        expect(await s.stats.nodes(T + 20)).toEqual([
+          { node: 'node-a', queued: 1, held: 0, waiting: 0, delivering: 0 },
+          { node: 'node-b', queued: 1, held: 0, waiting: 0, delivering: 1 },
+          { node: null, queued: 0, held: 1, waiting: 0, delivering: 0 },
+        ]);
+        // A lapsed claim is nobody's delivery.
+        expect((await s.stats.nodes(T + MINUTE)).find((n) => n.node === 'node-b')).toEqual({ node: 'node-b', queued: 1, held: 0, waiting: 0, delivering: 0 });
       });
 
       it('claimDue claims due queued messages only, never held or waiting ones, up to the limit, earliest first', async () => {
@@ -1543,6 +1565,40 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
       it('of several callers at once, exactly one is first in the burst', async () => {
         const got = await Promise.all(Array.from({ length: 4 }, () => s.leases.firstInBurst('notice:alice', T, T + 1000)));
         expect(got.filter(Boolean)).toHaveLength(1);
+      });
+    });
+
+    describe('dkim', () => {
+      const key = (domain: string, selector: string, createdAt: number, pem = `-----BEGIN PRIVATE KEY-----\n${selector}\n-----END PRIVATE KEY-----\n`) => ({ domain, selector, privateKeyPem: pem, createdAt });
+
+      it('add stores a key, lower-cased, and newest returns the newest key of a domain (ties to the first selector by name)', async () => {
+        expect(await s.dkim.newest('example.com')).toBeNull();
+        await s.dkim.add(key('Example.COM', 'Old', T));
+        await s.dkim.add(key('example.com', 'new', T + 1000));
+        await s.dkim.add(key('example.com', 'b-tie', T + 1000));
+        await s.dkim.add(key('other.example', 'x', T + 5000));
+        expect(await s.dkim.newest('EXAMPLE.com')).toEqual(key('example.com', 'b-tie', T + 1000));
+        expect(await s.dkim.newest('example.org')).toBeNull();
+        expect((await s.dkim.list()).map((k) => [k.domain, k.selector, k.createdAt])).toEqual([
+          ['example.com', 'b-tie', T + 1000],
+          ['example.com', 'new', T + 1000],
+          ['example.com', 'old', T],
+          ['other.example', 'x', T + 5000],
+        ]);
+        expect((await s.dkim.list())[2]!.privateKeyPem).toBe(key('x', 'Old', T).privateKeyPem);
+      });
+
+      it('add refuses a selector the domain already has, whatever its case, and keeps the first key', async () => {
+        await s.dkim.add(key('example.com', 'pst1', T));
+        await expect(s.dkim.add(key('EXAMPLE.com', 'PST1', T + 1, 'other'))).rejects.toBeInstanceOf(DkimKeyExistsError);
+        expect(await s.dkim.list()).toEqual([key('example.com', 'pst1', T)]);
+      });
+
+      it('importKey adds a new name, and reports a name already taken as the same or a different key without replacing it', async () => {
+        expect(await s.dkim.importKey(key('example.com', 'pst1', T))).toBe('added');
+        expect(await s.dkim.importKey(key('example.com', 'pst1', T + 5))).toBe('same');
+        expect(await s.dkim.importKey(key('example.com', 'pst1', T + 5, 'another key'))).toBe('different');
+        expect(await s.dkim.list()).toEqual([key('example.com', 'pst1', T)]);
       });
     });
 

@@ -1,6 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
-import { dkimDir, type LocalDkimKey } from '../local.js';
+import type { LocalDkimKey } from '../local.js';
 import { addressType, registeredDomain, txtData } from '../names.js';
 import { fail, pass, warn, type CheckResult, type DoctorContext } from './result.js';
 
@@ -106,7 +106,7 @@ async function checkDkimKey(c: DoctorContext, local: LocalDkimKey): Promise<Chec
 export async function checkDkim(c: DoctorContext, domain: string): Promise<CheckResult[]> {
   const keys = c.dkimKeys.filter((k) => k.domain === domain);
   if (!keys.length) {
-    return [warn('domain.dkim', domain, `no DKIM key in ${dkimDir(c.cfg.server.data_dir, domain)}/SELECTOR.key (create one: postern dkim keygen ${domain} --selector SELECTOR): unsigned mail passes DMARC only through SPF`)];
+    return [warn('domain.dkim', domain, `no DKIM key for ${domain} in the store (create one: postern dkim keygen ${domain} --selector SELECTOR): unsigned mail passes DMARC only through SPF`)];
   }
   return Promise.all(keys.map((k) => checkDkimKey(c, k)));
 }

@@ -1,6 +1,7 @@
 import type { Store } from '../index.js';
 import { PgBindingRepo } from './bindings.js';
 import { PgDeliveryRepo } from './delivery.js';
+import { PgDkimRepo } from './dkim.js';
 import { PgAuditRepo, PgIncidentRepo } from './incidents.js';
 import { PgLimitRepo } from './limits.js';
 import { migratePostgres } from './migrate.js';
@@ -55,6 +56,7 @@ export async function openPostgresStore(url: string, opts: { migrate?: boolean }
     stats: new PgStatsRepo(db),
     authAttempts: new PgAuthAttemptRepo(db),
     leases: new PgLeaseRepo(db),
+    dkim: new PgDkimRepo(db),
     senderDomains: async (now) => {
       const rows = await db.q<{ d: string }>(
         `SELECT DISTINCT lower(regexp_replace(value, '^.*@', '')) COLLATE "C" AS d FROM bindings

@@ -39,8 +39,8 @@ export class PgQueueRepo implements QueueStore {
     const rcpts = messages.flatMap((m) => m.envelope.rcptTo.map((address, position) => ({ id: m.id, position, address })));
     await this.db.tx(async () => {
       await this.db.run(
-        `INSERT INTO messages (id, state, mail_from, principal_ref, client_ip, size, received_at, next_attempt_at, score, reasons, held_at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[], $10::text[], $11::bigint[])`,
+        `INSERT INTO messages (id, state, mail_from, principal_ref, client_ip, size, received_at, next_attempt_at, score, reasons, held_at, accepted_by)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[], $10::text[], $11::bigint[], $12::text[])`,
         [
           messages.map((m) => m.id),
           messages.map((m) => m.state),
@@ -54,6 +54,7 @@ export class PgQueueRepo implements QueueStore {
           messages.map((m) => (m.assessment ? m.assessment.score : null)),
           messages.map((m) => (m.assessment ? JSON.stringify(m.assessment.reasons) : null)),
           messages.map((m) => (m.state === 'queued' ? null : m.receivedAt)),
+          messages.map((m) => m.acceptedBy ?? null),
         ],
       );
       if (rcpts.length > 0) {

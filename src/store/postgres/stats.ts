@@ -1,6 +1,7 @@
-import type { PrincipalRef } from '../../domain/types.js';
+import type { PrincipalRef, QueueState } from '../../domain/types.js';
 import type { StatsStore } from '../index.js';
-import type { PrincipalStats } from '../stats.js';
+import { MESSAGES_BY_NODE } from '../sql.js';
+import { nodeStats, type NodeStats, type PrincipalStats } from '../stats.js';
 import type { Pg } from './pg.js';
 
 /** Per-principal figures for "postern stats"; the relay's own counters are in /metrics. */
@@ -14,6 +15,12 @@ export class PgStatsRepo implements StatsStore {
     );
     const name: Record<string, string> = { 'quarantine.release': 'released', 'quarantine.delete': 'deleted', 'quarantine.expire': 'expired' };
     return Object.fromEntries(rows.map((r) => [name[r.action]!, r.n]));
+  }
+
+  async nodes(now: number): Promise<NodeStats[]> {
+    const byNode = await this.db.q<{ node: string | null; state: QueueState; n: number }>(MESSAGES_BY_NODE);
+    const owners = await this.db.q<{ owner: string }>('SELECT claim_owner AS owner FROM messages WHERE claim_owner IS NOT NULL AND claim_until > $1', [now]);
+    return nodeStats(byNode, owners.map((r) => r.owner));
   }
 
   /** Every principal with any figure since `since`, or just `principal`; sorted by name (bytewise, as SQLite). */
