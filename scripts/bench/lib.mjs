@@ -1,7 +1,7 @@
 // Shared pieces of the benchmarks: a lean SMTP client, child-process servers, /proc readings.
 // All traffic stays on loopback; every loop is bounded in count and time.
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -140,6 +140,40 @@ export function procStats(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   const ticks = Number(stat[11]) + Number(stat[12]);
   return { peakRss: hwm, rss, cpuSeconds: ticks / 100, sysSeconds: Number(stat[12]) / 100 };
+}
+
+/** The postmaster listening on `port` (its command line has "-p PORT"), or null. */
+export function postmasterPid(port) {
+  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      if (argv[0]?.endsWith('/postgres') && argv.includes('-p') && argv[argv.indexOf('-p') + 1] === String(port)) return Number(p);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return null;
+}
+
+/**
+ * CPU seconds used so far by every process of the PostgreSQL server whose postmaster is `pid`
+ * (its backends included: those still running, and those already reaped into its children's
+ * times).
+ */
+export function pgCpuSeconds(pid) {
+  const ticks = (p, withChildren) => {
+    const stat = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ');
+    return Number(stat[11]) + Number(stat[12]) + (withChildren ? Number(stat[13]) + Number(stat[14]) : 0);
+  };
+  let total = ticks(pid, true);
+  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1] === String(pid)) total += ticks(p, false);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return total / 100;
 }
 
 /** Spawns a node script and resolves once it prints a JSON line with event "relay.started" or "ready". */

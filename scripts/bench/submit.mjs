@@ -5,18 +5,27 @@
 //   node scripts/bench/submit.mjs --target bare ...         (the ceiling)
 //   node scripts/bench/submit.mjs --storm 200               (200 logins at once)
 //   node scripts/bench/submit.mjs --conns 50 --rate 400      (paced: latency at a given load)
+//   node scripts/bench/submit.mjs --pg 1 --nodes 2           (two nodes on one throwaway PostgreSQL)
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { args, Conn, message, percentile, procStats, ROOT, startChild, tempConfig, SERVE_FLAGS } from './lib.mjs';
+import { args, Conn, message, percentile, pgCpuSeconds, postmasterPid, procStats, ROOT, startChild, tempConfig, SERVE_FLAGS } from './lib.mjs';
 
 // --set limits.enabled=false,quarantine.mode=monitor changes the relay's config for the run.
 // --target smtp-sink runs Postfix's smtp-sink (no TLS, no AUTH): use --plain 1 for it and for
 // the bare smtp-server figure it is compared with.
-const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '', plain: 0, rate: 0 });
+// --pg 1 starts a throwaway PostgreSQL (Debian's server binaries, as the tests do; needs the
+// build: npm run build) and points the relay at a fresh database in it. --nodes N starts N
+// relays on one store (PostgreSQL: use with --pg 1); connections are spread over them in turn,
+// as a TCP load balancer would.
+const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '', plain: 0, rate: 0, pg: 0, nodes: 1 });
 const PASS = 'bench password 0123456789';
 const deadline = Date.now() + o.seconds * 1000;
 
 let server;
+/** Every relay started (one unless --nodes). */
+let servers = [];
+let pgServer = null;
+let pgPid = null;
 if (o.target === 'smtp-sink') {
   const { spawn } = await import('node:child_process');
   const net = await import('node:net');
@@ -40,13 +49,26 @@ if (o.target === 'smtp-sink') {
     const [section, key] = k.split('.');
     overrides[section] = { ...overrides[section], [key]: v === 'true' ? true : v === 'false' ? false : /^\d+$/.test(v) ? Number(v) : v };
   }
-  const { file } = tempConfig(overrides);
-  const add = spawnSync(process.execPath, [path.join(ROOT, 'bin/postern.js'), '--config', file, 'user', 'add', 'bench', '--password-stdin', '--sender', '@example.com', '--network', '127.0.0.1'], { input: PASS });
+  if (o.pg) {
+    const { startPostgres } = await import(path.join(ROOT, 'dist/test/helpers/postgres.js'));
+    pgServer = await startPostgres();
+    const url = await pgServer.database();
+    overrides.store = { url };
+    pgPid = postmasterPid(new URL(url).port);
+  }
+  if (o.nodes > 1 && !overrides.store?.url) throw new Error('--nodes needs a shared store: add --pg 1 (or --set store.url=postgres://...)');
+  const files = Array.from({ length: o.nodes }, (_, i) => tempConfig({ ...overrides, server: { ...overrides.server, node_id: `bench-${i + 1}` } }).file);
+  const add = spawnSync(process.execPath, [path.join(ROOT, 'bin/postern.js'), '--config', files[0], 'user', 'add', 'bench', '--password-stdin', '--sender', '@example.com', '--network', '127.0.0.1'], { input: PASS });
   if (add.status !== 0) throw new Error(add.stderr.toString());
-  server = await startChild([...SERVE_FLAGS, path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
+  servers = await Promise.all(files.map((file) => startChild([...SERVE_FLAGS, path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve'])));
+  server = { ...servers[0], stop: () => servers.forEach((s) => s.stop()) };
 }
+if (!servers.length) servers = [server];
 const { child, port } = server;
+const ports = servers.map((s) => s.port);
 const base = procStats(child.pid);
+const bases = servers.map((s) => procStats(s.child.pid));
+const pgBase = pgPid ? pgCpuSeconds(pgPid) : 0;
 const login = async (c) => {
   if (o.plain) await c.cmd('EHLO bench.example');
   else await c.login('bench', PASS);
@@ -91,6 +113,7 @@ if (o.storm) {
   const started = new Promise((r) => (startAll = r));
   async function worker(_, index) {
     let c = null;
+    const port = ports[index % ports.length];
     if (interval) {
       c = await Conn.open(port);
       await login(c);
@@ -148,7 +171,18 @@ if (o.storm) {
     server_cpu_s: +(st.cpuSeconds - base.cpuSeconds).toFixed(2),
     server_sys_s: +(st.sysSeconds - base.sysSeconds).toFixed(2),
   });
+  if (servers.length > 1 || pgPid) {
+    const nodesCpu = servers.reduce((n, s, i) => n + procStats(s.child.pid).cpuSeconds - bases[i].cpuSeconds, 0);
+    Object.assign(result, {
+      engine: o.pg || o.set.includes('store.url') ? 'postgres' : 'sqlite',
+      nodes: servers.length,
+      nodes_cpu_s: +nodesCpu.toFixed(2),
+      nodes_cpu_ms_per_msg: +((nodesCpu * 1000) / latencies.length).toFixed(2),
+      ...(pgPid ? { postgres_cpu_s: +(pgCpuSeconds(pgPid) - pgBase).toFixed(2), postgres_cpu_ms_per_msg: +(((pgCpuSeconds(pgPid) - pgBase) * 1000) / latencies.length).toFixed(2) } : {}),
+    });
+  }
 }
 server.stop();
+await pgServer?.stop();
 console.log(JSON.stringify(result));
 process.exit(0);

@@ -52,6 +52,12 @@ export class PgPolicyCache {
     };
   }
 
+  /** This node changed policy rows: forget now, and again when the transaction they are in ends. */
+  changed(): void {
+    this.clear();
+    this.db.policyChanged();
+  }
+
   /** Forgets everything (a change here or elsewhere, a transaction's end). */
   clear(): void {
     this.epoch++;
@@ -137,7 +143,7 @@ export function dropsCache<T extends object>(repo: T, cache: PgPolicyCache | und
         try {
           return await verb.apply(repo, args);
         } finally {
-          cache.clear();
+          cache.changed();
         }
       },
     });

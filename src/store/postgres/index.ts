@@ -41,7 +41,7 @@ export async function openPostgresStore(url: string, opts: { migrate?: boolean }
     await db.close();
     throw e;
   }
-  // What a transaction read or wrote may be stale once it ends, committed or not.
+  // A transaction that changed policy rows: what was read meanwhile may be stale once it ends.
   db.onTxEnd = () => cache.clear();
   const store: Store = {
     users: new PgUserRepo(db, cache),

@@ -43,12 +43,15 @@ export class PgLimitRepo implements LimitStore {
       await lockAll(this.db, [`quota ${principal}`]);
       const d = decide(await this.usage(principal, now));
       if (d.admit) {
+        // Both rows in one statement: one round trip less while the principal's lock is held.
         await this.db.run(
-          `INSERT INTO quota_buckets (principal_ref, minute, messages, recipients) VALUES ($1, $2, 1, $3)
-           ON CONFLICT (principal_ref, minute) DO UPDATE SET messages = quota_buckets.messages + 1, recipients = quota_buckets.recipients + excluded.recipients`,
-          [principal, Math.floor(now / MINUTE), recipients],
+          `WITH b AS (
+             INSERT INTO quota_buckets (principal_ref, minute, messages, recipients) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (principal_ref, minute) DO UPDATE SET messages = quota_buckets.messages + 1, recipients = quota_buckets.recipients + excluded.recipients
+           )
+           INSERT INTO quota_last (principal_ref, at) VALUES ($1, $4) ON CONFLICT (principal_ref) DO UPDATE SET at = excluded.at`,
+          [principal, Math.floor(now / MINUTE), recipients, now],
         );
-        await this.db.run('INSERT INTO quota_last (principal_ref, at) VALUES ($1, $2) ON CONFLICT (principal_ref) DO UPDATE SET at = excluded.at', [principal, now]);
       }
       return d;
     });

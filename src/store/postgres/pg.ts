@@ -20,6 +20,8 @@ function isConnectionLoss(e: unknown): boolean {
 export class Pg {
   readonly pool: pg.Pool;
   private readonly context = new AsyncLocalStorage<pg.PoolClient>();
+  /** Transactions (by their client) that changed policy rows: their end drops the policy cache. */
+  private readonly policyWriters = new WeakSet<pg.PoolClient>();
   private closed = false;
 
   constructor(url: string) {
@@ -49,8 +51,19 @@ export class Pg {
     return this.context.getStore() !== undefined;
   }
 
-  /** Called when a transaction ends, committed or not (the policy cache forgets what it saw meanwhile). */
+  /**
+   * Called when a transaction that changed policy rows (see policyChanged) ends, committed or
+   * not: the policy cache forgets what it saw meanwhile. Other transactions leave it alone
+   * (nothing read inside a transaction is cached), so a message's quota and spool commits do
+   * not empty it.
+   */
   onTxEnd: (() => void) | null = null;
+
+  /** Marks the transaction under way, if any, as one that changed policy rows. */
+  policyChanged(): void {
+    const client = this.context.getStore();
+    if (client) this.policyWriters.add(client);
+  }
 
   async q<T extends object = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
     if (this.closed) throw new Error('the store is closed');
@@ -95,8 +108,9 @@ export class Pg {
       throw e;
     } finally {
       client.off('error', onError);
+      const changed = this.policyWriters.delete(client);
       client.release(broken);
-      this.onTxEnd?.();
+      if (changed) this.onTxEnd?.();
     }
   }
 

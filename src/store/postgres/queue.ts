@@ -31,41 +31,42 @@ export class PgQueueRepo implements QueueStore {
   }
 
   /**
-   * Every message of the batch in one transaction (group commit), in three statements
-   * whatever the batch size: one per table, the rows passed as arrays.
+   * Every message of the batch at once (group commit), in one statement whatever the batch
+   * size (rows passed as arrays, one data-modifying CTE per table): a single statement is its
+   * own transaction, so the batch costs one round trip and one commit, and lands whole or not
+   * at all.
    */
   async insertMany(messages: NewMessage[]): Promise<void> {
     if (messages.length === 0) return;
     const rcpts = messages.flatMap((m) => m.envelope.rcptTo.map((address, position) => ({ id: m.id, position, address })));
-    await this.db.tx(async () => {
-      await this.db.run(
-        `INSERT INTO messages (id, state, mail_from, principal_ref, client_ip, size, received_at, next_attempt_at, score, reasons, held_at, accepted_by)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[], $10::text[], $11::bigint[], $12::text[])`,
-        [
-          messages.map((m) => m.id),
-          messages.map((m) => m.state),
-          messages.map((m) => m.envelope.mailFrom),
-          messages.map((m) => m.principal?.ref ?? null),
-          messages.map((m) => m.clientIp),
-          messages.map((m) => m.data.length),
-          messages.map((m) => m.receivedAt),
-          messages.map((m) => (m.state === 'queued' ? m.receivedAt : null)),
-          // Quarantine: why policy put it where it is, and since when it waits.
-          messages.map((m) => (m.assessment ? m.assessment.score : null)),
-          messages.map((m) => (m.assessment ? JSON.stringify(m.assessment.reasons) : null)),
-          messages.map((m) => (m.state === 'queued' ? null : m.receivedAt)),
-          messages.map((m) => m.acceptedBy ?? null),
-        ],
-      );
-      if (rcpts.length > 0) {
-        await this.db.run('INSERT INTO recipients (message_id, position, address) SELECT * FROM unnest($1::text[], $2::int[], $3::text[])', [
-          rcpts.map((r) => r.id),
-          rcpts.map((r) => r.position),
-          rcpts.map((r) => r.address),
-        ]);
-      }
-      await this.db.run('INSERT INTO message_bodies (message_id, data) SELECT * FROM unnest($1::text[], $2::bytea[])', [messages.map((m) => m.id), messages.map((m) => m.data)]);
-    });
+    await this.db.run(
+      `WITH m AS (
+         INSERT INTO messages (id, state, mail_from, principal_ref, client_ip, size, received_at, next_attempt_at, score, reasons, held_at, accepted_by)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[], $10::text[], $11::bigint[], $12::text[])
+       ), r AS (
+         INSERT INTO recipients (message_id, position, address) SELECT * FROM unnest($13::text[], $14::int[], $15::text[])
+       )
+       INSERT INTO message_bodies (message_id, data) SELECT * FROM unnest($1::text[], $16::bytea[])`,
+      [
+        messages.map((m) => m.id),
+        messages.map((m) => m.state),
+        messages.map((m) => m.envelope.mailFrom),
+        messages.map((m) => m.principal?.ref ?? null),
+        messages.map((m) => m.clientIp),
+        messages.map((m) => m.data.length),
+        messages.map((m) => m.receivedAt),
+        messages.map((m) => (m.state === 'queued' ? m.receivedAt : null)),
+        // Quarantine: why policy put it where it is, and since when it waits.
+        messages.map((m) => (m.assessment ? m.assessment.score : null)),
+        messages.map((m) => (m.assessment ? JSON.stringify(m.assessment.reasons) : null)),
+        messages.map((m) => (m.state === 'queued' ? null : m.receivedAt)),
+        messages.map((m) => m.acceptedBy ?? null),
+        rcpts.map((r) => r.id),
+        rcpts.map((r) => r.position),
+        rcpts.map((r) => r.address),
+        messages.map((m) => m.data),
+      ],
+    );
   }
 
   async list(state?: QueueState): Promise<QueuedMessage[]> {
