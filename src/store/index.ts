@@ -53,6 +53,15 @@ export interface Store {
   leases: Async<LeaseRepo>;
   /** DKIM signing keys: every node signs with the same ones. */
   dkim: Async<DkimRepo>;
+  /**
+   * Brings this process's view of policy rows (users, devices, bindings, limit overrides) up
+   * to date with changes other processes committed before the call. SQLite checks on every
+   * lookup, so this does nothing there; on PostgreSQL a change is otherwise seen when its
+   * NOTIFY arrives (milliseconds) or at the next check of the generation counter (within a
+   * second). For callers that must not act on a change before it is seen: tests, a command
+   * run right after another process's change.
+   */
+  syncPolicy(): Promise<void>;
   /** The domains of every exact sender and domain binding (the doctor's default). */
   senderDomains(now: number): Promise<string[]>;
   /**
@@ -131,6 +140,7 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
     leases: g(new LeaseRepo(bookkeeping)),
     dkim: g(new DkimRepo(db)),
     senderDomains: (now) => gate.run(() => senderDomains(db, now)),
+    syncPolicy: async () => undefined,
     tx: (fn) =>
       gate.exclusive(
         () => db.exec('BEGIN IMMEDIATE'),

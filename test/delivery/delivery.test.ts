@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { sqliteHandle } from '../../src/store/index.js';
 import { once } from 'node:events';
 import type { Rr } from '../helpers/dnsd.js';
 import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
@@ -323,13 +322,13 @@ describe('reputation feedback', () => {
     await h.submit({ from: 'mallory@sender.example', to: ['a@dest.example', 'spam1@dest.example'], principal: 'mallory' });
     await h.drain();
     expect(await h.delivery.reputation.recentRejectionRate(mallory)).toBe(0.5);
-    expect(sqliteHandle(h.store).prepare("SELECT COUNT(*) AS n FROM incidents").get()).toEqual({ n: 0 });
+    expect(await h.store.incidents.list()).toEqual([]);
     await h.submit({ from: 'mallory@sender.example', to: ['spam2@dest.example', 'spam3@dest.example'], principal: 'mallory' });
     await h.submit({ from: 'mallory@sender.example', to: ['spam4@dest.example'], principal: 'mallory' });
     await h.drain();
     expect(await h.delivery.reputation.recentRejectionRate(mallory)).toBe(0.8);
-    const incidents = sqliteHandle(h.store).prepare('SELECT principal_kind, principal_name, principal_id, kind FROM incidents').all();
-    expect(incidents).toEqual([{ principal_kind: 'user', principal_name: 'mallory', principal_id: 1, kind: 'remote-rejections' }]);
+    const incidents = (await h.store.incidents.list()).map(({ principalKind, principalName, principalId, kind }) => ({ principalKind, principalName, principalId, kind }));
+    expect(incidents).toEqual([{ principalKind: 'user', principalName: 'mallory', principalId: 1, kind: 'remote-rejections' }]);
     expect(h.logs.events('incident.opened')).toHaveLength(1);
     // The admins' notice went through the spool like any message (to sender.example's MX).
     expect(mx2.messages.filter((m) => m.to.includes('postmaster@sender.example'))).toHaveLength(1);
@@ -352,7 +351,7 @@ describe('scheduler', () => {
     const { h, mx1 } = await setup(zone([{ type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx1.dest.example' } }]));
     await h.delivery.scheduler.stop();
     const id = await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'] });
-    sqliteHandle(h.store).prepare('DELETE FROM message_bodies WHERE message_id = ?').run(id);
+    await h.loseBody(id);
     h.delivery.scheduler.start();
     await h.drain();
     expect(mx1.connections).toBe(0);

@@ -7,10 +7,11 @@ import { IncidentResponder } from '../../src/notify/incidents.js';
 import { createLogger } from '../../src/obs/log.js';
 import { newQueueId, rfc5322Date } from '../../src/spool/message.js';
 import { Spool } from '../../src/spool/spool.js';
-import { openStore, type Store } from '../../src/store/index.js';
+import { openConfiguredStore, sqliteHandle, type Store } from '../../src/store/index.js';
+import pg from 'pg';
 import type { QueueState } from '../../src/domain/types.js';
 import { startDnsServer, type DnsServer, type Rr } from './dnsd.js';
-import { LogCapture, tempDir, testConfig } from './relay.js';
+import { LogCapture, onTestEngine, tempDir, testConfig } from './relay.js';
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
 
@@ -27,6 +28,8 @@ export interface Harness {
   submit(m: { from: string; to: string[]; headers?: Record<string, string>; body?: string; principal?: string; state?: QueueState }): Promise<string>;
   /** Runs every attempt due now (and the DSNs they queue) to the end. */
   drain(): Promise<void>;
+  /** Fault injection no verb offers: removes a message's body behind the store's back, on either engine. */
+  loseBody(id: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -35,11 +38,14 @@ export async function startHarness(opts: { records: Rr[]; port: number; config?:
   const dns = await startDnsServer(opts.records);
   const dir = tempDir('postern-delivery-');
   const base = opts.config ?? {};
-  const cfg = testConfig(dir, {
-    ...base,
-    delivery: { enabled: true, dns_servers: [dns.address], port: opts.port, scan_interval_seconds: 3600, ...(base.delivery ?? {}) } as DeepPartial<Config>['delivery'],
-  } as DeepPartial<Config>);
-  const store = openStore(dir);
+  const cfg = testConfig(
+    dir,
+    await onTestEngine({
+      ...base,
+      delivery: { enabled: true, dns_servers: [dns.address], port: opts.port, scan_interval_seconds: 3600, ...(base.delivery ?? {}) } as DeepPartial<Config>['delivery'],
+    } as DeepPartial<Config>),
+  );
+  const store = await openConfiguredStore(cfg);
   const spool = new Spool(store.queue);
   const clock = new ManualClock();
   const logs = new LogCapture();
@@ -84,6 +90,20 @@ export async function startHarness(opts: { records: Rr[]; port: number; config?:
       return id;
     },
     drain: () => delivery.scheduler.drain(),
+    async loseBody(id) {
+      let removed: number | null;
+      if (!cfg.store.url) removed = sqliteHandle(store).prepare('DELETE FROM message_bodies WHERE message_id = ?').run(id).changes;
+      else {
+        const c = new pg.Client({ connectionString: cfg.store.url });
+        await c.connect();
+        try {
+          removed = (await c.query('DELETE FROM message_bodies WHERE message_id = $1', [id])).rowCount;
+        } finally {
+          await c.end();
+        }
+      }
+      if (removed !== 1) throw new Error(`message ${id} had no body to remove`);
+    },
     close() {
       closing ??= (async () => {
         await delivery.stop();

@@ -1,13 +1,15 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { inject } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { ManualClock } from '../../src/domain/clock.js';
 import { hashPassword } from '../../src/identity/passwords.js';
 import { startRelay, type Relay } from '../../src/main.js';
 import { createLogger } from '../../src/obs/log.js';
+import { createDatabase } from './postgres.js';
 
 /** argon2id, really, but cheap: tests verify behaviour, benchmarks measure cost. */
 export const TEST_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 };
@@ -17,6 +19,26 @@ export function tempDir(prefix = 'postern-test-'): string {
 }
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
+
+/**
+ * The store engine this run's relays and harnesses use: the "postgres" project of
+ * vitest.config.ts sets POSTERN_TEST_STORE for the suites that run on both engines.
+ */
+export const ENGINE: 'sqlite' | 'postgres' = process.env.POSTERN_TEST_STORE === 'postgres' ? 'postgres' : 'sqlite';
+
+/**
+ * The overrides with the store of this run's engine: as they are on SQLite (the data dir) or
+ * when they name a store themselves (a relay restarted on the same database); otherwise a new
+ * database of its own, copied from the migrated template test/helpers/postgres-setup.ts made.
+ */
+export async function onTestEngine<T extends DeepPartial<Config>>(overrides: T): Promise<T> {
+  if (ENGINE === 'sqlite' || overrides.store?.url !== undefined) return overrides;
+  const url = await createDatabase(inject('postgresAdminUrl'), { template: inject('postgresTemplate') });
+  return { ...overrides, store: { ...overrides.store, url } };
+}
+
+/** The [store] section of a CLI config file for a test relay's store ("" on SQLite: data_dir says it). */
+export const storeToml = (cfg: Config): string => (cfg.store.url ? `[store]\nurl = "${cfg.store.url}"\n` : '');
 
 export function testConfig(dataDir: string, overrides: DeepPartial<Config> = {}): Config {
   const doc: Record<string, Record<string, unknown>> = {
@@ -41,16 +63,27 @@ export function testConfig(dataDir: string, overrides: DeepPartial<Config> = {})
 export class LogCapture extends Writable {
   readonly lines: Array<Record<string, unknown>> = [];
   readonly raw: string[] = [];
+  private waiters: Array<{ name: string; n: number; resolve: () => void }> = [];
   override _write(chunk: Buffer, _enc: string, cb: () => void) {
     for (const line of chunk.toString('utf8').split('\n')) {
       if (!line) continue;
       this.raw.push(line);
       this.lines.push(JSON.parse(line) as Record<string, unknown>);
     }
+    this.waiters = this.waiters.filter((w) => (this.events(w.name).length >= w.n ? (w.resolve(), false) : true));
     cb();
   }
   events(name: string) {
     return this.lines.filter((l) => l.event === name);
+  }
+  /**
+   * Resolves once this event has been logged n times in all (those already logged count):
+   * for work a decision starts without waiting for it, such as the notices after an incident,
+   * which the reply does not wait for and which land later on some engines than on others.
+   */
+  logged(name: string, n = 1): Promise<void> {
+    if (this.events(name).length >= n) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ name, n, resolve }));
   }
 }
 
@@ -67,12 +100,29 @@ export interface TestRelay {
   stop(): Promise<void>;
 }
 
+/**
+ * The self-signed certificate the first relay of this worker generated, per hostname. Making
+ * one costs ~0.4 s (a worker thread loading the X.509 libraries), more than the rest of a
+ * relay's start; later relays in a fresh data dir find it there and reuse it, as a restarted
+ * server would. The generating path still runs once per worker, and in every served child.
+ */
+const madeCerts = new Map<string, { cert: Buffer; key: Buffer }>();
+const tlsFiles = (dir: string) => ({ tls: path.join(dir, 'tls'), cert: path.join(dir, 'tls', 'selfsigned.crt'), key: path.join(dir, 'tls', 'selfsigned.key') });
+
 export async function startTestRelay(overrides: DeepPartial<Config> = {}, opts: { dir?: string; clock?: ManualClock } = {}): Promise<TestRelay> {
   const dir = opts.dir ?? tempDir();
-  const cfg = testConfig(dir, overrides);
+  const cfg = testConfig(dir, await onTestEngine(overrides));
+  const files = tlsFiles(dir);
+  const made = madeCerts.get(cfg.server.hostname);
+  if (!opts.dir && !cfg.tls.cert && made) {
+    mkdirSync(files.tls, { mode: 0o700 });
+    writeFileSync(files.key, made.key, { mode: 0o600 });
+    writeFileSync(files.cert, made.cert);
+  }
   const logs = new LogCapture();
   const clock = opts.clock ?? new ManualClock();
   const relay = await startRelay(cfg, { clock, log: createLogger('debug', logs) });
+  if (!made && logs.events('relay.started')[0]?.cert === 'generated') madeCerts.set(cfg.server.hostname, { cert: readFileSync(files.cert), key: readFileSync(files.key) });
   return {
     relay,
     cfg,

@@ -2,9 +2,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { sweepLapsedBindings } from '../../src/notify/lapse.js';
-import { cli } from '../helpers/cli.js';
+import { cli as runCli } from '../helpers/cli.js';
 import { SmtpClient } from '../helpers/smtp-client.js';
-import { startTestRelay, type TestRelay } from '../helpers/relay.js';
+import { startTestRelay, storeToml, type TestRelay } from '../helpers/relay.js';
 
 const PASS = 'correct horse battery staple';
 const MSG = 'Subject: hi\r\n\r\nhello\r\n';
@@ -14,6 +14,15 @@ const SUSPENDED_AUTH = '535 5.7.8 Authentication credentials invalid: this accou
 const FOREIGN = { localAddress: '127.0.0.2' };
 
 let t: TestRelay;
+/**
+ * The CLI, as a separate process, then this relay brought up to date with what it committed
+ * (SQLite sees it at the next lookup anyway; PostgreSQL otherwise at its NOTIFY, moments later).
+ */
+const cli = async (...args: Parameters<typeof runCli>) => {
+  const r = await runCli(...args);
+  await t.relay.store.syncPolicy();
+  return r;
+};
 let config: string;
 let alice: number;
 
@@ -22,7 +31,7 @@ beforeEach(async () => {
   alice = await t.addUser('alice', PASS, { networks: ['127.0.0.1/32'], senders: ['alice@example.com', '@example.org'] });
   await t.relay.store.users.setNotifyAddress(alice, 'alice@home.example', t.clock.now());
   config = path.join(t.dir, 'cli.toml');
-  writeFileSync(config, `[server]\nhostname = "smtp.test.example"\ndata_dir = "${t.dir}"\n[auth]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n`);
+  writeFileSync(config, `[server]\nhostname = "smtp.test.example"\ndata_dir = "${t.dir}"\n[auth]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n${storeToml(t.cfg)}`);
 });
 afterEach(() => t.stop());
 
@@ -166,6 +175,8 @@ describe('suspension and helpdesk reset', () => {
     const thief = await session(FOREIGN);
     await thief.login('alice', PASS);
     await thief.quit();
+    // The reply does not wait for the notices: they are queued once the incident is recorded.
+    await t.logs.logged('notice.queued', 2);
     const first = await notices();
     expect(first.map((m) => [m.mailFrom, m.rcptTo])).toEqual([
       ['postmaster@smtp.test.example', ['alice@home.example']],
@@ -187,6 +198,8 @@ describe('suspension and helpdesk reset', () => {
     await again.quit();
     expect(await incidents()).toHaveLength(2);
     expect((await incidents())[0]!.notified).toBe(false);
+    // Recorded without notify before the reply, so no notice can still be on its way.
+    expect(t.logs.events('incident.recorded').at(-1)).toMatchObject({ notify: false });
     expect(await notices()).toHaveLength(2);
   });
 });

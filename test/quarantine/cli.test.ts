@@ -1,19 +1,27 @@
 import { writeFileSync } from 'node:fs';
-import { sqliteHandle } from '../../src/store/index.js';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cli } from '../helpers/cli.js';
+import { cli as runCli } from '../helpers/cli.js';
 import { fakePe, mime } from '../helpers/mime.js';
-import type { TestRelay } from '../helpers/relay.js';
+import { storeToml, type TestRelay } from '../helpers/relay.js';
 import { quarantineRelay, submit } from './helpers.js';
 
 let t: TestRelay;
+/**
+ * The CLI, as a separate process, then this relay brought up to date with what it committed
+ * (SQLite sees it at the next lookup anyway; PostgreSQL otherwise at its NOTIFY, moments later).
+ */
+const cli = async (...args: Parameters<typeof runCli>) => {
+  const r = await runCli(...args);
+  await t.relay.store.syncPolicy();
+  return r;
+};
 let config: string;
 beforeEach(async () => {
   // No held notices here: they would be queued messages of their own in every listing.
   t = await quarantineRelay({ quarantine: { notify_sender: false } });
   config = path.join(t.dir, 'cli.toml');
-  writeFileSync(config, `[server]\nhostname = "smtp.test.example"\ndata_dir = "${t.dir}"\n[log]\nlevel = "info"\n`);
+  writeFileSync(config, `[server]\nhostname = "smtp.test.example"\ndata_dir = "${t.dir}"\n[log]\nlevel = "info"\n${storeToml(t.cfg)}`);
 });
 afterEach(async () => {
   await t.stop();
@@ -27,7 +35,8 @@ const exe = (to: string, subject: string) =>
 const spoof = (to: string) => mime({ From: 'IT Desk <it@helpdesk.example>', To: `<${to}>`, Subject: 'Password expiry' }, [{ type: 'text/plain', body: 'Reset now.\n' }]);
 const clean = (to: string) => mime({ From: 'alice@corp.example', To: `<${to}>`, Subject: 'Lunch' }, [{ type: 'text/plain', body: 'Noon?\n' }]);
 
-const audit = () => sqliteHandle(t.relay.store).prepare('SELECT actor, action, target, reason FROM audit ORDER BY id').all();
+/** Every audit row, oldest first. */
+const audit = async () => (await t.relay.store.audit.list()).reverse().map(({ actor, action, target, reason }) => ({ actor, action, target, reason }));
 
 describe('postern quarantine list and show', () => {
   it('lists held mail with age, user, From:, recipients, subject, score and top reasons', async () => {
@@ -100,14 +109,14 @@ describe('postern quarantine release and delete', () => {
     expect(m.nextAttemptAt).not.toBeNull();
     expect(await t.relay.store.delivery.job(id)).toBeDefined();
     expect((await t.relay.store.queue.body(id))!.equals(before)).toBe(true);
-    expect(audit()).toEqual([{ actor: 'ops-anna', action: 'quarantine.release', target: `message:${id}`, reason: 'tool confirmed by phone' }]);
+    expect(await audit()).toEqual([{ actor: 'ops-anna', action: 'quarantine.release', target: `message:${id}`, reason: 'tool confirmed by phone' }]);
 
     const again = await cli(config, ['quarantine', 'release', id]);
     expect(again.code).toBe(1);
     expect(again.out).toBe('');
     expect(again.err).toMatch(new RegExp(`^postern: message ${id} was already released on 20\\d\\d-.+Z by ops-anna\\n$`));
     expect((await t.relay.store.queue.get(id))!.state).toBe('queued');
-    expect(audit()).toHaveLength(1);
+    expect(await audit()).toHaveLength(1);
   });
 
   it('deletes held mail for good and refuses to delete or release it again', async () => {
@@ -119,7 +128,7 @@ describe('postern quarantine release and delete', () => {
     expect(await t.relay.store.queue.body(id)).toBeUndefined();
     expect((await cli(config, ['quarantine', 'delete', id])).err).toMatch(new RegExp(`^postern: message ${id} was already deleted on .+ by ops-anna\\n$`));
     expect((await cli(config, ['quarantine', 'release', id])).err).toMatch(new RegExp(`^postern: message ${id} was already deleted on .+ by ops-anna\\n$`));
-    expect(audit()).toEqual([{ actor: 'ops-anna', action: 'quarantine.delete', target: `message:${id}`, reason: 'phishing' }]);
+    expect(await audit()).toEqual([{ actor: 'ops-anna', action: 'quarantine.delete', target: `message:${id}`, reason: 'phishing' }]);
   });
 
   it('leaves queued mail to the queue commands', async () => {

@@ -105,14 +105,19 @@ export class PgPolicyCache {
     }
   }
 
+  /** Reads policy_generation now and forgets everything if it moved: changes committed before the call are then seen. */
+  async sync(): Promise<void> {
+    const n = (await this.db.one<{ n: number }>(POLICY_GENERATION))?.n ?? -1;
+    if (n !== this.seen) {
+      this.seen = n;
+      this.clear();
+    }
+    this.polledAt = performance.now();
+  }
+
   private async poll(): Promise<void> {
     try {
-      const n = (await this.db.one<{ n: number }>(POLICY_GENERATION))?.n ?? -1;
-      if (n !== this.seen) {
-        this.seen = n;
-        this.clear();
-      }
-      this.polledAt = performance.now();
+      await this.sync();
       if (!this.listener) await this.connect();
     } catch {
       // The database is away: nothing read now is kept either (reads fail).

@@ -66,6 +66,7 @@ export async function openPostgresStore(url: string, opts: { migrate?: boolean }
       );
       return rows.map((r) => r.d);
     },
+    syncPolicy: () => cache.sync(),
     tx: (fn) => db.tx(() => fn(store)),
     get open() {
       return db.open;
