@@ -3,7 +3,7 @@ import type { Clock } from '../domain/clock.js';
 import type { NewMessage } from '../domain/types.js';
 import type { Logger } from '../obs/log.js';
 import { headerEnd, newQueueId } from '../spool/message.js';
-import type { AttemptRecord, DeliveryJob, RecipientState, RecipientUpdate } from '../store/delivery.js';
+import { ClaimLostError, type AttemptRecord, type DeliveryJob, type RecipientState, type RecipientUpdate } from '../store/delivery.js';
 import type { Store } from '../store/index.js';
 import { GroupCommit } from '../store/group-commit.js';
 import { expired, retryDelayMs } from './backoff.js';
@@ -33,7 +33,12 @@ export interface DelivererDeps {
   maxQueueDays: number;
   retryInitialMinutes: number;
   retryMaxMinutes: number;
+  /** True once delivery is stopping: an outcome the store cannot take is then given up on. */
+  stopping?: () => boolean;
 }
+
+/** Pauses between tries to write an attempt's outcome while the store is away. */
+const OUTCOME_RETRY_MS = [250, 500, 1000, 2000, 5000];
 
 /** One recipient's outcome in this attempt, before it is written down. */
 interface Outcome {
@@ -144,6 +149,28 @@ export class Deliverer {
   }
 
   /** Writes the outcomes; true when that left nothing to do and the message is gone. */
+  /**
+   * Writes an attempt's outcome, waiting for a store that is away (a database restarting):
+   * the remote servers have answered, and an outcome given up would send delivered mail
+   * again. The claim is kept (renewed) meanwhile, so no other process takes the message. It
+   * ends when written, when another process has taken the message over (ClaimLostError: its
+   * outcome counts), or when delivery stops (the message is then tried again later: a
+   * duplicate, never a loss).
+   */
+  private async writeOutcome(rec: AttemptRecord): Promise<boolean> {
+    for (let i = 0; ; i++) {
+      try {
+        const removed = await this.writer.push(rec);
+        if (i > 0) this.d.log.info({ event: 'delivery.outcome_written', queue_id: rec.id, tries: i + 1 });
+        return removed;
+      } catch (e) {
+        if (e instanceof ClaimLostError || this.d.stopping?.()) throw e;
+        if (i === 0) this.d.log.warn({ event: 'delivery.outcome_retry', queue_id: rec.id, err: (e as Error).message });
+        await new Promise((r) => setTimeout(r, OUTCOME_RETRY_MS[Math.min(i, OUTCOME_RETRY_MS.length - 1)]));
+      }
+    }
+  }
+
   private async record(job: DeliveryJob, outcomes: Outcome[]): Promise<boolean> {
     const now = this.d.clock.now();
     const isExpired = expired(job.receivedAt, now, this.d.maxQueueDays);
@@ -168,7 +195,7 @@ export class Deliverer {
       remoteMta: o.mx,
       remoteVerdict: o.remote && o.status === 'delivered' ? 'accepted' : o.remote && o.status === 'failed' ? 'rejected' : undefined,
     }));
-    const removed = await this.writer.push({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal?.ref ?? null, owner: this.d.owner });
+    const removed = await this.writeOutcome({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal?.ref ?? null, owner: this.d.owner });
     for (const o of outcomes) {
       const base = { queue_id: job.id, principal: job.principal && principalLabel(job.principal), rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
       if (o.status === 'delivered') this.d.log.info({ event: 'delivery.ok', ...base, response: o.text });

@@ -78,6 +78,7 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   };
   const reputation = new Reputation(store, { alert: d.reject_alert, windowMs: d.reject_window_minutes * 60_000, minSample: d.reject_min_sample }, clock, log, report);
   const owner = deps.owner ?? processOwner(nodeName(cfg));
+  let stopping = false;
   const deliverer = new Deliverer({
     owner,
     repo: store.delivery,
@@ -94,6 +95,7 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     maxQueueDays: d.max_queue_days,
     retryInitialMinutes: d.retry_initial_minutes,
     retryMaxMinutes: d.retry_max_minutes,
+    stopping: () => stopping,
   });
   const scheduler = new DeliveryScheduler({
     repo: store.delivery,
@@ -117,6 +119,7 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     scheduler,
     reputation,
     async stop() {
+      stopping = true;
       await scheduler.stop();
       await transport.close();
     },
