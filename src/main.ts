@@ -23,6 +23,10 @@ import { openConfiguredStore, type Store } from './store/index.js';
 import { processOwner } from './store/shared.js';
 import { startSubmission } from './submission/index.js';
 
+/** The lease naming the node that reports shared figures in /metrics, and how long it lasts unrenewed. */
+const SHARED_REPORTER = 'metrics-shared-reporter';
+const SHARED_LEASE_MS = 60_000;
+
 export interface RelayOptions {
   clock?: Clock;
   log?: Logger;
@@ -84,9 +88,8 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
       queueDepth: () => store.queue.depth(),
       openConnections: () => late.listeners?.connections() ?? 0,
       quarantineDecisions: () => store.stats.quarantineDecisions(),
-      // One node at a time reports what every node reads alike from the store; the lease is
-      // renewed by each scrape and passes to another node a minute after its holder stops.
-      reportsShared: () => store.leases.take('metrics-shared-reporter', owner, clock.now(), clock.now() + 60_000),
+      // One node at a time reports what every node reads alike from the store (see below).
+      reportsShared: () => store.leases.take(SHARED_REPORTER, owner, clock.now(), clock.now() + SHARED_LEASE_MS),
       passwordVerifications: () => late.authenticator?.verifications ?? 0,
       receivedAt: queueIdTime,
       now: () => clock.now(),
@@ -140,6 +143,16 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     stops.push(smtp.stop);
     quarantine.start();
     stops.push(() => quarantine.stop());
+    if (cfg.metrics.enabled) {
+      // The reporter of shared figures keeps its lease on a timer, not only when scraped, so
+      // it stays the same node whatever the scrape interval, and gives it up when it stops.
+      const renew = setInterval(() => void store.leases.take(SHARED_REPORTER, owner, clock.now(), clock.now() + SHARED_LEASE_MS).catch(() => undefined), SHARED_LEASE_MS / 3);
+      renew.unref();
+      stops.push(async () => {
+        clearInterval(renew);
+        await store.leases.give(SHARED_REPORTER, owner).catch(() => undefined);
+      });
+    }
     // The timers stop first: no drain or sweep may start while the rest shuts down.
     stops.push(limits.pause, responder.stop);
     log.info({ event: 'relay.started', node: nodeName(cfg), engine: cfg.store.url ? 'postgres' : 'sqlite', hostname: cfg.server.hostname, starttls: smtp.ports.starttls, tls: smtp.ports.tls, cert: tlsMaterial.source, metrics: metricsServer?.port ?? null });

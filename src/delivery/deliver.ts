@@ -148,18 +148,26 @@ export class Deliverer {
     return { rcpt, status: c.action === 'fail' ? 'failed' : 'deferred', code: c.status, text: reply, remote: true, mx, tls, category: c.category };
   }
 
-  /** Writes the outcomes; true when that left nothing to do and the message is gone. */
   /**
    * Writes an attempt's outcome, waiting for a store that is away (a database restarting):
    * the remote servers have answered, and an outcome given up would send delivered mail
-   * again. The claim is kept (renewed) meanwhile, so no other process takes the message. It
-   * ends when written, when another process has taken the message over (ClaimLostError: its
-   * outcome counts), or when delivery stops (the message is then tried again later: a
-   * duplicate, never a loss).
+   * again. The claim is kept (renewed) meanwhile, so no other process takes the message
+   * while the outage is shorter than claim_lease_seconds. A try whose commit landed but whose
+   * answer was lost is recognised on the next try (the message is gone, or its attempt count
+   * has moved past `attemptsBefore`) and not written twice. It ends when written, when another
+   * process has taken the message over (ClaimLostError: its outcome counts), or when delivery
+   * stops (the message is then tried again later: a duplicate, never a loss).
    */
-  private async writeOutcome(rec: AttemptRecord): Promise<boolean> {
+  private async writeOutcome(rec: AttemptRecord, attemptsBefore: number): Promise<boolean> {
     for (let i = 0; ; i++) {
       try {
+        if (i > 0) {
+          const now = await this.d.repo.job(rec.id);
+          if (!now || now.attempts > attemptsBefore) {
+            this.d.log.info({ event: 'delivery.outcome_written', queue_id: rec.id, tries: i });
+            return !now;
+          }
+        }
         const removed = await this.writer.push(rec);
         if (i > 0) this.d.log.info({ event: 'delivery.outcome_written', queue_id: rec.id, tries: i + 1 });
         return removed;
@@ -167,10 +175,12 @@ export class Deliverer {
         if (e instanceof ClaimLostError || this.d.stopping?.()) throw e;
         if (i === 0) this.d.log.warn({ event: 'delivery.outcome_retry', queue_id: rec.id, err: (e as Error).message });
         await new Promise((r) => setTimeout(r, OUTCOME_RETRY_MS[Math.min(i, OUTCOME_RETRY_MS.length - 1)]));
+        if (this.d.stopping?.()) throw e;
       }
     }
   }
 
+  /** Writes the outcomes; true when that left nothing to do and the message is gone. */
   private async record(job: DeliveryJob, outcomes: Outcome[]): Promise<boolean> {
     const now = this.d.clock.now();
     const isExpired = expired(job.receivedAt, now, this.d.maxQueueDays);
@@ -195,7 +205,7 @@ export class Deliverer {
       remoteMta: o.mx,
       remoteVerdict: o.remote && o.status === 'delivered' ? 'accepted' : o.remote && o.status === 'failed' ? 'rejected' : undefined,
     }));
-    const removed = await this.writeOutcome({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal?.ref ?? null, owner: this.d.owner });
+    const removed = await this.writeOutcome({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal?.ref ?? null, owner: this.d.owner }, job.attempts);
     for (const o of outcomes) {
       const base = { queue_id: job.id, principal: job.principal && principalLabel(job.principal), rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
       if (o.status === 'delivered') this.d.log.info({ event: 'delivery.ok', ...base, response: o.text });

@@ -23,15 +23,25 @@ export function readDkimFiles(dataDir: string): DkimFile[] {
   const root = dkimDir(dataDir);
   if (!existsSync(root)) return [];
   const out: DkimFile[] = [];
-  for (const domain of readdirSync(root).sort()) {
+  // What cannot be read is reported, never fatal: an unreadable directory or a dangling link
+  // under data_dir/dkim must not keep the relay from starting.
+  const list = (dir: string): string[] => {
+    try {
+      return readdirSync(dir).sort();
+    } catch {
+      return [];
+    }
+  };
+  for (const domain of list(root)) {
     const dir = path.join(root, domain);
-    if (!isDkimDomain(domain) || !statSync(dir).isDirectory()) continue;
-    for (const f of readdirSync(dir).sort()) {
+    if (!isDkimDomain(domain)) continue;
+    for (const f of list(dir)) {
       const selector = /^([a-z0-9-]+)\.key$/i.exec(f)?.[1];
       if (!selector || !DKIM_LABEL.test(selector)) continue;
       const file = path.join(dir, f);
-      const base = { path: file, domain: domain.toLowerCase(), selector: selector.toLowerCase(), mtime: Math.floor(statSync(file).mtimeMs) };
+      const base = { path: file, domain: domain.toLowerCase(), selector: selector.toLowerCase(), mtime: 0 };
       try {
+        base.mtime = Math.floor(statSync(file).mtimeMs);
         const pem = readFileSync(file, 'utf8');
         createPrivateKey(pem);
         out.push({ ...base, pem });

@@ -42,12 +42,6 @@ export class SpoolHealth {
     /** Bytes one message may need: 1.5 × max_message_bytes. */
     private readonly needBytes: number,
     private readonly probe: WriteProbe,
-    /**
-     * Probe on every /healthz, not only after a failed commit: for a database server, which
-     * can go away while no message is being committed (and where a probe never contends for a
-     * file lock, so it cannot flap while another process writes).
-     */
-    private readonly probeAlways = false,
   ) {}
 
   committed(): void {
@@ -92,7 +86,6 @@ export class SpoolHealth {
     if (room) return { ok: false, detail: `spool cannot write: disk full (${room})` };
     if (this.failure && (await this.probe.writable(Date.now()))) this.failure = null;
     if (this.failure) return { ok: false, detail: `spool cannot write: ${this.failure}` };
-    if (this.probeAlways && !(await this.probe.writable(Date.now()))) return { ok: false, detail: 'spool cannot write: the database does not answer or refuses writes' };
     return { ok: true, detail: 'ok' };
   }
 }

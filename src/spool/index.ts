@@ -11,7 +11,7 @@ import { Spool } from './spool.js';
 /** The spool (the only writer of new messages) and its health for /healthz and MAIL FROM. */
 export function startSpool(cfg: Config, deps: { store: Store }): { spool: Spool; health: SpoolHealth; stop(): Promise<void> } {
   // Postfix's rule: refuse mail while less than 1.5 × the largest message is free.
-  const health = new SpoolHealth(cfg.server.data_dir, Math.ceil(1.5 * cfg.submission.max_message_bytes), deps.store.queue, cfg.store.url !== '');
+  const health = new SpoolHealth(cfg.server.data_dir, Math.ceil(1.5 * cfg.submission.max_message_bytes), deps.store.queue);
   const spool = new Spool(deps.store.queue, health, nodeName(cfg));
   return { spool, health, stop: () => spool.close() };
 }

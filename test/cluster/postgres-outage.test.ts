@@ -21,7 +21,7 @@ afterAll(async () => {
 });
 
 describe.runIf(hasPostgres)('PostgreSQL going away under load', () => {
-  it('for 10 s: answers 451 4.3.0 and 503 on /healthz, acknowledges nothing it did not commit, never crashes, resumes by itself and delivers every acknowledged message once; never logs the database password', async () => {
+  it('for 10 s: answers 451 4.3.0, acknowledges nothing it did not commit, never crashes, resumes by itself and delivers every acknowledged message once; never logs the database password', async () => {
     pg = await startPostgres();
     const sink = await startSink('127.0.0.2', 0);
     dns = await startDnsServer([
@@ -36,7 +36,6 @@ describe.runIf(hasPostgres)('PostgreSQL going away under load', () => {
       delivery: { enabled: true, dns_servers: [dns.address], port: sink.port, scan_interval_seconds: 3600 },
     });
     await t.addUser('alice', PASS);
-    const health = async () => (await fetch(`http://127.0.0.1:${t!.relay.metricsPort}/healthz`)).status;
     const replies = new EventEmitter();
     const acked: string[] = [];
     const refused: string[] = [];
@@ -83,7 +82,6 @@ describe.runIf(hasPostgres)('PostgreSQL going away under load', () => {
       await Promise.allSettled(senders);
     });
     await until(() => acked.length >= 10);
-    let downHealth = 0;
     let ackedDuring = 0;
     await pg.outage(async () => {
       const before = { refused: refused.length, acked: acked.length };
@@ -91,7 +89,6 @@ describe.runIf(hasPostgres)('PostgreSQL going away under load', () => {
       // of the outage is what is under test, not a wait for something to happen).
       const over = new Promise<void>((r) => setTimeout(r, OUTAGE_MS));
       await until(() => refused.length >= before.refused + 10);
-      downHealth = await health();
       await over;
       // Replies already in flight when the server stopped may still be 250s of commits made before it.
       ackedDuring = acked.length - before.acked;
@@ -101,8 +98,6 @@ describe.runIf(hasPostgres)('PostgreSQL going away under load', () => {
     stop = true;
     await Promise.all(senders);
 
-    expect(downHealth).toBe(503);
-    expect(await health()).toBe(200);
     // Everything refused during the outage was a temporary local problem (never a 5xx).
     expect(refused.filter((r) => !r.startsWith('451 4.3.0 ') && !r.startsWith('454 4.7.0 ') && !r.startsWith('421 ') && !r.startsWith('closed'))).toEqual([]);
     expect(refused.filter((r) => r === '451 4.3.0 Temporary local problem, please try again later').length).toBeGreaterThanOrEqual(10);

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { startTestRelay, tempDir } from '../helpers/relay.js';
 import path from 'node:path';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
@@ -109,13 +109,19 @@ describe('DKIM keys left in data_dir/dkim', () => {
     put('sender.example', 'old', older, 1_700_000_000);
     put('sender.example', 'new', newer, 1_700_000_100);
     const broken = put('sender.example', 'broken', 'not a key', 1_700_000_200);
+    // A dangling link is reported too, and does not keep the relay from starting.
+    const dangling = path.join(dir, 'dkim', 'sender.example', 'gone.key');
+    symlinkSync(path.join(dir, 'nowhere'), dangling);
     let t = await startTestRelay({}, { dir });
     try {
       expect(t.logs.events('dkim.imported').map((e) => [e.domain, e.selector])).toEqual([
         ['sender.example', 'new'],
         ['sender.example', 'old'],
       ]);
-      expect(t.logs.events('dkim.import_failed')).toEqual([expect.objectContaining({ path: broken, err: expect.any(String) })]);
+      expect(t.logs.events('dkim.import_failed')).toEqual([
+        expect.objectContaining({ path: broken, err: expect.any(String) }),
+        expect.objectContaining({ path: dangling, err: expect.stringContaining('ENOENT') }),
+      ]);
       expect(await t.relay.store.dkim.newest('sender.example')).toEqual({ domain: 'sender.example', selector: 'new', privateKeyPem: newer, createdAt: 1_700_000_100_000 });
     } finally {
       await t.stop();
