@@ -30,6 +30,10 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Tests bind real sockets and run real argon2; two cores, so two workers (for both projects together).
     maxWorkers: 2,
+    // Helper and source modules are loaded once per worker, not once per file: on 2 cores
+    // the per-file imports cost more than a third of the run. Test files keep no state in
+    // shared modules that another file could trip over (each starts its own servers).
+    isolate: false,
     projects: [
       { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'] } },
       ...(hasPostgres
