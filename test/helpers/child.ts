@@ -33,8 +33,8 @@ export function killAll(): void {
 }
 
 /** Starts `postern serve` as a real process; resolves with its ports once it logs relay.started. */
-export function serve(config: string): Promise<ServeChild> {
-  const child = spawn(process.execPath, [BIN, '--config', config, 'serve'], { stdio: ['ignore', 'pipe', 'inherit'] });
+export function serve(config: string, env: Record<string, string> = {}): Promise<ServeChild> {
+  const child = spawn(process.execPath, [BIN, '--config', config, 'serve'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   running.add(child);
   const exited = new Promise<number | null>((r) =>
     child.once('exit', (code) => {

@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { freePort } from './net.js';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, statfsSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -97,20 +97,38 @@ function scratch(): string {
  * A throwaway PostgreSQL cluster on a loopback port: initdb into a temporary directory, trust
  * authentication for the one local user, no fsync (a test never survives an OS crash anyway;
  * commits are still real commits). Resolves once the server accepts connections.
+ * `password`: TCP logins need it (SCRAM), and adminUrl carries it. `tls`: the server offers
+ * TLS with this certificate and key (PEM).
  */
-export async function startPostgres(): Promise<TestPostgres> {
+export async function startPostgres(o: { password?: string; tls?: { cert: string; key: string } } = {}): Promise<TestPostgres> {
   if (!BIN) throw new Error(NO_POSTGRES_MESSAGE);
   const as = account();
   const dir = mkdtempSync(path.join(scratch(), 'postern-pg-'));
   if (as) chownSync(dir, as.uid, as.gid);
   const opts = as ? { uid: as.uid, gid: as.gid } : {};
-  const init = spawnSync(path.join(BIN, 'initdb'), ['-D', path.join(dir, 'data'), '-U', 'postern', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...opts, encoding: 'utf8' });
+  // Files the server reads must be its own: written, then handed to its account.
+  const own = (file: string, data: string, mode: number) => {
+    writeFileSync(file, data, { mode });
+    if (as) chownSync(file, as.uid, as.gid);
+  };
+  const auth = ['-A', 'trust'];
+  if (o.password) {
+    own(path.join(dir, 'pwfile'), `${o.password}\n`, 0o600);
+    auth.splice(0, 2, '--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${path.join(dir, 'pwfile')}`);
+  }
+  const init = spawnSync(path.join(BIN, 'initdb'), ['-D', path.join(dir, 'data'), '-U', 'postern', ...auth, '-E', 'UTF8', '--locale=C', '--no-sync'], { ...opts, encoding: 'utf8' });
   if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`);
+  const tlsArgs: string[] = [];
+  if (o.tls) {
+    own(path.join(dir, 'data', 'server.crt'), o.tls.cert, 0o644);
+    own(path.join(dir, 'data', 'server.key'), o.tls.key, 0o600);
+    tlsArgs.push('-c', 'ssl=on');
+  }
   const port = await freePort();
   const start = async (): Promise<ChildProcess> => {
     const child = spawn(
       path.join(BIN, 'postgres'),
-      ['-D', path.join(dir, 'data'), '-h', '127.0.0.1', '-p', String(port), '-k', dir, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'],
+      ['-D', path.join(dir, 'data'), '-h', '127.0.0.1', '-p', String(port), '-k', dir, '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200', ...tlsArgs],
       { ...opts, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     await new Promise<void>((resolve, reject) => {
@@ -134,7 +152,7 @@ export async function startPostgres(): Promise<TestPostgres> {
       c.kill('SIGINT');
     });
   let child = await start();
-  const admin = `postgres://postern@127.0.0.1:${port}/postgres`;
+  const admin = `postgres://${o.password ? `postern:${encodeURIComponent(o.password)}@` : 'postern@'}127.0.0.1:${port}/postgres`;
   return {
     adminUrl: admin,
     database: (opts) => createDatabase(admin, opts),
