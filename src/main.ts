@@ -155,6 +155,8 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     }
     // The timers stop first: no drain or sweep may start while the rest shuts down.
     stops.push(limits.pause, responder.stop);
+    // Nodes that share a database and a host name would be one node in queue list and stats.
+    if (cfg.store.url && !cfg.server.node_id) log.warn({ event: 'config.node_id_missing', node: nodeName(cfg), detail: 'set [server] node_id to a name of its own on every node sharing this database' });
     log.info({ event: 'relay.started', node: nodeName(cfg), engine: cfg.store.url ? 'postgres' : 'sqlite', hostname: cfg.server.hostname, starttls: smtp.ports.starttls, tls: smtp.ports.tls, cert: tlsMaterial.source, metrics: metricsServer?.port ?? null });
 
     return {

@@ -90,6 +90,7 @@ describe.runIf(hasPostgres && BUILT)('two nodes on one PostgreSQL', () => {
     );
     while (sink.messages.length < 20) await once(sink, 'message');
     const got = sink.messages.map((m) => /Subject: (message \d+)/.exec(m.raw.toString())![1]!);
+    expect(nodes.flatMap((n) => n.events.filter((e) => e.event === 'config.node_id_missing'))).toEqual([]);
     expect(new Set(got).size).toBe(20);
     expect(got).toHaveLength(20);
     expect(sink.messages.filter((m) => /^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed\/relaxed; d=sender\.example; s=pst1;/.test(m.raw.toString()))).toHaveLength(20);

@@ -36,6 +36,8 @@ describe.runIf(hasPostgres)('PostgreSQL going away under load', () => {
       delivery: { enabled: true, dns_servers: [dns.address], port: sink.port, scan_interval_seconds: 3600 },
     });
     await t.addUser('alice', PASS);
+    // A shared database and no [server] node_id: said once at start.
+    expect(t.logs.events('config.node_id_missing')).toEqual([expect.objectContaining({ level: 'warn' })]);
     const replies = new EventEmitter();
     const acked: string[] = [];
     const refused: string[] = [];
