@@ -1,5 +1,9 @@
 import type { Db } from './db.js';
 import type { Incident, IncidentKind, PrincipalRef } from '../domain/types.js';
+import { AuditRepo } from './audit.js';
+
+/** What resolving an incident by its id found. */
+export type IncidentResolution = 'resolved' | 'already-resolved' | 'not-found';
 
 export interface Row {
   id: number;
@@ -114,6 +118,22 @@ export class IncidentRepo {
         )
         .get(principal, of?.kind ?? null, of?.kind ?? null, of?.since ?? 0)!.n > 0
     );
+  }
+
+  /**
+   * Resolves one incident by hand (the helpdesk, once it has looked), audited in the same
+   * transaction as "incident.resolve" on incident:ID. An open incident weighs on the scoring
+   * of every message of its principal (open_incident) until it is resolved.
+   */
+  resolve(id: number, by: { actor: string; reason: string | null; now: number }): IncidentResolution {
+    return this.db.transaction((): IncidentResolution => {
+      const i = this.get(id);
+      if (!i) return 'not-found';
+      if (i.resolvedAt !== null) return 'already-resolved';
+      this.db.prepare('UPDATE incidents SET resolved_at = ?, resolved_by = ? WHERE id = ?').run(by.now, by.actor, id);
+      new AuditRepo(this.db).record({ at: by.now, actor: by.actor, action: 'incident.resolve', target: `incident:${id}`, detail: `${i.principalKind}:${i.principalName} ${i.kind}`, reason: by.reason });
+      return 'resolved';
+    })();
   }
 
   /** Resolves every open incident of a principal; returns how many. */

@@ -1,7 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { sqliteHandle } from '../../src/store/index.js';
 import { mime } from '../helpers/mime.js';
-import type { TestRelay } from '../helpers/relay.js';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { cli } from '../helpers/cli.js';
+import { storeToml, type TestRelay } from '../helpers/relay.js';
 import { quarantineRelay, submit } from './helpers.js';
 
 let t: TestRelay | undefined;
@@ -30,7 +33,13 @@ describe('signals about the principal, read from the store at DATA', () => {
     const held = await submit(t, phishy('bob@known.example'), ['bob@known.example']);
     expect(await stored(held.id)).toEqual(['held', 13, ['LINK_TEXT_MISMATCH', 'OPEN_INCIDENT']]);
 
-    sqliteHandle(t.relay.store).prepare('UPDATE incidents SET resolved_at = ? WHERE id = ?').run(t.clock.now(), incident);
+    // Resolved by the helpdesk with the CLI, audited; the next message scores without it.
+    const config = path.join(t.dir, 'cli.toml');
+    writeFileSync(config, `[server]\nhostname = "smtp.test.example"\ndata_dir = "${t.dir}"\n${storeToml(t.cfg)}`);
+    expect(await cli(config, ['incidents', 'resolve', String(incident), '--by', 'helpdesk-bob', '--reason', 'looked at it'])).toEqual({ code: 0, out: `incident ${incident} resolved\n`, err: '' });
+    expect(await cli(config, ['incidents', 'resolve', String(incident)])).toEqual({ code: 1, out: '', err: `postern: incident ${incident} is already resolved\n` });
+    expect(await cli(config, ['incidents', 'resolve', 'x7'])).toEqual({ code: 1, out: '', err: 'postern: not an incident id: "x7" (ids are the numbers in the ID column of postern incidents)\n' });
+    expect((await t.relay.store.audit.list({ target: `incident:${incident}` })).map((e) => [e.actor, e.action, e.reason])).toEqual([['helpdesk-bob', 'incident.resolve', 'looked at it']]);
     const queued = await submit(t, phishy('bob@known.example'), ['bob@known.example']);
     expect(await stored(queued.id)).toEqual(['queued', 7, ['LINK_TEXT_MISMATCH']]);
   });

@@ -583,6 +583,25 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.incidents.resolveOpen(principalOf(a), 'someone else', T + 20)).toBe(0);
         expect((await s.incidents.get(a1.id))?.resolvedBy).toBe('admin');
       });
+
+      it('resolve closes one incident by id, audited with who, why and what it was, and says when there was nothing to close', async () => {
+        const a = await addUser('alice');
+        const a1 = (await s.incidents.record(report(a, 'rate-limit'), T, null)).incident;
+        const a2 = (await s.incidents.record(report(a), T + 1, null)).incident;
+        expect(await s.incidents.resolve(a1.id, { actor: 'helpdesk-bob', reason: 'newsletter by hand', now: T + 10 })).toBe('resolved');
+        expect(await s.incidents.get(a1.id)).toEqual({ ...a1, resolvedAt: T + 10, resolvedBy: 'helpdesk-bob' });
+        expect(await s.incidents.get(a2.id)).toEqual(a2);
+        expect(await s.incidents.hasOpen(principalOf(a))).toBe(true);
+        expect(await s.audit.list({ target: `incident:${a1.id}` })).toEqual([
+          { id: expect.any(Number), at: T + 10, actor: 'helpdesk-bob', action: 'incident.resolve', target: `incident:${a1.id}`, detail: 'user:alice rate-limit', reason: 'newsletter by hand' },
+        ]);
+        expect(await s.incidents.resolve(a1.id, { actor: 'someone else', reason: null, now: T + 20 })).toBe('already-resolved');
+        expect((await s.incidents.get(a1.id))?.resolvedBy).toBe('helpdesk-bob');
+        expect(await s.incidents.resolve(a2.id + 1000, { actor: 'x', reason: null, now: T + 20 })).toBe('not-found');
+        expect(await s.audit.list({ target: `incident:${a1.id}` })).toHaveLength(1);
+        expect(await s.incidents.resolve(a2.id, { actor: 'helpdesk-bob', reason: null, now: T + 30 })).toBe('resolved');
+        expect(await s.incidents.hasOpen(principalOf(a))).toBe(false);
+      });
     });
 
     describe('audit', () => {

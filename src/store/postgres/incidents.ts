@@ -1,7 +1,7 @@
 import type { Incident, IncidentKind, PrincipalRef } from '../../domain/types.js';
 import type { AuditEntry } from '../audit.js';
 import type { AuditStore, IncidentStore } from '../index.js';
-import { toIncident, type NewIncident, type Row } from '../incidents.js';
+import { toIncident, type IncidentResolution, type NewIncident, type Row } from '../incidents.js';
 import type { Pg } from './pg.js';
 
 export class PgIncidentRepo implements IncidentStore {
@@ -62,6 +62,17 @@ export class PgIncidentRepo implements IncidentStore {
       [principal, of?.kind ?? null, of?.since ?? 0],
     );
     return r !== undefined;
+  }
+
+  async resolve(id: number, by: { actor: string; reason: string | null; now: number }): Promise<IncidentResolution> {
+    return this.db.tx(async () => {
+      const r = await this.db.one<Row>('SELECT * FROM incidents WHERE id = $1 FOR UPDATE', [id]);
+      if (!r) return 'not-found';
+      if (r.resolved_at !== null) return 'already-resolved';
+      await this.db.run('UPDATE incidents SET resolved_at = $1, resolved_by = $2 WHERE id = $3', [by.now, by.actor, id]);
+      await this.db.audit({ at: by.now, actor: by.actor, action: 'incident.resolve', target: `incident:${id}`, detail: `${r.principal_kind}:${r.principal_name} ${r.kind}`, reason: by.reason });
+      return 'resolved';
+    });
   }
 
   /** Resolves every open incident of a principal; returns how many. */
