@@ -1,5 +1,7 @@
 import { ConfigError } from '../config/load.js';
-import { SchemaError } from '../store/migrate.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { packageRoot, SchemaError } from '../store/migrate.js';
 import { CliError, makeCtx, UsageError, type Ctx, type Io } from './io.js';
 
 interface Command {
@@ -13,7 +15,17 @@ interface Command {
  * between them), and a quick `user show` starts faster without the relay.
  */
 const COMMANDS: Record<string, () => Promise<Command>> = {
-  serve: async () => { const m = await import('./serve.js'); return { help: m.SERVE_HELP, run: (ctx) => m.serveCommand(ctx) }; },
+  serve: async () => {
+    const m = await import('./serve.js');
+    return {
+      help: m.SERVE_HELP,
+      run: (ctx, args) => {
+        // serve takes no arguments: one it ignored would look like an option that worked.
+        if (args.length) throw new UsageError(`postern serve takes no arguments, got ${JSON.stringify(args[0])}\n\n${m.SERVE_HELP}`);
+        return m.serveCommand(ctx);
+      },
+    };
+  },
   user: async () => { const m = await import('./user.js'); return { help: m.USER_HELP, run: m.userCommand }; },
   device: async () => { const m = await import('./device.js'); return { help: m.DEVICE_HELP, run: m.deviceCommand }; },
   incidents: async () => { const m = await import('./incidents.js'); return { help: m.INCIDENTS_HELP, run: m.incidentsCommand }; },
@@ -27,7 +39,14 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   db: async () => { const m = await import('./db.js'); return { help: m.DB_HELP, run: m.dbCommand }; },
 };
 
+/** "postern 0.1.0 (Node.js v20.20.2)": the package's version, from the package.json beside migrations/. */
+function versionLine(): string {
+  const pkg = JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+  return `postern ${pkg.version} (Node.js ${process.version})`;
+}
+
 export const HELP = `Usage: postern [--config FILE] COMMAND ...
+       postern --version
 
 Commands:
   serve                 run the relay (listeners, spool)
@@ -75,6 +94,10 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
     if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
       io.stdout(HELP);
       return cmd ? 0 : 2;
+    }
+    if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
+      io.stdout(`${versionLine()}\n`);
+      return 0;
     }
     const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
     if (!load) throw new UsageError(`unknown command: ${cmd}\n\n${HELP}`);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { HELP, runCli } from '../../src/cli/run.js';
 import { cli, writeConfig } from '../helpers/cli.js';
@@ -28,6 +28,17 @@ describe('help that teaches', () => {
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^Usage: postern /);
     expect(r.out).toMatch(new RegExp(`\\nExamples?:\\n {2}(postern|systemctl) .*${cmd}`));
+  });
+
+  it('prints the version with --version, -V or version', async () => {
+    const { version } = JSON.parse(readFileSync(path.join(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V', 'version']) expect(await run([flag])).toEqual({ code: 0, out: `postern ${version} (Node.js ${process.version})\n`, err: '' });
+  });
+
+  it('refuses an argument serve does not take instead of starting the relay without it', async () => {
+    const r = await run(['--config', '/nonexistent.toml', 'serve', '--check']);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/^postern: postern serve takes no arguments, got "--check"\n\nUsage: postern serve\n/);
   });
 
   it('points to the command help when an option is unknown', async () => {
