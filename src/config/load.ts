@@ -50,7 +50,11 @@ export function loadConfig(file?: string): Config {
   try {
     doc = parseToml(text);
   } catch (e) {
-    throw new ConfigError(`${p}: not valid TOML: ${(e as Error).message.split('\n')[0]}`);
+    // smol-toml says where (line, column) and shows the lines around it: both are kept.
+    const err = e as Error & { line?: number; column?: number; codeblock?: string };
+    const where = typeof err.line === 'number' ? `:${err.line}:${err.column ?? 1}` : '';
+    const what = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+    throw new ConfigError(`${p}${where}: not valid TOML: ${what}${err.codeblock ? `\n${err.codeblock.trimEnd()}` : ''}`);
   }
   return parseConfig(doc, path.dirname(p), p);
 }
