@@ -25,6 +25,9 @@ export class DkimKeyExistsError extends Error {
 /** What importing a key file found in the store under its name. */
 export type DkimImport = 'added' | 'same' | 'different';
 
+/** Both engines: a name already taken holds the same key (white space aside) or another one. */
+export const importedOver = (stored: string | undefined, pem: string): DkimImport => (stored?.trim() === pem.trim() ? 'same' : 'different');
+
 export const normDkimKey = (k: DkimKey): DkimKey => ({ ...k, domain: k.domain.toLowerCase(), selector: k.selector.toLowerCase() });
 
 interface Row {
@@ -58,7 +61,7 @@ export class DkimRepo {
       if (!(e instanceof DkimKeyExistsError)) throw e;
     }
     const had = this.db.prepare<[string, string], { private_key: string }>('SELECT private_key FROM dkim_keys WHERE domain = ? AND selector = ?').get(k.domain, k.selector);
-    return had?.private_key.trim() === k.privateKeyPem.trim() ? 'same' : 'different';
+    return importedOver(had?.private_key, k.privateKeyPem);
   }
 
   /** The key that signs for `domain`: the newest, ties to the first selector by name. */

@@ -1,4 +1,4 @@
-import { DkimKeyExistsError, normDkimKey, toDkimKey, type DkimImport, type DkimKey } from '../dkim.js';
+import { DkimKeyExistsError, importedOver, normDkimKey, toDkimKey, type DkimImport, type DkimKey } from '../dkim.js';
 import type { DkimStore } from '../index.js';
 import type { Pg } from './pg.js';
 
@@ -26,7 +26,7 @@ export class PgDkimRepo implements DkimStore {
       if (!(e instanceof DkimKeyExistsError)) throw e;
     }
     const had = await this.db.one<{ private_key: string }>('SELECT private_key FROM dkim_keys WHERE domain = $1 AND selector = $2', [k.domain, k.selector]);
-    return had?.private_key.trim() === k.privateKeyPem.trim() ? 'same' : 'different';
+    return importedOver(had?.private_key, k.privateKeyPem);
   }
 
   async newest(domain: string): Promise<DkimKey | null> {
