@@ -1,4 +1,6 @@
+import type { AddressInfo } from 'node:net';
 import type { Config } from './config/schema.js';
+import { explainListenError, startupProblems, StartupError, storeOpenProblem } from './config/check.js';
 import { outboundIdentityProblem } from './config/identity.js';
 import { ConfigError } from './config/load.js';
 import { nodeName } from './config/node.js';
@@ -8,6 +10,7 @@ import { startDelivery, type Delivery } from './delivery/index.js';
 import type { Authenticator } from './identity/authenticator.js';
 import { startIncidents } from './notify/index.js';
 import type { IncidentResponder } from './notify/incidents.js';
+import { AdminLog } from './obs/admin-log.js';
 import { startMetricsServer, type MetricsServer } from './obs/http.js';
 import { createLogger, type Logger } from './obs/log.js';
 import { Metrics, tapLogger } from './obs/metrics.js';
@@ -47,6 +50,8 @@ export interface Relay {
   /** Prometheus registry and the port of /metrics, null when [metrics] enabled = false. */
   metrics: Metrics;
   metricsPort: number | null;
+  /** Logs changes made with the CLI (audit entries) as admin.action; tests call adminLog.poll(). */
+  adminLog: AdminLog;
   /** What SIGHUP does with a re-read config: new TLS material and log level; see reload.ts. */
   reload(next: Config): Promise<ReloadOutcome>;
   close(): Promise<void>;
@@ -62,8 +67,19 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   // Refuse before anything is opened: mail sent under a bad HELO identity hurts reputation.
   const identityProblem = outboundIdentityProblem(cfg.identity);
   if (identityProblem) throw new ConfigError(`refusing to start: ${identityProblem}`);
+  // The files the config names, checked as `postern config check` does: a missing certificate
+  // or an unwritable data_dir is said with its key and the next step, not as a bare ENOENT,
+  // and before a database is created beside a certificate that will never load.
+  const problems = startupProblems(cfg);
+  if (problems.length) throw new StartupError(problems);
 
-  const store = await openConfiguredStore(cfg);
+  let store: Store;
+  try {
+    store = await openConfiguredStore(cfg);
+  } catch (e) {
+    const problem = storeOpenProblem(cfg, e);
+    throw problem ? new StartupError([problem]) : e;
+  }
   // Stopped in reverse order of starting; a failure part-way stops what had started.
   const stops: Array<() => void | Promise<void>> = [() => store.close()];
   // Every stop runs even if one before it failed (the store must close); the first failure
@@ -153,11 +169,30 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
         await store.leases.give(SHARED_REPORTER, owner).catch(() => undefined);
       });
     }
+    // Changes made with the CLI (another process, any node) reach this log as admin.action.
+    const adminLog = new AdminLog({ audit: store.audit, leases: store.leases, log, now: () => clock.now(), owner });
+    await adminLog.start();
+    stops.push(() => adminLog.stop());
     // The timers stop first: no drain or sweep may start while the rest shuts down.
     stops.push(limits.pause, responder.stop);
     // Nodes that share a database and a host name would be one node in queue list and stats.
     if (cfg.store.url && !cfg.server.node_id) log.warn({ event: 'config.node_id_missing', node: nodeName(cfg), detail: 'set [server] node_id to a name of its own on every node sharing this database' });
-    log.info({ event: 'relay.started', node: nodeName(cfg), engine: cfg.store.url ? 'postgres' : 'sqlite', hostname: cfg.server.hostname, starttls: smtp.ports.starttls, tls: smtp.ports.tls, cert: tlsMaterial.source, metrics: metricsServer?.port ?? null });
+    // The bound addresses (address:port) beside the bare ports, which scripts and tests read.
+    const bound = smtp.servers.map((s) => hostPort(s.server.address() as AddressInfo));
+    const metricsListen = metricsServer ? hostPort({ address: parseListen(cfg.metrics.listen).host, port: metricsServer.port }) : null;
+    log.info({
+      event: 'relay.started',
+      node: nodeName(cfg),
+      engine: cfg.store.url ? 'postgres' : 'sqlite',
+      hostname: cfg.server.hostname,
+      listen: bound.slice(0, smtp.ports.starttls.length),
+      listen_tls: bound.slice(smtp.ports.starttls.length),
+      metrics_listen: metricsListen,
+      starttls: smtp.ports.starttls,
+      tls: smtp.ports.tls,
+      cert: tlsMaterial.source,
+      metrics: metricsServer?.port ?? null,
+    });
 
     return {
       store,
@@ -170,6 +205,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
       quarantine,
       metrics,
       metricsPort: metricsServer?.port ?? null,
+      adminLog,
       reload: (next) => reloadRelay(cfg, next, { servers: smtp.servers, log, baseLog }),
       close() {
         // In reverse order of starting: the listeners first (sessions between transactions
@@ -181,6 +217,10 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     };
   } catch (e) {
     await stopAll();
-    throw e;
+    // Once everything is stopped, a listen address at fault is tried again to name its key.
+    throw await explainListenError(cfg, e);
   }
 }
+
+/** "127.0.0.1:587", "[::]:587". */
+const hostPort = (a: { address: string; port: number }): string => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);

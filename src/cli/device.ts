@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { Device } from '../domain/types.js';
 import { canonicalNetwork } from '../policy/bindings.js';
+import { suspendPrincipal } from '../notify/incidents.js';
 import { sendersArg } from './bindings.js';
 import { actor, CliError, iso, many, printJson, table, UsageError, type Ctx } from './io.js';
 
@@ -14,7 +15,8 @@ Reading:
   show NAME [--json]
 Changing (audited: --by NAME, --reason TEXT):
   add NAME --ip ADDR --sender ADDR [--recipient ADDR] [--require-tls]
-  unsuspend NAME --reason TEXT
+  suspend NAME --reason TEXT       stop NAME from sending (its waiting mail is held)
+  unsuspend NAME --reason TEXT     lift a suspension
   delete NAME
 
 Example:
@@ -107,6 +109,18 @@ export async function deviceCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const d = await describe(ctx, await mustFind(), now);
       if (values.json) printJson(ctx.io, d);
       else ctx.io.stdout(Object.entries(d).map(([k, v]) => `${k.padEnd(15)}${Array.isArray(v) ? v.join(', ') || '-' : (v ?? '-')}\n`).join(''));
+      return 0;
+    }
+    case 'suspend': {
+      const d = await mustFind();
+      if (!values.reason) throw new UsageError(`postern device suspend ${d.name} needs --reason "..." (it goes into the audit log)`);
+      const ok = await st.tx(async (t) => {
+        const { changed } = await suspendPrincipal(t, { kind: 'device', id: d.id, name: d.name, ref: d.principalRef }, `manual: ${values.reason}`, now);
+        if (changed) await audit('device.suspend', d.name, null);
+        return changed;
+      });
+      if (!ok) throw new CliError(`device ${d.name} is already suspended (to lift it: postern device unsuspend ${d.name} --reason "...")`);
+      ctx.io.stdout(`device ${d.name} suspended\n`);
       return 0;
     }
     case 'unsuspend': {

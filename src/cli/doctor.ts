@@ -13,22 +13,25 @@ export const DOCTOR_HELP = `Usage: postern doctor [--json] [--domain D]...
 Checks what receivers judge this relay by, before it sends: the PTR of [identity]
 outbound_ip and its forward confirmation, the HELO name (syntax, address, domain, SPF),
 SPF, DMARC, DKIM and MX of every envelope domain, null MX/SPF on names that take no
-mail, the postmaster@ and abuse@ route, and the submission certificate. Every FAIL or
-WARN comes with the record to publish, in zone-file syntax. DNS goes through
-[delivery] dns_servers, else the system resolvers.
+mail, the postmaster@ and abuse@ route, and the submission certificate. A FAIL or WARN
+that DNS can fix comes with the record to publish, in zone-file syntax; others say what
+to change. DNS goes through [delivery] dns_servers, else the system resolvers.
 
   --domain D    check envelope domain D (repeatable); without it, every domain
                 users and devices are bound to send as
   --json        {"ok", "counts", "checks": [{"id", "subject", "status", "reason", "fix"}]}
+                (fix: null when there is no record to publish)
 
-Exit status: 0 when nothing fails (WARN and INFO allowed), 1 when a check fails.
+Each row is PASS, WARN, FAIL, INFO (optional, never a failure) or SKIP. A resolver that
+does not answer is one FAIL (dns.resolver) and every check that asks DNS is SKIP.
+Exit status: 0 when nothing fails (WARN, INFO and SKIP allowed), 1 when a check fails.
 
 Example:
   postern doctor --domain example.com
 `;
 
-const STATUSES: Status[] = ['FAIL', 'WARN', 'PASS', 'INFO'];
-const COLOUR: Record<Status, string> = { PASS: '\x1b[32m', WARN: '\x1b[33m', FAIL: '\x1b[1;31m', INFO: '\x1b[36m' };
+const STATUSES: Status[] = ['FAIL', 'WARN', 'PASS', 'INFO', 'SKIP'];
+const COLOUR: Record<Status, string> = { PASS: '\x1b[32m', WARN: '\x1b[33m', FAIL: '\x1b[1;31m', INFO: '\x1b[36m', SKIP: '\x1b[2m' };
 
 function envelopeDomain(raw: string): string {
   const d = domainToASCII(raw.trim().toLowerCase().replace(/\.$/, ''));
@@ -59,8 +62,18 @@ function printResultsTable(io: Io, results: CheckResult[]): void {
   });
   const c = counts(results);
   const summary = STATUSES.filter((s) => c[s]).map((s) => `${c[s]} ${s}`).join(', ');
-  const advice = c.FAIL || c.WARN ? ': publish the records shown under each FAIL and WARN, then run postern doctor again' : '';
-  io.stdout(`${out.join('\n')}\n\n${summary}${advice}\n`);
+  io.stdout(`${out.join('\n')}\n\n${summary}${advice(results)}\n`);
+}
+
+/** What to do next, promising only records that are shown. */
+function advice(results: CheckResult[]): string {
+  if (results.some((r) => r.id === 'dns.resolver' && r.status === 'FAIL')) return ': make the resolver answer, then run postern doctor again';
+  const faults = results.filter((r) => r.status === 'FAIL' || r.status === 'WARN');
+  if (!faults.length) return '';
+  const withRecord = faults.filter((r) => r.fix).length;
+  if (withRecord === faults.length) return ': publish the records shown under each FAIL and WARN, then run postern doctor again';
+  if (!withRecord) return ': fix what each FAIL and WARN says, then run postern doctor again';
+  return ': publish the records shown under a FAIL or WARN, fix what the others say, then run postern doctor again';
 }
 
 export async function doctorCommand(ctx: Ctx, argv: string[]): Promise<number> {

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { userInfo } from 'node:os';
+import { detailOf } from '../store/audit.js';
 import { CliError, iso, printJson, table, UsageError, type Ctx } from './io.js';
 
 export const INCIDENTS_HELP = `Usage: postern incidents [--user NAME | --device NAME] [--open] [--json]
@@ -10,7 +11,9 @@ rejections, newest first. While an incident is open, every message of its user o
 scores open_incident (see [quarantine.weights]). "postern user reset NAME" and
 "device unsuspend NAME" resolve all of its open incidents; "incidents resolve" closes one
 once you have looked at it (ids on stdin with -), recorded in the audit log under --by
-(default: your login name).
+(default: your login name). --json gives the columns in lower case, plus detail (an
+object; a sentence reads {"text": "..."}), notified, resolved and resolved_by (null while
+open).
 
 Examples:
   postern incidents --open
@@ -28,14 +31,14 @@ export async function incidentsCommand(ctx: Ctx, argv: string[]): Promise<number
   if (values.json) {
     printJson(
       ctx.io,
-      list.map((i) => ({ id: i.id, at: iso(i.createdAt), principal: `${i.principalKind}:${i.principalName}`, kind: i.kind, client_ip: i.clientIp, sender: i.sender, detail: i.detail, notified: i.notified, resolved: i.resolvedAt === null ? null : iso(i.resolvedAt), resolved_by: i.resolvedBy })),
+      list.map((i) => ({ id: i.id, at: iso(i.createdAt), principal: `${i.principalKind}:${i.principalName}`, kind: i.kind, client_ip: i.clientIp, sender: i.sender, state: i.resolvedAt === null ? 'open' : 'resolved', detail: detailOf(i.detail), notified: i.notified, resolved: i.resolvedAt === null ? null : iso(i.resolvedAt), resolved_by: i.resolvedBy })),
     );
   } else if (!list.length) {
     ctx.io.stdout(values.open ? 'no open incidents\n' : 'no incidents\n');
   } else {
     ctx.io.stdout(
       table([
-        ['ID', 'AT', 'PRINCIPAL', 'KIND', 'CLIENT IP', 'SENDER', 'STATE'],
+        ['ID', 'AT', 'PRINCIPAL', 'KIND', 'CLIENT_IP', 'SENDER', 'STATE'],
         ...list.map((i) => [String(i.id), iso(i.createdAt), `${i.principalKind}:${i.principalName}`, i.kind, i.clientIp ?? '-', i.sender ?? '-', i.resolvedAt === null ? 'open' : `resolved by ${i.resolvedBy}`]),
       ]),
     );

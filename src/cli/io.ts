@@ -2,6 +2,7 @@ import { userInfo } from 'node:os';
 import type { Config } from '../config/schema.js';
 import { loadConfig } from '../config/load.js';
 import { openConfiguredStore, type Store } from '../store/index.js';
+import { rootWarning } from './owner.js';
 
 export interface Io {
   stdout: (s: string) => void;
@@ -39,7 +40,11 @@ export interface Ctx {
   store(): Promise<Store>;
 }
 
-export function makeCtx(io: Io, configPath: string | undefined): Ctx & { close(): void } {
+/**
+ * `argv` is the command as typed after any --config, for the warning that names the command
+ * to run instead (see rootWarning).
+ */
+export function makeCtx(io: Io, configPath: string | undefined, argv: string[] = []): Ctx & { close(): void } {
   let cfg: Config | undefined;
   let st: Promise<Store> | undefined;
   return {
@@ -47,7 +52,12 @@ export function makeCtx(io: Io, configPath: string | undefined): Ctx & { close()
     configPath,
     config: () => (cfg ??= loadConfig(configPath ?? io.env.POSTERN_CONFIG)),
     store() {
-      st ??= openConfiguredStore(this.config());
+      if (!st) {
+        const command = `postern ${configPath ? `--config ${configPath} ` : ''}${argv.join(' ')}`;
+        const warning = rootWarning(this.config(), process.getuid?.() ?? -1, command);
+        if (warning) io.stderr(`postern: warning: ${warning}\n`);
+        st = openConfiguredStore(this.config());
+      }
       return st;
     },
     close: () => {
@@ -83,7 +93,7 @@ export function actor(by: string | undefined, env: NodeJS.ProcessEnv): string {
 /** "7d", "12h", "30m", "2w" -> milliseconds. */
 export function parseDuration(s: string): number {
   const m = /^(\d+)\s*([mhdw])$/.exec(s.trim());
-  if (!m) throw new CliError(`bad duration ${JSON.stringify(s)}: use a number and m, h, d or w, e.g. 7d`);
+  if (!m) throw new UsageError(`bad duration ${JSON.stringify(s)}: use a number and m, h, d or w, e.g. 7d`);
   const unit = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w'];
   return Number(m[1]) * unit;
 }

@@ -1,7 +1,6 @@
 import { parseArgs } from 'node:util';
 import { simpleParser } from 'mailparser';
 import { QUEUE_STATES, type PrincipalRef, type QueueState } from '../domain/types.js';
-import { createLogger } from '../obs/log.js';
 import { summarize } from '../quarantine/summary.js';
 import { QuarantineError, type DecidedMessage, type QuarantinedMessage } from '../store/quarantine.js';
 import { actor, CliError, iso, printJson, table, UsageError, type Ctx } from './io.js';
@@ -50,7 +49,7 @@ export async function quarantineCommand(ctx: Ctx, argv: string[]): Promise<numbe
 function states(s: string | undefined): QueueState[] {
   if (!s || s === 'held') return ['held'];
   if (s === 'all') return [...WAITING];
-  if (!(WAITING as string[]).includes(s)) throw new CliError(`unknown state ${s}: use one of ${[...WAITING, 'all'].join(', ')}`);
+  if (!(WAITING as string[]).includes(s)) throw new UsageError(`unknown state ${s}: use one of ${[...WAITING, 'all'].join(', ')}`);
   return [s as QueueState];
 }
 
@@ -90,7 +89,7 @@ async function list(ctx: Ctx, args: string[]): Promise<number> {
         state: m.state,
         age_seconds: Math.floor((now - m.receivedAt) / 1000),
         received: iso(m.receivedAt),
-        held: iso(m.heldAt),
+        held: m.heldAt === null ? null : iso(m.heldAt),
         principal: m.principal,
         user: m.principal?.startsWith('user:') ? m.principal.slice(5) : null,
         envelope_from: m.mailFrom,
@@ -151,7 +150,7 @@ async function show(ctx: Ctx, args: string[]): Promise<number> {
       state: m.state,
       principal: m.principal,
       received: iso(m.receivedAt),
-      held: iso(m.heldAt),
+      held: m.heldAt === null ? null : iso(m.heldAt),
       size: m.size,
       envelope: { from: m.mailFrom, to: m.rcptTo },
       score: m.score,
@@ -206,9 +205,8 @@ async function decide(ctx: Ctx, verb: 'release' | 'delete', args: string[]): Pro
   } else if (!ids.length) {
     throw new UsageError(`postern quarantine ${verb} needs message ids, - (ids on stdin) or --user NAME --all\n\n${QUARANTINE_HELP}`);
   }
-  const cfg = ctx.config();
-  // The serve process logs to its journal; an admin's change is logged where the admin ran it.
-  const log = createLogger(cfg.log.level, { write: (s: string) => ctx.io.stderr(s) });
+  // No log line here: the CLI prints text, and the audit row written with each decision
+  // reaches the server's log as an admin.action event (obs/admin-log.ts).
   const by = { actor: actor(values.by, ctx.io.env), reason: values.reason ?? null };
   let failed = 0;
   for (const id of ids) {
@@ -221,9 +219,7 @@ async function decide(ctx: Ctx, verb: 'release' | 'delete', args: string[]): Pro
       failed++;
       continue;
     }
-    log.info({ event: verb === 'release' ? 'quarantine.released' : 'quarantine.deleted', queue_id: m.id, principal: m.principal, from: m.mailFrom, rcpts: m.recipients, score: m.score, actor: by.actor, reason: by.reason, verdict: verb === 'release' ? 'queued' : 'deleted' });
     ctx.io.stdout(verb === 'release' ? `message ${m.id} released to the delivery queue\n` : `message ${m.id} deleted\n`);
   }
-  log.flush();
   return failed ? 1 : 0;
 }

@@ -37,6 +37,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   dkim: async () => { const m = await import('./dkim.js'); return { help: m.DKIM_HELP, run: m.dkimCommand }; },
   doctor: async () => { const m = await import('./doctor.js'); return { help: m.DOCTOR_HELP, run: m.doctorCommand }; },
   db: async () => { const m = await import('./db.js'); return { help: m.DB_HELP, run: m.dbCommand }; },
+  config: async () => { const m = await import('./config.js'); return { help: m.CONFIG_HELP, run: m.configCommand }; },
 };
 
 /** "postern 0.1.0 (Node.js v20.20.2)": the package's version, from the package.json beside migrations/. */
@@ -50,17 +51,18 @@ export const HELP = `Usage: postern [--config FILE] COMMAND ...
 
 Commands:
   serve                 run the relay (listeners, spool)
+  config check|show     check the config as serve would (every problem listed); print the effective config
   user ...              users: add, allow, deny, reset, suspend, unsuspend, show, list
   device ...            devices that send without AUTH from fixed addresses
   incidents             compromise signals and other incidents
   limits show NAME      usage against rate limits (set them: postern user limits)
   stats                 per-user sent, held, remote rejections, incidents (--since 24h)
   audit                 who changed what, when and why
-  queue list            show the spool (retry, delete: see queue --help)
+  queue ...             the spool: list, show, retry, hold, delete
   quarantine ...        held mail: list, show, release, delete
-  dkim keygen DOMAIN    create a DKIM signing key and print its DNS record
+  dkim ...              DKIM keys: keygen (inactive, prints its record), activate (once published), list
   doctor                check PTR, HELO, SPF, DMARC, DKIM, MX and TLS; print the records to publish
-  db migrate            apply schema migrations
+  db migrate|backup     apply schema migrations; copy the SQLite database while it runs
 
 The config file is --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.toml.
 Every listing takes --json. Run "postern COMMAND --help" for a command's options.
@@ -106,7 +108,7 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
       io.stdout(picked.help);
       return 0;
     }
-    ctx = makeCtx(io, config);
+    ctx = makeCtx(io, config, rest);
     return await picked.run(ctx, args);
   } catch (e) {
     if (e instanceof CliError) {

@@ -1,3 +1,4 @@
+import { StartupError } from '../config/check.js';
 import type { Config } from '../config/schema.js';
 import { loadConfig } from '../config/load.js';
 import { startRelay, type Relay } from '../main.js';
@@ -11,6 +12,9 @@ Signals: SIGTERM or SIGINT shut down gracefully (open transactions may finish wi
 server.shutdown_grace_seconds); SIGHUP re-reads the config file and reloads the TLS
 certificate and key and the log level. A config that does not validate is refused with
 a "config.reload_refused" log line and the running one stays in force.
+A start that fails over the config (a missing certificate, a key that does not match it,
+an unwritable data_dir, a listen address in use) says which key, its value and what to do,
+as "postern config check" does, and exits 1.
 
 Example:
   postern --config /etc/postern/postern.toml serve
@@ -36,7 +40,15 @@ export async function reloadFromFile(relay: Relay, read: () => Config): Promise<
 
 /** Runs the relay until SIGTERM or SIGINT, then shuts down gracefully. */
 export async function serveCommand(ctx: Ctx): Promise<number> {
-  const relay = await startRelay(ctx.config());
+  let relay: Relay;
+  try {
+    relay = await startRelay(ctx.config());
+  } catch (e) {
+    if (!(e instanceof StartupError)) throw e;
+    // One line per problem, each as "postern config check" prints it.
+    for (const p of e.problems) ctx.io.stderr(`postern: ${p.message}\n`);
+    return 1;
+  }
   const file = ctx.configPath ?? ctx.io.env.POSTERN_CONFIG;
   // Without a handler SIGHUP would end the process; with one, reloads run one at a time.
   let reloading = Promise.resolve();

@@ -4,14 +4,20 @@ import { CliError, iso, parseDuration, printJson, table, type Ctx } from './io.j
 
 export const STATS_HELP = `Usage: postern stats [--user NAME] [--since 24h] [--json]
 
-Per-user figures from the store over a recent window (m, h, d or w; default 24h):
-  SENT      messages handed to delivery (the quota ledger)
-  HELD      messages received in the window and still held in quarantine
-  REJECTED  remote 5xx verdicts, out of OUTCOMES final verdicts from remote servers
-  INCIDENTS incidents opened (see: postern incidents --user NAME)
+Per-user figures from the store over a recent window (m, h, d or w; default 24h). The
+JSON keys are the column names in lower case:
+  PRINCIPAL  user:NAME or device:NAME
+  MESSAGES   messages handed to the delivery queue (the quota ledger: the last 24h at most),
+             whether delivered yet or not; held mail counts once released
+  DELIVERED  recipients a remote server accepted (2xx)
+  REJECTED   recipients a remote server refused (5xx)
+  HELD       messages received in the window and still held in quarantine
+  INCIDENTS  incidents opened (see: postern incidents --user NAME)
+DELIVERED and REJECTED are final verdicts, kept 7 days (or [delivery]
+reject_window_minutes if longer); with delivery off both stay 0.
 Without --user, the spool by node follows (several nodes on one PostgreSQL):
   NODE      the node that accepted the mail ([server] node_id, else its host name)
-  QUEUED, HELD, WAITING  its messages still in the spool, by state
+  QUEUED, HELD, WAITING  its messages still in the spool, by state (WAITING: waiting-quota)
   DELIVERING             messages that node is delivering now (a live delivery claim)
 Refusals (5xx/4xx answers to MAIL, RCPT, DATA) are not stored per user: the relay counts
 them by reason in /metrics (postern_messages_refused_total) and logs each one with the
@@ -22,8 +28,10 @@ Example:
   postern stats --user alice --json
 `;
 
-/** The quota ledger keeps one day (spool/quota.ts purges older rows), so SENT cannot look further back. */
+/** The quota ledger keeps one day (spool/quota.ts purges older rows), so MESSAGES cannot look further back. */
 const LEDGER_MS = 86_400_000;
+/** Final delivery outcomes are kept this long at least (delivery/index.ts prunes older ones). */
+const OUTCOMES_MS = 7 * 86_400_000;
 
 export async function statsCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { user: { type: 'string' }, since: { type: 'string', default: '24h' }, json: { type: 'boolean' } } });
@@ -40,22 +48,17 @@ export async function statsCommand(ctx: Ctx, argv: string[]): Promise<number> {
   }
   const rows = await st.stats.since(now - windowMs, ref);
   const nodes = values.user ? [] : await st.stats.nodes(now);
-  const sentPartial = windowMs > LEDGER_MS;
-  const sentNote = sentPartial ? `SENT covers only the last 24h: the quota ledger keeps no more` : null;
+  const outcomesMs = Math.max(OUTCOMES_MS, ctx.config().delivery.reject_window_minutes * 60_000);
+  const notes = [
+    ...(windowMs > LEDGER_MS ? ['MESSAGES covers only the last 24h: the quota ledger keeps no more'] : []),
+    ...(windowMs > outcomesMs ? [`DELIVERED and REJECTED cover only the last ${Math.round(outcomesMs / 86_400_000)} days: older outcomes are not kept`] : []),
+  ];
   if (values.json) {
     printJson(ctx.io, {
       since: iso(now - windowMs),
-      notes: [...(sentNote ? [sentNote] : []), 'refused: not stored per user; see /metrics postern_messages_refused_total or the log'],
-      principals: rows.map((r) => ({
-        principal: r.principal,
-        sent: r.sent,
-        held: r.held,
-        refused: null,
-        remote_rejections: r.remoteRejections,
-        remote_outcomes: r.outcomes,
-        incidents: r.incidents,
-      })),
-      ...(values.user ? {} : { nodes: nodes.map((n) => ({ node: n.node, queued: n.queued, held: n.held, waiting_quota: n.waiting, delivering: n.delivering })) }),
+      notes: [...notes, 'refusals: not stored per user; see /metrics postern_messages_refused_total or the log'],
+      principals: rows.map((r) => ({ principal: r.principal, messages: r.messages, delivered: r.delivered, rejected: r.rejected, held: r.held, incidents: r.incidents })),
+      ...(values.user ? {} : { nodes: nodes.map((n) => ({ node: n.node, queued: n.queued, held: n.held, waiting: n.waiting, delivering: n.delivering })) }),
     });
     return 0;
   }
@@ -65,18 +68,18 @@ export async function statsCommand(ctx: Ctx, argv: string[]): Promise<number> {
     ctx.io.stdout(table([['NODE', 'QUEUED', 'HELD', 'WAITING', 'DELIVERING'], ...nodes.map((n) => [n.node ?? '(unrecorded)', String(n.queued), String(n.held), String(n.waiting), String(n.delivering)])]));
   };
   if (!rows.length) {
-    ctx.io.stdout(`no mail sent, held or rejected and no incidents${principal ? ` for ${principal}` : ''} since ${iso(now - windowMs)}\n`);
+    ctx.io.stdout(`no messages, deliveries, rejections, held mail or incidents${principal ? ` for ${principal}` : ''} since ${iso(now - windowMs)}\n`);
     printNodes();
     return 0;
   }
   ctx.io.stdout(
     table([
-      ['PRINCIPAL', 'SENT', 'HELD', 'REJECTED', 'OUTCOMES', 'INCIDENTS'],
-      ...rows.map((r) => [r.principal, String(r.sent), String(r.held), String(r.remoteRejections), String(r.outcomes), String(r.incidents)]),
+      ['PRINCIPAL', 'MESSAGES', 'DELIVERED', 'REJECTED', 'HELD', 'INCIDENTS'],
+      ...rows.map((r) => [r.principal, String(r.messages), String(r.delivered), String(r.rejected), String(r.held), String(r.incidents)]),
     ]),
   );
   ctx.io.stdout(`since ${iso(now - windowMs)}; refusals are not stored per user (see postern stats --help)\n`);
-  if (sentNote) ctx.io.stdout(`note: ${sentNote}\n`);
+  for (const n of notes) ctx.io.stdout(`note: ${n}\n`);
   printNodes();
   return 0;
 }

@@ -110,7 +110,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const now = Date.now();
   const who = actor(values.by, ctx.io.env);
   const reason = values.reason ?? null;
-  const audit = async (action: string, target: string, detail: string | null) =>
+  const audit = async (action: string, target: string, detail: Record<string, unknown> | null) =>
     (await ctx.store()).audit.record({ at: now, actor: who, action, target: `user:${target}`, detail, reason });
   const tx = async <T>(fn: () => Promise<T>): Promise<T> => (await ctx.store()).tx(fn);
   const notifyArg = (): string | null => {
@@ -127,6 +127,14 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const senders = sendersArg(many(values.sender));
       const networks = networksArg(many(values.network));
       refuseV6OnlyEverywhere(networks, networks);
+      // A user without senders or networks cannot send, and the natural retry with the flags
+      // would then meet "already exists": ask for both before anything is written.
+      if (!senders.length || !networks.length) {
+        const missing = [!senders.length && '--sender ADDR', !networks.length && '--network CIDR'].filter(Boolean).join(' and ');
+        throw new UsageError(
+          `postern user add ${n} needs ${missing}: without ${senders.length || networks.length ? 'it' : 'them'} ${n} could not send (a roaming user: --network 0.0.0.0/0 --network ::/0)`,
+        );
+      }
       const notify = notifyArg();
       const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
       const hash = await hashPassword(password, params(ctx.config()));
@@ -137,16 +145,13 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
           for (const s of senders) await st.bindings.add('user', u.id, 'sender', s, now);
           for (const net of networks) await st.bindings.add('user', u.id, 'network', net, now);
           if (notify) await st.users.setNotifyAddress(u.id, notify, now);
-          await audit('user.add', n, JSON.stringify({ senders, networks, notify }));
+          await audit('user.add', n, { senders, networks, notify });
         });
       } catch (e) {
-        if (e instanceof UserExistsError) throw new CliError(`user ${n} already exists (to change the password: postern user passwd ${n})`);
+        if (e instanceof UserExistsError) throw new CliError(`user ${n} already exists (to change the password: postern user passwd ${n}; to bind more senders or networks: postern user allow ${n} --sender ADDR --network CIDR)`);
         throw e;
       }
       ctx.io.stdout(generated ? `user ${n} added; password (shown once): ${password}\n` : `user ${n} added\n`);
-      if (!networks.length || !senders.length) {
-        ctx.io.stderr(`warning: ${n} has no ${!networks.length ? 'network' : 'sender'} yet and cannot send: postern user allow ${n} --${!networks.length ? 'network CIDR' : 'sender ADDR'}\n`);
-      }
       const warn = notifyWarning(n, notify ?? senders.find((s) => !s.startsWith('@')) ?? null, senders);
       if (warn) ctx.io.stderr(warn);
       return 0;
@@ -162,14 +167,18 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const st = await ctx.store();
       if (sub === 'allow') refuseV6OnlyEverywhere(networks, [...networks, ...(await st.bindings.values('user', u.id, 'network', now))]);
       const changed: string[] = [];
+      const bound = { senders: [] as string[], networks: [] as string[] };
       await tx(async () => {
         for (const [kind, list] of [['sender', senders], ['network', networks]] as const) {
           for (const v of list) {
             const did = sub === 'allow' ? await st.bindings.add('user', u.id, kind, v, now, expires) : await st.bindings.remove('user', u.id, kind, v);
-            if (did || (sub === 'allow' && expires)) changed.push(`${kind} ${v}`);
+            if (did || (sub === 'allow' && expires)) {
+              changed.push(`${kind} ${v}`);
+              bound[kind === 'sender' ? 'senders' : 'networks'].push(v);
+            }
           }
         }
-        if (changed.length) await audit(`user.${sub}`, u.username, changed.join(', ') + (expires ? ` until ${iso(expires)}` : ''));
+        if (changed.length) await audit(`user.${sub}`, u.username, { ...bound, until: expires === null ? null : iso(expires) });
       });
       ctx.io.stdout(
         changed.length
@@ -186,7 +195,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       if (!a) throw new CliError(`bad notification address ${JSON.stringify(raw)}: use one address such as alice@home.example`);
       await tx(async () => {
         await (await ctx.store()).users.setNotifyAddress(u.id, a, now);
-        await audit('user.notify', u.username, a);
+        await audit('user.notify', u.username, { notify: a });
       });
       ctx.io.stdout(`notices for ${u.username} go to ${a}\n`);
       const warn = notifyWarning(u.username, a, await (await ctx.store()).bindings.values('user', u.id, 'sender', now));
@@ -207,7 +216,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
           lifted = await st.users.unsuspend(u.id, now);
           resolved = await st.incidents.resolveOpen(u.principalRef, who, now);
         }
-        await audit(`user.${sub}`, u.username, sub === 'reset' ? `password changed; suspension ${lifted ? 'lifted' : 'was not set'}; ${resolved} incident(s) resolved` : 'password changed');
+        await audit(`user.${sub}`, u.username, sub === 'reset' ? { suspension_lifted: lifted, incidents_resolved: resolved } : null);
       });
       const what = sub === 'reset' ? `user ${u.username} reset: password changed, ${lifted ? 'suspension lifted' : 'was not suspended'}, ${resolved} open incident${resolved === 1 ? '' : 's'} resolved` : `password of ${u.username} changed`;
       ctx.io.stdout(generated ? `${what}; new password (shown once): ${password}\n` : `${what}\n`);

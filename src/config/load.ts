@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import type { z } from 'zod';
+import { crossCheckProblems } from './problems.js';
 import { configSchema, type Config } from './schema.js';
 
 export class ConfigError extends Error {
@@ -27,18 +28,21 @@ export function parseConfig(doc: unknown, baseDir: string, source = 'config'): C
   cfg.server.data_dir = path.resolve(baseDir, cfg.server.data_dir);
   if (cfg.tls.cert) cfg.tls.cert = path.resolve(baseDir, cfg.tls.cert);
   if (cfg.tls.key) cfg.tls.key = path.resolve(baseDir, cfg.tls.key);
-  // Cross-checks between keys live here, beside the schema, so every command sees them.
-  if (Boolean(cfg.tls.cert) !== Boolean(cfg.tls.key)) {
-    throw new ConfigError(`${source}: tls.cert and tls.key must be set together (or both left empty)`);
-  }
-  if (cfg.submission.proxy_protocol && cfg.submission.trusted_proxies.length === 0) {
-    throw new ConfigError(`${source}: submission.proxy_protocol = true needs submission.trusted_proxies (the load balancers' networks)`);
-  }
+  // Cross-checks between keys run here, beside the schema, so every command sees them
+  // (and config check lists them the same way: problems.ts).
+  const cross = crossCheckProblems(cfg);
+  if (cross.length) throw new ConfigError(`${source}: ${cross.map((p) => p.problem).join('; ')}`);
   return cfg;
 }
 
 /** Reads --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.toml. */
 export function loadConfig(file?: string): Config {
+  const { file: p, doc } = readConfigDoc(file);
+  return parseConfig(doc, path.dirname(p), p);
+}
+
+/** The config file's path and its TOML parsed, not yet validated (config check validates it key by key). */
+export function readConfigDoc(file?: string): { file: string; doc: unknown } {
   const p = path.resolve(file ?? process.env.POSTERN_CONFIG ?? '/etc/postern/postern.toml');
   let text: string;
   try {
@@ -56,5 +60,5 @@ export function loadConfig(file?: string): Config {
     const what = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
     throw new ConfigError(`${p}${where}: not valid TOML: ${what}${err.codeblock ? `\n${err.codeblock.trimEnd()}` : ''}`);
   }
-  return parseConfig(doc, path.dirname(p), p);
+  return { file: p, doc };
 }

@@ -1,7 +1,6 @@
-import { principalLabel } from '../domain/types.js';
 import type { Clock } from '../domain/clock.js';
 import type { NewMessage } from '../domain/types.js';
-import type { Logger } from '../obs/log.js';
+import { principalFields, type Logger } from '../obs/log.js';
 import { headerEnd, newQueueId } from '../spool/message.js';
 import { ClaimLostError, type AttemptRecord, type DeliveryJob, type RecipientState, type RecipientUpdate } from '../store/delivery.js';
 import type { Store } from '../store/index.js';
@@ -207,7 +206,7 @@ export class Deliverer {
     }));
     const removed = await this.writeOutcome({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal?.ref ?? null, owner: this.d.owner }, job.attempts);
     for (const o of outcomes) {
-      const base = { queue_id: job.id, principal: job.principal && principalLabel(job.principal), rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
+      const base = { queue_id: job.id, ...principalFields(job.principal), rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
       if (o.status === 'delivered') this.d.log.info({ event: 'delivery.ok', ...base, response: o.text });
       else if (o.status === 'deferred') this.d.log.info({ event: 'delivery.defer', ...base, reason: o.category, response: o.text, next_attempt: next && new Date(next).toISOString() });
       else this.d.log.info({ event: 'delivery.fail', ...base, reason: o.category, response: o.text });

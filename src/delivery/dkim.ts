@@ -18,22 +18,25 @@ export function dkimTxtRecord(domain: string, selector: string, privateKeyPem: s
  * A new RSA-2048 key (RFC 8301: at least 1024, 2048 recommended; 2048 still fits one TXT
  * record in strings of 255) for the store, and the TXT record to publish. The caller adds it
  * with store.dkim.add, which refuses a selector already taken: a replaced key silently breaks
- * every signature until DNS catches up.
+ * every signature until DNS catches up. It is inactive: it signs once `dkim activate` has
+ * seen its record in DNS, not before receivers can find it.
  */
 export function newDkimKey(domain: string, selector: string, now: number): { key: DkimKey; name: string; value: string } {
   if (!isDomain(domain)) throw new Error(`invalid domain ${JSON.stringify(domain)}`);
   if (!LABEL.test(selector)) throw new Error(`invalid selector ${JSON.stringify(selector)}: letters, digits and hyphens`);
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-  const key = { domain: domain.toLowerCase(), selector: selector.toLowerCase(), privateKeyPem: pem, createdAt: now };
+  const key = { domain: domain.toLowerCase(), selector: selector.toLowerCase(), privateKeyPem: pem, createdAt: now, activatedAt: null };
   return { key, ...dkimTxtRecord(key.domain, key.selector, pem) };
 }
 
 /**
  * Imports the key files of data_dir/dkim into the store, on every start: a key is added under
- * its file's domain and selector, dated by the file's modification time (so the newest file
- * still signs). A name the store already has keeps the stored key; a file that differs from it
- * is reported, never imported over it. The files are left in place.
+ * its file's domain and selector, made and activated as of the file's modification time. An
+ * admin who puts a key file there means it to sign, as it did before keys moved to the store
+ * (and the newest file still signs), unless a key activated later in the store signs already.
+ * A name the store already has keeps the stored key; a file that differs from it is reported,
+ * never imported over it. The files are left in place.
  */
 export async function importDkimFiles(store: Pick<Store, 'dkim'>, dataDir: string, log: Logger): Promise<void> {
   for (const f of readDkimFiles(dataDir)) {
@@ -41,7 +44,7 @@ export async function importDkimFiles(store: Pick<Store, 'dkim'>, dataDir: strin
       log.warn({ event: 'dkim.import_failed', path: f.path, err: f.error });
       continue;
     }
-    const outcome = await store.dkim.importKey({ domain: f.domain, selector: f.selector, privateKeyPem: f.pem, createdAt: f.mtime });
+    const outcome = await store.dkim.importKey({ domain: f.domain, selector: f.selector, privateKeyPem: f.pem, createdAt: f.mtime, activatedAt: f.mtime });
     if (outcome === 'added') log.info({ event: 'dkim.imported', path: f.path, domain: f.domain, selector: f.selector });
     else if (outcome === 'different') log.warn({ event: 'dkim.import_conflict', path: f.path, domain: f.domain, selector: f.selector });
   }
@@ -131,18 +134,22 @@ export function dkimSign(raw: Buffer, opts: { domain: string; selector: string; 
 }
 
 /**
- * Signs outgoing mail whose header From domain has a key in the store (relaxed/relaxed,
- * rsa-sha256, see dkimSign). When a domain has several keys the newest signs: keygen a new
- * selector, publish its record, and signing moves over on the next cache refresh. A store that
- * cannot be read fails the attempt (it is retried) rather than sending the mail unsigned.
+ * Signs outgoing mail whose header From domain has an activated key in the store
+ * (relaxed/relaxed, rsa-sha256, see dkimSign); a domain whose keys are all inactive is sent
+ * unsigned, as one without keys. When a domain has several the one activated last signs:
+ * keygen a new selector, publish its record, `dkim activate` it, and signing moves over on
+ * every node at its next cache refresh (within cacheMs, a minute by default), while the old
+ * record is still published. A store that cannot be read fails the attempt (it is retried)
+ * rather than sending the mail unsigned.
  */
 export class DkimSigner {
   // Misses are cached too (most domains have no key), so the store is asked at most once per
-  // domain per cacheMs.
+  // domain per cacheMs. The cache is by time, not by notification: every node on a shared
+  // store sees an activation within cacheMs, whichever node made it.
   private readonly cache = new Map<string, { entry: DkimKey | null; at: number }>();
 
   constructor(
-    private readonly keys: Pick<DkimStore, 'newest'>,
+    private readonly keys: Pick<DkimStore, 'signing'>,
     private readonly clock: Clock,
     private readonly cacheMs = 60_000,
   ) {}
@@ -151,7 +158,7 @@ export class DkimSigner {
     const now = this.clock.now();
     const hit = this.cache.get(domain);
     if (hit && now - hit.at < this.cacheMs) return hit.entry;
-    const entry = await this.keys.newest(domain);
+    const entry = await this.keys.signing(domain);
     this.cache.set(domain, { entry, at: now });
     return entry;
   }

@@ -28,7 +28,7 @@ export interface DeliveryDeps {
   random?: () => number;
   /** Records remote-rejections incidents and notifies the admins; without it they are only recorded. */
   incidents?: IncidentResponder;
-  /** Cache lifetime of DKIM keys read from the data dir (tests use 0). */
+  /** How long a node keeps a domain's signing key from the store before reading it again (tests use 0). */
   dkimCacheMs?: number;
   /** This process's name in delivery claims; default host:pid:random. */
   owner?: string;

@@ -1,7 +1,7 @@
 import type { Clock } from '../domain/clock.js';
-import type { Logger } from '../obs/log.js';
+import { principalFields, type Logger } from '../obs/log.js';
 import type { Store } from '../store/index.js';
-import { principalLabel, type PrincipalName, type PrincipalRef } from '../domain/types.js';
+import type { PrincipalName, PrincipalRef } from '../domain/types.js';
 
 export interface ReputationOptions {
   /** [delivery] reject_alert: share of remote 5xx above which an incident is opened. */
@@ -58,7 +58,7 @@ export class Reputation {
     const id = await this.report(principal, detail, now - this.opts.windowMs);
     if (id === null) return false;
     // The quarantine policy reads recentRejectionRate(); this event is the admins' alert.
-    this.log.warn({ event: 'incident.opened', kind: REMOTE_REJECTIONS, incident: id, principal: principalLabel(principal), rate, rejected, total });
+    this.log.warn({ event: 'incident.opened', kind: REMOTE_REJECTIONS, incident: id, ...principalFields(principal), rate, rejected, total });
     return true;
   }
 }

@@ -4,7 +4,7 @@ import type { Config } from '../config/schema.js';
 import type { Clock } from '../domain/clock.js';
 import * as domain from './checks/domain.js';
 import * as identity from './checks/identity.js';
-import { fail, warn, type Check, type CheckResult, type DoctorContext, type DomainCheck, type Need } from './checks/result.js';
+import { fail, info, skip, warn, type Check, type CheckResult, type DoctorContext, type DomainCheck, type Need } from './checks/result.js';
 import { checkSpf } from './checks/spf.js';
 import * as tls from './checks/tls.js';
 import type { LocalCertificate, LocalDkimKey } from './local.js';
@@ -34,23 +34,23 @@ export interface DoctorDeps {
 
 // Order is output order: what a receiver looks at first comes first.
 const IDENTITY: Check[] = [
-  { id: 'identity.outbound_ip', needs: [], run: identity.checkOutboundIp },
+  { id: 'identity.outbound_ip', needs: [], dns: false, run: identity.checkOutboundIp },
   { id: 'ptr.exists', needs: ['ip'], run: identity.checkPtrExists },
   { id: 'ptr.forward', needs: ['ip', 'ptr'], run: identity.checkPtrForward },
   { id: 'ptr.matches_config', needs: ['ip', 'ptr'], run: identity.checkPtrMatchesConfig },
   { id: 'ptr.generic', needs: ['ip', 'ptr'], run: identity.checkPtrGeneric },
-  { id: 'helo.syntax', needs: [], run: identity.checkHeloSyntax },
+  { id: 'helo.syntax', needs: [], dns: false, run: identity.checkHeloSyntax },
   { id: 'helo.cname', needs: ['helo'], run: identity.checkHeloCname },
   { id: 'helo.forward', needs: ['helo', 'ip'], run: identity.checkHeloForward },
-  { id: 'helo.not_ptr', needs: ['helo', 'ptrName'], run: identity.checkHeloNotPtr },
-  { id: 'helo.same_domain', needs: ['helo', 'ptrName'], run: identity.checkHeloSameDomain },
+  { id: 'helo.not_ptr', needs: ['helo', 'ptrName'], dns: false, run: identity.checkHeloNotPtr },
+  { id: 'helo.same_domain', needs: ['helo', 'ptrName'], dns: false, run: identity.checkHeloSameDomain },
   { id: 'helo.spf.exists', needs: ['helo'], run: (c) => checkSpf(c, { prefix: 'helo', name: c.helo, strictAll: true }) },
   { id: 'ptr.null_mx', needs: ['ptrName'], run: identity.checkPtrNullMx },
   { id: 'ptr.null_spf', needs: ['ptrName'], run: identity.checkPtrNullSpf },
   { id: 'helo.null_mx', needs: ['helo'], run: identity.checkHeloNullMx },
   { id: 'postmaster.route', needs: ['helo'], run: identity.checkPostmaster },
-  { id: 'helo.csa', needs: ['helo'], run: identity.checkCsa },
-  { id: 'helo.rp', needs: ['helo'], run: identity.checkRp },
+  { id: 'helo.csa', needs: ['helo'], optional: true, run: identity.checkCsa },
+  { id: 'helo.rp', needs: ['helo'], optional: true, run: identity.checkRp },
 ];
 
 const PER_DOMAIN: DomainCheck[] = [
@@ -61,8 +61,8 @@ const PER_DOMAIN: DomainCheck[] = [
 ];
 
 const TLS: Check[] = [
-  { id: 'tls.names', needs: [], run: tls.checkTlsNames },
-  { id: 'tls.expiry', needs: [], run: tls.checkTlsExpiry },
+  { id: 'tls.names', needs: [], dns: false, run: tls.checkTlsNames },
+  { id: 'tls.expiry', needs: [], dns: false, run: tls.checkTlsExpiry },
 ];
 
 const HAVE: Record<Need, (c: DoctorContext) => boolean> = {
@@ -72,17 +72,30 @@ const HAVE: Record<Need, (c: DoctorContext) => boolean> = {
   ptrName: (c) => Boolean(c.ptrName),
 };
 
-async function run(c: DoctorContext, id: string, needs: Need[], subject: string, go: () => ReturnType<Check['run']>): Promise<CheckResult[]> {
+async function run(c: DoctorContext, id: string, needs: Need[], subject: string, go: () => ReturnType<Check['run']>, optional = false): Promise<CheckResult[]> {
   if (!needs.every((n) => HAVE[n](c))) return [];
   try {
     const found = await go();
     return found === null ? [] : Array.isArray(found) ? found : [found];
   } catch (e) {
     // A resolver that times out must not read as "record missing": say the check could not run.
+    // An optional record stays INFO: not knowing about it fails nothing.
     const code = (e as { code?: string }).code;
-    return [fail(id, subject, `could not check${code ? ` (${code})` : ''}: ${(e as Error).message}`)];
+    return [(optional ? info : fail)(id, subject, `could not check${code ? ` (${code})` : ''}: ${(e as Error).message}`)];
   }
 }
+
+/** The one verdict for a resolver that does not serve us; every check that asks DNS is then skipped. */
+function resolverDown(down: { servers: string; code: string }): CheckResult {
+  const what = down.code === 'ESERVFAIL' || down.code === 'EREFUSED' ? 'resolver does not resolve' : 'resolver unreachable';
+  return fail(
+    'dns.resolver',
+    down.servers,
+    `${what}: ${down.servers} (${down.code}); the checks that ask DNS were skipped: fix [delivery] dns_servers (empty: the system's resolvers in /etc/resolv.conf), then run the doctor again`,
+  );
+}
+
+const SKIPPED = 'skipped: the resolver does not answer (see dns.resolver)';
 
 function parseCertificate(cert: LocalCertificate): DoctorContext['x509'] {
   if (cert.state !== 'loaded') return null;
@@ -93,14 +106,14 @@ function parseCertificate(cert: LocalCertificate): DoctorContext['x509'] {
   }
 }
 
-async function context(input: DoctorInput, deps: DoctorDeps): Promise<DoctorContext> {
+async function context(input: DoctorInput, deps: DoctorDeps, dnsDown: boolean): Promise<DoctorContext> {
   const id = input.config.identity;
   const raw = id.outbound_ip.trim();
   const ip = isIP(raw) ? raw : null;
   const helo = normName(id.helo);
   const cfgPtr = normName(id.ptr);
   // A failed PTR lookup shows up in ptr.exists, which asks again (the answer is memoised).
-  const observedPtr = ip ? await deps.dns.ptr(ip).catch(() => []) : [];
+  const observedPtr = ip && !dnsDown ? await deps.dns.ptr(ip).catch(() => []) : [];
   const ptrSeen = observedPtr.includes(cfgPtr) ? cfgPtr : (observedPtr[0] ?? null);
   return {
     dns: deps.dns,
@@ -129,12 +142,23 @@ function about(c: DoctorContext, id: string): string {
 }
 
 export async function runDoctor(input: DoctorInput, deps: DoctorDeps): Promise<CheckResult[]> {
-  const c = await context(input, deps);
+  const down = await deps.dns.probe();
+  const c = await context(input, deps, down !== null);
   const noDomains = warn('domains', '-', 'no envelope domains to check: bind senders to users or devices, or name them with --domain D');
+  // With the resolver down, a check that asks DNS, or needs what only DNS would have said
+  // (the PTR name when [identity] ptr is unset), is one SKIP row; one whose config is missing
+  // (no outbound_ip, a bad helo) is left out as always, its cause reported by its own check.
+  const fromDns = (n: Need) => n === 'ptr' || (n === 'ptrName' && !c.cfgPtr);
+  const check = (k: Check): Promise<CheckResult[]> => {
+    if (!down || (k.dns === false && !k.needs.some(fromDns))) return run(c, k.id, k.needs, about(c, k.id), () => k.run(c), k.optional);
+    return Promise.resolve(k.needs.every((n) => fromDns(n) || HAVE[n](c)) ? [skip(k.id, about(c, k.id), SKIPPED)] : []);
+  };
+  const perDomain = (d: string) => PER_DOMAIN.map((k) => (down ? Promise.resolve([skip(k.id, d, SKIPPED)]) : run(c, k.id, [], d, () => k.run(c, d))));
   const runs = [
-    ...IDENTITY.map((k) => run(c, k.id, k.needs, about(c, k.id), () => k.run(c))),
-    ...(c.domains.length ? c.domains.flatMap((d) => PER_DOMAIN.map((k) => run(c, k.id, [], d, () => k.run(c, d)))) : [Promise.resolve([noDomains])]),
-    ...TLS.map((k) => run(c, k.id, k.needs, about(c, k.id), () => k.run(c))),
+    ...(down ? [Promise.resolve([resolverDown(down)])] : []),
+    ...IDENTITY.map(check),
+    ...(c.domains.length ? c.domains.flatMap(perDomain) : [Promise.resolve([noDomains])]),
+    ...TLS.map(check),
   ];
   return (await Promise.all(runs)).flat();
 }

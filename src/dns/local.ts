@@ -1,6 +1,7 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import type { Store } from '../store/index.js';
+import { signsBefore, type DkimKey } from '../store/dkim.js';
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
 
@@ -53,10 +54,16 @@ export function readDkimFiles(dataDir: string): DkimFile[] {
   return out;
 }
 
-/** The DKIM key that signs for a domain, as the doctor checks it. */
+/** A DKIM key the doctor checks: the one that signs for a domain, or one staged to sign next. */
 export interface LocalDkimKey {
   domain: string;
   selector: string;
+  /**
+   * signing (also when absent): mail is signed with it, its record must be published;
+   * inactive: made by keygen after the signing key was activated, waiting for its record and
+   * `postern dkim activate`.
+   */
+  state?: 'signing' | 'inactive';
   /** Where it is, for messages: "the store" or a key file not imported yet. */
   path: string;
   /** The public half, or why the key could not be read as a private key. */
@@ -69,6 +76,11 @@ export type LocalCertificate =
   | { state: 'unreadable'; path: string; error: string }
   | { state: 'loaded'; path: string; pem: string; selfSigned: boolean };
 
+/** A key of the store as the doctor's DKIM check takes it (`dkim activate` checks one so). */
+export function storedDkimKey(k: DkimKey): LocalDkimKey {
+  return { domain: k.domain, selector: k.selector, state: k.activatedAt === null ? 'inactive' : 'signing', path: `the key of selector ${k.selector} in the store`, key: publicHalf(k.privateKeyPem) };
+}
+
 function publicHalf(pem: string): LocalDkimKey['key'] {
   try {
     return { publicKey: createPublicKey(createPrivateKey(pem)) };
@@ -78,22 +90,39 @@ function publicHalf(pem: string): LocalDkimKey['key'] {
 }
 
 /**
- * The key Postern signs with for each domain, as the signer will see it: the newest of the
- * store's keys and of the data_dir/dkim files the next start imports (a file whose name the
- * store already has is not imported, so the stored key is the one checked).
+ * For each domain, the key Postern signs with, as the signer will see it, then the keys staged
+ * to sign next. The signing key is the one activated last among the store's keys and the
+ * data_dir/dkim files the next start imports (activated as of their modification time; a
+ * file whose name the store already has is not imported, so the stored key is the one
+ * checked). Staged: inactive keys made after the signing key was activated (an older inactive
+ * key was passed over and is not checked).
  */
 export async function readDkimKeys(store: Pick<Store, 'dkim'>, dataDir: string, domains: string[]): Promise<LocalDkimKey[]> {
   const stored = await store.dkim.list();
   const have = new Set(stored.map((k) => `${k.selector}._domainkey.${k.domain}`));
   const candidates = [
-    ...stored.map((k) => ({ domain: k.domain, selector: k.selector, at: k.createdAt, path: `the key of selector ${k.selector} in the store`, key: () => publicHalf(k.privateKeyPem) })),
+    ...stored.map((k) => ({ ...k, path: `the key of selector ${k.selector} in the store`, key: () => publicHalf(k.privateKeyPem) })),
     ...readDkimFiles(dataDir)
       .filter((f) => !have.has(`${f.selector}._domainkey.${f.domain}`))
-      .map((f) => ({ domain: f.domain, selector: f.selector, at: f.mtime, path: `${f.path} (imported at the next start)`, key: () => ('error' in f ? { error: f.error } : publicHalf(f.pem)) })),
+      .map((f) => ({
+        domain: f.domain,
+        selector: f.selector,
+        createdAt: f.mtime,
+        activatedAt: f.mtime,
+        privateKeyPem: '',
+        path: `${f.path} (imported at the next start)`,
+        key: () => ('error' in f ? { error: f.error } : publicHalf(f.pem)),
+      })),
   ];
-  return domains.flatMap((d) => {
-    const newest = candidates.filter((k) => k.domain === d.toLowerCase()).sort((a, b) => b.at - a.at || a.selector.localeCompare(b.selector))[0];
-    return newest ? [{ domain: newest.domain, selector: newest.selector, path: newest.path, key: newest.key() }] : [];
+  return domains.flatMap((d): LocalDkimKey[] => {
+    const mine = candidates.filter((k) => k.domain === d.toLowerCase());
+    const signing = mine.filter((k) => k.activatedAt !== null).sort(signsBefore)[0];
+    const since = signing?.activatedAt ?? -Infinity;
+    const staged = mine.filter((k) => k.activatedAt === null && k.createdAt > since).sort((a, b) => b.createdAt - a.createdAt || (a.selector < b.selector ? -1 : 1));
+    return [
+      ...(signing ? [{ domain: signing.domain, selector: signing.selector, state: 'signing' as const, path: signing.path, key: signing.key() }] : []),
+      ...staged.map((k) => ({ domain: k.domain, selector: k.selector, state: 'inactive' as const, path: k.path, key: k.key() })),
+    ];
   });
 }
 

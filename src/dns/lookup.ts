@@ -33,7 +33,15 @@ export interface DoctorDns {
   rp(name: string): Promise<RpRecord[]>;
   /** node:dns resolve(name, type) with its error codes intact: the SPF evaluator counts void lookups by them. */
   raw(name: string, type: string): Promise<unknown>;
+  /**
+   * One question before any check: null when the resolver answers (NXDOMAIN is an answer),
+   * else the servers asked and the error, so a dead resolver is one verdict, not one per check.
+   */
+  probe(): Promise<{ servers: string; code: string; message: string } | null>;
 }
+
+/** Errors that say the resolver itself does not serve us, whatever the name asked. */
+const RESOLVER_DOWN = new Set(['ECONNREFUSED', 'ETIMEOUT', 'ETIMEDOUT', 'ECONNRESET', 'ENETUNREACH', 'EHOSTUNREACH', 'ECANCELLED', 'EREFUSED', 'ESERVFAIL']);
 
 const ABSENT = new Set(['ENOTFOUND', 'ENODATA']);
 
@@ -79,5 +87,17 @@ export function doctorDns(resolver: Resolver, opts: { timeoutMs?: number } = {})
         return answers.flatMap((a) => (a.type === 'RP' ? [{ mbox: strip(a.data.mbox), txt: strip(a.data.txt) }] : []));
       }),
     raw: (name, type) => once(`raw ${type} ${name}`, () => resolver.resolve(name, type)),
+    // The root's NS: every recursive resolver answers it from its hints, so a failure is the
+    // resolver's (refused, timed out, SERVFAIL for lack of upstream), not a zone's.
+    probe: async () => {
+      try {
+        await resolver.resolveNs('.');
+        return null;
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? '';
+        if (!RESOLVER_DOWN.has(code)) return null;
+        return { servers: resolver.getServers().join(', ') || '(none)', code, message: (e as Error).message };
+      }
+    },
   };
 }

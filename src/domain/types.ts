@@ -70,7 +70,7 @@ export interface Principal {
 /** A principal as stored state names it: its number, and its kind and name for logs and notices. */
 export type PrincipalName = Pick<Principal, 'ref' | 'kind' | 'name'>;
 
-/** How logs and listings name a principal: "user:alice", "device:printer-3". */
+/** How listings (and Redis keys) name a principal: "user:alice", "device:printer-3"; logs give principal and principal_kind. */
 export const principalLabel = (p: { kind: string; name: string }): string => `${p.kind}:${p.name}`;
 
 /** Envelope and provenance of a message being accepted. */

@@ -1,6 +1,6 @@
 import type { Clock } from '../domain/clock.js';
 import type { Incident, IncidentKind, Principal } from '../domain/types.js';
-import type { Logger } from '../obs/log.js';
+import { principalFields, type Logger } from '../obs/log.js';
 import type { Spool } from '../spool/spool.js';
 import type { Store } from '../store/index.js';
 import { rfc5322Date } from '../spool/message.js';
@@ -80,14 +80,14 @@ export class IncidentResponder {
     if (r.suspend) {
       const reason = `${r.kind}${r.clientIp ? ` from ${r.clientIp}` : ''}${r.sender ? ` as <${r.sender}>` : ''}`;
       const { changed, held } = await suspendPrincipal(this.store, r.principal, reason, now);
-      if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, principal: r.principal.name, reason: r.kind, ip: r.clientIp, sender: r.sender ?? null, held });
+      if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, ...principalFields(r.principal), reason: r.kind, ip: r.clientIp, sender: r.sender ?? null, held });
     }
     const row = { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, principalRef: r.principal.ref, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null };
     const burst = r.burstMs ?? this.cfg.burstMinutes * 60_000;
     const recorded = r.unlessOpenSince === undefined ? await this.store.incidents.record(row, now, burst) : await this.store.incidents.recordUnlessOpen(row, now, burst, r.unlessOpenSince);
     if (!recorded) return null;
     const { incident, notify } = recorded;
-    this.log.warn({ event: 'incident.recorded', incident: incident.id, principal: r.principal.name, kind: r.kind, ip: r.clientIp, notify });
+    this.log.warn({ event: 'incident.recorded', incident: incident.id, ...principalFields(r.principal), kind: r.kind, ip: r.clientIp, notify });
     if (notify) await this.queueNotices(r, incident, what, now);
     return incident;
   }
@@ -115,7 +115,8 @@ export class IncidentResponder {
           `The mail relay ${this.cfg.hostname} suspended sending for your account "${r.principal.name}" on ${when}.`,
           ``,
           `What happened: ${what}`,
-          `The message was not sent.`,
+          // A login from a foreign network is refused before any message: say so, not "the message".
+          r.kind === 'foreign-network' ? `The login was refused, so nothing was sent from it.` : `The message was not sent.`,
           ``,
           `If this was you (for example, you are travelling or set up a new address), contact ${helpdesk}; they can restore access.`,
           `If this was not you, someone else knows your password. Contact ${helpdesk}: they will set a new password for you.`,

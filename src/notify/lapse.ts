@@ -1,5 +1,5 @@
 import type { Clock } from '../domain/clock.js';
-import type { Logger } from '../obs/log.js';
+import { principalFields, type Logger } from '../obs/log.js';
 import type { Store } from '../store/index.js';
 
 /**
@@ -17,10 +17,10 @@ export async function sweepLapsedBindings(store: Pick<Store, 'tx'>, clock: Clock
       rows.push({ ...b, name });
     }
     for (const b of rows) {
-      await t.audit.record({ at: now, actor: 'postern', action: `${b.kind}.lapsed`, target: `${b.pk}:${b.name}`, detail: b.value, reason: 'time-limited exception ended' });
+      await t.audit.record({ at: now, actor: 'postern', action: `${b.kind}.lapsed`, target: `${b.pk}:${b.name}`, detail: { [b.kind]: b.value }, reason: 'time-limited exception ended' });
     }
     return rows;
   });
-  for (const b of lapsed) log.info({ event: 'binding.lapsed', principal: b.name, kind: b.kind, value: b.value, expired_at: new Date(b.expiresAt).toISOString() });
+  for (const b of lapsed) log.info({ event: 'binding.lapsed', ...principalFields({ kind: b.pk, name: b.name }), kind: b.kind, value: b.value, expired_at: new Date(b.expiresAt).toISOString() });
   return lapsed.length;
 }

@@ -19,3 +19,16 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     destination ?? pino.destination({ fd: 1, sync: false }),
   );
 }
+
+/**
+ * How every log event names the user or device it is about: `principal` is the plain name
+ * and `principal_kind` says which ("user" | "device"), so `jq 'select(.principal=="alice")'`
+ * finds all of them. Takes a principal, or the "user:alice" label listings and the spool use;
+ * null (Postern's own notices) gives nulls.
+ */
+export function principalFields(p: { kind: string; name: string } | string | null | undefined): { principal: string | null; principal_kind: string | null } {
+  if (p === null || p === undefined) return { principal: null, principal_kind: null };
+  if (typeof p !== 'string') return { principal: p.name, principal_kind: p.kind };
+  const colon = p.indexOf(':');
+  return colon === -1 ? { principal: p, principal_kind: null } : { principal: p.slice(colon + 1), principal_kind: p.slice(0, colon) };
+}

@@ -60,7 +60,7 @@ export async function startListeners(
   const handlers = createHandlers(deps.service, log);
   const base: SMTPServerOptions = {
     name: cfg.server.hostname,
-    banner: 'Postern ESMTP ready',
+    banner: 'Postern ready', // smtp-server writes "220 NAME ESMTP " before it
     heloResponse: '%s Hello %s',
     key: deps.tls.key,
     cert: deps.tls.cert,

@@ -1,8 +1,8 @@
 import { getDomain } from 'tldts';
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../domain/clock.js';
-import { principalLabel, type AssessInput, type Assessment, type PrincipalRef } from '../domain/types.js';
-import type { Logger } from '../obs/log.js';
+import type { AssessInput, Assessment, PrincipalRef } from '../domain/types.js';
+import { principalFields, type Logger } from '../obs/log.js';
 import { systemMessage } from '../notify/compose.js';
 import { nearRateLimit, scoreMessage, SIGNALS, unassessable, type DomainTools, type ScoringConfig, type Signal } from '../policy/scoring.js';
 import { headerEnd, rfc5322Date } from '../spool/message.js';
@@ -74,7 +74,7 @@ export class Quarantine {
   readonly assess = async (input: AssessInput): Promise<Assessment> => {
     if (!this.cfg.quarantine.enabled) return { state: 'queued', score: 0, reasons: [] };
     const { store } = this.deps;
-    const key = principalLabel(input.principal);
+    const key = principalFields(input.principal);
     const ref = input.principal.ref;
     try {
       const facts = await parseFacts(input.data);
@@ -92,7 +92,7 @@ export class Quarantine {
       };
       return scoreMessage(facts, state, this.scoring, domainTools);
     } catch (e) {
-      this.deps.log.error({ event: 'quarantine.error', queue_id: input.id, principal: key, err: (e as Error).message });
+      this.deps.log.error({ event: 'quarantine.error', queue_id: input.id, ...key, err: (e as Error).message });
       return unassessable((e as Error).message, this.scoring.threshold);
     }
   };
@@ -100,7 +100,7 @@ export class Quarantine {
   /** The AcceptedHook: the message is on disk; record, log, and tell the sender. */
   readonly onAccepted = (input: AssessInput, assessment: Assessment): void => {
     const { store, log } = this.deps;
-    const key = principalLabel(input.principal);
+    const key = principalFields(input.principal);
     if (assessment.state !== 'held') {
       // Queued or waiting for quota: it will be delivered, so its domains are known from now on.
       // Only the ones assess found new need writing (all of them if it did not run).
@@ -109,7 +109,7 @@ export class Quarantine {
       // callback; the cost is a NEW_DOMAIN signal that may fire once more.
       if (domains.length) {
         store.quarantine.addDomains(input.principal.ref, domains, input.now).catch((e: unknown) => {
-          log.error({ event: 'quarantine.error', queue_id: input.id, principal: key, err: (e as Error).message });
+          log.error({ event: 'quarantine.error', queue_id: input.id, ...key, err: (e as Error).message });
         });
       }
       return;
@@ -117,7 +117,7 @@ export class Quarantine {
     log.warn({
       event: 'message.held',
       queue_id: input.id,
-      principal: key,
+      ...key,
       from: input.envelope.mailFrom,
       rcpts: input.envelope.rcptTo.length,
       score: assessment.score,
@@ -132,7 +132,7 @@ export class Quarantine {
 
   private async notifySender(input: AssessInput): Promise<void> {
     const { store, spool, log } = this.deps;
-    const key = principalLabel(input.principal);
+    const key = principalFields(input.principal);
     const user = input.principal.kind === 'user' ? await store.users.get(input.principal.id) : undefined;
     const to = user?.notifyAddress || input.envelope.mailFrom;
     if (!to) return;
@@ -140,7 +140,7 @@ export class Quarantine {
     // messages must not bury its owner's inbox in a thousand notices. A lease in the store,
     // so every process sharing it counts the same burst.
     if (!(await store.leases.firstInBurst(`held-notice ${input.principal.ref}`, input.now, input.now + this.cfg.notify.burst_minutes * 60_000))) {
-      log.info({ event: 'quarantine.notice_skipped', queue_id: input.id, principal: key, reason: 'burst' });
+      log.info({ event: 'quarantine.notice_skipped', queue_id: input.id, ...key, reason: 'burst' });
       return;
     }
     const { subject } = await summarize(input.data.subarray(0, headerEnd(input.data)));
@@ -163,7 +163,7 @@ export class Quarantine {
     // Why it was held is not said: the notice may be read by whoever stole the account.
     const notice = systemMessage({ from: this.cfg.notify.from || `postmaster@${this.cfg.server.hostname}`, to: [to], subject: 'Your message is held for review', text }, this.cfg.server.hostname, input.now);
     await spool.accept(notice);
-    log.info({ event: 'quarantine.notice_queued', queue_id: input.id, notice_id: notice.id, principal: key, to });
+    log.info({ event: 'quarantine.notice_queued', queue_id: input.id, notice_id: notice.id, ...key, to });
   }
 
   /** Deletes held mail past retention; each one is logged and audited. Returns what it deleted. */
@@ -172,7 +172,7 @@ export class Quarantine {
     const days = this.cfg.quarantine.retention_days;
     const expired = await store.quarantine.expire(now - days * DAY, { actor: 'postern', reason: `held longer than retention_days = ${days}`, now });
     for (const m of expired) {
-      log.info({ event: 'quarantine.expired', queue_id: m.id, principal: m.principal, from: m.mailFrom, rcpts: m.recipients, score: m.score, verdict: 'deleted', reason: 'retention' });
+      log.info({ event: 'quarantine.expired', queue_id: m.id, ...principalFields(m.principal), from: m.mailFrom, rcpts: m.recipients, score: m.score, verdict: 'deleted', reason: 'retention' });
     }
     await store.quarantine.pruneDecisions(now - DECISION_TTL_MS);
     return expired;

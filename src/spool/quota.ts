@@ -1,10 +1,9 @@
 import type { Clock } from '../domain/clock.js';
-import type { QueueState } from '../domain/types.js';
-import type { Logger } from '../obs/log.js';
+import type { PrincipalRef, QueueState } from '../domain/types.js';
+import { principalFields, type Logger } from '../obs/log.js';
 import { decideQuota, distinctRecipients, type Limits } from '../policy/limits.js';
 import type { Store } from '../store/index.js';
 import { SqliteLedger, type QuotaLedger, type QuotaPrincipal } from './ledger.js';
-import { principalLabel } from '../domain/types.js';
 
 export interface QuotaConfig extends Limits {
   /** Waiting messages beyond which new mail is refused with 451 4.7.1; 0 = one window's worth. */
@@ -17,6 +16,10 @@ export interface QuotaConfig extends Limits {
  * Slow first, then refuse. Mail within a principal's rate goes to delivery at once; mail over
  * it is accepted and waits in the spool (state waiting-quota) and drain() hands it on, paced,
  * as quota frees; once too much waits, the protocol refuses new mail with a temporary error.
+ * Order is first come, first served: while a principal has mail waiting, new mail waits
+ * behind it even when the window has room, so a steady sender's oldest mail is never
+ * overtaken for good. When an admin raises the limits, the next drain releases at once what
+ * they have room for (see drainNow), and new mail goes at once again when nothing waits.
  * Each decision is one atomic step on the ledger, so it is exact under concurrency and
  * survives restarts. Waiting mail and the ceiling are per node (each node has its own
  * spool); the quota itself is global when the ledger is Redis.
@@ -99,11 +102,26 @@ export class QuotaGate {
 
   private draining = false;
 
+  /**
+   * The limits each principal with waiting mail had at this process's last drain. Memory, not
+   * the store: a drain that has not seen the old limits (after a restart, or the first drain
+   * on another node) paces as usual, which never sends faster than before the change.
+   */
+  private drainedUnder = new Map<PrincipalRef, Limits>();
+
   private async drainNow(): Promise<string[]> {
     const now = this.clock.now();
     const released: string[] = [];
+    const seen = new Map<PrincipalRef, Limits>();
     for (const principal of await this.repo.principalsWaiting()) {
       const limits = await this.limitsFor(principal);
+      const before = this.drainedUnder.get(principal.ref);
+      seen.set(principal.ref, limits);
+      // Pacing spreads a backlog over the hour as the window slides, so that it does not
+      // leave in one burst (issue 4). Limits raised since the last drain (postern user limits)
+      // are an admin's decision that this mail may go: what the new limits have room for
+      // leaves now, oldest first, and only the rest is paced, at the new rate.
+      const paced = !(before && raised(before, limits));
       for (;;) {
         const next = await this.repo.oldestWaiting(principal.ref);
         if (!next) break;
@@ -111,19 +129,24 @@ export class QuotaGate {
         // behind it would wait forever. An admin decides (postern quarantine).
         if (distinctRecipients(next.rcpts) > (await this.maxRecipients(principal))) {
           await this.repo.holdOne(next.id, 'more distinct recipients than the current limits allow', now);
-          this.log.warn({ event: 'quota.held', principal: principalLabel(principal), queue_id: next.id });
+          this.log.warn({ event: 'quota.held', ...principalFields(principal), queue_id: next.id });
           continue;
         }
-        const d = await this.ledger.reserve(principal, distinctRecipients(next.rcpts), limits, now, true);
+        const d = await this.ledger.reserve(principal, distinctRecipients(next.rcpts), limits, now, paced);
         if (!d.admit) break;
         // Promotion fails only if an admin deleted or released it meanwhile: the quota
         // taken for it is then spent, erring on the side of sending less.
         if (!(await this.repo.promote(next.id, now))) continue;
         released.push(next.id);
-        this.log.info({ event: 'quota.released', principal: principalLabel(principal), queue_id: next.id });
+        this.log.info({ event: 'quota.released', ...principalFields(principal), queue_id: next.id });
       }
     }
+    this.drainedUnder = seen;
     await this.repo.purge(now);
     return released;
   }
 }
+
+/** Any of the three limits higher than before. */
+const raised = (before: Limits, now: Limits) =>
+  now.messagesPerHour > before.messagesPerHour || now.recipientsPerHour > before.recipientsPerHour || now.recipientsPerDay > before.recipientsPerDay;

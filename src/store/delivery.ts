@@ -1,7 +1,9 @@
-import type { PrincipalName, PrincipalRef } from '../domain/types.js';
-import { AuditRepo } from './audit.js';
+import type { PrincipalName, PrincipalRef, QueueState } from '../domain/types.js';
+import { AuditRepo, type AuditEntry } from './audit.js';
 import type { Db } from './db.js';
-import { DELETE_MESSAGE, RCPT_COUNT } from './sql.js';
+import { labelOf } from './principals.js';
+import type { Actor } from './quarantine.js';
+import { DELETE_MESSAGE, PROMOTE, RCPT_COUNT } from './sql.js';
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
 
@@ -87,6 +89,83 @@ export class ClaimLostError extends Error {
 
 export class MessageNotFoundError extends Error {}
 
+/** In the spool, but in a state the change does not apply to (a hold of held mail, a quota skip of queued mail). */
+export class MessageStateError extends Error {
+  constructor(
+    readonly id: string,
+    readonly state: QueueState,
+  ) {
+    super(`message ${id} is ${state}`);
+  }
+}
+
+/** The reason id an admin's hold gives a message (quarantine list shows it; quarantine release ends it). */
+export const ADMIN_HOLD = 'admin-hold';
+
+/** A message as an admin's change found it: what the CLI reports and the audit row records. */
+export interface ChangedMessage {
+  id: string;
+  /** The state before the change. */
+  state: QueueState;
+  mailFrom: string;
+  /** "user:alice"; null for Postern's own notices and DSNs. */
+  principal: string | null;
+  recipients: number;
+  /** The delivery claim at the time: a hold does not recall an attempt already under way. */
+  claimOwner: string | null;
+  claimUntil: number | null;
+}
+
+/** Both engines: the message row an admin's change reads. */
+export interface ChangedRow {
+  id: string;
+  state: QueueState;
+  mail_from: string;
+  principal: string | null;
+  n: number;
+  claim_owner: string | null;
+  claim_until: number | null;
+}
+
+/** Both engines: the row as the CLI sees it, and the audit row of `action` (queue.hold, queue.ignore-quota). */
+export function changed(m: ChangedRow, action: string, by: Actor): { out: ChangedMessage; audit: Omit<AuditEntry, 'id'> } {
+  return {
+    out: { id: m.id, state: m.state, mailFrom: m.mail_from, principal: m.principal, recipients: m.n, claimOwner: m.claim_owner, claimUntil: m.claim_until },
+    audit: {
+      at: by.now,
+      actor: by.actor,
+      action,
+      target: `message:${m.id}`,
+      detail: { state: m.state, from: m.mail_from, ...principalOf(m.principal), recipients: m.n },
+      reason: by.reason,
+    },
+  };
+}
+
+/** The label "user:alice" as the log and the audit details name principals: the name, and its kind. */
+function principalOf(label: string | null): { principal: string | null; principal_kind: string | null } {
+  if (label === null) return { principal: null, principal_kind: null };
+  const colon = label.indexOf(':');
+  return { principal: label.slice(colon + 1), principal_kind: label.slice(0, colon) };
+}
+
+/**
+ * Both engines: the reasons an admin's hold leaves on the message, replacing the score's (the
+ * hold is why it waits now; quarantine list shows the top reasons by weight).
+ */
+export const adminHoldReasons = (by: Actor): string =>
+  JSON.stringify([{ id: ADMIN_HOLD, weight: 0, detail: `by ${by.actor}${by.reason ? `: ${by.reason}` : ''}` }]);
+
+/** Both engines: the audit row of a deletion by an admin (queue delete). */
+export const deletionAudit = (id: string, m: { state: string; mail_from: string; n: number }, by: Actor): Omit<AuditEntry, 'id'> => ({
+  at: by.now,
+  actor: by.actor,
+  action: 'queue.delete',
+  target: `message:${id}`,
+  detail: { state: m.state, from: m.mail_from, recipients: m.n },
+  reason: by.reason,
+});
+
 /** A message row as job() reads it, with its principal joined. */
 export interface JobRow {
   id: string;
@@ -136,7 +215,27 @@ export class DeliveryRepo {
    */
   readonly recordAttempts: (batch: AttemptRecord[]) => Set<string>;
   readonly finish: (id: string, reported: number[]) => boolean;
-  readonly deleteAudited: (id: string, audit: { actor: string; reason: string | null; now: number }) => void;
+  readonly deleteAudited: (id: string, audit: Actor) => void;
+  /**
+   * Every message in the spool, deleted in one transaction with an audit row each (as
+   * deleteAudited writes them); returns their ids, oldest first.
+   */
+  readonly deleteAll: (audit: Actor) => string[];
+  /**
+   * An admin's hold (postsuper -h): a queued or waiting message goes to held with the reason
+   * admin-hold, for `quarantine release` to end. An attempt already under way is not recalled:
+   * it keeps its claim, so its outcome is still written (what it delivered stays delivered;
+   * a message with nothing left to do is removed) and no further attempt starts. A tombstone
+   * of an earlier release goes, so that the new hold can be released. Audited as queue.hold.
+   * MessageNotFoundError, or MessageStateError for a message already held.
+   */
+  readonly hold: (id: string, by: Actor) => ChangedMessage;
+  /**
+   * Hands a message waiting for quota to delivery now, outside the rate limit (and not
+   * counted in the ledger, as a quarantine release is not). Audited as queue.ignore-quota.
+   * MessageNotFoundError, or MessageStateError for one that is not waiting-quota.
+   */
+  readonly ignoreQuota: (id: string, by: Actor) => ChangedMessage;
 
   /**
    * db: the spool's connection (synchronous=FULL) for reads and CLI changes; fast: a second
@@ -172,7 +271,10 @@ export class DeliveryRepo {
     );
     // The claim ends in the same commit as the attempt's outcome: a process killed right after
     // it leaves nothing claimed, and no other process can take the message before it.
-    this.updateMsg = fast.prepare('UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, claim_owner = NULL, claim_until = NULL WHERE id = ?');
+    // A message an admin held while this attempt ran stays held, with no next attempt.
+    this.updateMsg = fast.prepare(
+      `UPDATE messages SET attempts = attempts + 1, next_attempt_at = CASE WHEN state = 'queued' THEN ? END, claim_owner = NULL, claim_until = NULL WHERE id = ?`,
+    );
     this.insertOutcome = fast.prepare('INSERT INTO delivery_outcomes (principal_ref, at, rejected) VALUES (?, ?, ?)');
 
     const openCount = fast.prepare<[string], { n: number }>(
@@ -212,7 +314,7 @@ export class DeliveryRepo {
       return true;
     });
 
-    this.deleteAudited = db.transaction((id: string, audit: { actor: string; reason: string | null; now: number }) => {
+    this.deleteAudited = db.transaction((id: string, audit: Actor) => {
       const m = db
         .prepare<[string], { state: string; mail_from: string; n: number }>(
           `SELECT state, mail_from, ${RCPT_COUNT} AS n FROM messages m WHERE id = ?`,
@@ -220,7 +322,44 @@ export class DeliveryRepo {
         .get(id);
       if (!m) throw new MessageNotFoundError(id);
       db.prepare(DELETE_MESSAGE).run(id);
-      auditRepo.record({ at: audit.now, actor: audit.actor, action: 'queue.delete', target: `message:${id}`, detail: JSON.stringify({ state: m.state, from: m.mail_from, recipients: m.n }), reason: audit.reason });
+      auditRepo.record(deletionAudit(id, m, audit));
+    });
+
+    this.deleteAll = db.transaction((audit: Actor) => {
+      const all = db
+        .prepare<[], { id: string; state: string; mail_from: string; n: number }>(`SELECT id, state, mail_from, ${RCPT_COUNT} AS n FROM messages m ORDER BY received_at, id`)
+        .all();
+      const del = db.prepare(DELETE_MESSAGE);
+      for (const m of all) {
+        del.run(m.id);
+        auditRepo.record(deletionAudit(m.id, m, audit));
+      }
+      return all.map((m) => m.id);
+    });
+
+    const changedRow = db.prepare<[string], ChangedRow>(
+      `SELECT m.id, m.state, m.mail_from, ${labelOf('m.principal_ref')} AS principal, m.claim_owner, m.claim_until, ${RCPT_COUNT} AS n FROM messages m WHERE m.id = ?`,
+    );
+    const find = (id: string, allowed: QueueState[]): ChangedRow => {
+      const m = changedRow.get(id);
+      if (!m) throw new MessageNotFoundError(id);
+      if (!allowed.includes(m.state)) throw new MessageStateError(id, m.state);
+      return m;
+    };
+    this.hold = db.transaction((id: string, by: Actor) => {
+      const m = find(id, ['queued', 'waiting-quota']);
+      db.prepare(`UPDATE messages SET state = 'held', held_at = ?, next_attempt_at = NULL, reasons = ? WHERE id = ?`).run(by.now, adminHoldReasons(by), id);
+      db.prepare('DELETE FROM quarantine_decisions WHERE message_id = ?').run(id);
+      const c = changed(m, 'queue.hold', by);
+      auditRepo.record(c.audit);
+      return c.out;
+    });
+    this.ignoreQuota = db.transaction((id: string, by: Actor) => {
+      const m = find(id, ['waiting-quota']);
+      db.prepare(PROMOTE).run(by.now, id, m.state);
+      const c = changed(m, 'queue.ignore-quota', by);
+      auditRepo.record(c.audit);
+      return c.out;
     });
   }
 

@@ -131,7 +131,7 @@ export class IncidentRepo {
       if (!i) return 'not-found';
       if (i.resolvedAt !== null) return 'already-resolved';
       this.db.prepare('UPDATE incidents SET resolved_at = ?, resolved_by = ? WHERE id = ?').run(by.now, by.actor, id);
-      new AuditRepo(this.db).record({ at: by.now, actor: by.actor, action: 'incident.resolve', target: `incident:${id}`, detail: `${i.principalKind}:${i.principalName} ${i.kind}`, reason: by.reason });
+      new AuditRepo(this.db).record({ at: by.now, actor: by.actor, action: 'incident.resolve', target: `incident:${id}`, detail: { principal: i.principalName, principal_kind: i.principalKind, kind: i.kind }, reason: by.reason });
       return 'resolved';
     })();
   }

@@ -123,6 +123,8 @@ export interface DecisionRow {
 
 /** Both engines: what a decision returns, and its audit row. */
 export function decided(id: string, m: DecisionRow, action: DecisionAction, by: Actor): { out: DecidedMessage; audit: Omit<AuditEntry, 'id'> } {
+  // The label "user:alice" split as the log names principals: the name, and its kind.
+  const colon = m.principal?.indexOf(':') ?? -1;
   return {
     out: { id, state: m.state, mailFrom: m.mail_from, principal: m.principal, principalRef: m.principal_ref, recipients: m.n, score: m.score },
     audit: {
@@ -130,7 +132,7 @@ export function decided(id: string, m: DecisionRow, action: DecisionAction, by: 
       actor: by.actor,
       action: `quarantine.${action === 'released' ? 'release' : action === 'deleted' ? 'delete' : 'expire'}`,
       target: `message:${id}`,
-      detail: JSON.stringify({ state: m.state, from: m.mail_from, principal: m.principal, recipients: m.n, score: m.score }),
+      detail: { state: m.state, from: m.mail_from, principal: m.principal && m.principal.slice(colon + 1), principal_kind: m.principal && m.principal.slice(0, colon), recipients: m.n, score: m.score },
       reason: by.reason,
     },
   };

@@ -39,3 +39,10 @@ export const SCHEMA_VERSION = 'SELECT MAX(version) AS v FROM schema_migrations';
 
 /** Both engines: how far the policy tables have moved (see the policy caches). */
 export const POLICY_GENERATION = 'SELECT n FROM policy_generation WHERE id = 1';
+
+/**
+ * Both engines, given the engine's placeholder and text ordering: the key that signs for a
+ * domain (the last activated; ties to the newer key, then the first selector).
+ */
+export const dkimSigning = (cols: string, param: string, textOrder: string) =>
+  `SELECT ${cols} FROM dkim_keys WHERE domain = ${param} AND activated_at IS NOT NULL ORDER BY activated_at DESC, created_at DESC, selector${textOrder} LIMIT 1`;

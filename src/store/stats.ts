@@ -31,16 +31,27 @@ export function nodeStats(byNode: Array<{ node: string | null; state: QueueState
 export interface PrincipalStats {
   /** "user:alice", "device:printer-3" */
   principal: string;
-  /** quota_buckets: messages handed to delivery (held mail counts once released). */
-  sent: number;
+  /** quota_buckets: messages handed to delivery (held mail counts once released), sent or not. */
+  messages: number;
+  /** delivery_outcomes: recipients a remote server accepted (2xx). */
+  delivered: number;
+  /** delivery_outcomes: recipients a remote server refused (5xx). */
+  rejected: number;
   /** messages: held in quarantine now, received in the window. */
   held: number;
-  /** delivery_outcomes: final remote verdicts, and how many of them were 5xx. */
-  outcomes: number;
-  remoteRejections: number;
   /** incidents: opened in the window. */
   incidents: number;
 }
+
+/** Both engines: the figures of the query below in PrincipalStats' order. */
+export const principalStats = (r: { principal: string; messages: number; delivered: number; rejected: number; held: number; incidents: number }): PrincipalStats => ({
+  principal: r.principal,
+  messages: Number(r.messages),
+  delivered: Number(r.delivered),
+  rejected: Number(r.rejected),
+  held: Number(r.held),
+  incidents: Number(r.incidents),
+});
 
 /** Per-principal figures for "postern stats"; the relay's own counters are in /metrics. */
 export class StatsRepo {
@@ -72,20 +83,20 @@ export class StatsRepo {
   since(since: number, principal?: PrincipalRef): PrincipalStats[] {
     const only = principal !== undefined ? 'AND principal_ref = @p' : '';
     const rows = this.db
-      .prepare<{ since: number; p: number | null }, { principal: string; sent: number; held: number; outcomes: number; rejected: number; incidents: number }>(
+      .prepare<{ since: number; p: number | null }, { principal: string; messages: number; delivered: number; rejected: number; held: number; incidents: number }>(
         `WITH
            s AS (SELECT principal_ref, SUM(messages) AS n FROM quota_buckets WHERE minute * 60000 > @since ${only} GROUP BY principal_ref),
            h AS (SELECT principal_ref, COUNT(*) AS n FROM messages WHERE state = 'held' AND principal_ref IS NOT NULL AND received_at > @since ${only} GROUP BY principal_ref),
-           o AS (SELECT principal_ref, COUNT(*) AS n, SUM(rejected) AS r FROM delivery_outcomes WHERE at > @since ${only} GROUP BY principal_ref),
+           o AS (SELECT principal_ref, SUM(1 - rejected) AS d, SUM(rejected) AS r FROM delivery_outcomes WHERE at > @since ${only} GROUP BY principal_ref),
            i AS (SELECT principal_ref, COUNT(*) AS n FROM incidents WHERE created_at > @since AND principal_ref IS NOT NULL ${only} GROUP BY principal_ref),
            p AS (SELECT principal_ref FROM s UNION SELECT principal_ref FROM h UNION SELECT principal_ref FROM o UNION SELECT principal_ref FROM i)
-         SELECT pr.kind || ':' || pr.name AS principal, COALESCE(s.n, 0) AS sent, COALESCE(h.n, 0) AS held, COALESCE(o.n, 0) AS outcomes,
-                COALESCE(o.r, 0) AS rejected, COALESCE(i.n, 0) AS incidents
+         SELECT pr.kind || ':' || pr.name AS principal, COALESCE(s.n, 0) AS messages, COALESCE(o.d, 0) AS delivered, COALESCE(o.r, 0) AS rejected,
+                COALESCE(h.n, 0) AS held, COALESCE(i.n, 0) AS incidents
            FROM p JOIN principals pr ON pr.id = p.principal_ref
            LEFT JOIN s USING (principal_ref) LEFT JOIN h USING (principal_ref) LEFT JOIN o USING (principal_ref) LEFT JOIN i USING (principal_ref)
           ORDER BY principal, pr.id`,
       )
       .all({ since, p: principal ?? null });
-    return rows.map((r) => ({ principal: r.principal, sent: r.sent, held: r.held, outcomes: r.outcomes, remoteRejections: r.rejected, incidents: r.incidents }));
+    return rows.map(principalStats);
   }
 }

@@ -4,7 +4,7 @@ import type { AcceptedHook, Assessment, MessageAssessor, Principal, QueueState }
 import type { AuthOutcome, Authenticator } from '../identity/authenticator.js';
 import type { AuthThrottle, ThrottleScope } from '../identity/throttle.js';
 import type { IncidentResponder } from '../notify/incidents.js';
-import type { Logger } from '../obs/log.js';
+import { principalFields, type Logger } from '../obs/log.js';
 import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
 import { canonicalNetwork, envelopeAddress, narrowNetworks, networkAllowed } from '../policy/bindings.js';
 import { clientKey } from '../policy/client.js';
@@ -97,6 +97,18 @@ export class Submission {
 
 const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16);
 
+/** The session's user or device for its log events (a finding may name another: the login's). */
+const who = (s: Submission) => (s.principal ? principalFields(s.principal) : {});
+
+/**
+ * The Message-ID field of a prepared message (unfolded, as written), or null: the name the
+ * sender's mail client and the recipients know the message by, logged beside the queue id.
+ */
+function messageIdOf(data: Buffer): string | null {
+  const m = /^message-id[ \t]*:((?:[^\r\n]|\r\n[ \t])*)/im.exec(data.toString('utf8', 0, headerEnd(data)));
+  return m ? m[1]!.replace(/\r\n/g, '').trim() || null : null;
+}
+
 
 /**
  * The decisions of a submission: login, MAIL, RCPT and DATA (and devices recognised by their
@@ -137,7 +149,7 @@ export class SubmissionService {
     if (f.policy && this.deps.modes[f.policy] === 'monitor') {
       const would = f.verdict === 'refuse' ? (f.would ?? 'refuse') : f.verdict;
       const reason = f.verdict === 'refuse' ? { reason: f.reason.id } : {};
-      this.log.warn({ event: 'policy.monitor', policy: f.policy, would, session: s.client.id, ip: s.client.ip, ...reason, ...f.fields });
+      this.log.warn({ event: 'policy.monitor', policy: f.policy, would, session: s.client.id, ip: s.client.ip, ...reason, ...who(s), ...f.fields });
       return null;
     }
     if (f.verdict !== 'refuse') return { verdict: f.verdict, queueId: queueId! };
@@ -146,9 +158,9 @@ export class SubmissionService {
     } catch (e) {
       // The refusal stands, unchanged and on time, whatever became of its incident: a 451
       // instead of the usual 535 would tell a thief that the password was right.
-      this.log.error({ event: 'incident.error', session: s.client.id, ip: s.client.ip, reason: f.reason.id, err: (e as Error).message });
+      this.log.error({ event: 'incident.error', session: s.client.id, ip: s.client.ip, reason: f.reason.id, ...who(s), ...f.fields, err: (e as Error).message });
     }
-    this.log.info({ event: f.event, session: s.client.id, ip: s.client.ip, reason: f.reason.id, ...f.fields });
+    this.log.info({ event: f.event, session: s.client.id, ip: s.client.ip, reason: f.reason.id, ...who(s), ...f.fields });
     return { verdict: 'refuse', reason: f.reason, detail: f.detail, notBefore: f.notBefore };
   }
 
@@ -173,7 +185,7 @@ export class SubmissionService {
       event,
       policy,
       would: incident?.suspend ? 'suspend' : 'refuse',
-      fields: { principal: principal.name, kind: principal.kind, ...extra.fields },
+      fields: { ...principalFields(principal), ...extra.fields },
       act: incident
         ? async () => {
             await this.deps.incidents.report({
@@ -248,7 +260,7 @@ export class SubmissionService {
     const ownNetwork = () => networkAllowed(ip, narrowNetworks(networks));
     const throttled = (no: { scope: ThrottleScope; until: number | null }) =>
       this.refuse(s, 'auth.throttled', no.scope === 'username' ? REASONS.AUTH_USER_THROTTLED : REASONS.AUTH_THROTTLED, {
-        user: username,
+        ...principalFields({ kind: 'user', name: username }),
         until: no.until === null ? null : new Date(no.until).toISOString(),
       });
     const authzidOk = !(auth.method === 'PLAIN' && auth.authzid && username && auth.authzid.toLowerCase() !== username.toLowerCase());
@@ -267,7 +279,7 @@ export class SubmissionService {
     try {
       if (!authzidOk) {
         outcome = 'fail';
-        return await this.refuse(s, 'auth.fail', REASONS.AUTH_AUTHZID, { user: username, method: auth.method });
+        return await this.refuse(s, 'auth.fail', REASONS.AUTH_AUTHZID, { ...principalFields({ kind: 'user', name: username }), method: auth.method });
       }
       // The cache again: a login that waited for its turn behind others of the same user
       // (a fleet of devices connecting at once) finds the password proven by then.
@@ -280,7 +292,7 @@ export class SubmissionService {
     } finally {
       try {
         const locked = await deps.throttle.settle(admission.attempt, outcome);
-        if (locked.length) this.log.warn({ event: 'auth.lockout', session: s.client.id, ip, user: username, scope: locked.join(',') });
+        if (locked.length) this.log.warn({ event: 'auth.lockout', session: s.client.id, ip, ...principalFields({ kind: 'user', name: username }), scope: locked.join(',') });
       } catch (e) {
         // The reservation lapses with its lease; the login's own answer stands.
         this.log.error({ event: 'auth.error', session: s.client.id, ip, err: (e as Error).message });
@@ -292,8 +304,8 @@ export class SubmissionService {
   private async judge(s: Submission, auth: Credentials, out: AuthOutcome): Promise<Decision> {
     const { deps } = this;
     const username = auth.username;
-    if (out.kind === 'busy') return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, { user: username });
-    if (out.kind === 'invalid') return this.refuse(s, 'auth.fail', REASONS.AUTH_INVALID, { user: username, method: auth.method });
+    if (out.kind === 'busy') return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, principalFields({ kind: 'user', name: username }));
+    if (out.kind === 'invalid') return this.refuse(s, 'auth.fail', REASONS.AUTH_INVALID, { ...principalFields({ kind: 'user', name: username }), method: auth.method });
     const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username, ref: out.user.principalRef };
     const networks = await deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
     const verdict = judgeLogin(out.user.status, s.client.ip, networks);
@@ -305,7 +317,7 @@ export class SubmissionService {
       const refused = await this.apply(s, this.verdictFinding(s, 'auth.fail', verdict, principal, policy));
       if (refused) return refused;
     }
-    this.log.info({ event: 'auth.ok', session: s.client.id, ip: s.client.ip, user: principal.name, method: auth.method, cached: out.cached });
+    this.log.info({ event: 'auth.ok', session: s.client.id, ip: s.client.ip, ...principalFields(principal), method: auth.method, cached: out.cached });
     return { verdict: 'accept', principal };
   }
 
@@ -323,15 +335,15 @@ export class SubmissionService {
     if (deps.isClosing()) return this.refusal(event, REASONS.SHUTTING_DOWN);
     const principal = s.principal;
     if (principal) {
-      if (!(await this.active(principal))) return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, { principal: principal.name });
+      if (!(await this.active(principal))) return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, principalFields(principal));
       return null;
     }
     const device = await deps.devices.byAddress(canonicalNetwork(s.client.ip), deps.clock.now());
     if (device) {
-      if (device.requireTls && !s.client.secure) return this.refusal(event, REASONS.TLS_REQUIRED, { device: device.name });
-      if (device.status !== 'active') return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, { device: device.name });
+      if (device.requireTls && !s.client.secure) return this.refusal(event, REASONS.TLS_REQUIRED, principalFields({ kind: 'device', name: device.name }));
+      if (device.status !== 'active') return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, principalFields({ kind: 'device', name: device.name }));
       s.principal = { kind: 'device', id: device.id, name: device.name, ref: device.principalRef };
-      this.log.info({ event: 'device.recognised', session: s.client.id, ip: s.client.ip, device: device.name });
+      this.log.info({ event: 'device.recognised', session: s.client.id, ip: s.client.ip, ...principalFields(s.principal) });
       return null;
     }
     if (!s.client.secure) return this.refusal(event, REASONS.TLS_REQUIRED);
@@ -369,7 +381,7 @@ export class SubmissionService {
       detail: `retry after ${hhmm(over.retryAt)} UTC`,
       event: `${command}.refused`,
       policy: 'limits',
-      fields: { principal: principal.name },
+      fields: principalFields(principal),
       act: async () => {
         const now = deps.clock.now();
         // One incident (and admin notice) per window, not one per refused command, across
@@ -415,7 +427,7 @@ export class SubmissionService {
           const principal = s.principal!;
           const distinct = distinctRecipients([...t.rcptTo, to.address]);
           return distinct > (await deps.quota.maxRecipients(principal))
-            ? this.refusal('rcpt.refused', REASONS.TOO_MANY_RECIPIENTS, { rcpt: to.address, principal: principal.name })
+            ? this.refusal('rcpt.refused', REASONS.TOO_MANY_RECIPIENTS, { rcpt: to.address, ...principalFields(principal) })
             : null;
         },
         async () => {
@@ -441,14 +453,14 @@ export class SubmissionService {
     if (!principal) return refused(REASONS.AUTH_REQUIRED);
     // DATA passes no gate: without this, recipients accepted before a suspension (by a
     // refused RCPT in this very transaction, another session or the CLI) still get the mail.
-    if (!(await this.active(principal))) return refused(REASONS.ACCOUNT_SUSPENDED, { principal: principal.name });
+    if (!(await this.active(principal))) return refused(REASONS.ACCOUNT_SUSPENDED, principalFields(principal));
     const raw = m.raw;
     const bare = findBareNewline(raw);
-    if (bare !== -1) return refused(REASONS.BARE_NEWLINE, { user: principal.name, offset: bare });
+    if (bare !== -1) return refused(REASONS.BARE_NEWLINE, { ...principalFields(principal), offset: bare });
     const nul = raw.indexOf(0);
-    if (nul !== -1) return refused(REASONS.NUL_IN_DATA, { user: principal.name, offset: nul });
+    if (nul !== -1) return refused(REASONS.NUL_IN_DATA, { ...principalFields(principal), offset: nul });
     const headerWrong = headerProblem(raw.toString('latin1', 0, headerEnd(raw)));
-    if (headerWrong) return refused(REASONS.HEADER_INVALID, { user: principal.name }, headerWrong);
+    if (headerWrong) return refused(REASONS.HEADER_INVALID, principalFields(principal), headerWrong);
 
     const now = deps.clock.now();
     const id = newQueueId(now);
@@ -483,7 +495,9 @@ export class SubmissionService {
       this.log.error({ event: 'spool.error', session: s.client.id, queue_id: id, err: (e as Error).message });
       return { verdict: 'refuse', reason: REASONS.LOCAL_ERROR };
     }
-    this.log.info({ event: 'message.accepted', session: s.client.id, ip: s.client.ip, user: principal.name, queue_id: id, from: mailFrom, rcpts: rcptTo.length, size: data.length, state: assessment.state, score: assessment.score, ms: deps.clock.now() - now });
+    this.log.info({ event: 'message.accepted', session: s.client.id, ip: s.client.ip, ...principalFields(principal), queue_id: id, message_id: messageIdOf(data), from: mailFrom, rcpts: rcptTo.length, size: data.length, state: assessment.state, score: assessment.score, ms: deps.clock.now() - now });
+    // Who it goes to is personal data, so only at debug level, beside the event above.
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ event: 'message.recipients', session: s.client.id, queue_id: id, recipients: rcptTo });
     // After the reply: held notices and the domain history are best effort once the message is safe.
     const after = deps.onAccepted;
     if (after) {
@@ -503,12 +517,12 @@ export class SubmissionService {
    */
   private async disposition(s: Submission, principal: Principal, id: string, a: Assessment, rcptTo: string[]): Promise<QueueState> {
     if (a.state === 'held') {
-      const held = await this.apply(s, { verdict: 'hold', policy: 'quarantine', fields: { principal: principal.name, queue_id: id, score: a.score, reasons: a.reasons.map((r) => r.id) } }, id);
+      const held = await this.apply(s, { verdict: 'hold', policy: 'quarantine', fields: { ...principalFields(principal), queue_id: id, score: a.score, reasons: a.reasons.map((r) => r.id) } }, id);
       if (held) return 'held';
     }
     const state = await this.deps.quota.admit(principal, rcptTo);
     if (state === 'waiting-quota') {
-      const waits = await this.apply(s, { verdict: 'wait', policy: 'limits', fields: { principal: principal.name, queue_id: id } }, id);
+      const waits = await this.apply(s, { verdict: 'wait', policy: 'limits', fields: { ...principalFields(principal), queue_id: id } }, id);
       if (waits) return 'waiting-quota';
     }
     return 'queued';

@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { sqliteHandle } from '../../src/store/index.js';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -71,7 +71,7 @@ describe('postern doctor', () => {
     const doc = JSON.parse(r.out);
     expect(Object.keys(doc)).toEqual(['ok', 'counts', 'checks']);
     expect(doc.ok).toBe(true);
-    expect(doc.counts).toEqual({ FAIL: 0, WARN: 0, PASS: 27, INFO: 0 });
+    expect(doc.counts).toEqual({ FAIL: 0, WARN: 0, PASS: 27, INFO: 0, SKIP: 0 });
     expect(doc.checks[0]).toEqual({ id: 'identity.outbound_ip', subject: IP, status: 'PASS', reason: 'the public address mail leaves from', fix: null });
     expect(doc.checks.find((c: { id: string }) => c.id === 'domain.dkim')).toMatchObject({ status: 'PASS', subject: `${SELECTOR}._domainkey.${DOMAIN}` });
   });
@@ -120,21 +120,61 @@ describe('postern doctor', () => {
     expect(tty.out).toContain('\x1b[32mPASS\x1b[0m    identity.outbound_ip');
   });
 
-  it('checks the store\'s key once it is newer than the key file: failing until its record is published', async () => {
+  it('checks a new key of the store as staged while inactive, and as the signing key once activated: failing while its record is missing', async () => {
     let out = '';
-    const made = await runCli(['--config', configFile, 'dkim', 'keygen', DOMAIN, '--selector', 'pst2027', '--json'], { stdout: (s) => (out += s), stderr: () => undefined, stdin: async () => '', env: {} });
-    expect(made).toBe(0);
+    const run = (argv: string[]) => runCli(['--config', configFile, ...argv], { stdout: (s) => (out += s), stderr: () => undefined, stdin: async () => '', env: {} });
+    expect(await run(['dkim', 'keygen', DOMAIN, '--selector', 'pst2027', '--json'])).toBe(0);
     const key = JSON.parse(out) as { txt_name: string; txt_value: string };
+    const dkimChecks = async () => (JSON.parse((await doctor(['--json', '--domain', DOMAIN])).out) as { checks: Array<{ id: string }> }).checks.filter((c) => c.id === 'domain.dkim');
     dns.setRecords(zone);
-    const before = JSON.parse((await doctor(['--json', '--domain', DOMAIN])).out) as { checks: Array<{ id: string }> };
-    expect(before.checks.filter((c) => c.id === 'domain.dkim')).toEqual([
-      expect.objectContaining({ status: 'FAIL', subject: `pst2027._domainkey.${DOMAIN}`, reason: 'no DKIM key published: receivers cannot verify what Postern signs with the key of selector pst2027 in the store' }),
+    expect(await dkimChecks()).toEqual([
+      expect.objectContaining({ status: 'PASS', subject: `${SELECTOR}._domainkey.${DOMAIN}` }),
+      expect.objectContaining({ status: 'WARN', subject: `pst2027._domainkey.${DOMAIN}`, reason: `the inactive key of selector pst2027 in the store is not published yet: publish its record, then switch signing to it with postern dkim activate ${DOMAIN} pst2027` }),
     ]);
-    dns.setRecords([...zone, { type: 'TXT', name: key.txt_name, data: key.txt_value }]);
-    const after = JSON.parse((await doctor(['--json', '--domain', DOMAIN])).out) as { checks: Array<{ id: string }> };
-    expect(after.checks.filter((c) => c.id === 'domain.dkim')).toEqual([
+    const published = [...zone, { type: 'TXT' as const, name: key.txt_name, data: key.txt_value }];
+    dns.setRecords(published);
+    expect(await run(['dkim', 'activate', DOMAIN, 'pst2027'])).toBe(0);
+    expect(await dkimChecks()).toEqual([
       expect.objectContaining({ status: 'PASS', subject: `pst2027._domainkey.${DOMAIN}`, reason: 'publishes the public half of the key of selector pst2027 in the store' }),
     ]);
+    dns.setRecords(zone);
+    expect(await dkimChecks()).toEqual([
+      expect.objectContaining({ status: 'FAIL', subject: `pst2027._domainkey.${DOMAIN}`, reason: 'no DKIM key published: receivers cannot verify what Postern signs with the key of selector pst2027 in the store' }),
+    ]);
+  });
+
+  it('says once that the resolver is unreachable, skips the DNS checks and promises no records it does not show', async () => {
+    const closed = await startDnsServer();
+    await closed.close();
+    const file = path.join(dir, 'no-dns.toml');
+    writeFileSync(file, readFileSync(configFile, 'utf8').replace(dns.address, `127.0.0.1:${closed.port}`));
+    let out = '';
+    const code = await runCli(['--config', file, 'doctor', '--domain', DOMAIN], { stdout: (s) => (out += s), stderr: () => undefined, stdin: async () => '', env: {} });
+    expect(code).toBe(1);
+    const rows = out.split('\n').filter((l) => /^[A-Z]{4} /.test(l));
+    expect(rows[0]!.split(/ {2,}/)).toEqual([
+      'FAIL',
+      'dns.resolver',
+      `127.0.0.1:${closed.port}`,
+      `resolver unreachable: 127.0.0.1:${closed.port} (ECONNREFUSED); the checks that ask DNS were skipped: fix [delivery] dns_servers (empty: the system's resolvers in /etc/resolv.conf), then run the doctor again`,
+    ]);
+    expect(rows.filter((l) => l.startsWith('FAIL'))).toHaveLength(1);
+    expect(rows.filter((l) => l.startsWith('SKIP'))).toHaveLength(17);
+    expect(out).not.toContain('publish the records');
+    expect(out).toMatch(/\n\n1 FAIL, 6 PASS, 17 SKIP: make the resolver answer, then run postern doctor again\n$/);
+  });
+
+  it('says what to change, not what to publish, when no FAIL or WARN has a record', async () => {
+    dns.setRecords(zone);
+    const file = path.join(dir, 'no-ip.toml');
+    // A store of its own, without the DKIM keys the other tests add: no record to publish anywhere.
+    writeFileSync(file, readFileSync(configFile, 'utf8').replace(/^outbound_ip = .*$/m, '').replace('data_dir = "data"', 'data_dir = "data-no-ip"'));
+    let out = '';
+    const code = await runCli(['--config', file, 'doctor', '--domain', DOMAIN], { stdout: (s) => (out += s), stderr: () => undefined, stdin: async () => '', env: {} });
+    expect(code).toBe(1);
+    expect(out).toMatch(/\nFAIL {4}identity\.outbound_ip +\[identity\] outbound_ip +not set: /);
+    expect(out).toMatch(/\nWARN {4}domain\.dkim +example\.com +no DKIM key /);
+    expect(out).toMatch(/\n\n1 FAIL, 1 WARN, \d+ PASS: fix what each FAIL and WARN says, then run postern doctor again\n$/);
   });
 
   it('refuses a --domain that is not a domain name', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { HELP, runCli } from '../../src/cli/run.js';
 import { cli, writeConfig } from '../helpers/cli.js';
@@ -45,6 +45,31 @@ describe('help that teaches', () => {
     const r = await run(['--config', '/nonexistent.toml', 'stats', '--usr', 'alice']);
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/^postern: Unknown option '--usr'.*\n\(see: postern stats --help\)\n$/s);
+  });
+
+  /** Every command and subcommand, with the arguments it needs to get as far as its options. */
+  const FORMS = [
+    ['serve'], ['config', 'check'], ['config', 'show'], ['db', 'migrate'], ['db', 'backup', '/tmp/x.db'],
+    ...['list', 'show alice', 'add alice', 'allow alice', 'deny alice', 'notify alice a@example.com', 'passwd alice', 'reset alice', 'limits alice', 'suspend alice', 'unsuspend alice', 'delete alice'].map((f) => ['user', ...f.split(' ')]),
+    ...['list', 'show d1', 'add d1', 'suspend d1', 'unsuspend d1', 'delete d1'].map((f) => ['device', ...f.split(' ')]),
+    ['incidents'], ['incidents', 'resolve', '1'], ['limits', 'show', 'alice'], ['audit'], ['stats'],
+    ...['list', 'show X', 'retry X', 'hold X', 'delete X'].map((f) => ['queue', ...f.split(' ')]),
+    ...['list', 'show X', 'release X', 'delete X'].map((f) => ['quarantine', ...f.split(' ')]),
+    ['dkim', 'keygen', 'example.com'], ['dkim', 'list'], ['dkim', 'activate', 'example.com', 's1'], ['doctor'],
+  ];
+
+  it.each(FORMS.map((f) => [f.join(' '), f]))('refuses an unknown option to "postern %s" with exit status 2 and changes nothing', async (_, form) => {
+    const dir = tempDir();
+    try {
+      const file = writeConfig(dir);
+      const r = await cli(file, [...(form as string[]), '--bogus-flag']);
+      expect(r).toMatchObject({ code: 2, out: '' });
+      expect(r.err).toMatch(/^postern: (Unknown option '--bogus-flag'|postern serve takes no arguments, got "--bogus-flag")/);
+      // Refused before the store was opened: no database was made.
+      expect(existsSync(path.join(dir, 'data', 'postern.db'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('says how to give a config file when there is none', async () => {

@@ -7,6 +7,8 @@ import { tempDir } from '../helpers/relay.js';
 import path from 'node:path';
 
 let cfg: string;
+/** The least a user needs to be added: one sender and one network. */
+const BIND = ['--sender', 'someone@example.com', '--network', '192.0.2.0/24'];
 beforeEach(() => {
   cfg = writeConfig(tempDir());
 });
@@ -22,7 +24,7 @@ async function hashOf(name: string): Promise<string> {
 
 describe('postern user', () => {
   it('adds a user with a generated password printed once, stored as argon2id', async () => {
-    const r = await cli(cfg, ['user', 'add', 'alice']);
+    const r = await cli(cfg, ['user', 'add', 'alice', ...BIND]);
     expect(r.code).toBe(0);
     const pw = /^user alice added; password \(shown once\): ([A-Za-z0-9_-]{24})\n$/.exec(r.out)![1]!;
     expect((await hashOf('alice'))).toMatch(/^\$argon2id\$/);
@@ -33,25 +35,42 @@ describe('postern user', () => {
     const bob = await cli(cfg, ['user', 'add', 'bob', '--password-stdin', '--sender', 'bob@example.com', '--network', '192.0.2.0/24', '--notify', 'bob@home.example'], 'correct horse battery\n');
     expect(bob).toEqual({ code: 0, out: 'user bob added\n', err: '' });
     expect(await verifyPassword((await hashOf('bob')), 'correct horse battery')).toBe(true);
-    expect(await cli(cfg, ['user', 'add', 'carol', '--password-stdin'], 'short\n')).toEqual({
+    expect(await cli(cfg, ['user', 'add', 'carol', '--password-stdin', ...BIND], 'short\n')).toEqual({
       code: 1,
       out: '',
       err: 'postern: password must be at least 12 characters\n',
     });
   });
 
+  it('refuses a user without a sender or a network before writing anything, so the retry with them works', async () => {
+    expect(await cli(cfg, ['user', 'add', 'carol'])).toEqual({
+      code: 2,
+      out: '',
+      err: 'postern: postern user add carol needs --sender ADDR and --network CIDR: without them carol could not send (a roaming user: --network 0.0.0.0/0 --network ::/0)\n',
+    });
+    expect(await cli(cfg, ['user', 'add', 'carol', '--sender', 'carol@example.com'])).toMatchObject({
+      code: 2,
+      err: 'postern: postern user add carol needs --network CIDR: without it carol could not send (a roaming user: --network 0.0.0.0/0 --network ::/0)\n',
+    });
+    expect(await cli(cfg, ['user', 'show', 'carol'])).toMatchObject({ code: 1, err: 'postern: no such user: carol (see: postern user list)\n' });
+    expect(await cli(cfg, ['user', 'add', 'carol', '--sender', 'carol@example.com', '--network', '192.0.2.0/24'])).toMatchObject({ code: 0 });
+  });
+
   it('refuses a duplicate name (case-insensitively) and a malformed one', async () => {
-    await cli(cfg, ['user', 'add', 'alice']);
-    expect(await cli(cfg, ['user', 'add', 'Alice'])).toMatchObject({ code: 1, err: 'postern: user Alice already exists (to change the password: postern user passwd Alice)\n' });
+    await cli(cfg, ['user', 'add', 'alice', ...BIND]);
+    expect(await cli(cfg, ['user', 'add', 'Alice', ...BIND])).toMatchObject({
+      code: 1,
+      err: 'postern: user Alice already exists (to change the password: postern user passwd Alice; to bind more senders or networks: postern user allow Alice --sender ADDR --network CIDR)\n',
+    });
     expect((await cli(cfg, ['user', 'add', 'a b'])).err).toBe('postern: invalid user name "a b": use letters, digits and . _ @ + - (at most 64)\n');
   });
 
   it('lists, shows, changes the password of and deletes users', async () => {
-    await cli(cfg, ['user', 'add', 'alice']);
-    await cli(cfg, ['user', 'add', 'bob']);
+    await cli(cfg, ['user', 'add', 'alice', ...BIND]);
+    await cli(cfg, ['user', 'add', 'bob', ...BIND]);
     const list = await cli(cfg, ['user', 'list', '--json']);
     expect(JSON.parse(list.out).map((u: { name: string; status: string }) => [u.name, u.status])).toEqual([['alice', 'active'], ['bob', 'active']]);
-    expect((await cli(cfg, ['user', 'list'])).out).toMatch(/^NAME +STATUS +NETWORKS +SENDERS +CREATED\nalice +active +0 +0 +\d{4}-/);
+    expect((await cli(cfg, ['user', 'list'])).out).toMatch(/^NAME +STATUS +NETWORKS +SENDERS +CREATED\nalice +active +1 +1 +\d{4}-/);
     expect(JSON.parse((await cli(cfg, ['user', 'show', 'alice', '--json'])).out)).toMatchObject({ name: 'alice', status: 'active' });
 
     const before = (await hashOf('alice'));

@@ -77,8 +77,10 @@ describe.runIf(hasPostgres && BUILT)('two nodes on one PostgreSQL', () => {
     const sink = await startSink('127.0.0.2', 0);
     const { nodes, configs } = await twoNodes('127.0.0.2', sink.port);
     const [a, b] = nodes;
-    // A DKIM key made through B's CLI is in the store: both nodes sign with it.
+    // A DKIM key made and activated through B's CLI is in the store: both nodes sign with it.
+    // (--force: this zone publishes no DKIM record; test/cli/dkim.test.ts covers the check.)
     expect((await cli(configs[1]!, ['dkim', 'keygen', 'sender.example', '--selector', 'pst1'])).code).toBe(0);
+    expect((await cli(configs[1]!, ['dkim', 'activate', 'sender.example', 'pst1', '--force'])).code).toBe(0);
     const subjects = Array.from({ length: 20 }, (_, i) => `message ${i}`);
     await Promise.all(
       [a, b].map(async (n, k) => {
@@ -171,7 +173,7 @@ describe.runIf(hasPostgres && BUILT)('two nodes on one PostgreSQL', () => {
     expect(queue.find((m) => m.id === id)).toMatchObject({ state: 'held', accepted_by: 'node-a', delivering_node: null });
     const byNode = (JSON.parse((await cli(bConfig, ['stats', '--json'])).out) as { nodes: Array<{ node: string }> }).nodes;
     expect(byNode.map((n) => n.node)).toEqual(['node-a']);
-    expect(byNode[0]).toMatchObject({ held: 1, waiting_quota: 0 });
+    expect(byNode[0]).toMatchObject({ held: 1, waiting: 0 });
     // The held message is in both nodes' store, but one node reports it: the sum over nodes is 1.
     const scrapes = await Promise.all(nodes.map(scrape));
     expect(scrapes.map((t) => series(t, 'postern_shared_reporter')).sort()).toEqual([0, 1]);
@@ -181,6 +183,8 @@ describe.runIf(hasPostgres && BUILT)('two nodes on one PostgreSQL', () => {
     while (sink.messages.length < 1) await once(sink, 'message');
     const doneBy = await Promise.race(nodes.map((n) => n.next('delivery.done').then(() => n)));
     expect([a, b]).toContain(doneBy);
+    // The CLI's decision reaches a server's log (one node's, whichever holds the lease).
+    expect(await Promise.race(nodes.map((n) => n.next('admin.action')))).toMatchObject({ action: 'quarantine.release', queue_id: id, reason: 'checked with the CEO' });
     expect(sink.messages.filter((m) => m.raw.toString().includes('Subject: wire it'))).toHaveLength(1);
   }, 30_000);
 

@@ -1,4 +1,5 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
@@ -389,18 +390,85 @@ describe('postern doctor, beyond DNS records', () => {
     expect(results.find((r) => r.id === 'domain.dmarc')).toMatchObject({ status: 'PASS', subject: '_dmarc.example.com' });
   });
 
-  it('reports a resolver that does not answer as a failed lookup, not as missing records', async () => {
-    const silent = await startDnsServer();
-    const port = silent.port;
-    await silent.close();
-    const results = await runDoctor(
-      { config: config(), domains: [DOMAIN], dkimKeys: [], certificate: cert },
-      { dns: doctorDns(createResolver([`127.0.0.1:${port}`], { timeoutMs: 200, tries: 1 }), { timeoutMs: 200 }), clock: new ManualClock(NOW) },
+  it('reports a lookup that fails while the resolver answers as "could not check": FAIL for a required record, INFO for an optional one', async () => {
+    const results = await doctor({ zone: [add({ type: 'SERVFAIL', name: REV }), add({ type: 'SERVFAIL', name: `_client._smtp.${HELO}` }), add({ type: 'SERVFAIL', name: HELO, data: 'RP' })] });
+    expect(results.find((r) => r.id === 'ptr.exists')).toEqual({ id: 'ptr.exists', subject: IP, status: 'FAIL', reason: expect.stringMatching(/^could not check \(ESERVFAIL\): /) });
+    expect(results.filter((r) => r.id === 'helo.csa' || r.id === 'helo.rp')).toEqual([
+      { id: 'helo.csa', subject: HELO, status: 'INFO', reason: expect.stringMatching(/^could not check \(ESERVFAIL\): /) },
+      { id: 'helo.rp', subject: HELO, status: 'INFO', reason: expect.stringMatching(/^could not check \(ESERVFAIL\): /) },
+    ]);
+    // The PTR name came from the config, so the checks that compare with it still ran.
+    expect(results.filter((r) => r.status === 'FAIL').map((r) => r.id)).toEqual(['ptr.exists']);
+  });
+});
+
+describe('postern doctor without a resolver', () => {
+  /** A run against these servers, with a short timeout: an unreachable resolver costs at most one. */
+  const unreached = (server: string, cfg: Partial<Config['identity']> = {}) =>
+    runDoctor(
+      { config: config(cfg), domains: [DOMAIN, 'example.org'], dkimKeys: [], certificate: cert },
+      { dns: doctorDns(createResolver([server], { timeoutMs: 200, tries: 1 }), { timeoutMs: 200 }), clock: new ManualClock(NOW) },
     );
-    const ptr = results.find((r) => r.id === 'ptr.exists')!;
-    expect(ptr.status).toBe('FAIL');
-    expect(ptr.reason).toMatch(/^could not check/);
-    expect(ptr.fix).toBeUndefined();
+  // What needs no DNS still runs; everything else is skipped, not failed.
+  const NO_DNS = ['identity.outbound_ip', 'helo.syntax', 'helo.not_ptr', 'helo.same_domain', 'tls.names', 'tls.expiry'];
+
+  it('says once that the resolver refuses, and skips every check that asks DNS', async () => {
+    // A port nobody listens on: the kernel answers ICMP port unreachable (ECONNREFUSED).
+    const closed = await startDnsServer();
+    const port = closed.port;
+    await closed.close();
+    const results = await unreached(`127.0.0.1:${port}`);
+    expect(results[0]).toEqual({
+      id: 'dns.resolver',
+      subject: `127.0.0.1:${port}`,
+      status: 'FAIL',
+      reason: `resolver unreachable: 127.0.0.1:${port} (ECONNREFUSED); the checks that ask DNS were skipped: fix [delivery] dns_servers (empty: the system's resolvers in /etc/resolv.conf), then run the doctor again`,
+    });
+    expect(results.filter((r) => r.status === 'FAIL')).toHaveLength(1);
+    expect(results.filter((r) => r.status === 'PASS').map((r) => r.id)).toEqual(NO_DNS);
+    const skipped = results.filter((r) => r.status === 'SKIP');
+    expect(skipped.map((r) => r.id)).toEqual([
+      'ptr.exists',
+      'ptr.forward',
+      'ptr.matches_config',
+      'ptr.generic',
+      'helo.cname',
+      'helo.forward',
+      'helo.spf.exists',
+      'ptr.null_mx',
+      'ptr.null_spf',
+      'helo.null_mx',
+      'postmaster.route',
+      'helo.csa',
+      'helo.rp',
+      ...['domain.spf.exists', 'domain.dmarc', 'domain.dkim', 'domain.mx'],
+      ...['domain.spf.exists', 'domain.dmarc', 'domain.dkim', 'domain.mx'],
+    ]);
+    expect(skipped.every((r) => r.reason === 'skipped: the resolver does not answer (see dns.resolver)' && r.fix === undefined)).toBe(true);
+    expect(skipped.filter((r) => r.id === 'domain.mx').map((r) => r.subject)).toEqual([DOMAIN, 'example.org']);
+    expect(results).toHaveLength(1 + NO_DNS.length + skipped.length);
+  });
+
+  it('says once that the resolver does not answer in time', async () => {
+    // A socket that takes every question and answers none.
+    const silent = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+    try {
+      const server = `127.0.0.1:${silent.address().port}`;
+      const results = await unreached(server);
+      expect(results[0]).toMatchObject({ id: 'dns.resolver', status: 'FAIL', reason: expect.stringMatching(new RegExp(`^resolver unreachable: ${server} \\(ETIMEOUT\\); `)) });
+      expect(results.filter((r) => r.status === 'FAIL')).toHaveLength(1);
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('skips what would compare with the PTR name DNS gives when [identity] ptr is not set', async () => {
+    const closed = await startDnsServer();
+    await closed.close();
+    const results = await unreached(`127.0.0.1:${closed.port}`, { ptr: '' });
+    expect(results.filter((r) => r.id.startsWith('helo.not_ptr') || r.id === 'helo.same_domain').map((r) => r.status)).toEqual(['SKIP', 'SKIP']);
+    expect(results.filter((r) => r.status === 'FAIL').map((r) => r.id)).toEqual(['dns.resolver']);
   });
 });
 

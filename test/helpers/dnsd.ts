@@ -10,7 +10,9 @@ export type Rr =
   | { type: 'MX'; name: string; data: { preference: number; exchange: string }; ttl?: number }
   | { type: 'TXT'; name: string; data: string | string[]; ttl?: number }
   | { type: 'SRV'; name: string; data: { priority: number; weight: number; port: number; target: string }; ttl?: number }
-  | { type: 'RP'; name: string; data: { mbox: string; txt: string }; ttl?: number };
+  | { type: 'RP'; name: string; data: { mbox: string; txt: string }; ttl?: number }
+  /** Not a record: questions about `name` (of type `data` only, when given) get SERVFAIL. */
+  | { type: 'SERVFAIL'; name: string; data?: string; ttl?: number };
 
 export interface DnsServer {
   /** "127.0.0.1:PORT", ready for [delivery] dns_servers. */
@@ -53,7 +55,8 @@ export async function startDnsServer(records: Rr[] = []): Promise<DnsServer> {
   const log: string[] = [];
   const socket = dgram.createSocket('udp4');
 
-  function resolve(q: Question): { rcode: 'NOERROR' | 'NXDOMAIN'; answers: Answer[] } {
+  function resolve(q: Question): { rcode: 'NOERROR' | 'NXDOMAIN' | 'SERVFAIL'; answers: Answer[] } {
+    if (zone.some((r) => r.type === 'SERVFAIL' && norm(r.name) === norm(q.name) && (!r.data || r.data === q.type))) return { rcode: 'SERVFAIL', answers: [] };
     const answers: Answer[] = [];
     let name = norm(q.name);
     for (let hops = 0; hops < 8; hops++) {
@@ -82,7 +85,7 @@ export async function startDnsServer(records: Rr[] = []): Promise<DnsServer> {
     if (!q) return;
     log.push(`${q.type} ${norm(q.name)}`);
     const { rcode, answers } = resolve(q);
-    const flags = dnsPacket.AUTHORITATIVE_ANSWER | (rcode === 'NXDOMAIN' ? 3 : 0);
+    const flags = dnsPacket.AUTHORITATIVE_ANSWER | { NOERROR: 0, SERVFAIL: 2, NXDOMAIN: 3 }[rcode];
     const res = dnsPacket.encode({ id: query.id, type: 'response', flags, questions: [q], answers });
     socket.send(res, rinfo.port, rinfo.address);
   });

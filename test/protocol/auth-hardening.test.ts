@@ -39,7 +39,7 @@ describe('parallel password guessing', () => {
     expect(t.relay.authenticator.verifications - before).toBe(5);
     expect(replies.filter((r) => r === INVALID)).toHaveLength(5);
     expect(replies.filter((r) => r === ADDRESS_LOCKED)).toHaveLength(45);
-    expect(t.logs.events('auth.lockout')).toMatchObject([{ ip: '127.0.0.2', user: 'alice', scope: 'address' }]);
+    expect(t.logs.events('auth.lockout')).toMatchObject([{ ip: '127.0.0.2', principal: 'alice', principal_kind: 'user', scope: 'address' }]);
   });
 
   it('verifies 50 right passwords arriving at once in turns, most of them from the credential cache', async () => {
@@ -124,7 +124,7 @@ describe('AUTH PLAIN authorization identity', () => {
     const c = await ready(t.port);
     expect(await c.cmd(plain('bob', 'alice', PASS))).toBe(INVALID);
     expect(await c.cmd('MAIL FROM:<alice@example.com>')).toBe('530 5.7.0 Authentication required');
-    expect(t.logs.events('auth.fail').at(-1)).toMatchObject({ reason: 'AUTH_AUTHZID', user: 'alice' });
+    expect(t.logs.events('auth.fail').at(-1)).toMatchObject({ reason: 'AUTH_AUTHZID', principal: 'alice', principal_kind: 'user' });
     // The same identity twice, or an empty authzid, is an ordinary login (case as for usernames).
     expect(await c.cmd(plain('Alice', 'alice', PASS))).toBe('235 2.7.0 Authentication successful');
     await c.quit();
@@ -133,7 +133,7 @@ describe('AUTH PLAIN authorization identity', () => {
 });
 
 describe('the moment a 535 leaves', () => {
-  it('is the same for every refusal path, cache hits and argon2 alike (medians of 10 within 5 ms)', async () => {
+  it('is the same for every refusal path, cache hits and argon2 alike (medians of 10 rounds within 10 ms of each other)', async () => {
     // Room for six argon2 verifications queued two at a time on a loaded CI machine: a reply
     // can only be late, never early, so the margin is what keeps the medians together.
     const delay = 600;
@@ -192,9 +192,14 @@ describe('the moment a 535 leaves', () => {
       order.forEach((k, i) => samples[k]!.push(times[i]!));
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-    const medians = Object.fromEntries(Object.entries(samples).map(([k, xs]) => [k, median(xs)]));
+    // Each path against the other paths of its own round: a busy machine (CI runs two test
+    // workers beside this one) slows whole rounds, which says nothing about one path. A leak
+    // (the ~30 ms a cache hit skipped, more on a busy machine) moves one path in every round
+    // and stays; 10 ms is the noise seen with three test processes on two cores.
+    const roundMedians = Array.from({ length: 10 }, (_, r) => median(names.map((k) => samples[k]![r]!)));
+    const medians = Object.fromEntries(Object.entries(samples).map(([k, xs]) => [k, median(xs.map((x, r) => x - roundMedians[r]!))]));
     const spread = Math.max(...Object.values(medians)) - Math.min(...Object.values(medians));
-    expect(Math.min(...Object.values(medians))).toBeGreaterThanOrEqual(delay);
-    expect(spread, JSON.stringify(medians)).toBeLessThanOrEqual(5);
+    expect(Math.min(...Object.values(samples).flat())).toBeGreaterThanOrEqual(delay);
+    expect(spread, JSON.stringify({ medians, samples })).toBeLessThanOrEqual(10);
   });
 });

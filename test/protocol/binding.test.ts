@@ -92,8 +92,8 @@ describe('network binding', () => {
     // The CLI used the wall clock; move the relay's clock past the exception's end.
     t.clock.set(Date.now() + 2 * 3_600_000);
     expect(await sweepLapsedBindings(t.relay.store, t.clock, t.relay.log)).toBe(1);
-    expect(t.logs.events('binding.lapsed')).toMatchObject([{ principal: 'alice', kind: 'network', value: '127.0.0.2/32' }]);
-    expect((await t.relay.store.audit.list({ target: 'user:alice' }))[0]).toMatchObject({ actor: 'postern', action: 'network.lapsed', detail: '127.0.0.2/32' });
+    expect(t.logs.events('binding.lapsed')).toMatchObject([{ principal: 'alice', principal_kind: 'user', kind: 'network', value: '127.0.0.2/32' }]);
+    expect((await t.relay.store.audit.list({ target: 'user:alice' }))[0]).toMatchObject({ actor: 'postern', action: 'network.lapsed', detail: { network: '127.0.0.2/32' } });
   });
 });
 
@@ -187,6 +187,9 @@ describe('suspension and helpdesk reset', () => {
     expect(userNotice).toContain('Auto-Submitted: auto-generated\r\n');
     expect(userNotice).toContain('The correct password for this account was used from 127.0.0.2, an address outside the networks it may send from.');
     expect(userNotice).toContain('contact your helpdesk (helpdesk@example.com)');
+    // Only a login happened: the notice must not speak of a message.
+    expect(userNotice).toContain('The login was refused, so nothing was sent from it.');
+    expect(userNotice).not.toContain('The message was not sent.');
     const adminNotice = (await t.relay.store.queue.body(first[1]!.id))!.toString();
     expect(adminNotice).toContain('Subject: [postern] Suspended user alice: foreign-network from 127.0.0.2\r\n');
     expect(adminNotice).toContain('  postern user reset alice');
@@ -242,6 +245,32 @@ describe('devices', () => {
     expect((await t.relay.store.devices.find('printer-3f'))!.status).toBe('suspended');
   });
 
+  it('suspends and unsuspends a device by hand, audited', async () => {
+    expect(await cli(config, ['device', 'suspend', 'printer-3f'])).toMatchObject({ code: 2, err: 'postern: postern device suspend printer-3f needs --reason "..." (it goes into the audit log)\n' });
+    expect(await cli(config, ['device', 'suspend', 'printer-3f', '--reason', 'sends spam', '--by', 'admin-ann'])).toEqual({ code: 0, out: 'device printer-3f suspended\n', err: '' });
+    expect(await cli(config, ['device', 'suspend', 'printer-3f', '--reason', 'again'])).toEqual({
+      code: 1,
+      out: '',
+      err: 'postern: device printer-3f is already suspended (to lift it: postern device unsuspend printer-3f --reason "...")\n',
+    });
+    expect(await t.relay.store.devices.find('printer-3f')).toMatchObject({ status: 'suspended', statusReason: 'manual: sends spam' });
+    const d = await session({ localAddress: '127.0.0.3' });
+    await d.cmd('EHLO printer');
+    expect(await d.cmd('MAIL FROM:<scanner@example.com>')).toBe('550 5.7.1 This account is suspended, please contact your helpdesk');
+    await d.quit();
+    expect((await cli(config, ['device', 'unsuspend', 'printer-3f', '--reason', 'cleaned up', '--by', 'admin-ann'])).code).toBe(0);
+    const again = await session({ localAddress: '127.0.0.3' });
+    await again.cmd('EHLO printer');
+    expect(await again.send('scanner@example.com', ['ops@example.com'], MSG)).toMatch(QUEUED);
+    await again.quit();
+    const log = JSON.parse((await cli(config, ['audit', '--device', 'printer-3f', '--json'])).out) as Array<{ actor: string; action: string; reason: string | null }>;
+    expect(log.map((e) => [e.action, e.actor, e.reason]).reverse()).toEqual([
+      ['device.add', expect.any(String), null],
+      ['device.suspend', 'admin-ann', 'sends spam'],
+      ['device.unsuspend', 'admin-ann', 'cleaned up'],
+    ]);
+  });
+
   it('requires STARTTLS from a device configured to', async () => {
     expect((await cli(config, ['device', 'add', 'alarm', '--ip', '127.0.0.4', '--sender', 'alarm@example.com', '--require-tls'])).code).toBe(0);
     const d = await session({ localAddress: '127.0.0.4' });
@@ -268,11 +297,15 @@ describe('audit', () => {
       ['user', 'delete', 'erin', '--by', 'admin-ann'],
     ];
     for (const s of steps) expect((await cli(config, s)).code).toBe(0);
-    const log = JSON.parse((await cli(config, ['audit', '--user', 'erin', '--json'])).out) as Array<{ actor: string; action: string; reason: string | null; detail: string | null }>;
+    const log = JSON.parse((await cli(config, ['audit', '--user', 'erin', '--json'])).out) as Array<{ actor: string; action: string; reason: string | null; detail: unknown }>;
     expect(log.map((e) => e.action).reverse()).toEqual(['user.add', 'user.allow', 'user.deny', 'user.notify', 'user.suspend', 'user.unsuspend', 'user.passwd', 'user.reset', 'user.delete']);
     expect(log.at(-1)).toMatchObject({ actor: 'admin-ann', reason: 'new hire' });
     expect(log.find((e) => e.action === 'user.reset')).toMatchObject({ actor: 'helpdesk-bob', reason: 'ticket 1' });
-    expect(log.find((e) => e.action === 'user.deny')!.detail).toBe('network 192.0.2.0/24');
+    // Details are objects in --json, never JSON inside a string.
+    expect(log.find((e) => e.action === 'user.deny')!.detail).toEqual({ senders: [], networks: ['192.0.2.0/24'], until: null });
+    expect(log.find((e) => e.action === 'user.add')!.detail).toEqual({ senders: ['erin@example.com'], networks: ['192.0.2.0/24'], notify: 'erin@home.example' });
+    expect(log.find((e) => e.action === 'user.reset')!.detail).toEqual({ suspension_lifted: false, incidents_resolved: 0 });
+    expect(log.find((e) => e.action === 'user.suspend')!.detail).toBeNull();
   });
 
   it('warns when notices would go to one of the user\'s own senders', async () => {

@@ -41,7 +41,7 @@ describe('header fields read one way', () => {
     await c.quit();
     expect((await t.relay.store.queue.list()).length).toBe(depth + 1);
     expect((await t.relay.store.users.find('alice'))!.status).toBe('active');
-    expect(t.logs.events('message.refused').at(-1)).toMatchObject({ reason: 'HEADER_INVALID', user: 'alice' });
+    expect(t.logs.events('message.refused').at(-1)).toMatchObject({ reason: 'HEADER_INVALID', principal: 'alice', principal_kind: 'user' });
   });
 
   it('accepts comments, quoted names and several mailboxes in From, and groups in Reply-To', () => {

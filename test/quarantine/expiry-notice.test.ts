@@ -31,7 +31,7 @@ describe('expiry of held mail', () => {
     expect((await t.relay.quarantine.sweep()).map((m) => m.id)).toEqual([held.id]);
     expect(await t.relay.store.queue.get(held.id)).toBeUndefined();
     expect((await t.relay.store.queue.get(queued.id))?.state).toBe('queued');
-    expect(t.logs.events('quarantine.expired')).toEqual([expect.objectContaining({ queue_id: held.id, principal: 'user:alice', score: 13, verdict: 'deleted', reason: 'retention' })]);
+    expect(t.logs.events('quarantine.expired')).toEqual([expect.objectContaining({ queue_id: held.id, principal: 'alice', principal_kind: 'user', score: 13, verdict: 'deleted', reason: 'retention' })]);
     expect(sqliteHandle(t.relay.store).prepare('SELECT at, actor, action, target, reason FROM audit').all()).toEqual([
       { at: t.clock.now(), actor: 'postern', action: 'quarantine.expire', target: `message:${held.id}`, reason: 'held longer than retention_days = 14' },
     ]);
@@ -53,7 +53,7 @@ describe('held notice', () => {
     const { id } = await submit(t, exe('bob@a.example', 'Q3 tool'), ['bob@a.example']);
     await vi.waitFor(() => expect(t!.logs.events('quarantine.notice_queued')).toHaveLength(1));
     const event = t.logs.events('quarantine.notice_queued')[0]!;
-    expect(event).toMatchObject({ queue_id: id, principal: 'user:alice', to: 'alice@corp.example' });
+    expect(event).toMatchObject({ queue_id: id, principal: 'alice', principal_kind: 'user', to: 'alice@corp.example' });
 
     const notice = (await t.relay.store.queue.get(event.notice_id as string))!;
     expect(notice).toMatchObject({ state: 'queued', mailFrom: 'postmaster@smtp.test.example', rcptTo: ['alice@corp.example'], principal: null });

@@ -44,7 +44,7 @@ describe('scoring real MIME messages submitted over SMTP', () => {
       ],
     });
     expect(t.logs.events('message.held')).toContainEqual(
-      expect.objectContaining({ queue_id: id, principal: 'user:alice', score: 13, reason: 'FROM_NOT_BOUND,NEW_DOMAIN', verdict: 'held' }),
+      expect.objectContaining({ queue_id: id, principal: 'alice', principal_kind: 'user', score: 13, reason: 'FROM_NOT_BOUND,NEW_DOMAIN', verdict: 'held' }),
     );
   });
 

@@ -12,8 +12,8 @@ import { newQueueId } from '../../src/spool/message.js';
 import { UserExistsError } from '../../src/store/users.js';
 import { DeviceExistsError } from '../../src/store/devices.js';
 import { AlreadyDecidedError, NotFoundError, NotQuarantinedError } from '../../src/store/quarantine.js';
-import { ClaimLostError, MessageNotFoundError } from '../../src/store/delivery.js';
-import { DkimKeyExistsError } from '../../src/store/dkim.js';
+import { ClaimLostError, MessageNotFoundError, MessageStateError } from '../../src/store/delivery.js';
+import { DkimKeyExistsError, dkimStates } from '../../src/store/dkim.js';
 
 /**
  * The key by which the limits, queue, quarantine, delivery, incidents and stats verbs name a
@@ -593,7 +593,7 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.incidents.get(a2.id)).toEqual(a2);
         expect(await s.incidents.hasOpen(principalOf(a))).toBe(true);
         expect(await s.audit.list({ target: `incident:${a1.id}` })).toEqual([
-          { id: expect.any(Number), at: T + 10, actor: 'helpdesk-bob', action: 'incident.resolve', target: `incident:${a1.id}`, detail: 'user:alice rate-limit', reason: 'newsletter by hand' },
+          { id: expect.any(Number), at: T + 10, actor: 'helpdesk-bob', action: 'incident.resolve', target: `incident:${a1.id}`, detail: { principal: 'alice', principal_kind: 'user', kind: 'rate-limit' }, reason: 'newsletter by hand' },
         ]);
         expect(await s.incidents.resolve(a1.id, { actor: 'someone else', reason: null, now: T + 20 })).toBe('already-resolved');
         expect((await s.incidents.get(a1.id))?.resolvedBy).toBe('helpdesk-bob');
@@ -605,7 +605,7 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
     });
 
     describe('audit', () => {
-      const entry = (at: number, target: string, action = 'user.suspend') => ({ at, actor: 'admin', action, target, detail: `{"n":${at - T}}`, reason: 'because' });
+      const entry = (at: number, target: string, action = 'user.suspend') => ({ at, actor: 'admin', action, target, detail: { n: at - T }, reason: 'because' });
 
       it('lists entries newest first, exactly as recorded', async () => {
         await s.audit.record(entry(T, 'message:A1'));
@@ -616,6 +616,33 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
           { id: expect.any(Number), ...entry(T + 1, 'message:A3'), detail: null, reason: null },
           { id: expect.any(Number), ...entry(T, 'message:A1') },
         ]);
+      });
+
+      it('gives every detail back as an object: JSON text as its object, words as {"text": ...}', async () => {
+        await s.audit.record({ ...entry(T, 'user:a'), detail: '{"senders":["a@example.com"]}' });
+        await s.audit.record({ ...entry(T + 1, 'user:a'), detail: 'network 192.0.2.0/24' });
+        await s.audit.record({ ...entry(T + 2, 'user:a'), detail: '["not", "an object"]' });
+        expect((await s.audit.list()).map((e) => e.detail)).toEqual([{ text: '["not", "an object"]' }, { text: 'network 192.0.2.0/24' }, { senders: ['a@example.com'] }]);
+      });
+
+      it('gives a follower the entries after its cursor, oldest first, and moves the cursor only from where it stands', async () => {
+        await s.audit.record(entry(T, 'message:old'));
+        // A follower seen for the first time starts at the newest entry: the past is in postern audit.
+        const start = await s.audit.cursor('log');
+        expect((await s.audit.after(start, 10)).map((e) => e.target)).toEqual([]);
+        for (const t of ['message:B1', 'message:B2', 'message:B3']) await s.audit.record(entry(T + 1, t));
+        const rows = await s.audit.after(start, 2);
+        expect(rows).toEqual([
+          { id: start + 1, ...entry(T + 1, 'message:B1') },
+          { id: start + 2, ...entry(T + 1, 'message:B2') },
+        ]);
+        expect(await s.audit.cursor('log')).toBe(start);
+        expect(await s.audit.advanceCursor('log', start, start + 2)).toBe(true);
+        // A second process that read the same entries does not move it again.
+        expect(await s.audit.advanceCursor('log', start, start + 2)).toBe(false);
+        expect(await s.audit.cursor('log')).toBe(start + 2);
+        expect((await s.audit.after(start + 2, 10)).map((e) => e.target)).toEqual(['message:B3']);
+        expect(await s.audit.cursor('another')).toBe(start + 3);
       });
 
       it('lists entries of the same time in the order they were recorded, newest first', async () => {
@@ -700,9 +727,9 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         await s.limits.reserve(p, 1, T, admitUpTo(10));
         await s.limits.reserve(p, 1, T + MINUTE, admitUpTo(10));
         await s.limits.reserve(p, 4, T + DAY + 2 * MINUTE, admitUpTo(10));
-        expect((await s.stats.since(T - 1)).map((r) => r.sent)).toEqual([3]);
+        expect((await s.stats.since(T - 1)).map((r) => r.messages)).toEqual([3]);
         expect(await s.limits.purge(T + DAY + 2 * MINUTE)).toBe(2);
-        expect((await s.stats.since(T - 1)).map((r) => r.sent)).toEqual([1]);
+        expect((await s.stats.since(T - 1)).map((r) => r.messages)).toEqual([1]);
         expect(await s.limits.usage(p, T + DAY + 2 * MINUTE)).toEqual({ messagesHour: 1, recipientsHour: 4, recipientsDay: 4, lastAt: T + DAY + 2 * MINUTE, oldestHourAt: T + DAY + 2 * MINUTE });
         expect(await s.limits.purge(T + DAY + 2 * MINUTE)).toBe(0);
       });
@@ -970,14 +997,14 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.queue.body(m.id)).toEqual(m.data);
         expect(await s.quarantine.decision(m.id)).toEqual({ messageId: m.id, action: 'released', at: T + 100, actor: 'admin', reason: 'known customer' });
         const audit = await s.audit.list({ target: `message:${m.id}` });
-        expect(audit.map((e) => ({ ...e, detail: JSON.parse(e.detail ?? 'null') as unknown }))).toEqual([
+        expect(audit).toEqual([
           {
             id: expect.any(Number),
             at: T + 100,
             actor: 'admin',
             action: 'quarantine.release',
             target: `message:${m.id}`,
-            detail: { state: 'held', from: 'alice@example.com', principal: labelOf(a), recipients: 2, score: 7.5 },
+            detail: { state: 'held', from: 'alice@example.com', principal: a.name, principal_kind: 'user', recipients: 2, score: 7.5 },
             reason: 'known customer',
           },
         ]);
@@ -1370,12 +1397,111 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.queue.count()).toBe(0);
         expect(await s.queue.body(q!)).toBeUndefined();
         const audit = await s.audit.list({ target: `message:${q}` });
-        expect(audit.map((e) => ({ ...e, detail: JSON.parse(e.detail ?? 'null') as unknown }))).toEqual([
+        expect(audit).toEqual([
           { id: expect.any(Number), at: T + 100, actor: 'admin', action: 'queue.delete', target: `message:${q}`, detail: { state: 'queued', from: 'alice@example.com', recipients: 2 }, reason: 'loop' },
         ]);
         expect((await s.audit.list({ target: `message:${h}` })).map((e) => [e.action, e.reason])).toEqual([['queue.delete', null]]);
         await expect(s.delivery.deleteAudited('NOSUCHMESSAGE', { actor: 'admin', reason: null, now: T + 200 })).rejects.toBeInstanceOf(MessageNotFoundError);
         expect(await s.audit.list()).toHaveLength(2);
+      });
+
+      it('deleteAll removes every message in any state, oldest first, with an audit row each', async () => {
+        const [q, h, w] = await put(message({ at: T, rcpts: ['x@example.org', 'y@example.net'] }), message({ at: T + 1, state: 'held' }), message({ at: T + 2, state: 'waiting-quota' }));
+        expect(await s.delivery.deleteAll({ actor: 'admin', reason: 'spam run', now: T + 100 })).toEqual([q, h, w]);
+        expect(await s.queue.count()).toBe(0);
+        expect(await s.queue.body(h!)).toBeUndefined();
+        expect((await s.audit.list()).map((e) => [e.action, e.target, e.actor, e.reason, e.detail])).toEqual([
+          ['queue.delete', `message:${w}`, 'admin', 'spam run', { state: 'waiting-quota', from: 'alice@example.com', recipients: 1 }],
+          ['queue.delete', `message:${h}`, 'admin', 'spam run', { state: 'held', from: 'alice@example.com', recipients: 1 }],
+          ['queue.delete', `message:${q}`, 'admin', 'spam run', { state: 'queued', from: 'alice@example.com', recipients: 2 }],
+        ]);
+        expect(await s.delivery.deleteAll({ actor: 'admin', reason: null, now: T + 200 })).toEqual([]);
+        expect(await s.audit.list()).toHaveLength(3);
+      });
+
+      it('hold moves a queued or waiting message to held with the admin-hold reason, audited, out of delivery', async () => {
+        const a = await addUser('alice');
+        const [q, w] = await put(message({ at: T, principal: a, rcpts: ['x@example.org', 'y@example.net'] }), message({ at: T + 1, state: 'waiting-quota' }));
+        expect(await s.delivery.hold(q!, admin(T + 100, 'looks like phishing'))).toEqual({
+          id: q,
+          state: 'queued',
+          mailFrom: 'alice@example.com',
+          principal: labelOf(a),
+          recipients: 2,
+          claimOwner: null,
+          claimUntil: null,
+        });
+        expect(await s.queue.get(q!)).toMatchObject({ state: 'held', nextAttemptAt: null });
+        expect(await s.quarantine.get(q!)).toMatchObject({ state: 'held', heldAt: T + 100, reasons: [{ id: 'admin-hold', weight: 0, detail: 'by admin: looks like phishing' }] });
+        expect((await s.delivery.hold(w!, { actor: 'ops', reason: null, now: T + 101 })).state).toBe('waiting-quota');
+        expect((await s.quarantine.get(w!))?.reasons).toEqual([{ id: 'admin-hold', weight: 0, detail: 'by ops' }]);
+        expect((await s.quarantine.list()).map((m) => m.id)).toEqual([q, w]);
+        expect(await s.delivery.claimDue('w1', T + HOUR, T + 2 * HOUR, 10)).toEqual([]);
+        expect(await s.delivery.nextDueAt()).toBeNull();
+        expect((await s.audit.list({ target: `message:${q}` })).map((e) => [e.action, e.actor, e.reason, e.detail])).toEqual([
+          ['queue.hold', 'admin', 'looks like phishing', { state: 'queued', from: 'alice@example.com', principal: 'alice', principal_kind: 'user', recipients: 2 }],
+        ]);
+        expect((await s.audit.list({ target: `message:${w}` }))[0]?.detail).toEqual({ state: 'waiting-quota', from: 'alice@example.com', principal: null, principal_kind: null, recipients: 1 });
+      });
+
+      it('hold refuses a held message with MessageStateError and an unknown one with MessageNotFoundError, recording nothing', async () => {
+        const [h] = await put(message({ at: T, state: 'held', assessment: { state: 'held', score: 12, reasons: [{ id: 'bulk', weight: 12 }] } }));
+        const held = await rejection(s.delivery.hold(h!, admin(T + 1)));
+        expect(held).toBeInstanceOf(MessageStateError);
+        expect(held).toMatchObject({ id: h, state: 'held' });
+        expect(await rejection(s.delivery.hold('NOSUCHMESSAGE', admin(T + 1)))).toBeInstanceOf(MessageNotFoundError);
+        expect((await s.quarantine.get(h!))?.reasons).toEqual([{ id: 'bulk', weight: 12 }]);
+        expect(await s.audit.list()).toEqual([]);
+      });
+
+      it('a held message is released by quarantine release, also when it was released from quarantine before', async () => {
+        const [h] = await put(message({ at: T, state: 'held' }));
+        await s.quarantine.release(h!, admin(T + 10));
+        await s.delivery.hold(h!, admin(T + 20, 'wrong recipient?'));
+        // The earlier release's tombstone went with the new hold: this release is a new decision.
+        expect(await s.quarantine.decision(h!)).toBeUndefined();
+        expect((await s.quarantine.release(h!, admin(T + 30, 'checked'))).state).toBe('held');
+        expect(await s.queue.get(h!)).toMatchObject({ state: 'queued', nextAttemptAt: T + 30 });
+        expect(await s.delivery.claimDue('w1', T + 30, T + HOUR, 10)).toEqual([h]);
+        expect((await s.audit.list({ target: `message:${h}` })).map((e) => e.action)).toEqual(['quarantine.release', 'queue.hold', 'quarantine.release']);
+      });
+
+      it('hold of a message in delivery keeps the claim: the attempt under way records its outcome, and the message stays held without a next attempt', async () => {
+        const [m, n] = await put(message({ at: T, rcpts: ['x@example.org', 'y@example.net'] }), message({ at: T + 1 }));
+        expect(sortIds(await s.delivery.claimDue('w1', T + 5, T + MINUTE, 10))).toEqual(sortIds([m!, n!]));
+        expect(await s.delivery.hold(m!, admin(T + 6))).toMatchObject({ state: 'queued', claimOwner: 'w1', claimUntil: T + MINUTE });
+        await s.delivery.hold(n!, admin(T + 6));
+        const attempt = (id: string, status: 'delivered' | 'pending', position = 0): AttemptRecord => ({
+          id,
+          now: T + 10,
+          nextAttemptAt: status === 'pending' ? T + 600 : null,
+          principal: null,
+          owner: 'w1',
+          updates: [{ position, status, error: status === 'pending' ? '451 4.7.1 later' : null, statusCode: status === 'pending' ? '4.7.1' : '2.0.0', remoteMta: null }],
+        });
+        // m: one recipient delivered, one deferred; n: delivered, nothing left to do.
+        const removed = await s.delivery.recordAttempts([{ ...attempt(m!, 'delivered'), updates: [...attempt(m!, 'delivered').updates, ...attempt(m!, 'pending', 1).updates] }, attempt(n!, 'delivered')]);
+        expect([...removed]).toEqual([n]);
+        expect(await s.queue.get(m!)).toMatchObject({ state: 'held', attempts: 1, nextAttemptAt: null, claimOwner: null });
+        expect((await s.delivery.recipients(m!)).map((r) => r.status)).toEqual(['delivered', 'pending']);
+        expect(await s.delivery.nextDueAt()).toBeNull();
+      });
+
+      it('ignoreQuota hands a waiting message to delivery now, audited, and refuses any other', async () => {
+        const a = await addUser('alice');
+        const [w, q, h] = await put(message({ at: T, state: 'waiting-quota', principal: a }), message({ at: T + 1 }), message({ at: T + 2, state: 'held' }));
+        expect(await s.delivery.ignoreQuota(w!, admin(T + 100, 'board meeting mail'))).toMatchObject({ id: w, state: 'waiting-quota', principal: labelOf(a), recipients: 1 });
+        expect(await s.queue.get(w!)).toMatchObject({ state: 'queued', nextAttemptAt: T + 100 });
+        expect(sortIds(await s.delivery.claimDue('w1', T + 100, T + HOUR, 10))).toEqual(sortIds([w!, q!]));
+        expect((await s.audit.list()).map((e) => [e.action, e.target, e.reason, e.detail])).toEqual([
+          ['queue.ignore-quota', `message:${w}`, 'board meeting mail', { state: 'waiting-quota', from: 'alice@example.com', principal: 'alice', principal_kind: 'user', recipients: 1 }],
+        ]);
+        // Not counted in the ledger: the rate limit was set aside for this message.
+        expect((await s.limits.usage(principalOf(a), T + 100)).messagesHour).toBe(0);
+        for (const id of [q!, h!]) expect(await rejection(s.delivery.ignoreQuota(id, admin(T + 200)))).toBeInstanceOf(MessageStateError);
+        expect(await rejection(s.delivery.ignoreQuota('NOSUCHMESSAGE', admin(T + 200)))).toBeInstanceOf(MessageNotFoundError);
+        expect(await s.queue.get(h!)).toMatchObject({ state: 'held' });
+        expect(await s.audit.list()).toHaveLength(1);
       });
     });
 
@@ -1405,14 +1531,14 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
           },
         ]);
         await s.incidents.record({ principalKind: 'device', principalId: d.id, principalName: d.name, principalRef: principalOf(d), kind: 'device-foreign-sender' }, T + 2000, null);
-        const alice = { principal: labelOf(a), sent: 2, held: 1, outcomes: 2, remoteRejections: 1, incidents: 0 };
-        const printer = { principal: labelOf(d), sent: 0, held: 0, outcomes: 0, remoteRejections: 0, incidents: 1 };
+        const alice = { principal: labelOf(a), messages: 2, delivered: 1, rejected: 1, held: 1, incidents: 0 };
+        const printer = { principal: labelOf(d), messages: 0, delivered: 0, rejected: 0, held: 0, incidents: 1 };
         const sorted = <R extends { principal: string }>(rows: R[]) => [...rows].sort((x, y) => (x.principal < y.principal ? -1 : 1));
         expect(await s.stats.since(T - 1)).toEqual(sorted([alice, printer]));
         expect(await s.stats.since(T - 1, principalOf(d))).toEqual([printer]);
         expect(await s.stats.since(T - 1, principalOf(a))).toEqual([alice]);
         // Reserved at T and T + 1 min, held at T + 1 s: only the later reservation, the outcomes and the incident count.
-        expect(await s.stats.since(T + 1500)).toEqual(sorted([{ ...alice, sent: 1, held: 0 }, printer]));
+        expect(await s.stats.since(T + 1500)).toEqual(sorted([{ ...alice, messages: 1, held: 0 }, printer]));
         expect(await s.stats.since(T + MINUTE + 1)).toEqual([]);
       });
 
@@ -1588,23 +1714,70 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
     });
 
     describe('dkim', () => {
-      const key = (domain: string, selector: string, createdAt: number, pem = `-----BEGIN PRIVATE KEY-----\n${selector}\n-----END PRIVATE KEY-----\n`) => ({ domain, selector, privateKeyPem: pem, createdAt });
+      /** A key as a file import makes it (activated when made), or inactive as keygen makes it (activatedAt null). */
+      const key = (domain: string, selector: string, createdAt: number, pem = `-----BEGIN PRIVATE KEY-----\n${selector}\n-----END PRIVATE KEY-----\n`, activatedAt: number | null = createdAt) => ({
+        domain,
+        selector,
+        privateKeyPem: pem,
+        createdAt,
+        activatedAt,
+      });
+      const inactive = (domain: string, selector: string, createdAt: number) => key(domain, selector, createdAt, undefined, null);
+      const by = (now: number, forced = false) => ({ actor: 'admin', reason: 'rotation', now, forced });
 
-      it('add stores a key, lower-cased, and newest returns the newest key of a domain (ties to the first selector by name)', async () => {
-        expect(await s.dkim.newest('example.com')).toBeNull();
+      it('add stores a key, lower-cased, and signing returns the key activated last (then the newest, then the first selector by name), never an inactive one', async () => {
+        expect(await s.dkim.signing('example.com')).toBeNull();
         await s.dkim.add(key('Example.COM', 'Old', T));
         await s.dkim.add(key('example.com', 'new', T + 1000));
         await s.dkim.add(key('example.com', 'b-tie', T + 1000));
+        await s.dkim.add(inactive('example.com', 'staged', T + 9000));
         await s.dkim.add(key('other.example', 'x', T + 5000));
-        expect(await s.dkim.newest('EXAMPLE.com')).toEqual(key('example.com', 'b-tie', T + 1000));
-        expect(await s.dkim.newest('example.org')).toBeNull();
-        expect((await s.dkim.list()).map((k) => [k.domain, k.selector, k.createdAt])).toEqual([
-          ['example.com', 'b-tie', T + 1000],
-          ['example.com', 'new', T + 1000],
-          ['example.com', 'old', T],
-          ['other.example', 'x', T + 5000],
+        await s.dkim.add(inactive('only-staged.example', 'y', T));
+        expect(await s.dkim.signing('EXAMPLE.com')).toEqual(key('example.com', 'b-tie', T + 1000));
+        expect(await s.dkim.signing('example.org')).toBeNull();
+        expect(await s.dkim.signing('only-staged.example')).toBeNull();
+        const list = await s.dkim.list();
+        expect(list.map((k) => [k.domain, k.selector, k.createdAt, k.activatedAt])).toEqual([
+          ['example.com', 'staged', T + 9000, null],
+          ['example.com', 'b-tie', T + 1000, T + 1000],
+          ['example.com', 'new', T + 1000, T + 1000],
+          ['example.com', 'old', T, T],
+          ['only-staged.example', 'y', T, null],
+          ['other.example', 'x', T + 5000, T + 5000],
         ]);
-        expect((await s.dkim.list())[2]!.privateKeyPem).toBe(key('x', 'Old', T).privateKeyPem);
+        expect(dkimStates(list)).toEqual(['inactive', 'signing', 'retired', 'retired', 'inactive', 'signing']);
+        expect(list[3]!.privateKeyPem).toBe(key('x', 'Old', T).privateKeyPem);
+      });
+
+      it('activate makes a key sign and audits it; activating a retired key rolls back; the signing key and an unknown selector change nothing', async () => {
+        await s.dkim.add(key('example.com', 's1', T));
+        await s.dkim.add(inactive('example.com', 's2', T + 1000));
+        expect(await s.dkim.activate('Example.COM', 'S2', by(T + 2000))).toEqual({ outcome: 'activated', previous: 's1', at: T + 2000 });
+        expect(await s.dkim.signing('example.com')).toEqual(key('example.com', 's2', T + 1000, undefined, T + 2000));
+        expect(await s.dkim.activate('example.com', 's2', by(T + 3000))).toEqual({ outcome: 'already-signing' });
+        expect(await s.dkim.activate('example.com', 'nope', by(T + 3000))).toEqual({ outcome: 'not-found' });
+        expect(await s.dkim.activate('other.example', 's1', by(T + 3000))).toEqual({ outcome: 'not-found' });
+        // A rollback from a node whose clock is behind still lands after the last activation.
+        expect(await s.dkim.activate('example.com', 's1', by(T + 1500, true))).toEqual({ outcome: 'activated', previous: 's2', at: T + 2001 });
+        expect((await s.dkim.signing('example.com'))?.selector).toBe('s1');
+        expect(dkimStates(await s.dkim.list())).toEqual(['retired', 'signing']);
+        expect((await s.audit.list({ target: 'dkim:example.com' })).map((e) => [e.at, e.actor, e.action, e.detail, e.reason])).toEqual([
+          [T + 2000, 'admin', 'dkim.activate', { selector: 's2', previous: 's1', forced: false }, 'rotation'],
+          [T + 1500, 'admin', 'dkim.activate', { selector: 's1', previous: 's2', forced: true }, 'rotation'],
+        ]);
+        expect(await s.audit.list()).toHaveLength(2);
+      });
+
+      it('activates a domain\'s first key, and of two activations at once the later one signs, following the first', async () => {
+        await s.dkim.add(inactive('example.com', 'a', T));
+        await s.dkim.add(inactive('example.com', 'b', T));
+        await s.dkim.add(inactive('example.com', 'c', T));
+        expect(await s.dkim.activate('example.com', 'a', by(T + 10))).toEqual({ outcome: 'activated', previous: null, at: T + 10 });
+        const both = await Promise.all(['b', 'c'].map((sel) => s.dkim.activate('example.com', sel, by(T + 20))));
+        const [first, second] = both[0]!.outcome === 'activated' && both[0]!.previous === 'a' ? ['b', 'c'] : ['c', 'b'];
+        expect(both[first === 'b' ? 0 : 1]).toEqual({ outcome: 'activated', previous: 'a', at: T + 20 });
+        expect(both[first === 'b' ? 1 : 0]).toEqual({ outcome: 'activated', previous: first, at: T + 21 });
+        expect((await s.dkim.signing('example.com'))?.selector).toBe(second);
       });
 
       it('add refuses a selector the domain already has, whatever its case, and keeps the first key', async () => {

@@ -1,6 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { LocalDkimKey } from '../local.js';
+import type { DoctorDns } from '../lookup.js';
 import { addressType, registeredDomain, txtData } from '../names.js';
 import { fail, pass, warn, type CheckResult, type DoctorContext } from './result.js';
 
@@ -85,30 +86,65 @@ function publishedMatches(tags: Tags, want: { k: string; p: string }): boolean {
   return false;
 }
 
-async function checkDkimKey(c: DoctorContext, local: LocalDkimKey): Promise<CheckResult> {
-  const at = `${local.selector}._domainkey.${local.domain}`;
-  if ('error' in local.key) return fail('domain.dkim', at, `cannot read the local key ${local.path}: ${local.key.error}`);
+/**
+ * What DNS publishes at SELECTOR._domainkey.DOMAIN against a local key: its public half
+ * (published), nothing (missing), an empty p= (revoked) or another key (different), each with
+ * the record to publish; unusable when the local key cannot sign. DNS failures throw. The
+ * doctor and `postern dkim activate` both judge a key by this.
+ */
+export type DkimRecord =
+  | { name: string; state: 'published'; found: string[] }
+  | { name: string; state: 'missing' | 'revoked' | 'different'; found: string[]; fix: string }
+  | { name: string; state: 'unusable'; reason: string };
+
+export async function dkimRecord(dns: Pick<DoctorDns, 'txt'>, local: LocalDkimKey): Promise<DkimRecord> {
+  const name = `${local.selector}._domainkey.${local.domain}`;
+  if ('error' in local.key) return { name, state: 'unusable', reason: `cannot read the local key ${local.path}: ${local.key.error}` };
   const want = dkimForm(local.key.publicKey);
-  if (!want) return fail('domain.dkim', at, `${local.path} is a ${local.key.publicKey.asymmetricKeyType} key; DKIM signs with RSA or Ed25519 only`);
-  const fix = `${at}. IN TXT ${txtData(`v=DKIM1; k=${want.k}; p=${want.p}`)}`;
-  const published = (await c.dns.txt(at)).map(parseTags).filter((t): t is Tags => t !== null && t.has('p'));
-  if (!published.length) return fail('domain.dkim', at, `no DKIM key published: receivers cannot verify what Postern signs with ${local.path}`, fix);
-  if (published.some((t) => publishedMatches(t, want))) return pass('domain.dkim', at, `publishes the public half of ${local.path}`);
-  const revoked = published.every((t) => !(t.get('p') ?? '').trim());
+  if (!want) return { name, state: 'unusable', reason: `${local.path} is a ${local.key.publicKey.asymmetricKeyType} key; DKIM signs with RSA or Ed25519 only` };
+  const fix = `${name}. IN TXT ${txtData(`v=DKIM1; k=${want.k}; p=${want.p}`)}`;
+  const txt = await dns.txt(name);
+  const found = txt.filter((t) => parseTags(t)?.has('p'));
+  const published = found.map((t) => parseTags(t)!);
+  if (!published.length) return { name, state: 'missing', found: txt, fix };
+  if (published.some((t) => publishedMatches(t, want))) return { name, state: 'published', found };
+  return { name, state: published.every((t) => !(t.get('p') ?? '').trim()) ? 'revoked' : 'different', found, fix };
+}
+
+async function checkDkimKey(c: DoctorContext, local: LocalDkimKey): Promise<CheckResult> {
+  const r = await dkimRecord(c.dns, local);
+  const at = r.name;
+  if (local.state === 'inactive') {
+    // Nothing signs with a staged key yet: a missing record is the step still to take, not a fault.
+    const activate = `postern dkim activate ${local.domain} ${local.selector}`;
+    // Staged keys are the store's (key files are active), so they are named by selector.
+    const staged = `the inactive key of selector ${local.selector} in the store`;
+    if (r.state === 'unusable') return fail('domain.dkim', at, r.reason);
+    if (r.state === 'published') return pass('domain.dkim', at, `publishes the public half of ${staged}: switch signing to it with ${activate}`);
+    const found = r.state === 'missing' ? 'is not published yet' : `is not what the record publishes${r.state === 'revoked' ? ' (empty p=)' : ''}`;
+    return warn('domain.dkim', at, `${staged} ${found}: publish its record, then switch signing to it with ${activate}`, r.fix);
+  }
+  if (r.state === 'unusable') return fail('domain.dkim', at, r.reason);
+  if (r.state === 'published') return pass('domain.dkim', at, `publishes the public half of ${local.path}`);
+  if (r.state === 'missing') return fail('domain.dkim', at, `no DKIM key published: receivers cannot verify what Postern signs with ${local.path}`, r.fix);
   return fail(
     'domain.dkim',
     at,
-    revoked ? 'the published key is revoked (empty p=): every signature fails' : `the published key is not the public half of ${local.path}: every signature fails, leaving DMARC to SPF alone`,
-    fix,
+    r.state === 'revoked' ? 'the published key is revoked (empty p=): every signature fails' : `the published key is not the public half of ${local.path}: every signature fails, leaving DMARC to SPF alone`,
+    r.fix,
   );
 }
 
 export async function checkDkim(c: DoctorContext, domain: string): Promise<CheckResult[]> {
   const keys = c.dkimKeys.filter((k) => k.domain === domain);
-  if (!keys.length) {
-    return [warn('domain.dkim', domain, `no DKIM key for ${domain} in the store (create one: postern dkim keygen ${domain} --selector SELECTOR): unsigned mail passes DMARC only through SPF`)];
+  const none = `no DKIM key for ${domain} in the store (create one: postern dkim keygen ${domain} --selector SELECTOR): unsigned mail passes DMARC only through SPF`;
+  if (!keys.length) return [warn('domain.dkim', domain, none)];
+  const checked = await Promise.all(keys.map((k) => checkDkimKey(c, k)));
+  // Only staged keys: mail goes unsigned until one is activated.
+  if (keys.every((k) => k.state === 'inactive')) {
+    checked.unshift(warn('domain.dkim', domain, `no active DKIM key for ${domain}: mail goes unsigned until one is activated (postern dkim activate ${domain} SELECTOR, once its record is published)`));
   }
-  return Promise.all(keys.map((k) => checkDkimKey(c, k)));
+  return checked;
 }
 
 async function addressesOf(c: DoctorContext, name: string): Promise<string[]> {

@@ -3,7 +3,8 @@ import type { Config } from '../../config/schema.js';
 import type { LocalCertificate, LocalDkimKey } from '../local.js';
 import type { DoctorDns } from '../lookup.js';
 
-export type Status = 'PASS' | 'WARN' | 'FAIL' | 'INFO';
+/** SKIP: not run, because something it needs failed (the row that failed says what). */
+export type Status = 'PASS' | 'WARN' | 'FAIL' | 'INFO' | 'SKIP';
 
 /** One verdict of the doctor. `fix` is what to publish, in zone-file syntax (lines starting ";" are advice). */
 export interface CheckResult {
@@ -24,6 +25,7 @@ export const pass = verdict('PASS');
 export const warn = verdict('WARN');
 export const fail = verdict('FAIL');
 export const info = verdict('INFO');
+export const skip = verdict('SKIP');
 
 /** Everything a check may look at; built once per run, before any check. */
 export interface DoctorContext {
@@ -58,6 +60,10 @@ export interface Check {
   /** The id reported when the check cannot run at all (a DNS failure). */
   id: string;
   needs: Need[];
+  /** false: looks at the config, the certificate or facts already gathered, never asks DNS. */
+  dns?: false;
+  /** An optional record: a lookup that fails is INFO, like the record's absence, never FAIL. */
+  optional?: true;
   run(c: DoctorContext): Promise<Found> | Found;
 }
 

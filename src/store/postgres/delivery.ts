@@ -1,7 +1,26 @@
-import type { PrincipalRef } from '../../domain/types.js';
-import { ClaimLostError, MessageNotFoundError, toJob, toRcpt, type AttemptRecord, type DeliveryJob, type JobRow, type RcptRow, type RecipientState } from '../delivery.js';
+import type { PrincipalRef, QueueState } from '../../domain/types.js';
+import {
+  adminHoldReasons,
+  changed,
+  ClaimLostError,
+  deletionAudit,
+  MessageNotFoundError,
+  MessageStateError,
+  toJob,
+  toRcpt,
+  type AttemptRecord,
+  type ChangedMessage,
+  type ChangedRow,
+  type DeliveryJob,
+  type JobRow,
+  type RcptRow,
+  type RecipientState,
+} from '../delivery.js';
 import type { DeliveryStore } from '../index.js';
+import { labelOf } from '../principals.js';
+import type { Actor } from '../quarantine.js';
 import type { Pg } from './pg.js';
+import { PG_PROMOTE } from './queue.js';
 
 /** Recipients that still need something: delivery (pending) or a report (failed, not yet reported). */
 const OPEN_COUNT = `SELECT COUNT(*) AS n FROM recipients WHERE message_id = $1 AND (status = 'pending' OR dsn_done = 0)`;
@@ -99,7 +118,11 @@ export class PgDeliveryRepo implements DeliveryStore {
             await this.db.run('INSERT INTO delivery_outcomes (principal_ref, at, rejected) VALUES ($1, $2, $3)', [a.principal, a.now, u.remoteVerdict === 'rejected' ? 1 : 0]);
           }
         }
-        await this.db.run('UPDATE messages SET attempts = attempts + 1, next_attempt_at = $1, claim_owner = NULL, claim_until = NULL WHERE id = $2', [a.nextAttemptAt, a.id]);
+        // A message an admin held while this attempt ran stays held, with no next attempt.
+        await this.db.run(
+          `UPDATE messages SET attempts = attempts + 1, next_attempt_at = CASE WHEN state = 'queued' THEN $1::bigint END, claim_owner = NULL, claim_until = NULL WHERE id = $2`,
+          [a.nextAttemptAt, a.id],
+        );
         if ((await this.db.one<{ n: number }>(OPEN_COUNT, [a.id]))!.n === 0) {
           await this.db.deleteMessage(a.id);
           removed.add(a.id);
@@ -123,7 +146,7 @@ export class PgDeliveryRepo implements DeliveryStore {
   }
 
   /** Deletes a message in any state, with its audit row in the same transaction. */
-  async deleteAudited(id: string, audit: { actor: string; reason: string | null; now: number }): Promise<void> {
+  async deleteAudited(id: string, audit: Actor): Promise<void> {
     await this.db.tx(async () => {
       const m = await this.db.one<{ state: string; mail_from: string; n: number }>(
         `SELECT m.state, m.mail_from, (SELECT COUNT(*) FROM recipients r WHERE r.message_id = m.id) AS n FROM messages m WHERE m.id = $1 FOR UPDATE OF m`,
@@ -131,7 +154,59 @@ export class PgDeliveryRepo implements DeliveryStore {
       );
       if (!m) throw new MessageNotFoundError(id);
       await this.db.deleteMessage(id);
-      await this.db.audit({ at: audit.now, actor: audit.actor, action: 'queue.delete', target: `message:${id}`, detail: JSON.stringify({ state: m.state, from: m.mail_from, recipients: m.n }), reason: audit.reason });
+      await this.db.audit(deletionAudit(id, m, audit));
+    });
+  }
+
+  /** Every message in the spool, deleted in one transaction with an audit row each; their ids, oldest first. */
+  async deleteAll(audit: Actor): Promise<string[]> {
+    return this.db.tx(async () => {
+      // Locked first: a message another node is changing is waited for, not deleted half-way.
+      const all = await this.db.q<{ id: string; state: string; mail_from: string; n: number }>(
+        `SELECT m.id, m.state, m.mail_from, (SELECT COUNT(*) FROM recipients r WHERE r.message_id = m.id) AS n
+         FROM messages m ORDER BY m.received_at, m.id COLLATE "C" FOR UPDATE OF m`,
+      );
+      for (const m of all) {
+        await this.db.deleteMessage(m.id);
+        await this.db.audit(deletionAudit(m.id, m, audit));
+      }
+      return all.map((m) => m.id);
+    });
+  }
+
+  /** The message row, locked for the change; refused unless in one of `allowed`. Inside the caller's transaction. */
+  private async changing(id: string, allowed: QueueState[]): Promise<ChangedRow> {
+    const m = await this.db.one<ChangedRow>(
+      `SELECT m.id, m.state, m.mail_from, ${labelOf('m.principal_ref')} AS principal, m.claim_owner, m.claim_until,
+         (SELECT COUNT(*) FROM recipients r WHERE r.message_id = m.id) AS n
+       FROM messages m WHERE m.id = $1 FOR UPDATE OF m`,
+      [id],
+    );
+    if (!m) throw new MessageNotFoundError(id);
+    if (!allowed.includes(m.state)) throw new MessageStateError(id, m.state);
+    return m;
+  }
+
+  /** An admin's hold: see DeliveryRepo.hold. The claim of an attempt under way is kept. */
+  async hold(id: string, by: Actor): Promise<ChangedMessage> {
+    return this.db.tx(async () => {
+      const m = await this.changing(id, ['queued', 'waiting-quota']);
+      await this.db.run(`UPDATE messages SET state = 'held', held_at = $1, next_attempt_at = NULL, reasons = $2 WHERE id = $3`, [by.now, adminHoldReasons(by), id]);
+      await this.db.run('DELETE FROM quarantine_decisions WHERE message_id = $1', [id]);
+      const c = changed(m, 'queue.hold', by);
+      await this.db.audit(c.audit);
+      return c.out;
+    });
+  }
+
+  /** A message waiting for quota to delivery now, outside the rate limit: see DeliveryRepo.ignoreQuota. */
+  async ignoreQuota(id: string, by: Actor): Promise<ChangedMessage> {
+    return this.db.tx(async () => {
+      const m = await this.changing(id, ['waiting-quota']);
+      await this.db.run(PG_PROMOTE, [by.now, id, m.state]);
+      const c = changed(m, 'queue.ignore-quota', by);
+      await this.db.audit(c.audit);
+      return c.out;
     });
   }
 

@@ -1,8 +1,11 @@
 import type { Incident, IncidentKind, PrincipalRef } from '../../domain/types.js';
-import type { AuditEntry } from '../audit.js';
+import { detailOf, type AuditEntry, type AuditRecord, type NewAuditEntry } from '../audit.js';
 import type { AuditStore, IncidentStore } from '../index.js';
 import { toIncident, type IncidentResolution, type NewIncident, type Row } from '../incidents.js';
 import type { Pg } from './pg.js';
+
+type AuditRow = Omit<AuditEntry, 'detail'> & { detail: string | null };
+const auditEntry = (r: AuditRow): AuditRecord => ({ ...r, detail: detailOf(r.detail) });
 
 export class PgIncidentRepo implements IncidentStore {
   constructor(private readonly db: Pg) {}
@@ -70,7 +73,7 @@ export class PgIncidentRepo implements IncidentStore {
       if (!r) return 'not-found';
       if (r.resolved_at !== null) return 'already-resolved';
       await this.db.run('UPDATE incidents SET resolved_at = $1, resolved_by = $2 WHERE id = $3', [by.now, by.actor, id]);
-      await this.db.audit({ at: by.now, actor: by.actor, action: 'incident.resolve', target: `incident:${id}`, detail: `${r.principal_kind}:${r.principal_name} ${r.kind}`, reason: by.reason });
+      await this.db.audit({ at: by.now, actor: by.actor, action: 'incident.resolve', target: `incident:${id}`, detail: { principal: r.principal_name, principal_kind: r.principal_kind, kind: r.kind }, reason: by.reason });
       return 'resolved';
     });
   }
@@ -84,15 +87,36 @@ export class PgIncidentRepo implements IncidentStore {
 export class PgAuditRepo implements AuditStore {
   constructor(private readonly db: Pg) {}
 
-  async record(e: Omit<AuditEntry, 'id'>): Promise<void> {
+  async record(e: NewAuditEntry): Promise<void> {
     await this.db.audit(e);
   }
 
-  /** Newest first; target is "user:NAME", "device:NAME", "queue:ID" and so on. */
-  list(filter: { target?: string; limit?: number } = {}): Promise<AuditEntry[]> {
-    return this.db.q<AuditEntry>(
+  /** Newest first; target is "user:NAME", "device:NAME", "message:ID", "incident:ID" and so on. */
+  async list(filter: { target?: string; limit?: number } = {}): Promise<AuditRecord[]> {
+    const rows = await this.db.q<AuditRow>(
       'SELECT * FROM audit WHERE ($1::text IS NULL OR lower(target) = lower($1)) ORDER BY at DESC, id DESC LIMIT $2',
       [filter.target || null, filter.limit ?? 1000],
     );
+    return rows.map(auditEntry);
+  }
+
+  /**
+   * Entries written after `position`, by id. An id is taken when a transaction inserts its row,
+   * not when it commits, so a later id can be visible before an earlier one: the follower
+   * (obs/admin-log.ts) passes a hole in the ids only once it has lasted.
+   */
+  async after(position: number, limit: number): Promise<AuditRecord[]> {
+    return (await this.db.q<AuditRow>('SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2', [position, limit])).map(auditEntry);
+  }
+
+  /** Where the follower `name` stands; a new one starts at the newest entry. */
+  async cursor(name: string): Promise<number> {
+    await this.db.run('INSERT INTO log_cursors (name, position) SELECT $1, COALESCE(MAX(id), 0) FROM audit ON CONFLICT (name) DO NOTHING', [name]);
+    return (await this.db.one<{ position: number }>('SELECT position FROM log_cursors WHERE name = $1', [name]))!.position;
+  }
+
+  /** Moves the follower from `from` to `to`; false when another node moved it first. */
+  async advanceCursor(name: string, from: number, to: number): Promise<boolean> {
+    return (await this.db.run('UPDATE log_cursors SET position = $1 WHERE name = $2 AND position = $3', [to, name, from])) === 1;
   }
 }

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import pg from 'pg';
+import { detailColumn, type NewAuditEntry } from '../audit.js';
 
 /** int8 (counts, times in ms, ids) as numbers: every value Postern stores fits in 2^53. */
 const types = {
@@ -125,8 +126,8 @@ export class Pg {
   }
 
   /** The one audit writer, in the caller's transaction. */
-  async audit(e: { at: number; actor: string; action: string; target: string; detail: string | null; reason: string | null }): Promise<void> {
-    await this.run('INSERT INTO audit (at, actor, action, target, detail, reason) VALUES ($1, $2, $3, $4, $5, $6)', [e.at, e.actor, e.action, e.target, e.detail, e.reason]);
+  async audit(e: NewAuditEntry): Promise<void> {
+    await this.run('INSERT INTO audit (at, actor, action, target, detail, reason) VALUES ($1, $2, $3, $4, $5, $6)', [e.at, e.actor, e.action, e.target, detailColumn(e.detail), e.reason]);
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,7 @@ import {
   type Row,
 } from '../quarantine.js';
 import type { Pg } from './pg.js';
-import { PG_RCPTS_JSON } from './queue.js';
+import { PG_PROMOTE, PG_RCPTS_JSON } from './queue.js';
 
 const SELECT = `SELECT m.id, m.state, m.mail_from, ${labelOf('m.principal_ref')} AS principal, m.size, m.received_at, m.held_at, m.score, m.reasons,
   ${PG_RCPTS_JSON} AS rcpts,
@@ -56,7 +56,7 @@ export class PgQuarantineRepo implements QuarantineStore {
     return this.db.tx(async () => {
       const m = await this.decide(id, 'released', by, (s) => s !== 'queued');
       // Untouched: only the state and schedule change, never message_bodies (PROMOTE).
-      await this.db.run(`UPDATE messages SET state = 'queued', next_attempt_at = $1, held_at = NULL WHERE id = $2 AND state = $3`, [by.now, id, m.state]);
+      await this.db.run(PG_PROMOTE, [by.now, id, m.state]);
       // An admin vouched for these recipients: later mail to them is not "to a new domain".
       if (m.principalRef !== null) {
         const rcpts = await this.db.q<{ address: string }>('SELECT address FROM recipients WHERE message_id = $1 ORDER BY position', [id]);

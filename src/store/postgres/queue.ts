@@ -11,6 +11,9 @@ import type { Pg } from './pg.js';
  */
 export const PG_RCPTS_JSON = `(SELECT COALESCE(json_agg(r.address ORDER BY r.position), '[]'::json)::text FROM recipients r WHERE r.message_id = m.id)`;
 
+/** SQL PROMOTE (a quarantine release, an admin's quota skip) in this engine's placeholders: $1 now, $2 id, $3 the state seen. */
+export const PG_PROMOTE = `UPDATE messages SET state = 'queued', next_attempt_at = $1, held_at = NULL WHERE id = $2 AND state = $3`;
+
 const SELECT = `SELECT m.*, ${labelOf('m.principal_ref')} AS principal, ${PG_RCPTS_JSON} AS rcpts FROM messages m`;
 
 /** The spool's tables on PostgreSQL (port of QueueRepo). */
