@@ -17,6 +17,7 @@ import { Metrics, tapLogger } from './obs/metrics.js';
 import { parseListen } from './protocol/listen.js';
 import { startListeners, type Listeners } from './protocol/listeners.js';
 import { loadTls } from './protocol/tls.js';
+import { GeoService } from './geo/service.js';
 import { Quarantine } from './quarantine/index.js';
 import { reloadRelay, type ReloadOutcome } from './reload.js';
 import { startQuota, startSpool } from './spool/index.js';
@@ -52,6 +53,8 @@ export interface Relay {
   metricsPort: number | null;
   /** Logs changes made with the CLI (audit entries) as admin.action; tests call adminLog.poll(). */
   adminLog: AdminLog;
+  /** The IP database behind country and ASN bindings: loaded on first need, re-read on SIGHUP. */
+  geo: GeoService;
   /** What SIGHUP does with a re-read config: new TLS material and log level; see reload.ts. */
   reload(next: Config): Promise<ReloadOutcome>;
   close(): Promise<void>;
@@ -112,6 +115,10 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     });
     // Disabled metrics cost nothing per event: the logger is pino's own.
     const log = cfg.metrics.enabled ? tapLogger(baseLog, (o) => metrics.observe(o)) : baseLog;
+    // Loaded only once a binding names a country or an ASN (~25 MB): at start when the store
+    // already holds one, so the first such login does not wait; else at the first login that needs it.
+    const geo = new GeoService({ countryDb: cfg.geo.country_db, asnDb: cfg.geo.asn_db }, log, clock);
+    if (await store.bindings.hasGeoBindings()) geo.preload();
     // Keys left in data_dir/dkim by an older Postern (or copied there) join the shared store.
     await importDkimFiles(store, cfg.server.data_dir, log);
     const tlsMaterial = await loadTls({ ...cfg.tls, dataDir: cfg.server.data_dir, hostname: cfg.server.hostname });
@@ -129,7 +136,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     // Scores each message before the spool commit; expires held mail.
     const quarantine = new Quarantine(cfg, { store, spool, clock, log, quota });
     let closing: Promise<void> | undefined;
-    const submission = startSubmission(cfg, { store, spool, health, incidents, quota, clock, log, assess: quarantine.assess, onAccepted: quarantine.onAccepted, isClosing: () => closing !== undefined });
+    const submission = startSubmission(cfg, { store, spool, health, incidents, quota, clock, log, geo, assess: quarantine.assess, onAccepted: quarantine.onAccepted, isClosing: () => closing !== undefined });
     stops.push(submission.stop);
     late.authenticator = submission.authenticator;
     let metricsServer: MetricsServer | null = null;
@@ -206,7 +213,8 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
       metrics,
       metricsPort: metricsServer?.port ?? null,
       adminLog,
-      reload: (next) => reloadRelay(cfg, next, { servers: smtp.servers, log, baseLog }),
+      geo,
+      reload: (next) => reloadRelay(cfg, next, { servers: smtp.servers, log, baseLog, geo }),
       close() {
         // In reverse order of starting: the listeners first (sessions between transactions
         // get 421), then delivery lets attempts in flight finish, the spool commits what is

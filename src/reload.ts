@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import type { SMTPServer } from 'smtp-server';
 import type { Config } from './config/schema.js';
+import type { GeoService } from './geo/service.js';
 import type { Logger } from './obs/log.js';
 import { loadTls } from './protocol/tls.js';
 
@@ -10,7 +11,7 @@ import { loadTls } from './protocol/tls.js';
  * objects (listeners, limits, quarantine weights, delivery pacing); a change there is reported
  * as needing a restart rather than half-applied.
  */
-export const RELOADABLE = ['tls.cert', 'tls.key', 'log.level'] as const;
+export const RELOADABLE = ['tls.cert', 'tls.key', 'log.level', 'geo.country_db', 'geo.asn_db'] as const;
 
 export type ReloadOutcome =
   | { ok: true; fingerprint: string; restartNeeded: string[] }
@@ -34,14 +35,14 @@ export const fingerprint = (certPem: Buffer | string) => new X509Certificate(cer
 
 /**
  * Applies a re-read config: new TLS material for new connections (open sessions keep the
- * context they shook hands with) and the log level. The material is checked by building a
+ * context they shook hands with), the log level and the IP database's files. The material is checked by building a
  * context first: smtp-server's updateSecureContext empties its context map before it builds
  * the new one, so a key that does not match the certificate would leave no context at all.
  */
 export async function reloadRelay(
   current: Config,
   next: Config,
-  deps: { servers: SMTPServer[]; log: Logger; baseLog: Logger },
+  deps: { servers: SMTPServer[]; log: Logger; baseLog: Logger; geo?: GeoService },
 ): Promise<ReloadOutcome> {
   const { log } = deps;
   let material: { cert: Buffer; key: Buffer };
@@ -60,6 +61,11 @@ export async function reloadRelay(
   const restartNeeded = changedKeys(current, next).filter((k) => !(RELOADABLE as readonly string[]).includes(k));
   current.tls = next.tls;
   current.log = next.log;
+  // The IP database, if loaded, is read again from the (possibly new) paths: files replaced in
+  // place are taken too. The old data answers until the new is ready, and stays if it fails
+  // (geo.load_failed); that is not a refusal of the reload, whose other keys are applied.
+  current.geo = next.geo;
+  await deps.geo?.reload({ countryDb: next.geo.country_db, asnDb: next.geo.asn_db });
   log.info({ event: 'config.reloaded', cert_sha256: fp, restart_needed: restartNeeded });
   if (restartNeeded.length) log.warn({ event: 'config.restart_needed', keys: restartNeeded });
   return { ok: true, fingerprint: fp, restartNeeded };

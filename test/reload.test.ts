@@ -136,6 +136,42 @@ describe('SIGHUP reload', () => {
   });
 });
 
+describe('SIGHUP and the IP database', () => {
+  it('reads the [geo] files again, new paths included, without a restart; a broken file keeps the old data', async () => {
+    const dir = tempDir('postern-geo-reload-');
+    const file = (name: string, text: string) => {
+      writeFileSync(path.join(dir, name), text);
+      return path.join(dir, name);
+    };
+    const country = file('country.csv', '1.0.0.0,1.0.0.255,AU\n');
+    const asn = file('asn.csv', '1.0.0.0,1.0.0.255,13335,"Cloudflare, Inc."\n');
+    t = await startTestRelay({ geo: { country_db: country, asn_db: asn } });
+    const relay = t.relay;
+    const reread = (geo: { country_db: string | string[]; asn_db: string }) => () => testConfig(t!.dir, { geo });
+
+    // Not loaded yet: a reload leaves it so, and the next need reads the files as they are then.
+    file('country.csv', '1.0.0.0,1.0.0.255,NZ\n');
+    expect(await reloadFromFile(relay, reread({ country_db: country, asn_db: asn }))).toMatchObject({ ok: true, restartNeeded: [] });
+    expect(relay.geo.loaded()).toBeNull();
+    await relay.geo.get();
+    expect(relay.geo.describe('1.0.0.9')).toBe('1.0.0.9, NZ, AS13335 Cloudflare, Inc.');
+
+    // Loaded: a file replaced in place, and a new list of paths, are read at the reload.
+    file('country.csv', '1.0.0.0,1.0.0.255,FR\n');
+    const v6 = file('country-v6.csv', '2001:200::,2001:200:ffff:ffff:ffff:ffff:ffff:ffff,JP\n');
+    expect(await reloadFromFile(relay, reread({ country_db: [country, v6], asn_db: asn }))).toMatchObject({ ok: true, restartNeeded: [] });
+    expect(relay.geo.describe('1.0.0.9')).toBe('1.0.0.9, FR, AS13335 Cloudflare, Inc.');
+    expect(relay.geo.describe('2001:200::1')).toBe('2001:200::1, JP');
+    expect(t.logs.events('geo.reloaded')).toMatchObject([{ country_source: `${country}, ${v6}`, asn_source: asn }]);
+
+    const broken = file('broken.csv', '1.0.0.0,1.0.0.255\n');
+    expect(await reloadFromFile(relay, reread({ country_db: broken, asn_db: asn }))).toMatchObject({ ok: true, restartNeeded: [] });
+    expect(t.logs.events('geo.load_failed')).toMatchObject([{ key: 'geo.country_db', file: broken, kept: true }]);
+    expect(relay.geo.describe('1.0.0.9')).toBe('1.0.0.9, FR, AS13335 Cloudflare, Inc.');
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
+
 describe('SIGHUP to a running "postern serve"', () => {
   // Runs the compiled CLI (npm test builds first); a stale build would test old code.
   const built = (() => {

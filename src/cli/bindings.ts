@@ -41,3 +41,32 @@ export function notifyWarning(name: string, address: string | null, senders: str
   }
   return null;
 }
+
+const REGIONS = new Intl.DisplayNames(['en'], { type: 'region' });
+
+/** ISO 3166-1 alpha-2 codes, upper case, checked against the region names Node.js knows. */
+export function countriesArg(values: string[]): string[] {
+  return values.map((v) => {
+    const c = v.trim().toUpperCase();
+    // The IP databases say GB, as ISO 3166-1 does; UK would match nobody.
+    if (c === 'UK') throw new CliError('bad country "UK": the ISO 3166-1 code of the United Kingdom is GB');
+    const name = /^[A-Z]{2}$/.test(c) ? REGIONS.of(c) : undefined;
+    if (!name || name === c || name === 'Unknown Region') {
+      throw new CliError(`bad country ${JSON.stringify(v)}: use a two-letter ISO 3166-1 code such as DE, AT or PT`);
+    }
+    return c;
+  });
+}
+
+/** The region's English name, for messages ("DE (Germany)"). */
+export const countryName = (code: string) => REGIONS.of(code) ?? code;
+
+/** Autonomous system numbers as stored (decimal strings): "3320" or "AS3320". */
+export function asnsArg(values: string[]): string[] {
+  return values.map((v) => {
+    const m = /^(?:AS)?(\d{1,10})$/i.exec(v.trim());
+    const n = m ? Number(m[1]) : NaN;
+    if (!(n >= 1 && n <= 4_294_967_295)) throw new CliError(`bad ASN ${JSON.stringify(v)}: use an autonomous system number such as 3320 or AS3320`);
+    return String(n);
+  });
+}

@@ -10,7 +10,8 @@ export const CONFIG_HELP = `Usage: postern config check [--json]
 check  reads the config file as "serve" would and lists every problem, one per line: the
        key, its value, what is wrong and what to do. Beyond TOML syntax, the schema, the
        checks between keys and the HELO guard, it reads tls.cert and tls.key and checks
-       they are one pair, that server.data_dir can be written (or created), and that every
+       they are one pair, that server.data_dir can be written (or created), that the
+       files geo.country_db and geo.asn_db name can be read (not loaded), and that every
        listen address (submission.listen, submission.listen_tls, metrics.listen) is free:
        while the relay runs, its own addresses are in use. Run it as the user the relay
        runs as. Exit 0 with one OK line, 1 when anything is wrong.

@@ -13,7 +13,8 @@ export const DOCTOR_HELP = `Usage: postern doctor [--json] [--domain D]...
 Checks what receivers judge this relay by, before it sends: the PTR of [identity]
 outbound_ip and its forward confirmation, the HELO name (syntax, address, domain, SPF),
 SPF, DMARC, DKIM and MX of every envelope domain, null MX/SPF on names that take no
-mail, the postmaster@ and abuse@ route, and the submission certificate. A FAIL or WARN
+mail, the postmaster@ and abuse@ route, the submission certificate, and the age of the
+IP database when a binding names a country or an ASN or [geo] names a file. A FAIL or WARN
 that DNS can fix comes with the record to publish, in zone-file syntax; others say what
 to change. DNS goes through [delivery] dns_servers, else the system resolvers.
 
@@ -89,7 +90,7 @@ export async function doctorCommand(ctx: Ctx, argv: string[]): Promise<number> {
   // Loaded here, not at the top: the SPF evaluator is heavy and no other command needs it.
   const { runDoctor, healthy } = await import('../dns/doctor.js');
   const results = await runDoctor(
-    { config: cfg, domains, dkimKeys: await readDkimKeys(store, cfg.server.data_dir, domains), certificate: readCertificate(cfg) },
+    { config: cfg, domains, dkimKeys: await readDkimKeys(store, cfg.server.data_dir, domains), certificate: readCertificate(cfg), geoBindings: await store.bindings.hasGeoBindings() },
     { dns: doctorDns(createResolver(cfg.delivery.dns_servers)), clock: systemClock },
   );
   if (values.json) printResultsJson(ctx.io, results);

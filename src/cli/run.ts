@@ -6,6 +6,8 @@ import { CliError, makeCtx, UsageError, type Ctx, type Io } from './io.js';
 
 interface Command {
   help: string;
+  /** Help of subcommands that have their own (user password --help). */
+  subHelp?: Record<string, string>;
   run: (ctx: Ctx, args: string[]) => number | Promise<number>;
 }
 
@@ -26,7 +28,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
       },
     };
   },
-  user: async () => { const m = await import('./user.js'); return { help: m.USER_HELP, run: m.userCommand }; },
+  user: async () => {
+    const [m, a] = await Promise.all([import('./user.js'), import('./app-passwords.js')]);
+    return { help: m.USER_HELP, subHelp: { password: a.APP_PASSWORD_HELP }, run: m.userCommand };
+  },
   device: async () => { const m = await import('./device.js'); return { help: m.DEVICE_HELP, run: m.deviceCommand }; },
   incidents: async () => { const m = await import('./incidents.js'); return { help: m.INCIDENTS_HELP, run: m.incidentsCommand }; },
   limits: async () => { const m = await import('./limits.js'); return { help: m.LIMITS_HELP, run: m.limitsShow }; },
@@ -105,7 +110,7 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
     if (!load) throw new UsageError(`unknown command: ${cmd}\n\n${HELP}`);
     const picked = await load();
     if (args.includes('--help') || args.includes('-h')) {
-      io.stdout(picked.help);
+      io.stdout((args[0] !== undefined && picked.subHelp?.[args[0]]) || picked.help);
       return 0;
     }
     ctx = makeCtx(io, config, rest);

@@ -10,7 +10,7 @@ export const SERVE_HELP = `Usage: postern serve
 Runs the relay in the foreground: submission listeners, spool, delivery, /metrics.
 Signals: SIGTERM or SIGINT shut down gracefully (open transactions may finish within
 server.shutdown_grace_seconds); SIGHUP re-reads the config file and reloads the TLS
-certificate and key and the log level. A config that does not validate is refused with
+certificate and key, the log level and the IP database ([geo], once loaded). A config that does not validate is refused with
 a "config.reload_refused" log line and the running one stays in force.
 A start that fails over the config (a missing certificate, a key that does not match it,
 an unwritable data_dir, a listen address in use) says which key, its value and what to do,

@@ -4,7 +4,8 @@ import type { User } from '../domain/types.js';
 import { generatePassword, hashPassword, passwordProblem } from '../identity/passwords.js';
 import { canonicalAddress } from '../policy/bindings.js';
 import { UserExistsError } from '../store/users.js';
-import { networksArg, notifyWarning, refuseV6OnlyEverywhere, sendersArg } from './bindings.js';
+import { appPasswordCommand } from './app-passwords.js';
+import { asnsArg, countriesArg, networksArg, notifyWarning, refuseV6OnlyEverywhere, sendersArg } from './bindings.js';
 import { userLimits } from './limits.js';
 import { suspendPrincipal } from '../notify/incidents.js';
 import { actor, CliError, iso, many, parseDuration, printJson, table, UsageError, type Ctx } from './io.js';
@@ -15,32 +16,38 @@ Reading:
   list [--json]                          all users
   show NAME [--json]                     one user: status, networks, senders, notices, incidents
 Changing (audited: --by NAME, default the OS user; --reason TEXT):
-  add NAME --sender ADDR --network CIDR [--notify ADDR] [--password-stdin]
+  add NAME --sender ADDR --network CIDR|--country CC|--asn N [--notify ADDR] [--password-stdin]
                                          create a user; without --password-stdin a strong
                                          password is generated and printed once
-  allow NAME [--sender ADDR] [--network CIDR] [--for 7d]
-                                         bind more senders or networks; --for makes a
+  allow NAME [--sender ADDR] [--network CIDR] [--country CC] [--asn N] [--for 7d]
+                                         bind more senders or places; --for makes a
                                          time-limited exception that lapses by itself
-  deny NAME [--sender ADDR] [--network CIDR]
+  deny NAME [--sender ADDR] [--network CIDR] [--country CC] [--asn N]
                                          remove bindings
   notify NAME ADDR                       set the address notices about NAME go to
   passwd NAME [--password-stdin]         set a new password (cached logins are dropped)
-  reset NAME [--password-stdin]          after a compromise: new password, suspension
-                                         lifted, open incidents resolved
+  reset NAME [--password-stdin] [--revoke-app-passwords]
+                                         after a compromise: new password, suspension
+                                         lifted, open incidents resolved; app passwords
+                                         stay unless --revoke-app-passwords
+  password add|list|revoke ...           app passwords (one per device, own places):
+                                         see postern user password --help
   limits NAME [--messages-per-hour N] [--recipients-per-hour N] [--recipients-per-day N]
                                          NAME's own rate limits (see: postern limits --help)
   suspend NAME --reason TEXT             stop NAME from sending
   unsuspend NAME --reason TEXT           lift a suspension (a false alarm), same password
   delete NAME                            remove a user
 
-Senders are addresses (alice@example.com) or whole domains (@example.com). Networks are
-CIDRs; a roaming user needs 0.0.0.0/0 and ::/0 written out (::/0 alone
-matches no IPv4 client and is refused). Repeat a flag or separate
-values with commas.
+Senders are addresses (alice@example.com) or whole domains (@example.com). A login is
+allowed from the user's places: networks (CIDRs), countries (ISO 3166-1 codes: DE, AT) and
+the networks of providers (autonomous system numbers: 3320). For people who travel, bind the
+countries they work in and their providers rather than 0.0.0.0/0 and ::/0 (everywhere,
+which switches the check off). Repeat a flag or separate values with commas.
 
 Examples:
   postern user add alice --sender alice@example.com --network 192.0.2.0/24 --notify alice@home.example
-  postern user allow alice --network 203.0.113.0/24 --for 7d --reason "conference in Lisbon"
+  postern user add bob --sender bob@example.com --country DE --asn 3320
+  postern user allow alice --country PT --for 7d --reason "conference in Lisbon"
   postern user reset alice --by helpdesk-bob --reason "phished, ticket 4711"
 `;
 
@@ -78,7 +85,10 @@ async function describe(ctx: Ctx, u: User, now: number) {
     suspended: u.suspendedAt === null ? null : iso(u.suspendedAt),
     notify: u.notifyAddress ?? senders.find((s) => !s.startsWith('@')) ?? null,
     networks: show('network'),
+    countries: show('country'),
+    asns: show('asn'),
     senders: show('sender'),
+    app_passwords: (await st.appPasswords.list(u.id)).map((a) => a.label),
     open_incidents: (await st.incidents.list({ principal: u.principalRef, open: true })).length,
     created: iso(u.createdAt),
     updated: iso(u.updatedAt),
@@ -88,6 +98,7 @@ async function describe(ctx: Ctx, u: User, now: number) {
 export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === 'limits') return userLimits(ctx, rest);
+  if (sub === 'password') return appPasswordCommand(ctx, rest);
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
@@ -96,6 +107,9 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       'password-stdin': { type: 'boolean' },
       sender: { type: 'string', multiple: true },
       network: { type: 'string', multiple: true },
+      country: { type: 'string', multiple: true },
+      asn: { type: 'string', multiple: true },
+      'revoke-app-passwords': { type: 'boolean' },
       notify: { type: 'string' },
       for: { type: 'string' },
       by: { type: 'string' },
@@ -126,14 +140,15 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       if (!USERNAME_RE.test(n)) throw new CliError(`invalid user name ${JSON.stringify(n)}: use letters, digits and . _ @ + - (at most 64)`);
       const senders = sendersArg(many(values.sender));
       const networks = networksArg(many(values.network));
+      const countries = countriesArg(many(values.country));
+      const asns = asnsArg(many(values.asn));
       refuseV6OnlyEverywhere(networks, networks);
-      // A user without senders or networks cannot send, and the natural retry with the flags
+      // A user without senders or places cannot send, and the natural retry with the flags
       // would then meet "already exists": ask for both before anything is written.
-      if (!senders.length || !networks.length) {
-        const missing = [!senders.length && '--sender ADDR', !networks.length && '--network CIDR'].filter(Boolean).join(' and ');
-        throw new UsageError(
-          `postern user add ${n} needs ${missing}: without ${senders.length || networks.length ? 'it' : 'them'} ${n} could not send (a roaming user: --network 0.0.0.0/0 --network ::/0)`,
-        );
+      const placed = networks.length + countries.length + asns.length > 0;
+      if (!senders.length || !placed) {
+        const missing = [!senders.length && '--sender ADDR', !placed && '--network CIDR (or --country CC, --asn N)'].filter(Boolean).join(' and ');
+        throw new UsageError(`postern user add ${n} needs ${missing}: without ${senders.length || placed ? 'it' : 'them'} ${n} could not send`);
       }
       const notify = notifyArg();
       const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
@@ -144,11 +159,13 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
           const u = await st.users.add(n, hash, now);
           for (const s of senders) await st.bindings.add('user', u.id, 'sender', s, now);
           for (const net of networks) await st.bindings.add('user', u.id, 'network', net, now);
+          for (const c of countries) await st.bindings.add('user', u.id, 'country', c, now);
+          for (const a of asns) await st.bindings.add('user', u.id, 'asn', a, now);
           if (notify) await st.users.setNotifyAddress(u.id, notify, now);
-          await audit('user.add', n, { senders, networks, notify });
+          await audit('user.add', n, { senders, networks, countries, asns, notify });
         });
       } catch (e) {
-        if (e instanceof UserExistsError) throw new CliError(`user ${n} already exists (to change the password: postern user passwd ${n}; to bind more senders or networks: postern user allow ${n} --sender ADDR --network CIDR)`);
+        if (e instanceof UserExistsError) throw new CliError(`user ${n} already exists (to change the password: postern user passwd ${n}; to bind more senders or places: postern user allow ${n} --sender ADDR --network CIDR)`);
         throw e;
       }
       ctx.io.stdout(generated ? `user ${n} added; password (shown once): ${password}\n` : `user ${n} added\n`);
@@ -161,20 +178,23 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const u = await mustFind(ctx, needName());
       const senders = sendersArg(many(values.sender));
       const networks = networksArg(many(values.network));
-      if (!senders.length && !networks.length) throw new UsageError(`postern user ${sub} needs --sender or --network\n\n${USER_HELP}`);
+      const countries = countriesArg(many(values.country));
+      const asns = asnsArg(many(values.asn));
+      if (!senders.length && !networks.length && !countries.length && !asns.length) throw new UsageError(`postern user ${sub} needs --sender, --network, --country or --asn\n\n${USER_HELP}`);
       if (values.for && sub === 'deny') throw new UsageError('--for goes with allow');
       const expires = values.for ? now + parseDuration(values.for) : null;
       const st = await ctx.store();
       if (sub === 'allow') refuseV6OnlyEverywhere(networks, [...networks, ...(await st.bindings.values('user', u.id, 'network', now))]);
       const changed: string[] = [];
-      const bound = { senders: [] as string[], networks: [] as string[] };
+      const bound = { senders: [] as string[], networks: [] as string[], countries: [] as string[], asns: [] as string[] };
+      const lists = [['sender', senders, bound.senders], ['network', networks, bound.networks], ['country', countries, bound.countries], ['asn', asns, bound.asns]] as const;
       await tx(async () => {
-        for (const [kind, list] of [['sender', senders], ['network', networks]] as const) {
+        for (const [kind, list, done] of lists) {
           for (const v of list) {
             const did = sub === 'allow' ? await st.bindings.add('user', u.id, kind, v, now, expires) : await st.bindings.remove('user', u.id, kind, v);
             if (did || (sub === 'allow' && expires)) {
               changed.push(`${kind} ${v}`);
-              bound[kind === 'sender' ? 'senders' : 'networks'].push(v);
+              done.push(v);
             }
           }
         }
@@ -210,15 +230,18 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const st = await ctx.store();
       let resolved = 0;
       let lifted = false;
+      let revoked = 0;
       await tx(async () => {
         await st.users.setPassword(u.id, hash, now);
         if (sub === 'reset') {
           lifted = await st.users.unsuspend(u.id, now);
           resolved = await st.incidents.resolveOpen(u.principalRef, who, now);
+          if (values['revoke-app-passwords']) revoked = await st.appPasswords.revokeAll(u.id, now);
         }
-        await audit(`user.${sub}`, u.username, sub === 'reset' ? { suspension_lifted: lifted, incidents_resolved: resolved } : null);
+        await audit(`user.${sub}`, u.username, sub === 'reset' ? { suspension_lifted: lifted, incidents_resolved: resolved, app_passwords_revoked: revoked } : null);
       });
-      const what = sub === 'reset' ? `user ${u.username} reset: password changed, ${lifted ? 'suspension lifted' : 'was not suspended'}, ${resolved} open incident${resolved === 1 ? '' : 's'} resolved` : `password of ${u.username} changed`;
+      const apps = sub === 'reset' ? (values['revoke-app-passwords'] ? `, ${revoked} app password${revoked === 1 ? '' : 's'} revoked` : (await st.appPasswords.list(u.id)).length ? ', app passwords kept (--revoke-app-passwords to revoke them)' : '') : '';
+      const what = sub === 'reset' ? `user ${u.username} reset: password changed, ${lifted ? 'suspension lifted' : 'was not suspended'}, ${resolved} open incident${resolved === 1 ? '' : 's'} resolved${apps}` : `password of ${u.username} changed`;
       ctx.io.stdout(generated ? `${what}; new password (shown once): ${password}\n` : `${what}\n`);
       return 0;
     }
@@ -249,10 +272,10 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       else
         ctx.io.stdout(
           table([
-            ['NAME', 'STATUS', 'NETWORKS', 'SENDERS', 'CREATED'],
+            ['NAME', 'STATUS', 'NETWORKS', 'COUNTRIES', 'ASNS', 'SENDERS', 'APP PASSWORDS', 'CREATED'],
             ...users.map((u, i) => {
               const d = described[i]!;
-              return [u.username, u.status, String(d.networks.length), String(d.senders.length), iso(u.createdAt)];
+              return [u.username, u.status, String(d.networks.length), String(d.countries.length), String(d.asns.length), String(d.senders.length), String(d.app_passwords.length), iso(u.createdAt)];
             }),
           ]),
         );

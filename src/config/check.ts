@@ -6,7 +6,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import type { z } from 'zod';
 import { outboundIdentityProblem } from './identity.js';
-import { ConfigError, readConfigDoc } from './load.js';
+import { ConfigError, readConfigDoc, resolveGeoPaths } from './load.js';
 import { crossCheckProblems, problem, tomlKey, type Problem } from './problems.js';
 import { configSchema, type Config } from './schema.js';
 
@@ -167,9 +167,46 @@ export function dataDirProblems(dir: string): Problem[] {
   return out;
 }
 
+/**
+ * The files [geo] names: each is a file this user can read. They are not loaded here (the
+ * relay loads them only once a binding names a country or an ASN, and a load takes a second):
+ * a file that is there but does not parse is named with its line by geo.load_failed.
+ */
+export function geoProblems(geo: Config['geo']): Problem[] {
+  const out: Problem[] = [];
+  for (const name of ['country_db', 'asn_db'] as const) {
+    const v = geo[name];
+    const files = typeof v === 'string' ? (v ? [v] : []) : v;
+    const fix = `set geo.${name} to an ip-location-db CSV file or a MaxMind .mmdb file, or to "" for the data bundled with Postern`;
+    files.forEach((file, i) => {
+      const key = typeof v === 'string' ? `geo.${name}` : `geo.${name}[${i}]`;
+      let st: Stats;
+      try {
+        st = statSync(file);
+      } catch (e) {
+        const code = errno(e);
+        if (code === 'ENOENT' || code === 'ENOTDIR') out.push(problem(key, file, 'no such file', fix));
+        else if (code === 'EACCES') out.push(problem(key, file, `cannot be reached by ${who()}`, `make its directory searchable by the user the relay runs as, or ${fix}`));
+        else out.push(problem(key, file, `cannot be read (${(e as Error).message})`, fix));
+        return;
+      }
+      if (st.isDirectory()) {
+        out.push(problem(key, file, 'is a directory, not a file', fix));
+        return;
+      }
+      try {
+        accessSync(file, constants.R_OK);
+      } catch {
+        out.push(problem(key, file, `not readable by ${who()}`, `make it readable by the user the relay runs as (e.g. chmod 0644 ${file})`));
+      }
+    });
+  }
+  return out;
+}
+
 /** What `postern serve` checks before it opens anything: the files the config names. */
 export function startupProblems(cfg: Config): Problem[] {
-  return [...tlsProblems(cfg.tls), ...dataDirProblems(cfg.server.data_dir)];
+  return [...tlsProblems(cfg.tls), ...dataDirProblems(cfg.server.data_dir), ...geoProblems(cfg.geo)];
 }
 
 /**
@@ -387,14 +424,20 @@ export async function checkConfigFile(file?: string, opts: { unprivileged?: bool
   const submission = section('submission');
   const identity = section('identity');
   const metrics = section('metrics');
+  const geo = section('geo');
   if (server) server.data_dir = path.resolve(baseDir, server.data_dir);
   if (tlsCfg?.cert) tlsCfg.cert = path.resolve(baseDir, tlsCfg.cert);
   if (tlsCfg?.key) tlsCfg.key = path.resolve(baseDir, tlsCfg.key);
+  if (geo) {
+    geo.country_db = resolveGeoPaths(baseDir, geo.country_db);
+    geo.asn_db = resolveGeoPaths(baseDir, geo.asn_db);
+  }
 
   problems.push(...crossCheckProblems({ tls: tlsCfg ?? { cert: '', key: '' }, submission: submission ?? { proxy_protocol: false, trusted_proxies: [] } }));
   if (identity) problems.push(...identityProblems(identity));
   if (tlsCfg) problems.push(...tlsProblems(tlsCfg));
   if (server) problems.push(...dataDirProblems(server.data_dir));
+  if (geo) problems.push(...geoProblems(geo));
   const entries = submission && metrics ? listenEntries({ submission, metrics }) : [];
   const listen = await listenProblems(entries, opts);
   problems.push(...listen.problems);

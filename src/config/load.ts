@@ -28,11 +28,19 @@ export function parseConfig(doc: unknown, baseDir: string, source = 'config'): C
   cfg.server.data_dir = path.resolve(baseDir, cfg.server.data_dir);
   if (cfg.tls.cert) cfg.tls.cert = path.resolve(baseDir, cfg.tls.cert);
   if (cfg.tls.key) cfg.tls.key = path.resolve(baseDir, cfg.tls.key);
+  cfg.geo.country_db = resolveGeoPaths(baseDir, cfg.geo.country_db);
+  cfg.geo.asn_db = resolveGeoPaths(baseDir, cfg.geo.asn_db);
   // Cross-checks between keys run here, beside the schema, so every command sees them
   // (and config check lists them the same way: problems.ts).
   const cross = crossCheckProblems(cfg);
   if (cross.length) throw new ConfigError(`${source}: ${cross.map((p) => p.problem).join('; ')}`);
   return cfg;
+}
+
+/** [geo] country_db / asn_db against the config file's directory; "" (the bundled data) stays "". */
+export function resolveGeoPaths(baseDir: string, v: string | string[]): string | string[] {
+  if (typeof v === 'string') return v ? path.resolve(baseDir, v) : v;
+  return v.map((p) => path.resolve(baseDir, p));
 }
 
 /** Reads --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.toml. */

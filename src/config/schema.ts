@@ -25,6 +25,13 @@ const W = z.number().min(0).max(1000);
 const hostPort = z
   .string()
   .regex(/^(\[[0-9a-f:.]+\]|[0-9.]+|[a-z0-9.-]+):\d{1,5}$/i, 'must be "host:port"');
+/** "" (the bundled data), one path, or a list of CSV paths read as one database. */
+const geoDb = z.union([
+  z.string(),
+  z
+    .array(z.string().min(1, 'a path in the list is empty'))
+    .refine((l) => l.length < 2 || !l.some((p) => /\.mmdb$/i.test(p)), 'a .mmdb file must be the only file of its database (a list is for CSV files)'),
+], { error: 'must be "" (the data bundled with Postern), a path, or a list of CSV paths' });
 
 // Every object is strict: an unknown key is a typo, and a typo must stop the server at start
 // rather than silently fall back to a default (what Haraka gets wrong).
@@ -115,6 +122,15 @@ export const configSchema = z.strictObject({
     .strictObject({
       network: z.strictObject({ mode: z.enum(['enforce', 'monitor']).default('enforce') }).prefault({}),
       sender: z.strictObject({ mode: z.enum(['enforce', 'monitor']).default('enforce') }).prefault({}),
+    })
+    .prefault({}),
+  // The IP database behind country and ASN bindings (src/geo): "" = the data bundled with
+  // Postern; else a MaxMind .mmdb file or ip-location-db CSV files (the -ipv4 and -ipv6
+  // halves may come as a list). Loaded only once some binding names a country or an ASN.
+  geo: z
+    .strictObject({
+      country_db: geoDb.default(''),
+      asn_db: geoDb.default(''),
     })
     .prefault({}),
   limits: z

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../domain/clock.js';
 import * as domain from './checks/domain.js';
+import { checkGeoData, geoConfigured } from './checks/geo.js';
 import * as identity from './checks/identity.js';
 import { fail, info, skip, warn, type Check, type CheckResult, type DoctorContext, type DomainCheck, type Need } from './checks/result.js';
 import { checkSpf } from './checks/spf.js';
@@ -25,6 +26,8 @@ export interface DoctorInput {
   domains: string[];
   dkimKeys: LocalDkimKey[];
   certificate: LocalCertificate;
+  /** Some binding in the store names a country or an ASN: the IP database is in use. */
+  geoBindings?: boolean;
 }
 
 export interface DoctorDeps {
@@ -159,6 +162,8 @@ export async function runDoctor(input: DoctorInput, deps: DoctorDeps): Promise<C
     ...IDENTITY.map(check),
     ...(c.domains.length ? c.domains.flatMap(perDomain) : [Promise.resolve([noDomains])]),
     ...TLS.map(check),
+    // The IP database's age, only where it is used (a binding, or a [geo] path set); never asks DNS.
+    ...(input.geoBindings || geoConfigured(c.cfg.geo) ? [run(c, 'geo.data', [], 'geo', () => checkGeoData(c))] : []),
   ];
   return (await Promise.all(runs)).flat();
 }

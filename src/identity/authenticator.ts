@@ -2,11 +2,13 @@ import Bottleneck from 'bottleneck';
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Clock } from '../domain/clock.js';
 import type { User } from '../domain/types.js';
+import type { AppPassword } from '../store/app-passwords.js';
 import type { Store } from '../store/index.js';
 import { hashPassword, needsRehash, verifyPassword, type Argon2Params } from './passwords.js';
 
 export type AuthOutcome =
-  | { kind: 'ok'; user: User; cached: boolean }
+  /** `app`: the app password that was used, null for the main password. */
+  | { kind: 'ok'; user: User; app: AppPassword | null; cached: boolean }
   | { kind: 'invalid' } // unknown user or wrong password: indistinguishable by design
   | { kind: 'busy' }; // too many verifications queued: a temporary failure
 
@@ -21,6 +23,8 @@ export interface AuthenticatorOptions {
 
 interface CacheEntry {
   userId: number;
+  /** The app password proven, null for the main password. */
+  appId: number | null;
   epoch: number;
   expires: number;
 }
@@ -44,6 +48,7 @@ export class Authenticator {
   constructor(
     private readonly users: Store['users'],
     private readonly opts: AuthenticatorOptions,
+    private readonly apps?: Pick<Store['appPasswords'], 'get'>,
   ) {
     this.limiter = new Bottleneck({
       maxConcurrent: opts.maxConcurrent,
@@ -68,12 +73,14 @@ export class Authenticator {
    * the user's auth_epoch is unchanged (a password change, reset or suspension, by any
    * process, ends it); null otherwise. Costs one HMAC: no verification, no queue.
    */
-  async cached(username: string, password: string): Promise<User | null> {
+  async cached(username: string, password: string): Promise<{ user: User; app: AppPassword | null } | null> {
     const key = this.key(username, password);
     const hit = this.cache.get(key);
     if (!hit) return null;
     const user = await this.users.get(hit.userId);
-    if (user && user.authEpoch === hit.epoch && hit.expires > this.opts.clock.now()) return user;
+    // A revoked app password bumps its user's epoch; the row is read again all the same.
+    const app = hit.appId === null ? null : ((await this.apps?.get(hit.appId)) ?? undefined);
+    if (user && app !== undefined && user.authEpoch === hit.epoch && hit.expires > this.opts.clock.now()) return { user, app };
     this.cache.delete(key);
     return null;
   }
@@ -84,11 +91,14 @@ export class Authenticator {
    * anyway (a client outside the user's networks), so that a right password refused costs
    * what a wrong one costs, in time and in place in the verification queue.
    */
-  async verify(username: string, password: string, opts: { useCache?: boolean } = {}): Promise<AuthOutcome> {
+  async verify(username: string, password: string, opts: { useCache?: boolean; app?: AppPassword | null } = {}): Promise<AuthOutcome> {
     const hit = opts.useCache === false ? null : await this.cached(username, password);
-    if (hit) return { kind: 'ok', user: hit, cached: true };
+    if (hit) return { kind: 'ok', ...hit, cached: true };
 
     const user = await this.users.find(username);
+    // The app password the password's public id names (the caller found it and checked it is
+    // this user's): its hash is the one verified, never the main password's as well.
+    const app = user && opts.app?.userId === user.id ? opts.app : null;
     let ok: boolean;
     try {
       ok = await this.limiter.schedule(async () => {
@@ -97,7 +107,7 @@ export class Authenticator {
           await verifyPassword(await this.dummy(), password);
           return false;
         }
-        return verifyPassword(user.passwordHash, password);
+        return verifyPassword(app ? app.passwordHash : user.passwordHash, password);
       });
     } catch {
       // OVERFLOW dropped the job: the queue is at its high-water mark.
@@ -105,10 +115,13 @@ export class Authenticator {
     }
     if (!ok || !user) return { kind: 'invalid' };
 
-    // Re-read: the user may have changed while we waited in the queue.
+    // Re-read: the user (or the app password) may have changed while we waited in the queue.
     const fresh = await this.users.get(user.id);
-    if (!fresh || fresh.passwordHash !== user.passwordHash) return { kind: 'invalid' };
-    return { kind: 'ok', user: fresh, cached: false };
+    if (!fresh) return { kind: 'invalid' };
+    if (!app) return fresh.passwordHash === user.passwordHash ? { kind: 'ok', user: fresh, app: null, cached: false } : { kind: 'invalid' };
+    const freshApp = await this.apps?.get(app.id);
+    if (!freshApp || freshApp.passwordHash !== app.passwordHash || freshApp.userId !== fresh.id) return { kind: 'invalid' };
+    return { kind: 'ok', user: fresh, app: freshApp, cached: false };
   }
 
   /**
@@ -116,8 +129,9 @@ export class Authenticator {
    * parameters and the credential is cached. Never before acceptance: a right password
    * refused (a foreign network) must leave no trace and cost no extra time before its 535.
    */
-  async accepted(user: User, username: string, password: string): Promise<void> {
-    if (needsRehash(user.passwordHash, this.opts.params)) {
+  async accepted(user: User, username: string, password: string, app: AppPassword | null = null): Promise<void> {
+    // App passwords keep the parameters they were made with (a new one takes the current ones).
+    if (!app && needsRehash(user.passwordHash, this.opts.params)) {
       const rehashed = await hashPassword(password, this.opts.params);
       await this.users.rehash(user.id, rehashed, this.opts.clock.now());
     }
@@ -128,7 +142,7 @@ export class Authenticator {
         const oldest = this.cache.keys().next().value;
         if (oldest !== undefined) this.cache.delete(oldest);
       }
-      this.cache.set(this.key(username, password), { userId: fresh.id, epoch: fresh.authEpoch, expires: this.opts.clock.now() + this.opts.cacheTtlMs });
+      this.cache.set(this.key(username, password), { userId: fresh.id, appId: app?.id ?? null, epoch: fresh.authEpoch, expires: this.opts.clock.now() + this.opts.cacheTtlMs });
     }
   }
 

@@ -37,5 +37,28 @@ export function passwordProblem(pw: string): string | null {
   if (pw.length < MIN_PASSWORD_LENGTH) return `password must be at least ${MIN_PASSWORD_LENGTH} characters`;
   if (pw.length > 1024) return 'password must be at most 1024 characters';
   if (/[\0\r\n]/.test(pw)) return 'password must not contain NUL, CR or LF';
+  // That shape selects an app password's hash at login: the main password would never be tried.
+  if (appPasswordId(pw)) return 'password must not have the form of an app password (ap-...-...); choose another';
   return null;
+}
+
+const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
+const base32 = (n: number) => [...randomBytes(n)].map((b) => BASE32[b & 31]).join('');
+
+/**
+ * An app password: "ap-" + an 8-character public id + "-" + 24 secret characters, lower-case
+ * letters and digits 2-7 (easy on a phone's keyboard; 120 secret bits). The public id names
+ * the one hash to verify, so a login costs one argon2 verification however many app passwords
+ * a user has; it is stored in clear and says nothing about the secret.
+ */
+export function generateAppPassword(): { publicId: string; password: string } {
+  const publicId = base32(8);
+  return { publicId, password: `ap-${publicId}-${base32(24)}` };
+}
+
+const APP_PASSWORD = /^ap-([a-z2-7]{8})-[a-z2-7]{24}$/;
+
+/** The public id of something shaped like an app password, else null. */
+export function appPasswordId(password: string): string | null {
+  return APP_PASSWORD.exec(password)?.[1] ?? null;
 }

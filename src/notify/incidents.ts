@@ -48,8 +48,11 @@ export interface IncidentReport {
 }
 
 const WHAT: Record<string, (r: IncidentReport) => string> = {
-  'foreign-network': (r) =>
-    `The correct password for this account was used from ${r.clientIp}, an address outside the networks it may send from.`,
+  // detail: "203.0.113.9, FR, AS16276 OVH" (what the IP database knows), and "; app password LABEL".
+  'foreign-network': (r) => {
+    const [where, app] = (r.detail ?? r.clientIp ?? 'an unknown address').split('; app password ');
+    return `${app ? `The app password "${app}" of this account` : 'The correct password for this account'} was used from ${where}, an address outside the networks it may send from.`;
+  },
   'foreign-sender': (r) => `The account tried to send mail as <${r.sender}>, an address it may not use.`,
   'device-foreign-sender': (r) => `The device at ${r.clientIp} tried to send mail as <${r.sender}>, an address it may not use.`,
   'foreign-recipient': (r) => `The device at ${r.clientIp} tried to send mail to <${r.detail}>, a recipient it may not write to.`,

@@ -13,14 +13,22 @@ export async function sweepLapsedBindings(store: Pick<Store, 'tx'>, clock: Clock
   const lapsed = await store.tx(async (t) => {
     const rows = [];
     for (const b of await t.bindings.sweepLapsed(now)) {
-      const name = (b.pk === 'user' ? (await t.users.get(b.id))?.username : (await t.devices.get(b.id))?.name) ?? `#${b.id}`;
-      rows.push({ ...b, name });
+      // An app password's exception is its user's, named with the app password's label.
+      const app = b.pk === 'app-password' ? await t.appPasswords.get(b.id) : undefined;
+      const kind = b.pk === 'device' ? ('device' as const) : ('user' as const);
+      const id = app ? app.userId : b.id;
+      const name = (kind === 'user' ? (await t.users.get(id))?.username : (await t.devices.get(id))?.name) ?? `#${id}`;
+      rows.push({ ...b, kind: b.kind, owner: kind, name, label: b.pk === 'app-password' ? (app?.label ?? `#${b.id}`) : null });
     }
     for (const b of rows) {
-      await t.audit.record({ at: now, actor: 'postern', action: `${b.kind}.lapsed`, target: `${b.pk}:${b.name}`, detail: { [b.kind]: b.value }, reason: 'time-limited exception ended' });
+      const detail = { [b.kind]: b.value, ...(b.label ? { app_password: b.label } : {}) };
+      await t.audit.record({ at: now, actor: 'postern', action: `${b.kind}.lapsed`, target: `${b.owner}:${b.name}`, detail, reason: 'time-limited exception ended' });
     }
     return rows;
   });
-  for (const b of lapsed) log.info({ event: 'binding.lapsed', ...principalFields({ kind: b.pk, name: b.name }), kind: b.kind, value: b.value, expired_at: new Date(b.expiresAt).toISOString() });
+  for (const b of lapsed) {
+    const label = b.label ? { app_password: b.label } : {};
+    log.info({ event: 'binding.lapsed', ...principalFields({ kind: b.owner, name: b.name }), ...label, kind: b.kind, value: b.value, expired_at: new Date(b.expiresAt).toISOString() });
+  }
   return lapsed.length;
 }

@@ -1,6 +1,7 @@
 import { REASONS, type Reason } from '../domain/reasons.js';
 import type { IncidentKind, UserStatus } from '../domain/types.js';
-import { canonicalAddress, networkAllowed, senderAllowed } from './bindings.js';
+import { canonicalAddress, senderAllowed } from './bindings.js';
+import { placeAllowed, placesBound, type LoginPlaces, type Placer } from './places.js';
 
 /**
  * Access verdicts for a principal's login, sender and recipients. Pure: the caller reads the
@@ -13,14 +14,15 @@ export type Verdict =
 const ACCEPT: Verdict = { kind: 'accept' };
 
 /**
- * After a correct password: is this login allowed from this address? Only a client inside
- * the user's networks is told the account is suspended: anywhere else the reply is the one
+ * After a correct password: is this login allowed from this address (its networks, countries
+ * or ASNs: see placeAllowed; `geo` is the IP database when the places need it)? Only a client
+ * inside the user's places is told the account is suspended: anywhere else the reply is the one
  * a wrong password gets, so a thief never learns the password was right.
  */
-export function judgeLogin(status: UserStatus, clientIp: string, networks: string[]): Verdict {
-  // No networks is the admin's unfinished setup, not an attack: refuse without suspending.
-  if (!networks.length) return { kind: 'reject', reason: REASONS.AUTH_NO_NETWORKS };
-  if (!networkAllowed(clientIp, networks)) {
+export function judgeLogin(status: UserStatus, clientIp: string, places: LoginPlaces, geo: Placer | null): Verdict {
+  // Nothing bound is the admin's unfinished setup, not an attack: refuse without suspending.
+  if (!placesBound(places)) return { kind: 'reject', reason: REASONS.AUTH_NO_NETWORKS };
+  if (!placeAllowed(clientIp, places, geo)) {
     return { kind: 'reject', reason: REASONS.AUTH_FOREIGN_NETWORK, incident: { kind: 'foreign-network', suspend: true } };
   }
   if (status !== 'active') return { kind: 'reject', reason: REASONS.AUTH_SUSPENDED };

@@ -1,8 +1,20 @@
 import type { Db } from './db.js';
 import type { PolicyCache } from './policy-cache.js';
+import { GEO_BINDINGS } from './sql.js';
 
 export type PrincipalKind = 'user' | 'device';
-export type BindingKind = 'network' | 'sender' | 'recipient';
+/**
+ * What a binding is: 'network' a CIDR, 'sender' an address or '@domain', 'recipient' (devices)
+ * an address, 'country' an ISO 3166-1 alpha-2 code in upper case ('DE'), 'asn' an autonomous
+ * system number in decimal ('3320'). The schema refuses country and asn values of another form.
+ */
+export type BindingKind = 'network' | 'sender' | 'recipient' | 'country' | 'asn';
+/**
+ * Whose binding it is: a user's, a device's, or an app password's (principal id = the app
+ * password's id; only network, country and asn, which then replace its user's network
+ * bindings for logins with it).
+ */
+export type BindingOwner = PrincipalKind | 'app-password';
 
 export interface Binding {
   kind: BindingKind;
@@ -20,6 +32,7 @@ interface Row {
 export class BindingRepo {
   /** Every binding of a principal, lapsed ones too (filtered by time on each read). */
   private readonly all: (key: string) => Row[];
+  private readonly geo: (key: 0) => boolean;
 
   constructor(
     private readonly db: Db,
@@ -32,21 +45,31 @@ export class BindingRepo {
         .all(key.slice(0, sep), Number(key.slice(sep + 1)));
     };
     this.all = cache ? cache.table(load) : load;
+    const geo = () => this.db.prepare<[], { n: number }>(GEO_BINDINGS).get()!.n > 0;
+    this.geo = cache ? cache.table(geo) : geo;
+  }
+
+  /**
+   * Whether any binding (lapsed or not yet swept ones too) names a country or an ASN: only
+   * then does the relay load the IP database. Cached like the bindings, so cheap to ask often.
+   */
+  hasGeoBindings(): boolean {
+    return this.geo(0);
   }
 
   /** Bindings in force at `now` (lapsed exceptions excluded), in the order they were added. */
-  list(pk: PrincipalKind, id: number, now: number, kind?: BindingKind): Binding[] {
+  list(pk: BindingOwner, id: number, now: number, kind?: BindingKind): Binding[] {
     return this.all(`${pk}:${id}`)
       .filter((r) => (!kind || r.kind === kind) && (r.expires_at === null || r.expires_at > now))
       .map((r) => ({ kind: r.kind, value: r.value, expiresAt: r.expires_at }));
   }
 
-  values(pk: PrincipalKind, id: number, kind: BindingKind, now: number): string[] {
+  values(pk: BindingOwner, id: number, kind: BindingKind, now: number): string[] {
     return this.list(pk, id, now, kind).map((b) => b.value);
   }
 
   /** Adds or refreshes (a new expiry replaces the old one; permanent stays permanent). Returns true if new. */
-  add(pk: PrincipalKind, id: number, kind: BindingKind, value: string, now: number, expiresAt: number | null = null): boolean {
+  add(pk: BindingOwner, id: number, kind: BindingKind, value: string, now: number, expiresAt: number | null = null): boolean {
     const existing = this.db
       .prepare<[string, number, string, string], { expires_at: number | null }>(
         'SELECT expires_at FROM bindings WHERE principal_kind = ? AND principal_id = ? AND kind = ? AND value = ?',
@@ -69,21 +92,21 @@ export class BindingRepo {
     return true;
   }
 
-  remove(pk: PrincipalKind, id: number, kind: BindingKind, value: string): boolean {
+  remove(pk: BindingOwner, id: number, kind: BindingKind, value: string): boolean {
     return (
       this.db.prepare('DELETE FROM bindings WHERE principal_kind = ? AND principal_id = ? AND kind = ? AND value = ?').run(pk, id, kind, value)
         .changes === 1
     );
   }
 
-  removeAll(pk: PrincipalKind, id: number): void {
+  removeAll(pk: BindingOwner, id: number): void {
     this.db.prepare('DELETE FROM bindings WHERE principal_kind = ? AND principal_id = ?').run(pk, id);
   }
 
   /** Deletes exceptions that have lapsed and returns them, so the caller can log and audit each. */
-  sweepLapsed(now: number): Array<{ pk: PrincipalKind; id: number; kind: BindingKind; value: string; expiresAt: number }> {
+  sweepLapsed(now: number): Array<{ pk: BindingOwner; id: number; kind: BindingKind; value: string; expiresAt: number }> {
     const rows = this.db
-      .prepare<[number], { principal_kind: PrincipalKind; principal_id: number; kind: BindingKind; value: string; expires_at: number }>(
+      .prepare<[number], { principal_kind: BindingOwner; principal_id: number; kind: BindingKind; value: string; expires_at: number }>(
         'DELETE FROM bindings WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING principal_kind, principal_id, kind, value, expires_at',
       )
       .all(now);

@@ -1,3 +1,4 @@
+import { AppPasswordRepo } from './app-passwords.js';
 import { AuditRepo } from './audit.js';
 import { DkimRepo } from './dkim.js';
 import { BindingRepo } from './bindings.js';
@@ -30,6 +31,7 @@ export type StatsStore = Async<StatsRepo>;
 export type AuthAttemptStore = Async<AuthAttemptRepo>;
 export type LeaseStore = Async<LeaseRepo>;
 export type DkimStore = Async<DkimRepo>;
+export type AppPasswordStore = Async<AppPasswordRepo>;
 
 /**
  * The store as Postern's modules see it: repositories whose verbs return promises, and one
@@ -53,6 +55,8 @@ export interface Store {
   leases: Async<LeaseRepo>;
   /** DKIM signing keys: every node signs with the same ones. */
   dkim: Async<DkimRepo>;
+  /** Users' app passwords (their bindings are in `bindings`, owner 'app-password'). */
+  appPasswords: Async<AppPasswordRepo>;
   /**
    * Brings this process's view of policy rows (users, devices, bindings, limit overrides) up
    * to date with changes other processes committed before the call. SQLite checks on every
@@ -139,6 +143,7 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
     authAttempts: g(new AuthAttemptRepo(bookkeeping)),
     leases: g(new LeaseRepo(bookkeeping)),
     dkim: g(new DkimRepo(db)),
+    appPasswords: g(new AppPasswordRepo(db, cache)),
     senderDomains: (now) => gate.run(() => senderDomains(db, now)),
     syncPolicy: async () => undefined,
     tx: (fn) =>

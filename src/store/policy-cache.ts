@@ -5,8 +5,8 @@ import { POLICY_GENERATION } from './sql.js';
 const MAX_ENTRIES = 50_000;
 
 /**
- * Memory for the rows policy reads on every SMTP command: users, devices, bindings and limit
- * overrides. Triggers (migration 007) move policy_generation forward on any change to those
+ * Memory for the rows policy reads on every SMTP command: users, devices, bindings, limit
+ * overrides and app passwords. Triggers (migrations 007, 015) move policy_generation forward on any change to those
  * tables, by any process; each lookup first reads that one row, and when it moved every
  * cached entry is dropped. So a suspension by the CLI or by another session is seen at the
  * very next command, as before, for one primary-key read instead of three or four queries.

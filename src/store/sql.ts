@@ -46,3 +46,6 @@ export const POLICY_GENERATION = 'SELECT n FROM policy_generation WHERE id = 1';
  */
 export const dkimSigning = (cols: string, param: string, textOrder: string) =>
   `SELECT ${cols} FROM dkim_keys WHERE domain = ${param} AND activated_at IS NOT NULL ORDER BY activated_at DESC, created_at DESC, selector${textOrder} LIMIT 1`;
+
+/** Both engines: whether any binding names a country or an ASN (only then is the IP database loaded). */
+export const GEO_BINDINGS = `SELECT COUNT(*) AS n FROM (SELECT 1 FROM bindings WHERE kind IN ('country', 'asn') LIMIT 1) g`;

@@ -9,7 +9,7 @@ import type { SpoolHealth } from '../spool/health.js';
 import type { QuotaGate } from '../spool/quota.js';
 import type { Spool } from '../spool/spool.js';
 import type { Store } from '../store/index.js';
-import { SubmissionService } from './service.js';
+import { SubmissionService, type GeoSource } from './service.js';
 
 export interface SubmissionDepsIn {
   store: Store;
@@ -24,6 +24,8 @@ export interface SubmissionDepsIn {
   onAccepted?: AcceptedHook;
   /** True once shutdown began. */
   isClosing: () => boolean;
+  /** The IP database for country and ASN bindings. */
+  geo: GeoSource;
 }
 
 /** The submission service with its password verifier and guessing brake. */
@@ -35,7 +37,7 @@ export function startSubmission(cfg: Config, deps: SubmissionDepsIn): { service:
     maxQueued: cfg.auth.max_queued_verifications,
     cacheTtlMs: cfg.auth.cache_ttl_seconds * 1000,
     clock,
-  });
+  }, store.appPasswords);
   const throttle = new AuthThrottle(
     {
       maxPerIp: cfg.limits.auth_max_failures_per_ip,
@@ -56,6 +58,8 @@ export function startSubmission(cfg: Config, deps: SubmissionDepsIn): { service:
     users: store.users,
     devices: store.devices,
     bindings: store.bindings,
+    appPasswords: store.appPasswords,
+    geo: deps.geo,
     incidents: deps.incidents,
     spool: deps.spool,
     clock,

@@ -7,6 +7,9 @@ import type { IncidentResponder } from '../notify/incidents.js';
 import { principalFields, type Logger } from '../obs/log.js';
 import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
 import { canonicalNetwork, envelopeAddress, narrowNetworks, networkAllowed } from '../policy/bindings.js';
+import { describePlace, needsGeo, NO_PLACES, placeAllowed, type LoginPlaces, type Placer } from '../policy/places.js';
+import { appPasswordId } from '../identity/passwords.js';
+import type { AppPassword } from '../store/app-passwords.js';
 import { clientKey } from '../policy/client.js';
 import { headerProblem } from '../policy/headers.js';
 import { distinctRecipients, HOUR } from '../policy/limits.js';
@@ -26,6 +29,9 @@ export interface SubmissionDeps {
   users: Store['users'];
   devices: Store['devices'];
   bindings: Store['bindings'];
+  appPasswords: Pick<Store['appPasswords'], 'byPublicId' | 'touch'>;
+  /** The IP database for country and ASN bindings, loaded on first need. */
+  geo: GeoSource;
   incidents: IncidentResponder;
   spool: Spool;
   clock: Clock;
@@ -46,6 +52,12 @@ export interface SubmissionDeps {
   maxConnectionsPerIp: number;
   /** Per policy: enforce, or monitor (log and count the would-be verdict, apply nothing). */
   modes: Record<PolicyName, PolicyMode>;
+}
+
+/** The IP database, as the login path needs it: loaded on demand, or only if already loaded. */
+export interface GeoSource {
+  get(): Promise<Placer>;
+  loaded(): Placer | null;
 }
 
 /** One client connection as the service sees it; the adapter fills it from smtp-server's session. */
@@ -176,7 +188,14 @@ export class SubmissionService {
   }
 
   /** An access verdict as a finding; a refusal that signals compromise acts on its incident. */
-  private verdictFinding(s: Submission, event: string, v: Exclude<Verdict, { kind: 'accept' }>, principal: Principal, policy: PolicyName | undefined, extra: { sender?: string; fields?: Record<string, unknown> } = {}): Finding {
+  private verdictFinding(
+    s: Submission,
+    event: string,
+    v: Exclude<Verdict, { kind: 'accept' }>,
+    principal: Principal,
+    policy: PolicyName | undefined,
+    extra: { sender?: string; fields?: Record<string, unknown>; incidentDetail?: string } = {},
+  ): Finding {
     const incident = v.incident;
     return {
       verdict: 'refuse',
@@ -193,7 +212,7 @@ export class SubmissionService {
               kind: incident.kind,
               clientIp: s.client.ip,
               sender: extra.sender ?? null,
-              detail: v.detail?.replace(/^<|>$/g, '') ?? null,
+              detail: extra.incidentDetail ?? v.detail?.replace(/^<|>$/g, '') ?? null,
               suspend: incident.suspend,
             });
           }
@@ -252,12 +271,18 @@ export class SubmissionService {
     const ip = s.client.ip;
     if (!s.client.secure) return this.refuse(s, 'auth.refused', REASONS.TLS_REQUIRED);
     const username = auth.username;
-    // The user's networks (none for a name that does not exist): is the client inside them,
-    // and inside one narrow enough to say where the owner is (see narrowNetworks)?
+    // Where the login may come from (nothing for a name that does not exist): the places of
+    // the app password the password's shape names, if it has its own, else the user's. Is the
+    // client inside them, and inside a network narrow enough to say where the owner is (see
+    // narrowNetworks; a country or an AS never is)?
     const user = await deps.users.find(username);
-    const networks = user ? await deps.bindings.values('user', user.id, 'network', deps.clock.now()) : [];
-    const insideNetworks = () => networkAllowed(ip, networks);
-    const ownNetwork = () => networkAllowed(ip, narrowNetworks(networks));
+    const publicId = user ? appPasswordId(auth.password) : null;
+    const named = publicId ? await deps.appPasswords.byPublicId(publicId) : undefined;
+    const app = named && named.userId === user!.id ? named : null;
+    const places = user ? await this.places(user.id, app) : NO_PLACES;
+    const geo = await this.geoFor(s, places);
+    const insideNetworks = () => placeAllowed(ip, places, geo);
+    const ownNetwork = () => networkAllowed(ip, narrowNetworks(places.networks));
     const throttled = (no: { scope: ThrottleScope; until: number | null }) =>
       this.refuse(s, 'auth.throttled', no.scope === 'username' ? REASONS.AUTH_USER_THROTTLED : REASONS.AUTH_THROTTLED, {
         ...principalFields({ kind: 'user', name: username }),
@@ -271,7 +296,7 @@ export class SubmissionService {
     const hit = authzidOk && useCache ? await deps.authenticator.cached(username, auth.password) : null;
     if (hit) {
       const lock = await deps.throttle.lock(ip, username, ownNetwork);
-      return lock ? throttled(lock) : this.judge(s, auth, { kind: 'ok', user: hit, cached: true });
+      return lock ? throttled(lock) : this.judge(s, auth, { kind: 'ok', ...hit, cached: true });
     }
     const admission = await deps.throttle.admit(ip, username, ownNetwork);
     if (!admission.ok) return throttled(admission);
@@ -283,11 +308,11 @@ export class SubmissionService {
       }
       // The cache again: a login that waited for its turn behind others of the same user
       // (a fleet of devices connecting at once) finds the password proven by then.
-      const verified = await deps.authenticator.verify(username, auth.password, { useCache });
+      const verified = await deps.authenticator.verify(username, auth.password, { useCache, app });
       const judged = await this.judge(s, auth, verified);
       outcome = judged.verdict === 'accept' ? 'ok' : judged.verdict === 'refuse' && judged.reason.code === 535 ? 'fail' : 'void';
       // Rehash and cache only what was accepted: a refused right password leaves no trace.
-      if (judged.verdict === 'accept' && verified.kind === 'ok') await deps.authenticator.accepted(verified.user, username, auth.password);
+      if (judged.verdict === 'accept' && verified.kind === 'ok') await deps.authenticator.accepted(verified.user, username, auth.password, verified.app);
       return judged;
     } finally {
       try {
@@ -300,24 +325,69 @@ export class SubmissionService {
     }
   }
 
-  /** A verified (or cached) password's outcome, judged against the user's state and networks. */
+  /**
+   * The places a login may come from: an app password's own networks, countries and ASNs when
+   * it has any, else the user's (sender bindings are always the user's).
+   */
+  private async places(userId: number, app: AppPassword | null): Promise<LoginPlaces> {
+    const { bindings, clock } = this.deps;
+    const now = clock.now();
+    const read = async (kind: 'user' | 'app-password', id: number): Promise<LoginPlaces> => {
+      const all = await bindings.list(kind, id, now);
+      const of = (k: string) => all.filter((b) => b.kind === k).map((b) => b.value);
+      return { networks: of('network'), countries: of('country'), asns: of('asn') };
+    };
+    if (app) {
+      const own = await read('app-password', app.id);
+      if (own.networks.length + own.countries.length + own.asns.length) return own;
+    }
+    return read('user', userId);
+  }
+
+  /**
+   * The IP database when the places need it (loaded on first need: the first such login waits
+   * for the load). A database that cannot be loaded places nobody: country and AS bindings
+   * then let no one in, CIDRs still do, and the failure is logged.
+   */
+  private async geoFor(s: Submission, places: LoginPlaces): Promise<Placer | null> {
+    if (!needsGeo(places)) return null;
+    try {
+      return await this.deps.geo.get();
+    } catch (e) {
+      this.log.error({ event: 'geo.error', session: s.client.id, ip: s.client.ip, err: (e as Error).message });
+      return null;
+    }
+  }
+
+  /** A verified (or cached) password's outcome, judged against the user's state and places. */
   private async judge(s: Submission, auth: Credentials, out: AuthOutcome): Promise<Decision> {
     const { deps } = this;
     const username = auth.username;
     if (out.kind === 'busy') return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, principalFields({ kind: 'user', name: username }));
     if (out.kind === 'invalid') return this.refuse(s, 'auth.fail', REASONS.AUTH_INVALID, { ...principalFields({ kind: 'user', name: username }), method: auth.method });
     const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username, ref: out.user.principalRef };
-    const networks = await deps.bindings.values('user', out.user.id, 'network', deps.clock.now());
-    const verdict = judgeLogin(out.user.status, s.client.ip, networks);
+    const places = await this.places(out.user.id, out.app);
+    const geo = await this.geoFor(s, places);
+    const verdict = judgeLogin(out.user.status, s.client.ip, places, geo);
+    const label = out.app ? { app_password: out.app.label } : {};
     if (verdict.kind === 'reject') {
       // A suspended account inside its networks is refused whatever the network policy's mode.
       const policy = verdict.reason.id === 'AUTH_SUSPENDED' ? undefined : 'network';
+      // Where the client is, as far as the IP database knows (loaded for these places, or
+      // already loaded for someone else's): "203.0.113.9, FR, AS16276 OVH".
+      const known = geo ?? deps.geo.loaded();
+      const place = describePlace(s.client.ip, known ? known.lookup(s.client.ip) : null);
+      const where = out.app ? `${place}; app password ${out.app.label}` : place;
       // Same moment and same lockout count as a wrong password: a fast 535 would tell a
       // thief the password was right.
-      const refused = await this.apply(s, this.verdictFinding(s, 'auth.fail', verdict, principal, policy));
+      const refused = await this.apply(s, this.verdictFinding(s, 'auth.fail', verdict, principal, policy, { fields: { place, ...label }, incidentDetail: where }));
       if (refused) return refused;
     }
-    this.log.info({ event: 'auth.ok', session: s.client.id, ip: s.client.ip, ...principalFields(principal), method: auth.method, cached: out.cached });
+    if (out.app) {
+      const id = out.app.id;
+      deps.appPasswords.touch(id, deps.clock.now()).catch((e: unknown) => this.log.error({ event: 'auth.error', session: s.client.id, ip: s.client.ip, err: (e as Error).message }));
+    }
+    this.log.info({ event: 'auth.ok', session: s.client.id, ip: s.client.ip, ...principalFields(principal), ...label, method: auth.method, cached: out.cached });
     return { verdict: 'accept', principal };
   }
 

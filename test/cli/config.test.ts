@@ -259,6 +259,25 @@ ptr = "mail.test.example"
     });
   });
 
+  it('checks that the [geo] files are there and are files, naming each by its key, without loading them', async () => {
+    const { file, home } = conf();
+    mkdirSync(path.join(home, 'geo'));
+    // Not CSV at all: the check reads no file, so only a load would find this out (geo.load_failed).
+    writeFileSync(path.join(home, 'geo', 'country-ipv4.csv'), 'not,a,database\n');
+    writeFileSync(file, `${readFileSync(file, 'utf8')}[geo]\ncountry_db = ["geo/country-ipv4.csv", "geo/country-ipv6.csv"]\nasn_db = "geo"\n`);
+    const lines = [
+      `geo.country_db[1] = "${home}/geo/country-ipv6.csv": no such file; set geo.country_db to an ip-location-db CSV file or a MaxMind .mmdb file, or to "" for the data bundled with Postern`,
+      `geo.asn_db = "${home}/geo": is a directory, not a file; set geo.asn_db to an ip-location-db CSV file or a MaxMind .mmdb file, or to "" for the data bundled with Postern`,
+    ];
+    expect(await cli(file, ['config', 'check'])).toEqual({ code: 1, out: lines.map((l) => `${l}\n`).join(''), err: `postern: 2 problems in ${file}\n` });
+    expect(await cli(file, ['serve'])).toEqual({ code: 1, out: '', err: lines.map((l) => `postern: ${l}\n`).join('') });
+
+    writeFileSync(path.join(home, 'geo', 'country-ipv6.csv'), '');
+    writeFileSync(file, readFileSync(file, 'utf8').replace('asn_db = "geo"', 'asn_db = "geo/GeoLite2-ASN.mmdb"'));
+    writeFileSync(path.join(home, 'geo', 'GeoLite2-ASN.mmdb'), '');
+    expect(await cli(file, ['config', 'check'])).toMatchObject({ code: 0, out: expect.stringMatching(/^OK: /), err: '' });
+  });
+
   it('says when two keys take one port, rather than blaming another process', async () => {
     const port = await freePort();
     const { file } = conf({ text: `[server]\nhostname = "smtp.test.example"\ndata_dir = "data"\n[submission]\nlisten = ["127.0.0.1:${port}"]\nlisten_tls = ["0.0.0.0:${port}"]\n[metrics]\nenabled = false\n[identity]\nhelo = "mta-out.test.example"\nptr = "mail.test.example"\n` });

@@ -3,6 +3,7 @@ import { sqliteHandle } from '../../src/store/index.js';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/run.js';
+import { bundledData } from '../../src/geo/index.js';
 import { openStore } from '../../src/store/index.js';
 import { startDnsServer, type DnsServer } from '../helpers/dnsd.js';
 import { certificate, DOMAIN, drop, edit, goodZone, HELO, HOSTNAME, IP, newRsaKey, PTR, SELECTOR } from '../helpers/doctorZone.js';
@@ -175,6 +176,35 @@ describe('postern doctor', () => {
     expect(out).toMatch(/\nFAIL {4}identity\.outbound_ip +\[identity\] outbound_ip +not set: /);
     expect(out).toMatch(/\nWARN {4}domain\.dkim +example\.com +no DKIM key /);
     expect(out).toMatch(/\n\n1 FAIL, 1 WARN, \d+ PASS: fix what each FAIL and WARN says, then run postern doctor again\n$/);
+  });
+
+  it('checks the age of the IP database once a binding names a country, and not before', async () => {
+    dns.setRecords(zone);
+    const geoRows = async () => (JSON.parse((await doctor(['--json', '--domain', DOMAIN])).out) as { checks: Array<{ id: string }> }).checks.filter((c) => c.id === 'geo.data');
+    expect(await geoRows()).toEqual([]);
+    const bind = async (add: boolean) => {
+      const store = openStore(path.join(dir, 'data'));
+      try {
+        if (add) await store.bindings.add('user', 1, 'country', 'DE', Date.now());
+        else await store.bindings.remove('user', 1, 'country', 'DE');
+      } finally {
+        store.close();
+      }
+    };
+    await bind(true);
+    try {
+      // The CLI reads the real clock: the bundled data's age decides PASS or WARN.
+      const at = bundledData('country').builtAt!;
+      const age = Math.floor((Date.now() - at.getTime()) / DAY);
+      const status = age > 90 ? 'WARN' : 'PASS';
+      const rows = await geoRows();
+      expect(rows).toEqual([
+        expect.objectContaining({ subject: `${bundledData('country').package} ${bundledData('country').version}`, status, reason: expect.stringContaining(`country data bundled with Postern is of ${at.toISOString().slice(0, 10)}`), fix: null }),
+        expect.objectContaining({ subject: `${bundledData('asn').package} ${bundledData('asn').version}`, status, reason: expect.stringMatching(/^ASN data bundled with Postern /), fix: null }),
+      ]);
+    } finally {
+      await bind(false);
+    }
   });
 
   it('refuses a --domain that is not a domain name', async () => {

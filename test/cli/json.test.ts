@@ -31,13 +31,13 @@ describe('--json listings', () => {
     sqliteHandle(t.relay.store).prepare("INSERT INTO audit (at, actor, action, target, detail, reason) VALUES (1, 'ann', 'user.passwd', 'user:alice', 'password changed', NULL)").run();
     const rows = await json(['audit', '--user', 'alice']);
     expect(rows).toEqual([
-      { id: expect.any(Number), at: expect.stringMatching(/^20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ$/), actor: 'ann', action: 'user.allow', target: 'user:alice', detail: { senders: [], networks: ['192.0.2.0/24'], until: expect.stringMatching(/Z$/) }, reason: null },
+      { id: expect.any(Number), at: expect.stringMatching(/^20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ$/), actor: 'ann', action: 'user.allow', target: 'user:alice', detail: { senders: [], networks: ['192.0.2.0/24'], countries: [], asns: [], until: expect.stringMatching(/Z$/) }, reason: null },
       { id: expect.any(Number), at: '1970-01-01T00:00:00Z', actor: 'ann', action: 'user.passwd', target: 'user:alice', detail: { text: 'password changed' }, reason: null },
     ]);
     // The text listing shows the same: the words as written, an object as compact JSON.
     const text = (await cli(config, ['audit', '--user', 'alice'])).out.split('\n');
     expect(text[0]).toMatch(/^ID\s+AT\s+ACTOR\s+ACTION\s+TARGET\s+DETAIL\s+REASON$/);
-    expect(text[1]).toMatch(/ user\.allow\s+user:alice\s+\{"senders":\[\],"networks":\["192\.0\.2\.0\/24"\],"until":"[^"]+"\}\s+-$/);
+    expect(text[1]).toMatch(/ user\.allow\s+user:alice\s+\{"senders":\[\],"networks":\["192\.0\.2\.0\/24"\],"countries":\[\],"asns":\[\],"until":"[^"]+"\}\s+-$/);
     expect(text[2]).toMatch(/ user\.passwd\s+user:alice\s+password changed\s+-$/);
   });
 

@@ -46,11 +46,11 @@ describe('postern user', () => {
     expect(await cli(cfg, ['user', 'add', 'carol'])).toEqual({
       code: 2,
       out: '',
-      err: 'postern: postern user add carol needs --sender ADDR and --network CIDR: without them carol could not send (a roaming user: --network 0.0.0.0/0 --network ::/0)\n',
+      err: 'postern: postern user add carol needs --sender ADDR and --network CIDR (or --country CC, --asn N): without them carol could not send\n',
     });
     expect(await cli(cfg, ['user', 'add', 'carol', '--sender', 'carol@example.com'])).toMatchObject({
       code: 2,
-      err: 'postern: postern user add carol needs --network CIDR: without it carol could not send (a roaming user: --network 0.0.0.0/0 --network ::/0)\n',
+      err: 'postern: postern user add carol needs --network CIDR (or --country CC, --asn N): without it carol could not send\n',
     });
     expect(await cli(cfg, ['user', 'show', 'carol'])).toMatchObject({ code: 1, err: 'postern: no such user: carol (see: postern user list)\n' });
     expect(await cli(cfg, ['user', 'add', 'carol', '--sender', 'carol@example.com', '--network', '192.0.2.0/24'])).toMatchObject({ code: 0 });
@@ -60,7 +60,7 @@ describe('postern user', () => {
     await cli(cfg, ['user', 'add', 'alice', ...BIND]);
     expect(await cli(cfg, ['user', 'add', 'Alice', ...BIND])).toMatchObject({
       code: 1,
-      err: 'postern: user Alice already exists (to change the password: postern user passwd Alice; to bind more senders or networks: postern user allow Alice --sender ADDR --network CIDR)\n',
+      err: 'postern: user Alice already exists (to change the password: postern user passwd Alice; to bind more senders or places: postern user allow Alice --sender ADDR --network CIDR)\n',
     });
     expect((await cli(cfg, ['user', 'add', 'a b'])).err).toBe('postern: invalid user name "a b": use letters, digits and . _ @ + - (at most 64)\n');
   });
@@ -70,7 +70,7 @@ describe('postern user', () => {
     await cli(cfg, ['user', 'add', 'bob', ...BIND]);
     const list = await cli(cfg, ['user', 'list', '--json']);
     expect(JSON.parse(list.out).map((u: { name: string; status: string }) => [u.name, u.status])).toEqual([['alice', 'active'], ['bob', 'active']]);
-    expect((await cli(cfg, ['user', 'list'])).out).toMatch(/^NAME +STATUS +NETWORKS +SENDERS +CREATED\nalice +active +1 +1 +\d{4}-/);
+    expect((await cli(cfg, ['user', 'list'])).out).toMatch(/^NAME +STATUS +NETWORKS +COUNTRIES +ASNS +SENDERS +APP PASSWORDS +CREATED\nalice +active +1 +0 +0 +1 +0 +\d{4}-/);
     expect(JSON.parse((await cli(cfg, ['user', 'show', 'alice', '--json'])).out)).toMatchObject({ name: 'alice', status: 'active' });
 
     const before = (await hashOf('alice'));

@@ -23,9 +23,22 @@ describe('config', () => {
     [{ submission: { listen: ['587'] } }, 'submission.listen.0: must be "address:port"'],
     [{ delivery: { port: 'twenty-five' } }, 'delivery.port: Invalid input: expected number, received string'],
     [{ tls: { cert: 'a.pem' } }, 'tls.cert and tls.key must be set together'],
+    [{ geo: { country_db: 25 } }, 'geo.country_db: must be "" (the data bundled with Postern), a path, or a list of CSV paths'],
+    [{ geo: { asn_db: ['GeoLite2-ASN.mmdb', 'asn-ipv6.csv'] } }, 'geo.asn_db: a .mmdb file must be the only file of its database (a list is for CSV files)'],
+    [{ geo: { country_db: ['v4.csv', ''] } }, 'geo.country_db.1: a path in the list is empty'],
+    [{ geo: { city_db: 'x.mmdb' } }, 'unknown key geo.city_db'],
   ])('refuses %j naming the key', (doc, message) => {
     expect(() => parseConfig(doc, '/tmp')).toThrow(ConfigError);
     expect(() => parseConfig(doc, '/tmp')).toThrow(message);
+  });
+
+  it('reads [geo] paths (one, or a list of CSV files) against the config file, and "" as the bundled data', () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'p.toml');
+    writeFileSync(file, '[server]\nhostname = "smtp.example.com"\n');
+    expect(loadConfig(file).geo).toEqual({ country_db: '', asn_db: '' });
+    writeFileSync(file, '[server]\nhostname = "smtp.example.com"\n[geo]\ncountry_db = ["geo/country-ipv4.csv", "/srv/geo/country-ipv6.csv"]\nasn_db = "GeoLite2-ASN.mmdb"\n');
+    expect(loadConfig(file).geo).toEqual({ country_db: [path.join(dir, 'geo/country-ipv4.csv'), '/srv/geo/country-ipv6.csv'], asn_db: path.join(dir, 'GeoLite2-ASN.mmdb') });
   });
 
   it('names the file and the line when the TOML does not parse', () => {

@@ -1,5 +1,8 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import dgram from 'node:dgram';
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
@@ -10,6 +13,7 @@ import { healthy, runDoctor, type CheckResult } from '../../src/dns/doctor.js';
 import type { LocalCertificate, LocalDkimKey } from '../../src/dns/local.js';
 import { doctorDns } from '../../src/dns/lookup.js';
 import { createResolver } from '../../src/dns/resolver.js';
+import { bundledData } from '../../src/geo/index.js';
 import { reverseName, startDnsServer, type DnsServer } from '../helpers/dnsd.js';
 import {
   add,
@@ -502,5 +506,67 @@ describe('DMARC records', () => {
     ['v=DMARC1 p=reject', 'does not begin with "v=DMARC1;"'],
   ])('judges "%s"', (record, want) => {
     expect(dmarcProblem(record)).toBe(want);
+  });
+});
+
+describe('the IP database behind country and ASN bindings (geo.data)', () => {
+  const geoDir = mkdtempSync(path.join(tmpdir(), 'postern-doctor-geo-'));
+  afterAll(() => rmSync(geoDir, { recursive: true, force: true }));
+  const bundledAt = bundledData('country').builtAt!.getTime();
+  const bundled = (kind: 'country' | 'asn') => `${bundledData(kind).package} ${bundledData(kind).version}`;
+  const day = (t: number) => new Date(t).toISOString().slice(0, 10);
+
+  async function geoRows(o: { geo?: Partial<Config['geo']>; geoBindings?: boolean; now: number }): Promise<CheckResult[]> {
+    dns.setRecords(goodZone(dkim.publicKey));
+    const cfg = parseConfig({ server: { hostname: HOSTNAME }, identity: { helo: HELO, ptr: PTR, outbound_ip: IP }, delivery: { dns_servers: [dns.address] }, geo: o.geo ?? {} }, geoDir);
+    const results = await runDoctor(
+      { config: cfg, domains: [DOMAIN], dkimKeys: [], certificate: cert, geoBindings: o.geoBindings },
+      { dns: doctorDns(createResolver(cfg.delivery.dns_servers, { timeoutMs: 1000, tries: 1 })), clock: new ManualClock(o.now) },
+    );
+    return results.filter((r) => r.id === 'geo.data');
+  }
+
+  it('is not checked while no binding names a country or an ASN and [geo] names no file', async () => {
+    expect(await geoRows({ now: NOW })).toEqual([]);
+    expect(await geoRows({ now: NOW, geoBindings: false })).toEqual([]);
+  });
+
+  it('passes the bundled data while it is at most 90 days old, and then says to point [geo] at current files', async () => {
+    expect(await geoRows({ geoBindings: true, now: bundledAt + 90 * DAY })).toEqual([
+      { id: 'geo.data', subject: bundled('country'), status: 'PASS', reason: `country data bundled with Postern is of ${day(bundledAt)} (90 days old)` },
+      { id: 'geo.data', subject: bundled('asn'), status: 'PASS', reason: `ASN data bundled with Postern is of ${day(bundledAt)} (90 days old)` },
+    ]);
+    const rows = await geoRows({ geoBindings: true, now: bundledAt + 91 * DAY });
+    expect(rows.map((r) => [r.status, r.subject])).toEqual([
+      ['WARN', bundled('country')],
+      ['WARN', bundled('asn')],
+    ]);
+    expect(rows[0]!.reason).toBe(
+      `country data bundled with Postern is of ${day(bundledAt)}, 91 days old (over 90): addresses have moved since; set geo.country_db to a current file: GeoLite2-Country.mmdb kept current by geoipupdate (MaxMind GeoLite2, free account), or the country CSV files of https://github.com/sapics/ip-location-db/releases (npm updates of the bundled data have stopped), then systemctl reload postern`,
+    );
+    expect(rows[1]!.reason).toMatch(/^ASN data bundled with Postern is of .*: addresses have moved since; set geo\.asn_db to a current file: GeoLite2-ASN\.mmdb kept current by geoipupdate/);
+  });
+
+  it('dates a file of its own by its modification time, and fails one that is not there', async () => {
+    const fresh = path.join(geoDir, 'country.csv');
+    writeFileSync(fresh, '1.0.0.0,1.0.0.255,AU\n');
+    utimesSync(fresh, new Date(NOW - 10 * DAY), new Date(NOW - 10 * DAY));
+    const old = path.join(geoDir, 'asn.csv');
+    writeFileSync(old, '1.0.0.0,1.0.0.255,13335,Cloudflare\n');
+    utimesSync(old, new Date(NOW - 200 * DAY), new Date(NOW - 200 * DAY));
+    // A [geo] path set is reason enough to check, bindings or not; relative paths are the config file's.
+    expect(await geoRows({ geo: { country_db: 'country.csv', asn_db: old }, now: NOW })).toEqual([
+      { id: 'geo.data', subject: fresh, status: 'PASS', reason: `country data in geo.country_db is of ${day(NOW - 10 * DAY)} (10 days old)` },
+      {
+        id: 'geo.data',
+        subject: old,
+        status: 'WARN',
+        reason: `ASN data in geo.asn_db is of ${day(NOW - 200 * DAY)}, 200 days old (over 90): addresses have moved since; replace ${old} with a current file (geoipupdate for MaxMind; https://github.com/sapics/ip-location-db/releases for CSV), then systemctl reload postern`,
+      },
+    ]);
+    const gone = path.join(geoDir, 'gone.mmdb');
+    const rows = await geoRows({ geo: { country_db: gone }, now: NOW });
+    expect(rows[0]).toEqual({ id: 'geo.data', subject: gone, status: 'FAIL', reason: 'the country data cannot be read: run postern config check as the service user, then fix geo.country_db' });
+    expect(rows[1]).toMatchObject({ subject: bundled('asn'), status: 'WARN' });
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { asciiDomain, canonicalAddress, canonicalNetwork, canonicalSenderBinding, envelopeAddress, networkAllowed, senderAllowed } from '../../src/policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender } from '../../src/policy/access.js';
+import { describePlace, placeAllowed, type LoginPlaces, type Placer } from '../../src/policy/places.js';
 import { clientKey } from '../../src/policy/client.js';
 
 describe('network bindings', () => {
@@ -72,13 +73,43 @@ describe('per-client keys', () => {
 });
 
 describe('access verdicts', () => {
+  const nets = (...networks: string[]): LoginPlaces => ({ networks, countries: [], asns: [] });
   it('judges logins: suspended, no networks, foreign, allowed', () => {
-    expect(judgeLogin('suspended', '192.0.2.1', ['0.0.0.0/0'])).toMatchObject({ kind: 'reject', reason: { id: 'AUTH_SUSPENDED' } });
+    expect(judgeLogin('suspended', '192.0.2.1', nets('0.0.0.0/0'), null)).toMatchObject({ kind: 'reject', reason: { id: 'AUTH_SUSPENDED' } });
     // Suspended, from outside: the wrong-password reply, and it is another foreign-network signal.
-    expect(judgeLogin('suspended', '203.0.113.9', ['192.0.2.0/24'])).toMatchObject({ reason: { id: 'AUTH_FOREIGN_NETWORK' }, incident: { kind: 'foreign-network' } });
-    expect(judgeLogin('active', '192.0.2.1', [])).toEqual({ kind: 'reject', reason: expect.objectContaining({ id: 'AUTH_NO_NETWORKS' }) });
-    expect(judgeLogin('active', '203.0.113.9', ['192.0.2.0/24'])).toMatchObject({ kind: 'reject', incident: { kind: 'foreign-network', suspend: true } });
-    expect(judgeLogin('active', '192.0.2.1', ['192.0.2.0/24'])).toEqual({ kind: 'accept' });
+    expect(judgeLogin('suspended', '203.0.113.9', nets('192.0.2.0/24'), null)).toMatchObject({ reason: { id: 'AUTH_FOREIGN_NETWORK' }, incident: { kind: 'foreign-network' } });
+    expect(judgeLogin('active', '192.0.2.1', nets(), null)).toEqual({ kind: 'reject', reason: expect.objectContaining({ id: 'AUTH_NO_NETWORKS' }) });
+    expect(judgeLogin('active', '203.0.113.9', nets('192.0.2.0/24'), null)).toMatchObject({ kind: 'reject', incident: { kind: 'foreign-network', suspend: true } });
+    expect(judgeLogin('active', '192.0.2.1', nets('192.0.2.0/24'), null)).toEqual({ kind: 'accept' });
+  });
+
+  it('judges logins by country and AS; an address the database does not place matches only CIDRs', () => {
+    const geo: Placer = {
+      lookup: (ip) =>
+        ({
+          '203.0.113.9': { country: 'FR', asn: 16276, org: 'OVH' },
+          '198.51.100.7': { country: 'DE', asn: 3320, org: 'Deutsche Telekom AG' },
+          '2001:db8::7': { country: 'DE', asn: null, org: null },
+        })[ip] ?? { country: null, asn: null, org: null },
+    };
+    const de = { networks: ['192.0.2.0/24'], countries: ['DE'], asns: [] };
+    expect(judgeLogin('active', '198.51.100.7', de, geo)).toEqual({ kind: 'accept' });
+    expect(judgeLogin('active', '2001:db8::7', de, geo)).toEqual({ kind: 'accept' });
+    expect(judgeLogin('active', '203.0.113.9', de, geo)).toMatchObject({ kind: 'reject', incident: { kind: 'foreign-network', suspend: true } });
+    // An unplaced address: only the CIDR can let it in.
+    expect(judgeLogin('active', '10.1.2.3', de, geo)).toMatchObject({ reason: { id: 'AUTH_FOREIGN_NETWORK' } });
+    expect(judgeLogin('active', '192.0.2.9', de, geo)).toEqual({ kind: 'accept' });
+    // Without a database at hand, country bindings match nothing (they never let anyone in by default).
+    expect(judgeLogin('active', '198.51.100.7', de, null)).toMatchObject({ reason: { id: 'AUTH_FOREIGN_NETWORK' } });
+    // An AS binding alone is a binding: not "no networks".
+    const ovh = { networks: [], countries: [], asns: ['16276'] };
+    expect(judgeLogin('active', '203.0.113.9', ovh, geo)).toEqual({ kind: 'accept' });
+    expect(judgeLogin('active', '198.51.100.7', ovh, geo)).toMatchObject({ reason: { id: 'AUTH_FOREIGN_NETWORK' } });
+    expect(placeAllowed('::ffff:203.0.113.9', ovh, { lookup: (ip) => geo.lookup(ip.replace('::ffff:', '')) })).toBe(true);
+    expect(describePlace('203.0.113.9', geo.lookup('203.0.113.9'))).toBe('203.0.113.9, FR, AS16276 OVH');
+    expect(describePlace('2001:db8::7', geo.lookup('2001:db8::7'))).toBe('2001:db8::7, DE');
+    expect(describePlace('10.1.2.3', geo.lookup('10.1.2.3'))).toBe('10.1.2.3');
+    expect(describePlace('10.1.2.3', null)).toBe('10.1.2.3');
   });
 
   it('judges senders: only a foreign sender is a compromise signal', () => {

@@ -302,9 +302,9 @@ describe('audit', () => {
     expect(log.at(-1)).toMatchObject({ actor: 'admin-ann', reason: 'new hire' });
     expect(log.find((e) => e.action === 'user.reset')).toMatchObject({ actor: 'helpdesk-bob', reason: 'ticket 1' });
     // Details are objects in --json, never JSON inside a string.
-    expect(log.find((e) => e.action === 'user.deny')!.detail).toEqual({ senders: [], networks: ['192.0.2.0/24'], until: null });
-    expect(log.find((e) => e.action === 'user.add')!.detail).toEqual({ senders: ['erin@example.com'], networks: ['192.0.2.0/24'], notify: 'erin@home.example' });
-    expect(log.find((e) => e.action === 'user.reset')!.detail).toEqual({ suspension_lifted: false, incidents_resolved: 0 });
+    expect(log.find((e) => e.action === 'user.deny')!.detail).toEqual({ senders: [], networks: ['192.0.2.0/24'], countries: [], asns: [], until: null });
+    expect(log.find((e) => e.action === 'user.add')!.detail).toEqual({ senders: ['erin@example.com'], networks: ['192.0.2.0/24'], countries: [], asns: [], notify: 'erin@home.example' });
+    expect(log.find((e) => e.action === 'user.reset')!.detail).toEqual({ suspension_lifted: false, incidents_resolved: 0, app_passwords_revoked: 0 });
     expect(log.find((e) => e.action === 'user.suspend')!.detail).toBeNull();
   });
 

@@ -11,6 +11,7 @@ import { newQueueId } from '../../src/spool/message.js';
 // None of these modules loads an engine at run time.
 import { UserExistsError } from '../../src/store/users.js';
 import { DeviceExistsError } from '../../src/store/devices.js';
+import { AppPasswordExistsError } from '../../src/store/app-passwords.js';
 import { AlreadyDecidedError, NotFoundError, NotQuarantinedError } from '../../src/store/quarantine.js';
 import { ClaimLostError, MessageNotFoundError, MessageStateError } from '../../src/store/delivery.js';
 import { DkimKeyExistsError, dkimStates } from '../../src/store/dkim.js';
@@ -413,6 +414,235 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         ]);
         expect(await s.bindings.list('device', d.id, T)).toEqual([]);
         expect(await s.bindings.sweepLapsed(T + 200)).toEqual([]);
+      });
+
+      it('keeps country and ASN bindings beside networks, for users and for app passwords alike', async () => {
+        const u = await addUser('alice');
+        const phone = await s.appPasswords.add(u.id, 'phone', 'pub-phone', 'hash-phone', T);
+        await s.bindings.add('user', u.id, 'network', '192.0.2.0/24', T);
+        await s.bindings.add('user', u.id, 'country', 'DE', T);
+        await s.bindings.add('user', u.id, 'asn', '3320', T);
+        await s.bindings.add('user', u.id, 'country', 'AT', T, T + 1000);
+        expect(await s.bindings.add('user', u.id, 'country', 'DE', T + 1)).toBe(false);
+        await s.bindings.add('app-password', phone.id, 'country', 'PT', T);
+        await s.bindings.add('app-password', phone.id, 'asn', '16276', T);
+        expect(await s.bindings.values('user', u.id, 'country', T)).toEqual(['DE', 'AT']);
+        expect(await s.bindings.values('user', u.id, 'asn', T)).toEqual(['3320']);
+        expect(await s.bindings.values('user', u.id, 'country', T + 1000)).toEqual(['DE']);
+        expect(await s.bindings.list('user', u.id, T)).toEqual([
+          { kind: 'asn', value: '3320', expiresAt: null },
+          { kind: 'country', value: 'DE', expiresAt: null },
+          { kind: 'country', value: 'AT', expiresAt: T + 1000 },
+          { kind: 'network', value: '192.0.2.0/24', expiresAt: null },
+        ]);
+        // The same number as owner id means another principal for another owner kind.
+        expect(await s.bindings.list('app-password', phone.id, T)).toEqual([
+          { kind: 'asn', value: '16276', expiresAt: null },
+          { kind: 'country', value: 'PT', expiresAt: null },
+        ]);
+        expect(await s.bindings.remove('app-password', phone.id, 'country', 'PT')).toBe(true);
+        expect(await s.bindings.remove('user', u.id, 'country', 'PT')).toBe(false);
+        expect(await s.bindings.values('app-password', phone.id, 'country', T)).toEqual([]);
+        await s.bindings.removeAll('app-password', phone.id);
+        expect(await s.bindings.list('app-password', phone.id, T)).toEqual([]);
+        expect((await s.bindings.list('user', u.id, T)).length).toBe(4);
+      });
+
+      it('refuses country and ASN values not in their one written form, and sender or recipient bindings of an app password', async () => {
+        const u = await addUser('alice');
+        const phone = await s.appPasswords.add(u.id, 'phone', 'pub-phone', 'hash-phone', T);
+        for (const v of ['de', 'DEU', 'D', '', 'D1']) expect(await rejection(s.bindings.add('user', u.id, 'country', v, T))).toBeInstanceOf(Error);
+        for (const v of ['AS3320', '03320', '-1', '3320.5', '', '12345678901']) expect(await rejection(s.bindings.add('user', u.id, 'asn', v, T))).toBeInstanceOf(Error);
+        expect(await rejection(s.bindings.add('app-password', phone.id, 'sender', 'alice@example.com', T))).toBeInstanceOf(Error);
+        expect(await rejection(s.bindings.add('app-password', phone.id, 'recipient', 'bob@example.com', T))).toBeInstanceOf(Error);
+        expect(await s.bindings.list('user', u.id, T)).toEqual([]);
+        expect(await s.bindings.list('app-password', phone.id, T)).toEqual([]);
+        // The widest forms still pass: AS 0 and the largest 32-bit number.
+        await s.bindings.add('user', u.id, 'asn', '0', T);
+        await s.bindings.add('user', u.id, 'asn', '4294967295', T);
+        expect(await s.bindings.values('user', u.id, 'asn', T)).toEqual(['0', '4294967295']);
+      });
+
+      it('sweepLapsed returns lapsed country, ASN and app-password exceptions with their owner', async () => {
+        const u = await addUser('alice');
+        const phone = await s.appPasswords.add(u.id, 'phone', 'pub-phone', 'hash-phone', T);
+        await s.bindings.add('user', u.id, 'country', 'PT', T, T + 100);
+        await s.bindings.add('user', u.id, 'asn', '3320', T);
+        await s.bindings.add('app-password', phone.id, 'asn', '16276', T, T + 100);
+        await s.bindings.add('app-password', phone.id, 'country', 'FR', T, T + 101);
+        const swept = await s.bindings.sweepLapsed(T + 100);
+        expect([...swept].sort((x, y) => x.value.localeCompare(y.value))).toEqual([
+          { pk: 'app-password', id: phone.id, kind: 'asn', value: '16276', expiresAt: T + 100 },
+          { pk: 'user', id: u.id, kind: 'country', value: 'PT', expiresAt: T + 100 },
+        ]);
+        expect(await s.bindings.list('app-password', phone.id, T)).toEqual([{ kind: 'country', value: 'FR', expiresAt: T + 101 }]);
+        expect(await s.bindings.list('user', u.id, T)).toEqual([{ kind: 'asn', value: '3320', expiresAt: null }]);
+      });
+
+      it('hasGeoBindings is true exactly while some binding names a country or an ASN, whoever owns it', async () => {
+        const u = await addUser('alice');
+        expect(await s.bindings.hasGeoBindings()).toBe(false);
+        await s.bindings.add('user', u.id, 'network', '192.0.2.0/24', T);
+        await s.bindings.add('user', u.id, 'sender', 'alice@example.com', T);
+        expect(await s.bindings.hasGeoBindings()).toBe(false);
+        await s.bindings.add('user', u.id, 'country', 'DE', T);
+        expect(await s.bindings.hasGeoBindings()).toBe(true);
+        await s.bindings.remove('user', u.id, 'country', 'DE');
+        expect(await s.bindings.hasGeoBindings()).toBe(false);
+        const phone = await s.appPasswords.add(u.id, 'phone', 'pub-phone', 'hash-phone', T);
+        await s.bindings.add('app-password', phone.id, 'asn', '3320', T);
+        expect(await s.bindings.hasGeoBindings()).toBe(true);
+        // Its bindings go with a revoked app password, and the answer follows.
+        await s.appPasswords.revoke(phone.id, T + 1);
+        expect(await s.bindings.hasGeoBindings()).toBe(false);
+      });
+    });
+
+    describe('appPasswords', () => {
+      const addPhone = (userId: number, label = 'phone', now = T) => s.appPasswords.add(userId, label, `pub-${userId}-${label}`, `hash-${label}`, now);
+
+      it('adds an app password and returns it exactly as get, byPublicId, find and list then read it', async () => {
+        const u = await addUser('alice');
+        const p = await s.appPasswords.add(u.id, 'Phone', 'pub-1', 'hash-1', T);
+        expect(p).toEqual({ id: expect.any(Number), userId: u.id, label: 'Phone', publicId: 'pub-1', passwordHash: 'hash-1', createdAt: T, lastUsedAt: null });
+        expect(await s.appPasswords.get(p.id)).toEqual(p);
+        expect(await s.appPasswords.byPublicId('pub-1')).toEqual(p);
+        expect(await s.appPasswords.find(u.id, 'Phone')).toEqual(p);
+        expect(await s.appPasswords.find(u.id, 'pHONE')).toEqual(p);
+        expect(await s.appPasswords.list(u.id)).toEqual([p]);
+        expect(await s.appPasswords.get(p.id + 1000)).toBeUndefined();
+        expect(await s.appPasswords.byPublicId('PUB-1')).toBeUndefined();
+        expect(await s.appPasswords.find(u.id, 'laptop')).toBeUndefined();
+        expect(await s.appPasswords.find(u.id + 1000, 'Phone')).toBeUndefined();
+      });
+
+      it('refuses a second label of the same user, in any case, with AppPasswordExistsError; another user may use it', async () => {
+        const a = await addUser('alice');
+        const b = await addUser('bob');
+        const p = await s.appPasswords.add(a.id, 'phone', 'pub-1', 'hash-1', T);
+        expect(await rejection(s.appPasswords.add(a.id, 'phone', 'pub-2', 'hash-2', T + 1))).toBeInstanceOf(AppPasswordExistsError);
+        expect(await rejection(s.appPasswords.add(a.id, 'PHONE', 'pub-3', 'hash-3', T + 2))).toBeInstanceOf(AppPasswordExistsError);
+        const q = await s.appPasswords.add(b.id, 'Phone', 'pub-4', 'hash-4', T + 3);
+        expect(await s.appPasswords.list(a.id)).toEqual([p]);
+        expect(await s.appPasswords.list(b.id)).toEqual([q]);
+        // A public id is unique across users; that is not a label clash.
+        const clash = await rejection(s.appPasswords.add(b.id, 'laptop', 'pub-1', 'hash-5', T + 4));
+        expect(clash).toBeInstanceOf(Error);
+        expect(clash).not.toBeInstanceOf(AppPasswordExistsError);
+        expect(await s.appPasswords.list(b.id)).toEqual([q]);
+      });
+
+      it("list gives one user's app passwords, oldest first", async () => {
+        const a = await addUser('alice');
+        const b = await addUser('bob');
+        const laptop = await addPhone(a.id, 'laptop', T + 10);
+        const phone = await addPhone(a.id, 'phone', T + 5);
+        const tablet = await addPhone(a.id, 'tablet', T + 10);
+        await addPhone(b.id, 'phone', T);
+        expect((await s.appPasswords.list(a.id)).map((p) => p.id)).toEqual([phone.id, laptop.id, tablet.id]);
+        expect(await s.appPasswords.list(a.id + b.id + 1000)).toEqual([]);
+      });
+
+      it('touch records a use at most once a minute, and only on the one app password', async () => {
+        const u = await addUser('alice');
+        const phone = await addPhone(u.id, 'phone');
+        const laptop = await addPhone(u.id, 'laptop');
+        await s.appPasswords.touch(phone.id, T + 1000);
+        expect((await s.appPasswords.find(u.id, 'phone'))!.lastUsedAt).toBe(T + 1000);
+        await s.appPasswords.touch(phone.id, T + 1000 + MINUTE);
+        expect((await s.appPasswords.find(u.id, 'phone'))!.lastUsedAt).toBe(T + 1000);
+        await s.appPasswords.touch(phone.id, T + 1001 + MINUTE);
+        expect((await s.appPasswords.find(u.id, 'phone'))!.lastUsedAt).toBe(T + 1001 + MINUTE);
+        expect(await s.appPasswords.find(u.id, 'laptop')).toEqual(laptop);
+        expect(await s.users.get(u.id)).toMatchObject({ authEpoch: 0, updatedAt: T });
+        await s.appPasswords.touch(phone.id + laptop.id + 1000, T);
+      });
+
+      it("revoke deletes one app password and its bindings and bumps its user's auth epoch; the rest stays", async () => {
+        const a = await s.users.add('alice', 'hash', T);
+        const b = await s.users.add('bob', 'hash', T);
+        const phone = await addPhone(a.id, 'phone');
+        const laptop = await addPhone(a.id, 'laptop');
+        const bobs = await addPhone(b.id, 'phone');
+        for (const [pk, id] of [['user', a.id], ['user', b.id], ['app-password', phone.id], ['app-password', laptop.id], ['app-password', bobs.id]] as const) {
+          await s.bindings.add(pk, id, 'country', 'DE', T);
+          await s.bindings.add(pk, id, 'network', '192.0.2.0/24', T);
+        }
+        // Read through the cache before: the revocation must be seen by the next read.
+        expect(await s.appPasswords.byPublicId(phone.publicId)).toEqual(phone);
+        expect(await s.appPasswords.list(a.id)).toEqual([phone, laptop]);
+        expect(await s.bindings.values('app-password', phone.id, 'country', T)).toEqual(['DE']);
+
+        expect(await s.appPasswords.revoke(phone.id, T + 50)).toBe(true);
+        expect(await s.appPasswords.get(phone.id)).toBeUndefined();
+        expect(await s.appPasswords.byPublicId(phone.publicId)).toBeUndefined();
+        expect(await s.appPasswords.find(a.id, 'phone')).toBeUndefined();
+        expect(await s.appPasswords.list(a.id)).toEqual([laptop]);
+        expect(await s.bindings.list('app-password', phone.id, T)).toEqual([]);
+        expect(await s.users.get(a.id)).toEqual({ ...a, authEpoch: a.authEpoch + 1, updatedAt: T + 50 });
+
+        const both = [{ kind: 'country', value: 'DE', expiresAt: null }, { kind: 'network', value: '192.0.2.0/24', expiresAt: null }];
+        for (const [pk, id] of [['user', a.id], ['user', b.id], ['app-password', laptop.id], ['app-password', bobs.id]] as const) expect(await s.bindings.list(pk, id, T)).toEqual(both);
+        expect(await s.appPasswords.list(b.id)).toEqual([bobs]);
+        expect(await s.users.get(b.id)).toEqual(b);
+
+        expect(await s.appPasswords.revoke(phone.id, T + 60)).toBe(false);
+        expect((await s.users.get(a.id))!.authEpoch).toBe(a.authEpoch + 1);
+      });
+
+      it("revokeAll revokes every app password of one user, bumps its epoch once and says how many", async () => {
+        const a = await s.users.add('alice', 'hash', T);
+        const b = await s.users.add('bob', 'hash', T);
+        const phone = await addPhone(a.id, 'phone');
+        const laptop = await addPhone(a.id, 'laptop');
+        const bobs = await addPhone(b.id, 'phone');
+        for (const p of [phone, laptop, bobs]) await s.bindings.add('app-password', p.id, 'asn', '3320', T);
+        await s.bindings.add('user', a.id, 'asn', '3320', T);
+        expect(await s.appPasswords.list(a.id)).toEqual([phone, laptop]);
+
+        expect(await s.appPasswords.revokeAll(a.id, T + 50)).toBe(2);
+        expect(await s.appPasswords.list(a.id)).toEqual([]);
+        expect(await s.appPasswords.byPublicId(laptop.publicId)).toBeUndefined();
+        for (const p of [phone, laptop]) expect(await s.bindings.list('app-password', p.id, T)).toEqual([]);
+        expect(await s.users.get(a.id)).toEqual({ ...a, authEpoch: a.authEpoch + 1, updatedAt: T + 50 });
+        expect(await s.bindings.values('user', a.id, 'asn', T)).toEqual(['3320']);
+        expect(await s.appPasswords.list(b.id)).toEqual([bobs]);
+        expect(await s.bindings.values('app-password', bobs.id, 'asn', T)).toEqual(['3320']);
+        expect(await s.users.get(b.id)).toEqual(b);
+
+        expect(await s.appPasswords.revokeAll(a.id, T + 60)).toBe(0);
+        expect(await s.users.get(a.id)).toEqual({ ...a, authEpoch: a.authEpoch + 1, updatedAt: T + 50 });
+      });
+
+      it("deleting a user deletes its app passwords and their bindings, and no one else's", async () => {
+        const a = await addUser('alice');
+        const b = await addUser('bob');
+        const phone = await addPhone(a.id, 'phone');
+        const bobs = await addPhone(b.id, 'phone');
+        await s.bindings.add('app-password', phone.id, 'country', 'DE', T);
+        await s.bindings.add('app-password', bobs.id, 'country', 'DE', T);
+        expect(await s.appPasswords.byPublicId(phone.publicId)).toEqual(phone);
+        expect(await s.users.delete(a.id, T + 1)).toBe(true);
+        expect(await s.appPasswords.byPublicId(phone.publicId)).toBeUndefined();
+        expect(await s.appPasswords.get(phone.id)).toBeUndefined();
+        expect(await s.appPasswords.list(a.id)).toEqual([]);
+        expect(await s.bindings.list('app-password', phone.id, T)).toEqual([]);
+        expect(await s.appPasswords.list(b.id)).toEqual([bobs]);
+        expect(await s.bindings.values('app-password', bobs.id, 'country', T)).toEqual(['DE']);
+      });
+
+      it('an app password added in a transaction that fails is not there', async () => {
+        const u = await addUser('alice');
+        await expect(
+          s.tx(async (t) => {
+            const p = await t.appPasswords.add(u.id, 'phone', 'pub-1', 'hash-1', T);
+            await t.bindings.add('app-password', p.id, 'country', 'DE', T);
+            throw new Error('abort');
+          }),
+        ).rejects.toThrow('abort');
+        expect(await s.appPasswords.list(u.id)).toEqual([]);
+        expect(await s.appPasswords.byPublicId('pub-1')).toBeUndefined();
+        expect(await s.bindings.hasGeoBindings()).toBe(false);
       });
     });
 

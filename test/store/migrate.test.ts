@@ -25,6 +25,33 @@ describe('migrations', () => {
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
   });
 
+  it('keeps every binding of a database at schema 14 across the rebuild of the bindings table, and its triggers', () => {
+    migrate(db, readMigrations().filter((m) => m.version <= 14));
+    db.prepare(`INSERT INTO users (id, username, password_hash, created_at, updated_at) VALUES (1, 'alice', 'h', 1, 1)`).run();
+    const put = db.prepare('INSERT INTO bindings (principal_kind, principal_id, kind, value, position, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    const rows = [
+      ['user', 1, 'sender', 'b@example.com', 0, null, 10],
+      ['user', 1, 'sender', 'a@example.com', 1, null, 11],
+      ['user', 1, 'network', '192.0.2.0/24', 0, 5000, 12],
+      ['device', 7, 'recipient', 'boss@example.com', 0, null, 13],
+    ] as const;
+    for (const r of rows) put.run(...r);
+    const all = () => db.prepare('SELECT principal_kind, principal_id, kind, value, position, expires_at, created_at FROM bindings ORDER BY created_at').all().map((r) => Object.values(r as object));
+    const before = all();
+    expect(before).toEqual(rows.map((r) => [...r]));
+
+    expect(migrate(db)).toEqual(readMigrations().filter((m) => m.version > 14).map((m) => m.version));
+    expect(all()).toEqual(before);
+    // The policy cache still sees every change to bindings (the rebuilt table's triggers).
+    const generation = () => (db.prepare('SELECT n FROM policy_generation').get() as { n: number }).n;
+    const n = generation();
+    db.prepare(`UPDATE bindings SET expires_at = NULL WHERE value = '192.0.2.0/24'`).run();
+    db.prepare(`DELETE FROM bindings WHERE value = 'a@example.com'`).run();
+    put.run('user', 1, 'country', 'DE', 0, null, 14);
+    expect(generation()).toBe(n + 3);
+    expect(() => put.run('user', 1, 'country', 'de', 1, null, 15)).toThrow(/CHECK constraint failed/);
+  });
+
   it('refuses a database written by a newer Postern', () => {
     migrate(db);
     db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, ?, 0)').run('future');

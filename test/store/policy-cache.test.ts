@@ -49,6 +49,30 @@ describe('policy rows kept in memory', () => {
     expect(await s.bindings.values('user', u.id, 'network', 1_000)).toEqual([]);
   });
 
+  it('keeps cached app passwords when another process records a use, and drops them when one changes or goes', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'postern-cache-'));
+    const server = open(dir);
+    const cli = open(dir);
+    const u = await server.users.add('alice', 'hash', 1);
+    const p = await server.appPasswords.add(u.id, 'phone', 'pub-1', 'hash-1', 1);
+    const cached = (await server.appPasswords.byPublicId('pub-1'))!;
+    expect(await server.appPasswords.byPublicId('pub-1')).toBe(cached);
+
+    // A login's touch, once a minute per app password, must not empty every process's memory.
+    await cli.appPasswords.touch(p.id, 100_000);
+    expect((await cli.appPasswords.find(u.id, 'phone'))!.lastUsedAt).toBe(100_000);
+    expect(await server.appPasswords.byPublicId('pub-1')).toBe(cached);
+
+    const raw = new Database(path.join(dir, 'postern.db'));
+    raw.prepare(`UPDATE app_passwords SET password_hash = 'other' WHERE id = ?`).run(p.id);
+    raw.close();
+    expect((await server.appPasswords.byPublicId('pub-1'))!.passwordHash).toBe('other');
+    await server.appPasswords.list(u.id);
+    await cli.appPasswords.revoke(p.id, 2);
+    expect(await server.appPasswords.byPublicId('pub-1')).toBeUndefined();
+    expect(await server.appPasswords.list(u.id)).toEqual([]);
+  });
+
   it('hands out frozen rows, so no caller can change what the next one reads', async () => {
     const s = open(mkdtempSync(path.join(os.tmpdir(), 'postern-cache-')));
     const u = await s.users.add('alice', 'hash', 1);

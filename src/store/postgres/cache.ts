@@ -10,7 +10,7 @@ const POLL_MS = 1000;
 
 /**
  * Memory for the rows policy reads on every SMTP command (users, devices, bindings, limit
- * overrides), shared safely by several nodes. Every change to those tables, on any node or by
+ * overrides, app passwords), shared safely by several nodes. Every change to those tables, on any node or by
  * the CLI, moves policy_generation and sends NOTIFY postern_policy (migration 001's trigger):
  * each node LISTENs and drops what it holds at once; should that connection be lost, it
  * compares policy_generation every second instead, so a change is seen within one second

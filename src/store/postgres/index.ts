@@ -1,4 +1,5 @@
 import type { Store } from '../index.js';
+import { PgAppPasswordRepo } from './app-passwords.js';
 import { PgBindingRepo } from './bindings.js';
 import { PgDeliveryRepo } from './delivery.js';
 import { PgDkimRepo } from './dkim.js';
@@ -57,6 +58,7 @@ export async function openPostgresStore(url: string, opts: { migrate?: boolean }
     authAttempts: new PgAuthAttemptRepo(db),
     leases: new PgLeaseRepo(db),
     dkim: new PgDkimRepo(db),
+    appPasswords: new PgAppPasswordRepo(db, cache),
     senderDomains: async (now) => {
       const rows = await db.q<{ d: string }>(
         `SELECT DISTINCT lower(regexp_replace(value, '^.*@', '')) COLLATE "C" AS d FROM bindings
