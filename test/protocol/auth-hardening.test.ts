@@ -199,7 +199,8 @@ describe('the moment a 535 leaves', () => {
     const roundMedians = Array.from({ length: 10 }, (_, r) => median(names.map((k) => samples[k]![r]!)));
     const medians = Object.fromEntries(Object.entries(samples).map(([k, xs]) => [k, median(xs.map((x, r) => x - roundMedians[r]!))]));
     const spread = Math.max(...Object.values(medians)) - Math.min(...Object.values(medians));
-    expect(Math.min(...Object.values(samples).flat())).toBeGreaterThanOrEqual(delay);
+    // Node's timers may fire up to a millisecond before performance.now() says they are due.
+    expect(Math.min(...Object.values(samples).flat())).toBeGreaterThanOrEqual(delay - 2);
     expect(spread, JSON.stringify({ medians, samples })).toBeLessThanOrEqual(10);
   });
 });
