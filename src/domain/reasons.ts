@@ -79,6 +79,9 @@ export const REASONS = {
   // (Postfix: "452 4.3.1 Insufficient system storage").
   SPOOL_FULL: r('SPOOL_FULL', 452, '4.3.1', 'Insufficient system storage, please try again later'),
   SHUTTING_DOWN: r('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, please try again later'),
+  // The session's login no longer stands (new password, reset, app password revoked): the
+  // client must connect and log in again, with what it has now.
+  CREDENTIALS_CHANGED: r('CREDENTIALS_CHANGED', 421, '4.7.0', 'The credentials of this account changed, please log in again'),
   // PROXY protocol: a header from an untrusted peer, none from a trusted proxy, or a
   // malformed one. The text says nothing of which, so a prober learns nothing about the setup.
   PROXY_REFUSED: r('PROXY_REFUSED', 421, '4.7.0', 'Connection refused, closing connection'),

@@ -65,6 +65,11 @@ export interface Principal {
   id: number;
   name: string;
   ref: PrincipalRef;
+  /**
+   * A user's auth_epoch when the session logged in: a new password, a reset, a suspension
+   * lifted or an app password revoked moves it, and the session must log in again.
+   */
+  epoch?: number;
 }
 
 /** A principal as stored state names it: its number, and its kind and name for logs and notices. */

@@ -5,6 +5,9 @@ import { GeoDbError, loadGeo, type GeoDb, type GeoInfo, type GeoOptions } from '
 
 const DAY = 86_400_000;
 
+/** How long a failed load is answered from memory before the files are read again. */
+const RETRY_AFTER_MS = 60_000;
+
 /**
  * The relay's one IP database: loaded on first need, never at start by default (most
  * installations bind CIDRs only and should not pay ~25 MB and a second of CPU for nothing),
@@ -16,6 +19,8 @@ export class GeoService {
   private db: GeoDb | null = null;
   /** The first load in flight: concurrent logins share it rather than each reading the files. */
   private loading: Promise<GeoDb> | null = null;
+  /** The last failed load, so get() does not start another for RETRY_AFTER_MS. */
+  private failed: { at: number; error: unknown } | null = null;
   /** Reloads run one after another (two quick SIGHUPs must not swap in the older data last). */
   private reloading: Promise<void> = Promise.resolve();
 
@@ -30,6 +35,9 @@ export class GeoService {
   /** The database, loaded now if it is not yet. A failed load rejects; the next call tries again. */
   get(): Promise<GeoDb> {
     if (this.db) return Promise.resolve(this.db);
+    // A file that failed is not parsed again for a minute: every login of a country-bound
+    // user would otherwise start another full load of a broken file.
+    if (this.failed && this.clock.now() - this.failed.at < RETRY_AFTER_MS) return Promise.reject(this.failed.error);
     if (!this.loading) {
       // Installed before the load resolves to anyone: a reload() waiting on it then finds
       // the data loaded, and geo.loaded is logged once loaded() returns it.
@@ -38,8 +46,14 @@ export class GeoService {
       });
       this.loading = load;
       void load.then(
-        () => (this.loading = null),
-        () => (this.loading = null),
+        () => {
+          this.loading = null;
+          this.failed = null;
+        },
+        (error: unknown) => {
+          this.loading = null;
+          this.failed = { at: this.clock.now(), error };
+        },
       );
     }
     return this.loading;

@@ -23,6 +23,9 @@ export interface AuthenticatorOptions {
 
 interface CacheEntry {
   userId: number;
+  /** Ids may be reused after a delete (SQLite): the principal number and the app password's public id are not. */
+  principalRef: number;
+  appPublicId: string | null;
   /** The app password proven, null for the main password. */
   appId: number | null;
   epoch: number;
@@ -80,7 +83,8 @@ export class Authenticator {
     const user = await this.users.get(hit.userId);
     // A revoked app password bumps its user's epoch; the row is read again all the same.
     const app = hit.appId === null ? null : ((await this.apps?.get(hit.appId)) ?? undefined);
-    if (user && app !== undefined && user.authEpoch === hit.epoch && hit.expires > this.opts.clock.now()) return { user, app };
+    const same = user && user.principalRef === hit.principalRef && (app === null || (app !== undefined && app.publicId === hit.appPublicId && app.userId === user.id));
+    if (user && same && user.authEpoch === hit.epoch && hit.expires > this.opts.clock.now()) return { user, app: app ?? null };
     this.cache.delete(key);
     return null;
   }
@@ -142,7 +146,7 @@ export class Authenticator {
         const oldest = this.cache.keys().next().value;
         if (oldest !== undefined) this.cache.delete(oldest);
       }
-      this.cache.set(this.key(username, password), { userId: fresh.id, appId: app?.id ?? null, epoch: fresh.authEpoch, expires: this.opts.clock.now() + this.opts.cacheTtlMs });
+      this.cache.set(this.key(username, password), { userId: fresh.id, principalRef: fresh.principalRef, appId: app?.id ?? null, appPublicId: app?.publicId ?? null, epoch: fresh.authEpoch, expires: this.opts.clock.now() + this.opts.cacheTtlMs });
     }
   }
 

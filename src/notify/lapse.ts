@@ -17,7 +17,10 @@ export async function sweepLapsedBindings(store: Pick<Store, 'tx'>, clock: Clock
       const app = b.pk === 'app-password' ? await t.appPasswords.get(b.id) : undefined;
       const kind = b.pk === 'device' ? ('device' as const) : ('user' as const);
       const id = app ? app.userId : b.id;
-      const name = (kind === 'user' ? (await t.users.get(id))?.username : (await t.devices.get(id))?.name) ?? `#${id}`;
+      const name =
+        b.pk === 'app-password' && !app
+          ? `#app-password-${b.id}`
+          : ((kind === 'user' ? (await t.users.get(id))?.username : (await t.devices.get(id))?.name) ?? `#${id}`);
       rows.push({ ...b, kind: b.kind, owner: kind, name, label: b.pk === 'app-password' ? (app?.label ?? `#${b.id}`) : null });
     }
     for (const b of rows) {

@@ -281,6 +281,9 @@ export class SubmissionService {
     const app = named && named.userId === user!.id ? named : null;
     const places = user ? await this.places(user.id, app) : NO_PLACES;
     const geo = await this.geoFor(s, places);
+    // Before any password is verified: right and wrong passwords get the same 454, and
+    // nothing is counted against the throttle (see unjudgeable).
+    if (this.unjudgeable(ip, places, geo)) return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, { ...principalFields({ kind: 'user', name: username }), geo: 'unavailable' });
     const insideNetworks = () => placeAllowed(ip, places, geo);
     const ownNetwork = () => networkAllowed(ip, narrowNetworks(places.networks));
     const throttled = (no: { scope: ThrottleScope; until: number | null }) =>
@@ -337,11 +340,17 @@ export class SubmissionService {
       const of = (k: string) => all.filter((b) => b.kind === k).map((b) => b.value);
       return { networks: of('network'), countries: of('country'), asns: of('asn') };
     };
+    const user = await read('user', userId);
     if (app) {
       const own = await read('app-password', app.id);
-      if (own.networks.length + own.countries.length + own.asns.length) return own;
+      if (own.networks.length + own.countries.length + own.asns.length) {
+        // The user's time-limited exceptions (a trip) are the person's, so every device's.
+        const trips = (await bindings.list('user', userId, now)).filter((b) => b.expiresAt !== null);
+        const trip = (k: string) => trips.filter((b) => b.kind === k).map((b) => b.value);
+        return { networks: [...own.networks, ...trip('network')], countries: [...own.countries, ...trip('country')], asns: [...own.asns, ...trip('asn')] };
+      }
     }
-    return read('user', userId);
+    return user;
   }
 
   /**
@@ -359,15 +368,23 @@ export class SubmissionService {
     }
   }
 
+  /** The places need the IP database, it could not be loaded, and no CIDR decides alone. */
+  private unjudgeable(ip: string, places: LoginPlaces, geo: Placer | null): boolean {
+    return needsGeo(places) && !geo && !networkAllowed(ip, places.networks);
+  }
+
   /** A verified (or cached) password's outcome, judged against the user's state and places. */
   private async judge(s: Submission, auth: Credentials, out: AuthOutcome): Promise<Decision> {
     const { deps } = this;
     const username = auth.username;
     if (out.kind === 'busy') return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, principalFields({ kind: 'user', name: username }));
     if (out.kind === 'invalid') return this.refuse(s, 'auth.fail', REASONS.AUTH_INVALID, { ...principalFields({ kind: 'user', name: username }), method: auth.method });
-    const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username, ref: out.user.principalRef };
+    const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username, ref: out.user.principalRef, epoch: out.user.authEpoch };
     const places = await this.places(out.user.id, out.app);
     const geo = await this.geoFor(s, places);
+    // Without the IP database a country or AS cannot be judged: that is our failure, not the
+    // client's, so a temporary refusal, never a suspension of everyone bound to a country.
+    if (this.unjudgeable(s.client.ip, places, geo)) return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, { ...principalFields(principal), geo: 'unavailable' });
     const verdict = judgeLogin(out.user.status, s.client.ip, places, geo);
     const label = out.app ? { app_password: out.app.label } : {};
     if (verdict.kind === 'reject') {
@@ -383,7 +400,8 @@ export class SubmissionService {
       const refused = await this.apply(s, this.verdictFinding(s, 'auth.fail', verdict, principal, policy, { fields: { place, ...label }, incidentDetail: where }));
       if (refused) return refused;
     }
-    if (out.app) {
+    // last_used_at moves at most once a minute: no write for every login of a busy phone.
+    if (out.app && (out.app.lastUsedAt === null || out.app.lastUsedAt < deps.clock.now() - 60_000)) {
       const id = out.app.id;
       deps.appPasswords.touch(id, deps.clock.now()).catch((e: unknown) => this.log.error({ event: 'auth.error', session: s.client.id, ip: s.client.ip, err: (e as Error).message }));
     }
@@ -405,7 +423,8 @@ export class SubmissionService {
     if (deps.isClosing()) return this.refusal(event, REASONS.SHUTTING_DOWN);
     const principal = s.principal;
     if (principal) {
-      if (!(await this.active(principal))) return this.refusal(event, REASONS.ACCOUNT_SUSPENDED, principalFields(principal));
+      const standing = await this.standing(principal);
+      if (standing !== 'active') return this.refusal(event, standing === 'changed' ? REASONS.CREDENTIALS_CHANGED : REASONS.ACCOUNT_SUSPENDED, principalFields(principal));
       return null;
     }
     const device = await deps.devices.byAddress(canonicalNetwork(s.client.ip), deps.clock.now());
@@ -420,9 +439,19 @@ export class SubmissionService {
     return this.refusal(event, REASONS.AUTH_REQUIRED);
   }
 
-  private async active(p: Principal): Promise<boolean> {
-    const current = p.kind === 'user' ? await this.deps.users.get(p.id) : await this.deps.devices.get(p.id);
-    return Boolean(current && current.status === 'active');
+  /**
+   * Whether the session's principal may still send: suspended (or gone), or a user whose
+   * credentials changed since this session logged in (its auth_epoch moved: a new password,
+   * a reset, an app password revoked), who must log in again.
+   */
+  private async standing(p: Principal): Promise<'active' | 'suspended' | 'changed'> {
+    if (p.kind === 'device') {
+      const d = await this.deps.devices.get(p.id);
+      return d && d.status === 'active' ? 'active' : 'suspended';
+    }
+    const u = await this.deps.users.get(p.id);
+    if (!u || u.status !== 'active') return 'suspended';
+    return p.epoch === undefined || u.authEpoch === p.epoch ? 'active' : 'changed';
   }
 
   /** Refuses an envelope address that is not in the one form Postern checks and relays. */
@@ -523,7 +552,8 @@ export class SubmissionService {
     if (!principal) return refused(REASONS.AUTH_REQUIRED);
     // DATA passes no gate: without this, recipients accepted before a suspension (by a
     // refused RCPT in this very transaction, another session or the CLI) still get the mail.
-    if (!(await this.active(principal))) return refused(REASONS.ACCOUNT_SUSPENDED, principalFields(principal));
+    const standing = await this.standing(principal);
+    if (standing !== 'active') return refused(standing === 'changed' ? REASONS.CREDENTIALS_CHANGED : REASONS.ACCOUNT_SUSPENDED, principalFields(principal));
     const raw = m.raw;
     const bare = findBareNewline(raw);
     if (bare !== -1) return refused(REASONS.BARE_NEWLINE, { ...principalFields(principal), offset: bare });

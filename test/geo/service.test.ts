@@ -65,9 +65,10 @@ describe('GeoService', () => {
     expect(logs.events('geo.loaded')).toHaveLength(1);
   });
 
-  it('rejects a failed load naming the key and the file, and tries again at the next get', async () => {
+  it('rejects a failed load naming the key and the file, and tries again a minute later', async () => {
     const missing = path.join(dir, 'later.csv');
-    geo = new GeoService({ countryDb: missing, asnDb: asn }, createLogger('debug', logs));
+    const clock = new ManualClock();
+    geo = new GeoService({ countryDb: missing, asnDb: asn }, createLogger('debug', logs), clock);
     const failed = geo.get();
     // A second caller during the failing load shares its failure rather than starting another.
     const second = geo.get();
@@ -79,6 +80,11 @@ describe('GeoService', () => {
     ]);
 
     write('later.csv', '1.0.0.0,1.0.0.255,NZ\n');
+    // Within the minute the failure is answered from memory, without reading the files again.
+    clock.advance(59_000);
+    await expect(geo.get()).rejects.toThrow(`country_db = ${missing}: cannot be read (ENOENT)`);
+    expect(logs.events('geo.load_failed')).toHaveLength(1);
+    clock.advance(1_000);
     expect((await geo.get()).lookup('1.0.0.1').country).toBe('NZ');
     expect(logs.events('geo.loaded')).toHaveLength(1);
   });

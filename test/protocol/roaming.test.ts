@@ -189,6 +189,35 @@ describe('app passwords', () => {
     });
   });
 
+  it('ends open sessions once the credentials change: an app password revoked, the user reset', async () => {
+    await addUser('jane', '--network', '127.0.0.1');
+    const phone = await appPassword('jane', '--label', 'phone');
+    const onPhone = await SmtpClient.connect(t.port, at(1));
+    expect(await onPhone.login('jane', phone)).toBe(OK);
+    const onLaptop = await SmtpClient.connect(t.port, at(1));
+    expect(await onLaptop.login('jane', PASS)).toBe(OK);
+    expect((await cli(['user', 'password', 'revoke', 'jane', 'phone', '--reason', 'phone stolen'])).code).toBe(0);
+    // The stolen phone's open session must log in again, and cannot.
+    expect(await onPhone.cmd('MAIL FROM:<jane@example.com>')).toBe('421 4.7.0 The credentials of this account changed, please log in again');
+    await onPhone.quit().catch(() => undefined);
+    expect(t.logs.events('mail.refused').at(-1)).toMatchObject({ principal: 'jane', reason: 'CREDENTIALS_CHANGED' });
+    // Every session of the user logs in again (a revoke moves the user's epoch), with what it has.
+    expect(await onLaptop.cmd('MAIL FROM:<jane@example.com>')).toBe('421 4.7.0 The credentials of this account changed, please log in again');
+    await onLaptop.quit().catch(() => undefined);
+    expect(await login(1, 'jane', PASS)).toBe(OK);
+    expect((await userOf('jane')).status).toBe('active');
+  });
+
+  it('lets a trip exception of the user cover an app password with places of its own', async () => {
+    await addUser('kurt', '--network', '127.0.0.1');
+    const phone = await appPassword('kurt', '--label', 'phone', '--country', 'FR');
+    expect((await cli(['user', 'allow', 'kurt', '--country', 'PT', '--for', '7d', '--reason', 'conference'])).code).toBe(0);
+    expect(await login(3, 'kurt', phone)).toBe(OK);
+    // A permanent binding of the user is not the phone's: Germany stays foreign to it.
+    expect(await login(4, 'kurt', phone)).toBe(INVALID);
+    expect((await userOf('kurt')).status).toBe('suspended');
+  });
+
   it('keeps app passwords through a reset unless told to revoke them', async () => {
     await addUser('iris', '--network', '127.0.0.1');
     const phone = await appPassword('iris', '--label', 'phone');
@@ -198,5 +227,29 @@ describe('app passwords', () => {
     expect(await login(1, 'iris', phone)).toBe(INVALID);
     expect(await cli(['user', 'password', 'add', 'iris', '--label', 'phone', '--json'])).toMatchObject({ code: 0 });
     expect(await cli(['user', 'password', 'add', 'iris', '--label', 'PHONE'])).toMatchObject({ code: 1, err: expect.stringMatching(/^postern: iris already has an app password labelled PHONE/) });
+  });
+});
+
+describe('without the IP database', () => {
+  it('answers a country-bound login 454 whatever the password, and suspends nobody', async () => {
+    const dir = tempDir();
+    const broken = path.join(dir, 'country.csv');
+    writeFileSync(broken, 'this is not,an IP database\n');
+    const b = await startTestRelay({ geo: { country_db: broken, asn_db: broken } }, { dir });
+    try {
+      const id = await b.addUser('lena', PASS, { networks: [] });
+      await b.relay.store.bindings.add('user', id, 'country', 'DE', b.clock.now());
+      for (const pass of [PASS, 'not the password']) {
+        const c = await SmtpClient.connect(b.port, at(1));
+        expect(await c.login('lena', pass)).toBe('454 4.7.0 Temporary authentication failure, try again later');
+        await c.quit();
+      }
+      expect(await b.relay.store.users.get(id)).toMatchObject({ status: 'active' });
+      expect(await b.relay.store.incidents.list({ name: 'lena' })).toEqual([]);
+      expect(b.logs.events('auth.busy')).toMatchObject([{ principal: 'lena', geo: 'unavailable' }, { principal: 'lena', geo: 'unavailable' }]);
+      expect(b.logs.events('geo.load_failed')).toHaveLength(1);
+    } finally {
+      await b.stop();
+    }
   });
 });
