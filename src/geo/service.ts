@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { systemClock, type Clock } from '../domain/clock.js';
 import type { Logger } from '../obs/log.js';
-import { GeoDbError, loadGeo, type GeoDb, type GeoInfo, type GeoOptions } from './index.js';
+import { GeoDbError } from './error.js';
+import type { GeoDb, GeoInfo, GeoOptions } from './index.js';
 
 const DAY = 86_400_000;
 
@@ -114,6 +115,9 @@ export class GeoService {
     const t0 = performance.now();
     let db: GeoDb;
     try {
+      // The readers (and mmdb-lib) are imported with the first load: a relay whose bindings
+      // are all CIDRs never carries them (the 2,000-idle-connection memory budget).
+      const { loadGeo } = await import('./index.js');
       db = await loadGeo(opts);
     } catch (e) {
       const err = e as Error;
