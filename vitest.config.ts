@@ -35,7 +35,7 @@ if (!hasPostgres && !marks[warned]) {
 const SLOW: Record<string, number> = {
   'sqlite test/cluster/postgres-nodes.test.ts': 29,
   'sqlite test/store/contract-pg.test.ts': 12,
-  'sqlite test/spool/crash.test.ts': 22,
+  'sqlite test/spool/crash.test.ts': 16,
   'sqlite test/cluster/postgres-outage.test.ts': 17,
   'sqlite test/protocol/auth-hardening.test.ts': 12,
   'postgres test/protocol/limits.test.ts': 11,
