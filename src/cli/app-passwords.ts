@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { generateAppPassword, hashPassword } from '../identity/passwords.js';
+import { placesOf, type LoginPlaces } from '../policy/places.js';
 import { AppPasswordExistsError, type AppPassword } from '../store/app-passwords.js';
 import type { Store } from '../store/index.js';
 import { asnsArg, countriesArg, networksArg, refuseV6OnlyEverywhere } from './bindings.js';
@@ -26,17 +27,9 @@ Examples:
 
 const LABEL_RE = /^[a-z0-9][a-z0-9._-]{0,31}$/i;
 
-interface Places {
-  networks: string[];
-  countries: string[];
-  asns: string[];
-}
+type Places = LoginPlaces;
 
-async function placesOf(st: Store, a: AppPassword, now: number): Promise<Places> {
-  const all = await st.bindings.list('app-password', a.id, now);
-  const of = (k: string) => all.filter((b) => b.kind === k).map((b) => b.value);
-  return { networks: of('network'), countries: of('country'), asns: of('asn') };
-}
+const ownPlaces = async (st: Store, a: AppPassword, now: number): Promise<Places> => placesOf(await st.bindings.list('app-password', a.id, now));
 
 const placesText = (p: Places) => {
   const parts = [...p.networks, ...p.countries, ...p.asns.map((n) => `AS${n}`)];
@@ -103,7 +96,7 @@ export async function appPasswordCommand(ctx: Ctx, argv: string[]): Promise<numb
     }
     case 'list': {
       const apps = await st.appPasswords.list(user.id);
-      const rows = await Promise.all(apps.map(async (a) => ({ a, p: await placesOf(st, a, now) })));
+      const rows = await Promise.all(apps.map(async (a) => ({ a, p: await ownPlaces(st, a, now) })));
       if (values.json) {
         printJson(
           ctx.io,

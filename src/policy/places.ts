@@ -26,6 +26,12 @@ export interface Placer {
 
 export const NO_PLACES: LoginPlaces = { networks: [], countries: [], asns: [] };
 
+/** The places among a principal's bindings (its senders and recipients left out). */
+export function placesOf(bindings: ReadonlyArray<{ kind: string; value: string }>): LoginPlaces {
+  const of = (k: string) => bindings.filter((b) => b.kind === k).map((b) => b.value);
+  return { networks: of('network'), countries: of('country'), asns: of('asn') };
+}
+
 /** Anything bound at all: a principal with nothing bound cannot log in from anywhere. */
 export const placesBound = (p: LoginPlaces) => p.networks.length + p.countries.length + p.asns.length > 0;
 

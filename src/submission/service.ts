@@ -7,7 +7,7 @@ import type { IncidentResponder } from '../notify/incidents.js';
 import { principalFields, type Logger } from '../obs/log.js';
 import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
 import { canonicalNetwork, envelopeAddress, narrowNetworks, networkAllowed } from '../policy/bindings.js';
-import { describePlace, needsGeo, NO_PLACES, placeAllowed, type LoginPlaces, type Placer } from '../policy/places.js';
+import { describePlace, needsGeo, NO_PLACES, placeAllowed, placesBound, placesOf, type LoginPlaces, type Placer } from '../policy/places.js';
 import { appPasswordId } from '../identity/passwords.js';
 import type { AppPassword } from '../store/app-passwords.js';
 import { clientKey } from '../policy/client.js';
@@ -335,22 +335,16 @@ export class SubmissionService {
   private async places(userId: number, app: AppPassword | null): Promise<LoginPlaces> {
     const { bindings, clock } = this.deps;
     const now = clock.now();
-    const read = async (kind: 'user' | 'app-password', id: number): Promise<LoginPlaces> => {
-      const all = await bindings.list(kind, id, now);
-      const of = (k: string) => all.filter((b) => b.kind === k).map((b) => b.value);
-      return { networks: of('network'), countries: of('country'), asns: of('asn') };
-    };
-    const user = await read('user', userId);
+    const userBindings = await bindings.list('user', userId, now);
     if (app) {
-      const own = await read('app-password', app.id);
-      if (own.networks.length + own.countries.length + own.asns.length) {
+      const own = placesOf(await bindings.list('app-password', app.id, now));
+      if (placesBound(own)) {
         // The user's time-limited exceptions (a trip) are the person's, so every device's.
-        const trips = (await bindings.list('user', userId, now)).filter((b) => b.expiresAt !== null);
-        const trip = (k: string) => trips.filter((b) => b.kind === k).map((b) => b.value);
-        return { networks: [...own.networks, ...trip('network')], countries: [...own.countries, ...trip('country')], asns: [...own.asns, ...trip('asn')] };
+        const trip = placesOf(userBindings.filter((b) => b.expiresAt !== null));
+        return { networks: [...own.networks, ...trip.networks], countries: [...own.countries, ...trip.countries], asns: [...own.asns, ...trip.asns] };
       }
     }
-    return user;
+    return placesOf(userBindings);
   }
 
   /**
