@@ -231,6 +231,12 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       let resolved = 0;
       let lifted = false;
       let revoked = 0;
+      // App passwords the open incidents name (their detail ends "; app password LABEL"): a
+      // reset keeps app passwords, so say that the one seen abroad still works.
+      const named =
+        sub === 'reset' && !values['revoke-app-passwords']
+          ? new Set((await st.incidents.list({ principal: u.principalRef, open: true })).map((i) => i.detail?.split('; app password ')[1]).filter((l): l is string => Boolean(l)))
+          : new Set<string>();
       await tx(async () => {
         await st.users.setPassword(u.id, hash, now);
         if (sub === 'reset') {
@@ -243,6 +249,10 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const apps = sub === 'reset' ? (values['revoke-app-passwords'] ? `, ${revoked} app password${revoked === 1 ? '' : 's'} revoked` : (await st.appPasswords.list(u.id)).length ? ', app passwords kept (--revoke-app-passwords to revoke them)' : '') : '';
       const what = sub === 'reset' ? `user ${u.username} reset: password changed, ${lifted ? 'suspension lifted' : 'was not suspended'}, ${resolved} open incident${resolved === 1 ? '' : 's'} resolved${apps}` : `password of ${u.username} changed`;
       ctx.io.stdout(generated ? `${what}; new password (shown once): ${password}\n` : `${what}\n`);
+      for (const label of named) {
+        if (!(await st.appPasswords.find(u.id, label))) continue;
+        ctx.io.stderr(`warning: an incident just resolved names the app password ${label} of ${u.username}, and it still works: revoke it unless that login was the user's own: postern user password revoke ${u.username} ${label} --reason "..."\n`);
+      }
       return 0;
     }
     case 'suspend':

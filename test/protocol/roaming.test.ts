@@ -167,6 +167,10 @@ describe('app passwords', () => {
     expect(await login(3, 'gina', phone)).toBe(INVALID);
     expect((await userOf('gina')).status).toBe('suspended');
     expect(await incidentsOf('gina')).toMatchObject([{ kind: 'foreign-network', detail: '127.0.0.3, PT, AS3243 MEO; app password phone' }]);
+    // The helpdesk's reset keeps app passwords, and says that the one the incident names still works.
+    const reset = await cli(['user', 'reset', 'gina']);
+    expect(reset.err).toBe('warning: an incident just resolved names the app password phone of gina, and it still works: revoke it unless that login was the user\'s own: postern user password revoke gina phone --reason "..."\n');
+    expect(await login(2, 'gina', phone)).toBe(OK);
   });
 
   it('refuses a revoked app password without suspending anyone, and leaves the others and the main password alone', async () => {
