@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.js';
 import type { User } from '../domain/types.js';
 import { generatePassword, hashPassword, passwordProblem } from '../identity/passwords.js';
 import { canonicalAddress } from '../policy/bindings.js';
+import { loginDetailParts } from '../policy/places.js';
 import { UserExistsError } from '../store/users.js';
 import { appPasswordCommand } from './app-passwords.js';
 import { asnsArg, countriesArg, networksArg, notifyWarning, refuseV6OnlyEverywhere, sendersArg } from './bindings.js';
@@ -235,7 +236,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       // reset keeps app passwords, so say that the one seen abroad still works.
       const named =
         sub === 'reset' && !values['revoke-app-passwords']
-          ? new Set((await st.incidents.list({ principal: u.principalRef, open: true })).map((i) => i.detail?.split('; app password ')[1]).filter((l): l is string => Boolean(l)))
+          ? new Set((await st.incidents.list({ principal: u.principalRef, open: true })).map((i) => (i.detail ? loginDetailParts(i.detail).appLabel : null)).filter((l): l is string => l !== null))
           : new Set<string>();
       await tx(async () => {
         await st.users.setPassword(u.id, hash, now);

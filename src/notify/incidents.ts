@@ -1,6 +1,7 @@
 import type { Clock } from '../domain/clock.js';
 import type { Incident, IncidentKind, Principal } from '../domain/types.js';
 import { principalFields, type Logger } from '../obs/log.js';
+import { loginDetailParts } from '../policy/places.js';
 import type { Spool } from '../spool/spool.js';
 import type { Store } from '../store/index.js';
 import { rfc5322Date } from '../spool/message.js';
@@ -50,7 +51,7 @@ export interface IncidentReport {
 const WHAT: Record<string, (r: IncidentReport) => string> = {
   // detail: "203.0.113.9, FR, AS16276 OVH" (what the IP database knows), and "; app password LABEL".
   'foreign-network': (r) => {
-    const [where, app] = (r.detail ?? r.clientIp ?? 'an unknown address').split('; app password ');
+    const { place: where, appLabel: app } = loginDetailParts(r.detail ?? r.clientIp ?? 'an unknown address');
     return `${app ? `The app password "${app}" of this account` : 'The correct password for this account'} was used from ${where}, an address outside the networks it may send from.`;
   },
   'foreign-sender': (r) => `The account tried to send mail as <${r.sender}>, an address it may not use.`,

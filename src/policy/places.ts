@@ -50,6 +50,19 @@ export function placeAllowed(clientIp: string, p: LoginPlaces, geo: Placer | nul
   return (at.country !== null && p.countries.includes(at.country)) || (at.asn !== null && p.asns.includes(String(at.asn)));
 }
 
+const APP_PASSWORD_MARK = '; app password ';
+
+/**
+ * A refused login's incident detail: where it came from, and the app password used, if any
+ * ("203.0.113.9, FR, AS16276 OVH; app password phone"). loginDetailParts reads it back.
+ */
+export const loginDetail = (place: string, appLabel: string | null) => (appLabel ? `${place}${APP_PASSWORD_MARK}${appLabel}` : place);
+
+export function loginDetailParts(detail: string): { place: string; appLabel: string | null } {
+  const at = detail.lastIndexOf(APP_PASSWORD_MARK);
+  return at === -1 ? { place: detail, appLabel: null } : { place: detail.slice(0, at), appLabel: detail.slice(at + APP_PASSWORD_MARK.length) };
+}
+
 /** "203.0.113.9, FR, AS16276 OVH": the address and what is known of it. */
 export function describePlace(ip: string, at: Place | null): string {
   if (!at) return ip;

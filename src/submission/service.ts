@@ -7,7 +7,7 @@ import type { IncidentResponder } from '../notify/incidents.js';
 import { principalFields, type Logger } from '../obs/log.js';
 import { judgeLogin, judgeRecipient, judgeSender, type Verdict } from '../policy/access.js';
 import { canonicalNetwork, envelopeAddress, narrowNetworks, networkAllowed } from '../policy/bindings.js';
-import { describePlace, needsGeo, NO_PLACES, placeAllowed, placesBound, placesOf, type LoginPlaces, type Placer } from '../policy/places.js';
+import { describePlace, loginDetail, needsGeo, NO_PLACES, placeAllowed, placesBound, placesOf, type LoginPlaces, type Placer } from '../policy/places.js';
 import { appPasswordId } from '../identity/passwords.js';
 import type { AppPassword } from '../store/app-passwords.js';
 import { clientKey } from '../policy/client.js';
@@ -388,7 +388,7 @@ export class SubmissionService {
       // already loaded for someone else's): "203.0.113.9, FR, AS16276 OVH".
       const known = geo ?? deps.geo.loaded();
       const place = describePlace(s.client.ip, known ? known.lookup(s.client.ip) : null);
-      const where = out.app ? `${place}; app password ${out.app.label}` : place;
+      const where = loginDetail(place, out.app?.label ?? null);
       // Same moment and same lockout count as a wrong password: a fast 535 would tell a
       // thief the password was right.
       const refused = await this.apply(s, this.verdictFinding(s, 'auth.fail', verdict, principal, policy, { fields: { place, ...label }, incidentDetail: where }));

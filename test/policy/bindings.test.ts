@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { asciiDomain, canonicalAddress, canonicalNetwork, canonicalSenderBinding, envelopeAddress, networkAllowed, senderAllowed } from '../../src/policy/bindings.js';
 import { judgeLogin, judgeRecipient, judgeSender } from '../../src/policy/access.js';
-import { describePlace, placeAllowed, type LoginPlaces, type Placer } from '../../src/policy/places.js';
+import { describePlace, loginDetail, loginDetailParts, placeAllowed, type LoginPlaces, type Placer } from '../../src/policy/places.js';
 import { clientKey } from '../../src/policy/client.js';
 
 describe('network bindings', () => {
@@ -110,6 +110,9 @@ describe('access verdicts', () => {
     expect(describePlace('2001:db8::7', geo.lookup('2001:db8::7'))).toBe('2001:db8::7, DE');
     expect(describePlace('10.1.2.3', geo.lookup('10.1.2.3'))).toBe('10.1.2.3');
     expect(describePlace('10.1.2.3', null)).toBe('10.1.2.3');
+    expect(loginDetail('203.0.113.9, FR, AS16276 OVH', 'phone')).toBe('203.0.113.9, FR, AS16276 OVH; app password phone');
+    expect(loginDetailParts(loginDetail('203.0.113.9, FR, AS16276 OVH', 'phone'))).toEqual({ place: '203.0.113.9, FR, AS16276 OVH', appLabel: 'phone' });
+    expect(loginDetailParts('127.0.0.5')).toEqual({ place: '127.0.0.5', appLabel: null });
   });
 
   it('judges senders: only a foreign sender is a compromise signal', () => {
