@@ -1,5 +1,6 @@
 import { AppPasswordRepo } from './app-passwords.js';
 import { AuditRepo } from './audit.js';
+import { CredentialRepo } from './credentials.js';
 import { DkimRepo } from './dkim.js';
 import { BindingRepo } from './bindings.js';
 import { openDb, type Db } from './db.js';
@@ -32,6 +33,7 @@ export type AuthAttemptStore = Async<AuthAttemptRepo>;
 export type LeaseStore = Async<LeaseRepo>;
 export type DkimStore = Async<DkimRepo>;
 export type AppPasswordStore = Async<AppPasswordRepo>;
+export type CredentialStore = Async<CredentialRepo>;
 
 /**
  * The store as Postern's modules see it: repositories whose verbs return promises, and one
@@ -57,6 +59,8 @@ export interface Store {
   dkim: Async<DkimRepo>;
   /** Users' app passwords (their bindings are in `bindings`, owner 'app-password'). */
   appPasswords: Async<AppPasswordRepo>;
+  /** Fingerprints of compromised directory passwords, and the store-wide key they are made with. */
+  credentials: Async<CredentialRepo>;
   /**
    * Brings this process's view of policy rows (users, devices, bindings, limit overrides) up
    * to date with changes other processes committed before the call. SQLite checks on every
@@ -144,6 +148,7 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
     leases: g(new LeaseRepo(bookkeeping)),
     dkim: g(new DkimRepo(db)),
     appPasswords: g(new AppPasswordRepo(db, cache)),
+    credentials: g(new CredentialRepo(db)),
     senderDomains: (now) => gate.run(() => senderDomains(db, now)),
     syncPolicy: async () => undefined,
     tx: (fn) =>

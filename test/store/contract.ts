@@ -498,6 +498,45 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
       });
     });
 
+    describe('credentials', () => {
+      it('makes a store-wide secret once: the first value asked with is kept and every later caller gets it', async () => {
+        expect(await s.credentials.secret('password-fingerprint', 'first', T)).toBe('first');
+        expect(await s.credentials.secret('password-fingerprint', 'second', T + 1)).toBe('first');
+        expect(await s.credentials.secret('other', 'x', T)).toBe('x');
+      });
+
+      it('records compromised fingerprints per user, once each, until forgotten or the user is deleted', async () => {
+        const a = await addUser('alice');
+        const b = await addUser('bob');
+        expect(await s.credentials.markCompromised(a.id, 'fp-1', T)).toBe(true);
+        expect(await s.credentials.markCompromised(a.id, 'fp-1', T + 1)).toBe(false);
+        expect(await s.credentials.markCompromised(a.id, 'fp-2', T)).toBe(true);
+        expect(await s.credentials.isCompromised(a.id, 'fp-1')).toBe(true);
+        expect(await s.credentials.isCompromised(b.id, 'fp-1')).toBe(false);
+        expect(await s.credentials.isCompromised(a.id, 'fp-3')).toBe(false);
+        expect(await s.credentials.countCompromised(a.id)).toBe(2);
+        expect(await s.credentials.countCompromised(b.id)).toBe(0);
+        await s.credentials.markCompromised(b.id, 'fp-1', T);
+        expect(await s.credentials.forgetCompromised(a.id)).toBe(2);
+        expect(await s.credentials.isCompromised(a.id, 'fp-1')).toBe(false);
+        expect(await s.users.delete(b.id, T)).toBe(true);
+        expect(await s.credentials.countCompromised(b.id)).toBe(0);
+      });
+
+      it('commits a fingerprint with the suspension of its transaction, or neither', async () => {
+        const a = await addUser('alice');
+        await expect(
+          s.tx(async (t) => {
+            await t.users.suspend(a.id, 'foreign-network', T);
+            await t.credentials.markCompromised(a.id, 'fp-1', T);
+            throw new Error('boom');
+          }),
+        ).rejects.toThrow('boom');
+        expect((await s.users.get(a.id))!.status).toBe('active');
+        expect(await s.credentials.isCompromised(a.id, 'fp-1')).toBe(false);
+      });
+    });
+
     describe('appPasswords', () => {
       const addPhone = (userId: number, label = 'phone', now = T) => s.appPasswords.add(userId, label, `pub-${userId}-${label}`, `hash-${label}`, now);
 

@@ -1,6 +1,7 @@
 import type { Store } from '../index.js';
 import { PgAppPasswordRepo } from './app-passwords.js';
 import { PgBindingRepo } from './bindings.js';
+import { PgCredentialRepo } from './credentials.js';
 import { PgDeliveryRepo } from './delivery.js';
 import { PgDkimRepo } from './dkim.js';
 import { PgAuditRepo, PgIncidentRepo } from './incidents.js';
@@ -59,6 +60,7 @@ export async function openPostgresStore(url: string, opts: { migrate?: boolean }
     leases: new PgLeaseRepo(db),
     dkim: new PgDkimRepo(db),
     appPasswords: new PgAppPasswordRepo(db, cache),
+    credentials: new PgCredentialRepo(db),
     senderDomains: async (now) => {
       const rows = await db.q<{ d: string }>(
         `SELECT DISTINCT lower(regexp_replace(value, '^.*@', '')) COLLATE "C" AS d FROM bindings
