@@ -15,6 +15,7 @@ const BOTH_ENGINES = [
   'test/quarantine/submission.test.ts',
   'test/quarantine/cli.test.ts',
   'test/delivery/delivery.test.ts',
+  'test/cli/import.test.ts',
 ];
 
 // Without the server binaries (.ci/run installs them) the "postgres" project is left out: say

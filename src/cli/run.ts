@@ -29,8 +29,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
     };
   },
   user: async () => {
-    const [m, a] = await Promise.all([import('./user.js'), import('./app-passwords.js')]);
-    return { help: m.USER_HELP, subHelp: { password: a.APP_PASSWORD_HELP }, run: m.userCommand };
+    const [m, a, i] = await Promise.all([import('./user.js'), import('./app-passwords.js'), import('./import.js')]);
+    return { help: m.USER_HELP, subHelp: { password: a.APP_PASSWORD_HELP, import: i.IMPORT_HELP }, run: m.userCommand };
   },
   device: async () => { const m = await import('./device.js'); return { help: m.DEVICE_HELP, run: m.deviceCommand }; },
   incidents: async () => { const m = await import('./incidents.js'); return { help: m.INCIDENTS_HELP, run: m.incidentsCommand }; },

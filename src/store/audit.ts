@@ -61,6 +61,13 @@ export class AuditRepo {
       .run(e.at, e.actor, e.action, e.target, detailColumn(e.detail), e.reason);
   }
 
+  /** Several entries, in the order given (ids ascending): one statement on PostgreSQL. */
+  recordMany(entries: NewAuditEntry[]): void {
+    this.db.transaction(() => {
+      for (const e of entries) this.record(e);
+    })();
+  }
+
   /** Newest first; target is "user:NAME", "device:NAME", "message:ID", "incident:ID" and so on. */
   list(filter: { target?: string; limit?: number } = {}): AuditRecord[] {
     const rows = filter.target

@@ -50,7 +50,7 @@ describe('help that teaches', () => {
   /** Every command and subcommand, with the arguments it needs to get as far as its options. */
   const FORMS = [
     ['serve'], ['config', 'check'], ['config', 'show'], ['db', 'migrate'], ['db', 'backup', '/tmp/x.db'],
-    ...['list', 'show alice', 'add alice', 'allow alice', 'deny alice', 'notify alice a@example.com', 'passwd alice', 'reset alice', 'limits alice', 'suspend alice', 'unsuspend alice', 'delete alice'].map((f) => ['user', ...f.split(' ')]),
+    ...['list', 'show alice', 'add alice', 'allow alice', 'deny alice', 'notify alice a@example.com', 'passwd alice', 'reset alice', 'limits alice', 'suspend alice', 'unsuspend alice', 'delete alice', 'import users.csv'].map((f) => ['user', ...f.split(' ')]),
     ...['list', 'show d1', 'add d1', 'suspend d1', 'unsuspend d1', 'delete d1'].map((f) => ['device', ...f.split(' ')]),
     ['incidents'], ['incidents', 'resolve', '1'], ['limits', 'show', 'alice'], ['audit'], ['stats'],
     ...['list', 'show X', 'retry X', 'hold X', 'delete X'].map((f) => ['queue', ...f.split(' ')]),

@@ -129,6 +129,16 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.users.get(u.id + 1000)).toBeUndefined();
       });
 
+      it('adds several users at once, in the order given, or none of them when a name is taken in any case', async () => {
+        const [a, b] = await s.users.addMany([{ username: 'alice', passwordHash: '', notifyAddress: 'alice@home.example' }, { username: 'Bob', passwordHash: 'h', notifyAddress: null }], T);
+        expect(a).toEqual({ ...(await s.users.find('alice'))!, username: 'alice', passwordHash: '', notifyAddress: 'alice@home.example', createdAt: T, updatedAt: T });
+        expect(b).toMatchObject({ username: 'Bob', passwordHash: 'h', notifyAddress: null, status: 'active' });
+        expect(a!.principalRef).not.toBe(b!.principalRef);
+        await expect(s.users.addMany([{ username: 'carol', passwordHash: '', notifyAddress: null }, { username: 'BOB', passwordHash: '', notifyAddress: null }], T + 1)).rejects.toBeInstanceOf(UserExistsError);
+        expect((await s.users.list()).map((u) => u.username)).toEqual(['alice', 'Bob']);
+        expect(await s.users.addMany([], T + 2)).toEqual([]);
+      });
+
       it('lists users ordered by name', async () => {
         for (const n of ['carol', 'alice', 'bob']) await s.users.add(n, 'h', T);
         expect((await s.users.list()).map((u) => u.username)).toEqual(['alice', 'bob', 'carol']);
@@ -298,6 +308,38 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
     });
 
     describe('bindings', () => {
+      it('sets the permanent bindings of each kind named: others go, exceptions stay, a listed exception becomes permanent', async () => {
+        const u = await addUser('alice');
+        const v = await addUser('bob');
+        for (const n of ['192.0.2.0/24', '198.51.100.0/24']) await s.bindings.add('user', u.id, 'network', n, T);
+        await s.bindings.add('user', u.id, 'network', '203.0.113.0/24', T, T + 1000);
+        await s.bindings.add('user', u.id, 'country', 'PT', T, T + 1000);
+        await s.bindings.add('user', u.id, 'sender', 'alice@example.com', T);
+        await s.bindings.add('user', v.id, 'sender', 'bob@example.com', T);
+        await s.bindings.setPermanent('user', [
+          { id: u.id, kind: 'network', values: ['198.51.100.0/24', '10.0.0.0/8', '10.0.0.0/8'] },
+          { id: u.id, kind: 'country', values: ['PT', 'DE'] },
+          { id: u.id, kind: 'asn', values: [] },
+          { id: v.id, kind: 'sender', values: [] },
+        ], T + 1);
+        expect(await s.bindings.list('user', u.id, T + 2)).toEqual([
+          { kind: 'country', value: 'PT', expiresAt: null },
+          { kind: 'country', value: 'DE', expiresAt: null },
+          { kind: 'network', value: '198.51.100.0/24', expiresAt: null },
+          { kind: 'network', value: '203.0.113.0/24', expiresAt: T + 1000 },
+          { kind: 'network', value: '10.0.0.0/8', expiresAt: null },
+          { kind: 'sender', value: 'alice@example.com', expiresAt: null },
+        ]);
+        expect(await s.bindings.list('user', v.id, T + 2)).toEqual([]);
+        await s.bindings.setPermanent('user', [], T + 3);
+        // Read back through listMany, for several principals at once (one without any binding).
+        const many = await s.bindings.listMany('user', [u.id, v.id], T + 2000);
+        expect([...many.keys()]).toEqual([u.id, v.id]);
+        expect(many.get(u.id)).toEqual((await s.bindings.list('user', u.id, T + 2000)));
+        expect(many.get(u.id)).not.toContainEqual(expect.objectContaining({ value: '203.0.113.0/24' }));
+        expect(many.get(v.id)).toEqual([]);
+      });
+
       it('adds a binding once: true when new, false when it is already there', async () => {
         const u = await addUser('alice');
         expect(await s.bindings.add('user', u.id, 'network', '192.0.2.0/24', T)).toBe(true);
@@ -885,6 +927,17 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
           { id: expect.any(Number), ...entry(T + 1, 'message:A3'), detail: null, reason: null },
           { id: expect.any(Number), ...entry(T, 'message:A1') },
         ]);
+      });
+
+      it('records several entries at once, in the order given', async () => {
+        await s.audit.recordMany([entry(T, 'user:a', 'user.import'), { ...entry(T, 'user:b', 'user.import'), detail: null, reason: null }]);
+        await s.audit.recordMany([]);
+        const rows = await s.audit.list();
+        expect(rows).toEqual([
+          { id: expect.any(Number), ...entry(T, 'user:b', 'user.import'), detail: null, reason: null },
+          { id: expect.any(Number), ...entry(T, 'user:a', 'user.import') },
+        ]);
+        expect(rows[0]!.id).toBeGreaterThan(rows[1]!.id);
       });
 
       it('gives every detail back as an object: JSON text as its object, words as {"text": ...}', async () => {

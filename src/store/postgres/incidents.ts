@@ -1,5 +1,5 @@
 import type { Incident, IncidentKind, PrincipalRef } from '../../domain/types.js';
-import { detailOf, type AuditEntry, type AuditRecord, type NewAuditEntry } from '../audit.js';
+import { detailColumn, detailOf, type AuditEntry, type AuditRecord, type NewAuditEntry } from '../audit.js';
 import type { AuditStore, IncidentStore } from '../index.js';
 import { toIncident, type IncidentResolution, type NewIncident, type Row } from '../incidents.js';
 import type { Pg } from './pg.js';
@@ -89,6 +89,16 @@ export class PgAuditRepo implements AuditStore {
 
   async record(e: NewAuditEntry): Promise<void> {
     await this.db.audit(e);
+  }
+
+  /** In one statement; ids ascend in the order given (WITH ORDINALITY, ORDER BY). */
+  async recordMany(entries: NewAuditEntry[]): Promise<void> {
+    if (!entries.length) return;
+    await this.db.run(
+      `INSERT INTO audit (at, actor, action, target, detail, reason)
+       SELECT at, actor, action, target, detail, reason FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS e(at, actor, action, target, detail, reason, n) ORDER BY n`,
+      [entries.map((e) => e.at), entries.map((e) => e.actor), entries.map((e) => e.action), entries.map((e) => e.target), entries.map((e) => detailColumn(e.detail)), entries.map((e) => e.reason)],
+    );
   }
 
   /** Newest first; target is "user:NAME", "device:NAME", "message:ID", "incident:ID" and so on. */
