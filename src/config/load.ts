@@ -33,7 +33,7 @@ export function parseConfig(doc: unknown, baseDir: string, source = 'config'): C
   // Cross-checks between keys run here, beside the schema, so every command sees them
   // (and config check lists them the same way: problems.ts).
   const cross = crossCheckProblems(cfg);
-  if (cross.length) throw new ConfigError(`${source}: ${cross.map((p) => p.problem).join('; ')}`);
+  if (cross.length) throw new ConfigError(`${source}: ${cross.map((p) => p.message).join('; ')}`);
   return cfg;
 }
 

@@ -1,3 +1,4 @@
+import { templateFor, type ProvisionTemplate } from '../policy/template.js';
 /**
  * One problem with the config, as `postern config check` lists it and as `postern serve`
  * refuses to start with it: the key, its value, what is wrong and what to do. Both print
@@ -68,6 +69,7 @@ export function problem(key: string | null, value: unknown, what: string, fix: s
 export function crossCheckProblems(cfg: {
   tls: { cert: string; key: string };
   submission: { proxy_protocol: boolean; trusted_proxies: string[] };
+  auth?: { backend: string; dovecot_socket: string; provision: string; template: ProvisionTemplate };
 }): Problem[] {
   const out: Problem[] = [];
   if (Boolean(cfg.tls.cert) !== Boolean(cfg.tls.key)) {
@@ -85,6 +87,24 @@ export function crossCheckProblems(cfg: {
         'list the balancers\' networks, e.g. ["10.0.0.0/8"], or set proxy_protocol = false',
       ),
     );
+  }
+  if (cfg.auth) out.push(...authProblems(cfg.auth));
+  return out;
+}
+
+/** [auth]: the Dovecot backend needs its socket; provisioning needs the backend and a template that can make a user. */
+function authProblems(a: NonNullable<Parameters<typeof crossCheckProblems>[0]['auth']>): Problem[] {
+  const out: Problem[] = [];
+  if (a.backend === 'dovecot' && !a.dovecot_socket) {
+    out.push(problem('auth.dovecot_socket', '', 'auth.backend = "dovecot" needs the socket of Dovecot\'s auth service', 'set it, e.g. "/run/dovecot/auth-postern" or "inet:127.0.0.1:12345" (see README, "Using Dovecot\'s passwords")'));
+  }
+  if (a.provision === 'template') {
+    if (a.backend !== 'dovecot') {
+      out.push(problem('auth.provision', 'template', 'provisioning at first login is for directory users (auth.backend = "dovecot")', 'set auth.backend = "dovecot", or provision = "none" and add users with postern user add / import'));
+    } else {
+      const made = templateFor(a.template, 'user@example.com');
+      if ('problem' in made) out.push(problem('auth.template', null, `auth.provision = "template" cannot make a user: ${made.problem}`, 'set auth.template.senders (e.g. ["{user}"]) and networks, countries or asns'));
+    }
   }
   return out;
 }

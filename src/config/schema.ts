@@ -86,6 +86,31 @@ export const configSchema = z.strictObject({
       max_concurrent_verifications: z.number().int().min(1).max(64).default(2),
       max_queued_verifications: z.number().int().min(0).max(100_000).default(1000),
       cache_ttl_seconds: z.number().int().min(0).max(86_400).default(300),
+      // Where passwords are checked: "local" = argon2id hashes in Postern's store; "dovecot" =
+      // Dovecot's auth service (src/identity/dovecot.ts). Bindings, limits and suspension stay
+      // Postern's either way; app passwords are always Postern's own.
+      backend: z.enum(['local', 'dovecot']).default('local'),
+      // "/run/dovecot/auth-postern" (a unix socket) or "inet:127.0.0.1:12345".
+      dovecot_socket: z
+        .string()
+        .regex(/^$|^\/|^inet:(\[[0-9a-f:.]*:[0-9a-f:.]*\]|[a-z0-9.-]+):\d{1,5}$/i, 'must be an absolute socket path such as "/run/dovecot/auth-postern" or "inet:127.0.0.1:12345" ("inet:[::1]:12345" for IPv6)')
+        .refine((v) => !v.startsWith('inet:') || (Number(/:(\d+)$/.exec(v)![1]) >= 1 && Number(/:(\d+)$/.exec(v)![1]) <= 65_535), 'the port must be 1 to 65535')
+        .default(''),
+      dovecot_service: z.string().regex(/^[a-z0-9_-]{1,32}$/i, 'must be a service name such as "smtp"').default('smtp'),
+      dovecot_connections: z.number().int().min(1).max(64).default(4),
+      dovecot_timeout_seconds: z.number().min(0.1).max(120).default(5),
+      // "template": a directory user without a Postern row gets one at first login, from
+      // [auth.template]; "none": such a user is refused like an unknown one.
+      provision: z.enum(['none', 'template']).default('none'),
+      template: z
+        .strictObject({
+          // "{user}" is the login name, "{localpart}" and "{domain}" its halves.
+          senders: z.array(z.string().min(1)).default([]),
+          networks: z.array(cidr).default([]),
+          countries: z.array(z.string().regex(/^[A-Za-z]{2}$/, 'must be a two-letter country code such as "FR"')).default([]),
+          asns: z.array(z.union([z.number().int().min(0).max(4_294_967_295), z.string().regex(/^(AS)?\d{1,10}$/i, 'must be an AS number such as 16276')])).default([]),
+        })
+        .prefault({}),
     })
     .prefault({}),
   identity: z

@@ -54,3 +54,22 @@ describe('config', () => {
     expect(message).toBe(`${file}:3:5: not valid TOML: illegal character in key\n2:  hostname = "x"\n3:  bad line here\n        ^`);
   });
 });
+
+describe('[auth] with the Dovecot backend', () => {
+  const parse = (auth: Record<string, unknown>) => () => parseConfig({ server: { hostname: 'smtp.example.com', data_dir: '/tmp/x' }, auth }, '/etc/postern');
+
+  it('needs the socket, and takes a path or inet:HOST:PORT', () => {
+    expect(parse({ backend: 'dovecot' })).toThrow('auth.dovecot_socket = "": auth.backend = "dovecot" needs the socket of Dovecot\'s auth service; set it, e.g. "/run/dovecot/auth-postern" or "inet:127.0.0.1:12345"');
+    expect(parse({ backend: 'dovecot', dovecot_socket: 'inet:127.0.0.1:70000' })).toThrow('the port must be 1 to 65535');
+    expect(parse({ backend: 'dovecot', dovecot_socket: 'inet:[::1]:12345' })().auth.dovecot_socket).toBe('inet:[::1]:12345');
+  });
+
+  it('provisions from a template only for directory users, and only from one that can make a user', () => {
+    expect(parse({ provision: 'template', template: { senders: ['{user}'], networks: ['10.0.0.0/8'] } })).toThrow('auth.provision = "template": provisioning at first login is for directory users (auth.backend = "dovecot")');
+    const dovecot = { backend: 'dovecot', dovecot_socket: '/run/dovecot/auth-postern', provision: 'template' };
+    expect(parse({ ...dovecot, template: { networks: ['10.0.0.0/8'] } })).toThrow('auth.template: auth.provision = "template" cannot make a user: the template has no senders');
+    expect(parse({ ...dovecot, template: { senders: ['{user}'] } })).toThrow('cannot make a user: the template has no networks, countries or asns');
+    expect(parse({ ...dovecot, template: { senders: ['{name}@example.com'], asns: [3320] } })).toThrow('sender "{name}@example.com" names {name}: use {user}, {localpart} or {domain}');
+    expect(parse({ ...dovecot, template: { senders: ['{localpart}@example.com'], countries: ['de'] } })().auth.template).toMatchObject({ senders: ['{localpart}@example.com'], countries: ['de'] });
+  });
+});
