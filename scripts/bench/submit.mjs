@@ -6,6 +6,8 @@
 //   node scripts/bench/submit.mjs --storm 200               (200 logins at once)
 //   node scripts/bench/submit.mjs --conns 50 --rate 400      (paced: latency at a given load)
 //   node scripts/bench/submit.mjs --pg 1 --nodes 2           (two nodes on one throwaway PostgreSQL)
+//   node scripts/bench/submit.mjs --dovecot 1 --mode message --set auth.cache_ttl_seconds=0
+//                                                            (passwords checked by a throwaway Dovecot)
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { args, Conn, message, percentile, pgCpuSeconds, postmasterPid, procStats, ROOT, startChild, tempConfig, SERVE_FLAGS } from './lib.mjs';
@@ -17,7 +19,9 @@ import { args, Conn, message, percentile, pgCpuSeconds, postmasterPid, procStats
 // build: npm run build) and points the relay at a fresh database in it. --nodes N starts N
 // relays on one store (PostgreSQL: use with --pg 1); connections are spread over them in turn,
 // as a TCP load balancer would.
-const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '', plain: 0, rate: 0, pg: 0, nodes: 1 });
+// --dovecot 1 starts a throwaway Dovecot (Debian's dovecot-core, as the tests do; needs the
+// build) with the bench user in a passwd-file, and sets [auth] backend = "dovecot".
+const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '', plain: 0, rate: 0, pg: 0, nodes: 1, dovecot: 0 });
 const PASS = 'bench password 0123456789';
 const deadline = Date.now() + o.seconds * 1000;
 
@@ -25,6 +29,7 @@ let server;
 /** Every relay started (one unless --nodes). */
 let servers = [];
 let pgServer = null;
+let dovecot = null;
 let pgPid = null;
 if (o.target === 'smtp-sink') {
   const { spawn } = await import('node:child_process');
@@ -56,9 +61,14 @@ if (o.target === 'smtp-sink') {
     overrides.store = { url };
     pgPid = postmasterPid(new URL(url).port);
   }
+  if (o.dovecot) {
+    const { startDovecot } = await import(path.join(ROOT, 'dist/test/helpers/dovecot.js'));
+    dovecot = await startDovecot({ bench: PASS });
+    overrides.auth = { ...overrides.auth, backend: 'dovecot', dovecot_socket: dovecot.inet };
+  }
   if (o.nodes > 1 && !overrides.store?.url) throw new Error('--nodes needs a shared store: add --pg 1 (or --set store.url=postgres://...)');
   const files = Array.from({ length: o.nodes }, (_, i) => tempConfig({ ...overrides, server: { ...overrides.server, node_id: `bench-${i + 1}` } }).file);
-  const add = spawnSync(process.execPath, [path.join(ROOT, 'bin/postern.js'), '--config', files[0], 'user', 'add', 'bench', '--password-stdin', '--sender', '@example.com', '--network', '127.0.0.1'], { input: PASS });
+  const add = spawnSync(process.execPath, [path.join(ROOT, 'bin/postern.js'), '--config', files[0], 'user', 'add', 'bench', ...(o.dovecot ? [] : ['--password-stdin']), '--sender', '@example.com', '--network', '127.0.0.1'], { input: PASS });
   if (add.status !== 0) throw new Error(add.stderr.toString());
   servers = await Promise.all(files.map((file) => startChild([...SERVE_FLAGS, path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve'])));
   server = { ...servers[0], stop: () => servers.forEach((s) => s.stop()) };
@@ -184,5 +194,7 @@ if (o.storm) {
 }
 server.stop();
 await pgServer?.stop();
+await dovecot?.close();
+if (o.dovecot) result.passwords = 'dovecot';
 console.log(JSON.stringify(result));
 process.exit(0);
