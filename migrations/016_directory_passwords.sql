@@ -9,13 +9,18 @@ CREATE TABLE secrets (
 );
 
 -- The password a compromise signal caught a directory user with, as a keyed fingerprint
--- (HMAC-SHA256 under secrets 'password-fingerprint' of the user's principal number and the
--- password; never the password, never a hash an attacker could test guesses against without
--- the key). Postern cannot change a directory password, so it refuses this one at login, even
--- after the suspension is lifted, until the user has changed it in the directory.
+-- (HMAC-SHA256 under secrets 'password-fingerprint' of the directory account's name, in lower
+-- case, and the password; never the password, never a hash an attacker could test guesses
+-- against without the key). Postern cannot change a directory password, so it refuses this
+-- one at login, even after the suspension is lifted, until the user has changed it in the
+-- directory. Keyed by the account Dovecot named (its user=), not by the Postern user the
+-- client's name found: another spelling of the name, a user deleted and added again, or one
+-- provisioned anew meets the same refusal.
 CREATE TABLE compromised_passwords (
-  user_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-  fingerprint TEXT NOT NULL,
-  created_at  INTEGER NOT NULL,
-  PRIMARY KEY (user_id, fingerprint)
+  fingerprint TEXT PRIMARY KEY,
+  account     TEXT NOT NULL COLLATE NOCASE,
+  user_id     INTEGER REFERENCES users (id) ON DELETE SET NULL,
+  created_at  INTEGER NOT NULL
 );
+CREATE INDEX compromised_passwords_account ON compromised_passwords (account);
+CREATE INDEX compromised_passwords_user ON compromised_passwords (user_id);

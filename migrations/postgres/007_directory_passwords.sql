@@ -7,8 +7,10 @@ CREATE TABLE secrets (
 );
 
 CREATE TABLE compromised_passwords (
-  user_id     bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-  fingerprint text NOT NULL,
-  created_at  bigint NOT NULL,
-  PRIMARY KEY (user_id, fingerprint)
+  fingerprint text PRIMARY KEY,
+  account     text NOT NULL,
+  user_id     bigint REFERENCES users (id) ON DELETE SET NULL,
+  created_at  bigint NOT NULL
 );
+CREATE INDEX compromised_passwords_account ON compromised_passwords (lower(account));
+CREATE INDEX compromised_passwords_user ON compromised_passwords (user_id);

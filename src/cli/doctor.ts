@@ -6,7 +6,19 @@ import type { CheckResult, Status } from '../dns/doctor.js';
 import { readCertificate, readDkimKeys } from '../dns/local.js';
 import { doctorDns } from '../dns/lookup.js';
 import { createResolver } from '../dns/resolver.js';
+import type { Config } from '../config/schema.js';
+import { DovecotAuthClient } from '../identity/dovecot.js';
 import { printJson, table, UsageError, type Ctx, type Io } from './io.js';
+
+/** One connection and handshake with Dovecot's auth service, closed at once. */
+export async function probeDovecot(cfg: Config): Promise<{ ok: true; mechanisms: string[] } | { ok: false; error: string }> {
+  const client = new DovecotAuthClient({ socket: cfg.auth.dovecot_socket, service: cfg.auth.dovecot_service, connections: 1, timeoutMs: cfg.auth.dovecot_timeout_seconds * 1000 });
+  try {
+    return await client.probe();
+  } finally {
+    await client.close();
+  }
+}
 
 export const DOCTOR_HELP = `Usage: postern doctor [--json] [--domain D]...
 
@@ -14,7 +26,8 @@ Checks what receivers judge this relay by, before it sends: the PTR of [identity
 outbound_ip and its forward confirmation, the HELO name (syntax, address, domain, SPF),
 SPF, DMARC, DKIM and MX of every envelope domain, null MX/SPF on names that take no
 mail, the postmaster@ and abuse@ route, the submission certificate, and the age of the
-IP database when a binding names a country or an ASN or [geo] names a file. A FAIL or WARN
+IP database when a binding names a country or an ASN or [geo] names a file, and Dovecot's
+auth service when [auth] backend = "dovecot" (run it as the service user). A FAIL or WARN
 that DNS can fix comes with the record to publish, in zone-file syntax; others say what
 to change. DNS goes through [delivery] dns_servers, else the system resolvers.
 
@@ -90,7 +103,14 @@ export async function doctorCommand(ctx: Ctx, argv: string[]): Promise<number> {
   // Loaded here, not at the top: the SPF evaluator is heavy and no other command needs it.
   const { runDoctor, healthy } = await import('../dns/doctor.js');
   const results = await runDoctor(
-    { config: cfg, domains, dkimKeys: await readDkimKeys(store, cfg.server.data_dir, domains), certificate: readCertificate(cfg), geoBindings: await store.bindings.hasGeoBindings() },
+    {
+      config: cfg,
+      domains,
+      dkimKeys: await readDkimKeys(store, cfg.server.data_dir, domains),
+      certificate: readCertificate(cfg),
+      geoBindings: await store.bindings.hasGeoBindings(),
+      probeDovecot: cfg.auth.backend === 'dovecot' ? () => probeDovecot(cfg) : undefined,
+    },
     { dns: doctorDns(createResolver(cfg.delivery.dns_servers)), clock: systemClock },
   );
   if (values.json) printResultsJson(ctx.io, results);

@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import type { Config } from '../config/schema.js';
+import { USERNAME_RE } from '../domain/names.js';
 import type { User } from '../domain/types.js';
-import { generatePassword, hashPassword, passwordProblem } from '../identity/passwords.js';
+import { generatePassword, hashPassword, NO_PASSWORD, passwordProblem } from '../identity/passwords.js';
 import { canonicalAddress } from '../policy/bindings.js';
 import { loginDetailParts } from '../policy/places.js';
 import { UserExistsError } from '../store/users.js';
@@ -30,13 +31,20 @@ Changing (audited: --by NAME, default the OS user; --reason TEXT):
   reset NAME [--password-stdin] [--revoke-app-passwords]
                                          after a compromise: new password, suspension
                                          lifted, open incidents resolved; app passwords
-                                         stay unless --revoke-app-passwords
+                                         stay unless --revoke-app-passwords. With
+                                         auth.backend = "dovecot" no password is set: the
+                                         one a compromise caught stays refused until the
+                                         user changes it in the directory
+                                         (--clear-compromised: it was a false alarm)
   password add|list|revoke ...           app passwords (one per device, own places):
                                          see postern user password --help
+  import FILE|- [--dry-run] [--json]      add or update many users from CSV or JSON lines, all or
+                                         nothing (see: postern user import --help)
   limits NAME [--messages-per-hour N] [--recipients-per-hour N] [--recipients-per-day N]
                                          NAME's own rate limits (see: postern limits --help)
   suspend NAME --reason TEXT             stop NAME from sending
-  unsuspend NAME --reason TEXT           lift a suspension (a false alarm), same password
+  unsuspend NAME --reason TEXT [--clear-compromised]
+                                         lift a suspension (a false alarm), same password
   delete NAME                            remove a user
 
 Senders are addresses (alice@example.com) or whole domains (@example.com). A login is
@@ -52,7 +60,19 @@ Examples:
   postern user reset alice --by helpdesk-bob --reason "phished, ticket 4711"
 `;
 
-const USERNAME_RE = /^[a-z0-9][a-z0-9._@+-]{0,63}$/i;
+
+/** A user name as `user add` takes it (user import too), or CliError saying what is allowed. */
+export function userNameArg(n: string): string {
+  if (!USERNAME_RE.test(n)) throw new CliError(`invalid user name ${JSON.stringify(n)}: use letters, digits and . _ @ + - (at most 64)`);
+  return n;
+}
+
+/** A notification address in its canonical form (user import too), or CliError. */
+export function notifyAddressArg(raw: string): string {
+  const a = canonicalAddress(raw);
+  if (!a) throw new CliError(`bad notification address ${JSON.stringify(raw)}: use one address such as alice@home.example`);
+  return a;
+}
 
 function params(cfg: Config) {
   return { memoryCost: cfg.auth.argon2_memory_kib, timeCost: cfg.auth.argon2_time_cost, parallelism: cfg.auth.argon2_parallelism };
@@ -90,16 +110,59 @@ async function describe(ctx: Ctx, u: User, now: number) {
     asns: show('asn'),
     senders: show('sender'),
     app_passwords: (await st.appPasswords.list(u.id)).map((a) => a.label),
+    // "directory": Dovecot checks it; "none": an imported user the admin has not given one yet.
+    password: ctx.config().auth.backend === 'dovecot' ? 'directory' : u.passwordHash === NO_PASSWORD ? 'none' : 'set',
+    compromised_passwords: await st.credentials.countCompromised(u.id, u.username),
     open_incidents: (await st.incidents.list({ principal: u.principalRef, open: true })).length,
     created: iso(u.createdAt),
     updated: iso(u.updatedAt),
   };
 }
 
+/** What stays after a suspension is lifted: the directory password the compromise caught. */
+function refusedPasswordNote(name: string, n: number): string {
+  return `the ${n === 1 ? 'password' : `${n} passwords`} seen in a compromise stay${n === 1 ? 's' : ''} refused for sending until ${name} changes it in the directory (IMAP is not affected); if it was a false alarm: postern user reset ${name} --clear-compromised\n`;
+}
+
+/**
+ * `user reset` when the directory holds the password: Postern cannot set a new one, so the
+ * reset lifts the suspension and resolves the incidents, and the password the compromise
+ * caught stays refused (its fingerprint stays) until the user changes it in the directory.
+ */
+async function resetDirectoryUser(ctx: Ctx, u: User, o: { now: number; by: string; reason: string | null; revokeApps: boolean; clear: boolean }): Promise<number> {
+  const st = await ctx.store();
+  const done = await st.tx(async () => {
+    const lifted = await st.users.unsuspend(u.id, o.now);
+    // Ends the user's cached logins on every node (the epoch moves) even when nothing was
+    // suspended: a phished user calls before any signal fired. The directory holds the
+    // password, so Postern keeps none of its own (a hash from the local backend goes too).
+    await st.users.setPassword(u.id, NO_PASSWORD, o.now);
+    const resolved = await st.incidents.resolveOpen(u.principalRef, o.by, o.now);
+    const revoked = o.revokeApps ? await st.appPasswords.revokeAll(u.id, o.now) : 0;
+    const cleared = o.clear ? await st.credentials.forgetCompromised(u.id, u.username) : 0;
+    await st.audit.record({
+      at: o.now,
+      actor: o.by,
+      action: 'user.reset',
+      target: `user:${u.username}`,
+      detail: { suspension_lifted: lifted, incidents_resolved: resolved, app_passwords_revoked: revoked, compromised_passwords_cleared: cleared },
+      reason: o.reason,
+    });
+    return { lifted, resolved, revoked, cleared };
+  });
+  const apps = o.revokeApps ? `, ${done.revoked} app password${done.revoked === 1 ? '' : 's'} revoked` : '';
+  const cleared = o.clear ? `, ${done.cleared} refused password${done.cleared === 1 ? '' : 's'} cleared` : '';
+  ctx.io.stdout(`user ${u.username} reset: ${done.lifted ? 'suspension lifted' : 'was not suspended'}, ${done.resolved} open incident${done.resolved === 1 ? '' : 's'} resolved${apps}${cleared}; the password is the directory's (not changed by Postern)\n`);
+  const kept = await st.credentials.countCompromised(u.id, u.username);
+  if (kept) ctx.io.stdout(refusedPasswordNote(u.username, kept));
+  return 0;
+}
+
 export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === 'limits') return userLimits(ctx, rest);
   if (sub === 'password') return appPasswordCommand(ctx, rest);
+  if (sub === 'import') return (await import('./import.js')).userImport(ctx, rest);
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
@@ -111,6 +174,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       country: { type: 'string', multiple: true },
       asn: { type: 'string', multiple: true },
       'revoke-app-passwords': { type: 'boolean' },
+      'clear-compromised': { type: 'boolean' },
       notify: { type: 'string' },
       for: { type: 'string' },
       by: { type: 'string' },
@@ -128,17 +192,17 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
   const audit = async (action: string, target: string, detail: Record<string, unknown> | null) =>
     (await ctx.store()).audit.record({ at: now, actor: who, action, target: `user:${target}`, detail, reason });
   const tx = async <T>(fn: () => Promise<T>): Promise<T> => (await ctx.store()).tx(fn);
-  const notifyArg = (): string | null => {
-    if (values.notify === undefined) return null;
-    const a = canonicalAddress(values.notify);
-    if (!a) throw new CliError(`bad notification address ${JSON.stringify(values.notify)}: use one address such as alice@home.example`);
-    return a;
-  };
+  // [auth] backend = "dovecot": passwords are the directory's; Postern neither sets nor knows them.
+  const directory = ctx.config().auth.backend === 'dovecot';
+  if (directory && values['password-stdin']) {
+    throw new UsageError(`postern user ${sub}: --password-stdin has no use with auth.backend = "dovecot": passwords are the directory's (change them there)`);
+  }
+  if (values['clear-compromised'] && sub !== 'reset' && sub !== 'unsuspend') throw new UsageError('--clear-compromised goes with reset or unsuspend');
+  const notifyArg = (): string | null => (values.notify === undefined ? null : notifyAddressArg(values.notify));
 
   switch (sub) {
     case 'add': {
-      const n = needName();
-      if (!USERNAME_RE.test(n)) throw new CliError(`invalid user name ${JSON.stringify(n)}: use letters, digits and . _ @ + - (at most 64)`);
+      const n = userNameArg(needName());
       const senders = sendersArg(many(values.sender));
       const networks = networksArg(many(values.network));
       const countries = countriesArg(many(values.country));
@@ -152,8 +216,8 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
         throw new UsageError(`postern user add ${n} needs ${missing}: without ${senders.length || placed ? 'it' : 'them'} ${n} could not send`);
       }
       const notify = notifyArg();
-      const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
-      const hash = await hashPassword(password, params(ctx.config()));
+      const { password, generated } = directory ? { password: '', generated: false } : await newPassword(ctx, Boolean(values['password-stdin']));
+      const hash = directory ? NO_PASSWORD : await hashPassword(password, params(ctx.config()));
       const st = await ctx.store();
       try {
         await tx(async () => {
@@ -166,10 +230,19 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
           await audit('user.add', n, { senders, networks, countries, asns, notify });
         });
       } catch (e) {
-        if (e instanceof UserExistsError) throw new CliError(`user ${n} already exists (to change the password: postern user passwd ${n}; to bind more senders or places: postern user allow ${n} --sender ADDR --network CIDR)`);
+        if (e instanceof UserExistsError) {
+          const passwd = directory ? '' : `to change the password: postern user passwd ${n}; `;
+          throw new CliError(`user ${n} already exists (${passwd}to bind more senders or places: postern user allow ${n} --sender ADDR --network CIDR)`);
+        }
         throw e;
       }
-      ctx.io.stdout(generated ? `user ${n} added; password (shown once): ${password}\n` : `user ${n} added\n`);
+      ctx.io.stdout(
+        directory
+          ? `user ${n} added; it logs in with its directory password (auth.backend = "dovecot")\n`
+          : generated
+            ? `user ${n} added; password (shown once): ${password}\n`
+            : `user ${n} added\n`,
+      );
       const warn = notifyWarning(n, notify ?? senders.find((s) => !s.startsWith('@')) ?? null, senders);
       if (warn) ctx.io.stderr(warn);
       return 0;
@@ -212,8 +285,7 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const u = await mustFind(ctx, needName());
       const raw = positionals[1] ?? values.notify;
       if (!raw) throw new UsageError(`postern user notify NAME ADDR\n\n${USER_HELP}`);
-      const a = canonicalAddress(raw);
-      if (!a) throw new CliError(`bad notification address ${JSON.stringify(raw)}: use one address such as alice@home.example`);
+      const a = notifyAddressArg(raw);
       await tx(async () => {
         await (await ctx.store()).users.setNotifyAddress(u.id, a, now);
         await audit('user.notify', u.username, { notify: a });
@@ -224,7 +296,16 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       return 0;
     }
     case 'passwd':
+      if (directory) {
+        const u = await mustFind(ctx, needName());
+        throw new CliError(
+          `the password of ${u.username} is the directory's (auth.backend = "dovecot"): change it there, with the tool that manages the directory; a device can get a password of its own: postern user password add ${u.username} LABEL`,
+        );
+      }
+    // falls through
     case 'reset': {
+      if (directory) return resetDirectoryUser(ctx, await mustFind(ctx, needName()), { now, by: who, reason, revokeApps: Boolean(values['revoke-app-passwords']), clear: Boolean(values['clear-compromised']) });
+      if (values['clear-compromised']) throw new UsageError('--clear-compromised is for directory passwords (auth.backend = "dovecot"): a reset here sets a new password');
       const u = await mustFind(ctx, needName());
       const { password, generated } = await newPassword(ctx, Boolean(values['password-stdin']));
       const hash = await hashPassword(password, params(ctx.config()));
@@ -263,7 +344,8 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
       const st = await ctx.store();
       const done = await tx(async () => {
         const ok = sub === 'suspend' ? (await suspendPrincipal(st, { kind: 'user', id: u.id, name: u.username, ref: u.principalRef }, `manual: ${reason}`, now)).changed : await st.users.unsuspend(u.id, now);
-        if (ok) await audit(`user.${sub}`, u.username, null);
+        const cleared = ok && values['clear-compromised'] ? await st.credentials.forgetCompromised(u.id, u.username) : 0;
+        if (ok) await audit(`user.${sub}`, u.username, values['clear-compromised'] ? { compromised_passwords_cleared: cleared } : null);
         return ok;
       });
       if (!done) throw new CliError(
@@ -272,6 +354,10 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
             : `user ${u.username} is not suspended (see: postern user show ${u.username})`,
         );
       ctx.io.stdout(`user ${u.username} ${sub}ed\n`);
+      if (sub === 'unsuspend') {
+        const kept = await st.credentials.countCompromised(u.id, u.username);
+        if (kept) ctx.io.stdout(refusedPasswordNote(u.username, kept));
+      }
       return 0;
     }
     case 'list': {

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../domain/clock.js';
 import * as domain from './checks/domain.js';
+import { checkDovecot } from './checks/auth.js';
 import { checkGeoData, geoConfigured } from './checks/geo.js';
 import * as identity from './checks/identity.js';
 import { fail, info, skip, warn, type Check, type CheckResult, type DoctorContext, type DomainCheck, type Need } from './checks/result.js';
@@ -28,6 +29,8 @@ export interface DoctorInput {
   certificate: LocalCertificate;
   /** Some binding in the store names a country or an ASN: the IP database is in use. */
   geoBindings?: boolean;
+  /** [auth] backend = "dovecot": connects to Dovecot's auth service and reads its handshake. */
+  probeDovecot?: () => Promise<{ ok: true; mechanisms: string[] } | { ok: false; error: string }>;
 }
 
 export interface DoctorDeps {
@@ -164,6 +167,8 @@ export async function runDoctor(input: DoctorInput, deps: DoctorDeps): Promise<C
     ...TLS.map(check),
     // The IP database's age, only where it is used (a binding, or a [geo] path set); never asks DNS.
     ...(input.geoBindings || geoConfigured(c.cfg.geo) ? [run(c, 'geo.data', [], 'geo', () => checkGeoData(c))] : []),
+    // The password backend, when it is Dovecot's; never asks DNS.
+    ...(input.probeDovecot ? [run(c, 'auth.dovecot', [], c.cfg.auth.dovecot_socket, () => checkDovecot(c, input.probeDovecot!))] : []),
   ];
   return (await Promise.all(runs)).flat();
 }

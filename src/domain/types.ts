@@ -146,3 +146,9 @@ export type MessageAssessor = (input: AssessInput) => Assessment | Promise<Asses
 
 /** Runs after the message is durably in the spool (held notices, counters). */
 export type AcceptedHook = (input: AssessInput, assessment: Assessment) => void | Promise<void>;
+
+/** A directory password as a compromise records it: its keyed fingerprint and the directory's name for the account. */
+export interface CaughtPassword {
+  fingerprint: string;
+  account: string;
+}

@@ -169,7 +169,14 @@ class Connection {
       const eq = a.indexOf('=');
       kv.set(eq < 0 ? a : a.slice(0, eq), eq < 0 ? '' : tabUnescape(a.slice(eq + 1)));
     }
-    if (cmd === 'OK') return p.resolve({ kind: 'ok', user: kv.get('user') || p.username });
+    if (cmd === 'OK') {
+      // Dovecot's own login processes refuse these OKs: "nologin" is an account disabled in
+      // the passdb (nologin=y), and a proxy/director answer ("proxy", "proxy_maybe", "host")
+      // may come without the password ever being checked (nopassword=y). Postern refuses them too.
+      const refuse = ['nologin', 'proxy', 'proxy_maybe', 'host'].find((k) => kv.has(k));
+      if (refuse) return p.resolve({ kind: 'fail', reason: `dovecot answered OK with ${refuse}${kv.get('reason') ? `: ${kv.get('reason')}` : ''}` });
+      return p.resolve({ kind: 'ok', user: kv.get('user') || p.username });
+    }
     if (cmd === 'CONT') {
       // PLAIN with an initial response needs no second step: a server that asks for one is
       // not behaving like Dovecot, and there is nothing right to answer.

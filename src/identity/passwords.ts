@@ -62,3 +62,9 @@ const APP_PASSWORD = /^ap-([a-z2-7]{8})-[a-z2-7]{24}$/;
 export function appPasswordId(password: string): string | null {
   return APP_PASSWORD.exec(password)?.[1] ?? null;
 }
+
+/**
+ * The password hash of a user without a password of Postern's own: a directory user (auth
+ * backend "dovecot"), or a user imported before the admin set one. It verifies nothing.
+ */
+export const NO_PASSWORD = '';

@@ -1,5 +1,5 @@
 import type { Clock } from '../domain/clock.js';
-import type { Incident, IncidentKind, Principal } from '../domain/types.js';
+import type { CaughtPassword, Incident, IncidentKind, Principal } from '../domain/types.js';
 import { principalFields, type Logger } from '../obs/log.js';
 import { loginDetailParts } from '../policy/places.js';
 import type { Spool } from '../spool/spool.js';
@@ -17,10 +17,13 @@ export function suspendPrincipal(
   p: Principal,
   reason: string,
   now: number,
+  /** The directory password used, kept as its fingerprint in the same transaction (see Authenticator.fingerprint). */
+  compromisedPassword: CaughtPassword | null = null,
 ): Promise<{ changed: boolean; held: number }> {
   return store.tx(async (t) => {
     const changed = p.kind === 'user' ? await t.users.suspend(p.id, reason, now) : await t.devices.suspend(p.id, reason, now);
     const held = await t.limits.holdWaiting(p.ref, `suspended: ${reason}`, now);
+    if (compromisedPassword && p.kind === 'user') await t.credentials.markCompromised(compromisedPassword.fingerprint, compromisedPassword.account, p.id, now);
     return { changed, held };
   });
 }
@@ -32,6 +35,8 @@ export interface NotifyConfig {
   from: string;
   helpdesk: string;
   burstMinutes: number;
+  /** Users' passwords are a directory's ([auth] backend = "dovecot"): Postern cannot change them. */
+  directory?: boolean;
 }
 
 export interface IncidentReport {
@@ -42,6 +47,8 @@ export interface IncidentReport {
   detail?: string | null;
   /** Compromise signals suspend; rate limits and remote rejections only record and notify. */
   suspend: boolean;
+  /** The directory password the signal caught, as its keyed fingerprint (suspensions only). */
+  compromisedPassword?: CaughtPassword | null;
   /** Record nothing if the principal has an unresolved incident of this kind opened since then. */
   unlessOpenSince?: number;
   /** Notice burst window for this report; default [notify] burst_minutes. */
@@ -83,8 +90,9 @@ export class IncidentResponder {
     const what = (WHAT[r.kind] ?? ((x: IncidentReport) => x.detail ?? x.kind))(r);
     if (r.suspend) {
       const reason = `${r.kind}${r.clientIp ? ` from ${r.clientIp}` : ''}${r.sender ? ` as <${r.sender}>` : ''}`;
-      const { changed, held } = await suspendPrincipal(this.store, r.principal, reason, now);
-      if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, ...principalFields(r.principal), reason: r.kind, ip: r.clientIp, sender: r.sender ?? null, held });
+      const { changed, held } = await suspendPrincipal(this.store, r.principal, reason, now, r.compromisedPassword ?? null);
+      const kept = r.compromisedPassword ? { password_refused: true } : {};
+      if (changed) this.log.warn({ event: `${r.principal.kind}.suspended`, ...principalFields(r.principal), reason: r.kind, ip: r.clientIp, sender: r.sender ?? null, held, ...kept });
     }
     const row = { principalKind: r.principal.kind, principalId: r.principal.id, principalName: r.principal.name, principalRef: r.principal.ref, kind: r.kind, clientIp: r.clientIp, sender: r.sender ?? null, detail: r.detail ?? null };
     const burst = r.burstMs ?? this.cfg.burstMinutes * 60_000;
@@ -123,7 +131,12 @@ export class IncidentResponder {
           r.kind === 'foreign-network' ? `The login was refused, so nothing was sent from it.` : `The message was not sent.`,
           ``,
           `If this was you (for example, you are travelling or set up a new address), contact ${helpdesk}; they can restore access.`,
-          `If this was not you, someone else knows your password. Contact ${helpdesk}: they will set a new password for you.`,
+          ...(this.cfg.directory && r.compromisedPassword
+            ? [
+                `If this was not you, someone else knows your password. Change it now, where you usually change the password you read your mail with, and contact ${helpdesk}.`,
+                `Until you change it, this relay refuses that password for sending, even after access is restored. Reading mail keeps working.`,
+              ]
+            : [`If this was not you, someone else knows your password. Contact ${helpdesk}: they will set a new password for you.`]),
           `Change the password of any other account where you used the same one.`,
           ``,
           `Your mail program will show errors when sending until access is restored. Receiving mail is not affected.`,
@@ -134,9 +147,20 @@ export class IncidentResponder {
     }
     if (this.cfg.admins.length) {
       const fix =
-        r.principal.kind === 'user'
-          ? [`  postern user reset ${r.principal.name}            (new password, suspension lifted)`, `  postern user unsuspend ${r.principal.name} --reason "false alarm"`]
-          : [`  postern device unsuspend ${r.principal.name} --reason "..."`];
+        r.principal.kind !== 'user'
+          ? [`  postern device unsuspend ${r.principal.name} --reason "..."`]
+          : this.cfg.directory
+            ? [
+                `  postern user reset ${r.principal.name}            (suspension lifted, incidents resolved)`,
+                ...(r.compromisedPassword
+                  ? [
+                      `The password used stays refused by Postern until ${r.principal.name} changes it in the directory; IMAP is not affected.`,
+                      `If it was a false alarm (the user's own login), let that password work again:`,
+                      `  postern user reset ${r.principal.name} --clear-compromised --reason "false alarm"`,
+                    ]
+                  : []),
+              ]
+            : [`  postern user reset ${r.principal.name}            (new password, suspension lifted)`, `  postern user unsuspend ${r.principal.name} --reason "false alarm"`];
       messages.push({
         to: this.cfg.admins,
         subject: `[postern] ${r.suspend ? 'Suspended' : 'Incident for'} ${who}: ${r.kind}${r.clientIp ? ` from ${r.clientIp}` : ''}`,

@@ -15,7 +15,7 @@ export function startIncidents(cfg: Config, deps: { store: Store; spool: Spool; 
   const incidents = new IncidentResponder(
     store,
     deps.spool,
-    { hostname: cfg.server.hostname, admins: cfg.notify.admins, from: cfg.notify.from, helpdesk: cfg.notify.helpdesk, burstMinutes: cfg.notify.burst_minutes },
+    { hostname: cfg.server.hostname, admins: cfg.notify.admins, from: cfg.notify.from, helpdesk: cfg.notify.helpdesk, burstMinutes: cfg.notify.burst_minutes, directory: cfg.auth.backend === 'dovecot' },
     clock,
     log,
   );

@@ -42,7 +42,7 @@ export class Metrics {
     // Process CPU, memory, file descriptors, event loop lag: read at scrape time.
     collectDefaultMetrics({ register: this.registry, prefix: 'postern_' });
     this.sessions = new Counter({ name: 'postern_sessions_total', help: 'SMTP sessions opened', registers: r });
-    const auth = new Counter({ name: 'postern_auth_total', help: 'AUTH attempts by outcome (ok, fail, throttled, busy, refused) and reason id', labelNames: ['outcome', 'reason'], registers: r });
+    const auth = new Counter({ name: 'postern_auth_total', help: 'AUTH attempts by outcome (ok, fail, throttled, busy, refused, unavailable: the password backend did not answer, compromised_password) and reason id', labelNames: ['outcome', 'reason'], registers: r });
     new Counter({
       name: 'postern_auth_verifications_total',
       help: 'Password verifications (argon2id) run, dummy ones for unknown users included: the work logins cost',
@@ -123,7 +123,7 @@ export class Metrics {
 
     const on = (names: string[], f: (e: LogEvent) => void) => names.forEach((n) => this.handlers.set(n, f));
     on(['auth.ok'], () => auth.inc({ outcome: 'ok', reason: 'none' }));
-    for (const outcome of ['fail', 'throttled', 'busy', 'refused']) on([`auth.${outcome}`], (e) => auth.inc({ outcome, reason: label(e.reason) }));
+    for (const outcome of ['fail', 'throttled', 'busy', 'refused', 'unavailable', 'compromised_password']) on([`auth.${outcome}`], (e) => auth.inc({ outcome, reason: label(e.reason) }));
     on(['message.accepted'], (e) => {
       accepted.inc({ state: label(e.state, 'queued') });
       if (typeof e.ms === 'number') submitLatency.observe(e.ms / 1000);

@@ -45,7 +45,14 @@ export function createHandlers(service: SubmissionService, log: Logger) {
   function submission(session: SMTPServerSession): Submission {
     let s = open.get(session.id);
     if (!s) {
-      s = new Submission({ id: session.id, ip: normalizeIp(session.remoteAddress), secure: Boolean(session.secure) });
+      s = new Submission({
+        id: session.id,
+        ip: normalizeIp(session.remoteAddress),
+        secure: Boolean(session.secure),
+        localIp: normalizeIp(session.localAddress),
+        localPort: session.localPort,
+        port: session.remotePort,
+      });
       open.set(session.id, s);
     }
     // STARTTLS makes the same session secure.

@@ -4,6 +4,8 @@ import type { Db } from './db.js';
  * What Postern keeps about passwords it does not own (a directory's, through Dovecot): the
  * fingerprints of the ones a compromise signal caught, and the store-wide key they are made
  * with. Never a password and never a hash anyone could test guesses against without the key.
+ * A fingerprint belongs to a directory account (Dovecot's name for the user) and names the
+ * Postern user it was caught on, while that user exists.
  */
 export class CredentialRepo {
   constructor(private readonly db: Db) {}
@@ -18,21 +20,21 @@ export class CredentialRepo {
   }
 
   /** Records a compromised password's fingerprint; false if it was already recorded. */
-  markCompromised(userId: number, fingerprint: string, now: number): boolean {
-    return this.db.prepare('INSERT INTO compromised_passwords (user_id, fingerprint, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING').run(userId, fingerprint, now).changes === 1;
+  markCompromised(fingerprint: string, account: string, userId: number | null, now: number): boolean {
+    return this.db.prepare('INSERT INTO compromised_passwords (fingerprint, account, user_id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(fingerprint, account, userId, now).changes === 1;
   }
 
-  isCompromised(userId: number, fingerprint: string): boolean {
-    return this.db.prepare<[number, string], { n: number }>('SELECT 1 AS n FROM compromised_passwords WHERE user_id = ? AND fingerprint = ?').get(userId, fingerprint) !== undefined;
+  isCompromised(fingerprint: string): boolean {
+    return this.db.prepare<[string], { n: number }>('SELECT 1 AS n FROM compromised_passwords WHERE fingerprint = ?').get(fingerprint) !== undefined;
   }
 
-  /** How many of the user's passwords are known to be compromised. */
-  countCompromised(userId: number): number {
-    return this.db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM compromised_passwords WHERE user_id = ?').get(userId)!.n;
+  /** How many passwords caught on this user, or of the directory account of its name, are recorded. */
+  countCompromised(userId: number, account: string): number {
+    return this.db.prepare<[number, string], { n: number }>('SELECT COUNT(*) AS n FROM compromised_passwords WHERE user_id = ? OR account = ?').get(userId, account)!.n;
   }
 
-  /** Forgets them all (the admin knows the user chose a new password): how many there were. */
-  forgetCompromised(userId: number): number {
-    return this.db.prepare('DELETE FROM compromised_passwords WHERE user_id = ?').run(userId).changes;
+  /** Forgets them (a false alarm, or the admin knows the password was changed): how many there were. */
+  forgetCompromised(userId: number, account: string): number {
+    return this.db.prepare('DELETE FROM compromised_passwords WHERE user_id = ? OR account = ?').run(userId, account).changes;
   }
 }

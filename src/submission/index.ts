@@ -1,7 +1,9 @@
 import type { Config } from '../config/schema.js';
 import type { Clock } from '../domain/clock.js';
 import type { AcceptedHook, MessageAssessor } from '../domain/types.js';
-import { Authenticator } from '../identity/authenticator.js';
+import { Authenticator, type DirectoryOptions } from '../identity/authenticator.js';
+import { DovecotAuthClient } from '../identity/dovecot.js';
+import { Provisioner } from '../identity/provision.js';
 import { AuthThrottle } from '../identity/throttle.js';
 import type { IncidentResponder } from '../notify/incidents.js';
 import type { Logger } from '../obs/log.js';
@@ -31,12 +33,22 @@ export interface SubmissionDepsIn {
 /** The submission service with its password verifier and guessing brake. */
 export function startSubmission(cfg: Config, deps: SubmissionDepsIn): { service: SubmissionService; authenticator: Authenticator; stop(): Promise<void> } {
   const { store, clock } = deps;
+  // [auth] backend = "dovecot": main passwords are Dovecot's; everything else stays here.
+  const dovecot =
+    cfg.auth.backend === 'dovecot'
+      ? new DovecotAuthClient({ socket: cfg.auth.dovecot_socket, service: cfg.auth.dovecot_service, connections: cfg.auth.dovecot_connections, timeoutMs: cfg.auth.dovecot_timeout_seconds * 1000 })
+      : null;
+  const provisioner = cfg.auth.provision === 'template' ? new Provisioner(store, cfg.auth.template, clock, deps.log) : null;
+  const directory: DirectoryOptions | undefined = dovecot
+    ? { client: dovecot, credentials: store.credentials, provision: provisioner ? (name) => provisioner.provision(name) : undefined }
+    : undefined;
   const authenticator = new Authenticator(store.users, {
     params: { memoryCost: cfg.auth.argon2_memory_kib, timeCost: cfg.auth.argon2_time_cost, parallelism: cfg.auth.argon2_parallelism },
     maxConcurrent: cfg.auth.max_concurrent_verifications,
     maxQueued: cfg.auth.max_queued_verifications,
     cacheTtlMs: cfg.auth.cache_ttl_seconds * 1000,
     clock,
+    directory,
   }, store.appPasswords);
   const throttle = new AuthThrottle(
     {
@@ -74,5 +86,12 @@ export function startSubmission(cfg: Config, deps: SubmissionDepsIn): { service:
     quota: deps.quota,
     modes: { network: cfg.binding.network.mode, sender: cfg.binding.sender.mode, limits: cfg.limits.mode, quarantine: cfg.quarantine.mode },
   });
-  return { service, authenticator, stop: () => authenticator.stop() };
+  return {
+    service,
+    authenticator,
+    stop: async () => {
+      await authenticator.stop();
+      await dovecot?.close();
+    },
+  };
 }

@@ -1,7 +1,7 @@
 import type { Clock } from '../domain/clock.js';
 import { REASONS, type Reason } from '../domain/reasons.js';
 import type { AcceptedHook, Assessment, MessageAssessor, Principal, QueueState } from '../domain/types.js';
-import type { AuthOutcome, Authenticator } from '../identity/authenticator.js';
+import type { AuthOutcome, Authenticator, CaughtPassword } from '../identity/authenticator.js';
 import type { AuthThrottle, ThrottleScope } from '../identity/throttle.js';
 import type { IncidentResponder } from '../notify/incidents.js';
 import { principalFields, type Logger } from '../obs/log.js';
@@ -66,6 +66,10 @@ export interface Client {
   /** The client's address, normalised (no ::ffff: prefix). */
   ip: string;
   secure: boolean;
+  /** The address and port the client connected to, and its own port (for the directory). */
+  localIp?: string;
+  localPort?: number;
+  port?: number;
 }
 
 /** A MAIL FROM or RCPT TO address and whether its transaction declared SMTPUTF8. */
@@ -103,6 +107,14 @@ export interface MessageInput {
 export class Submission {
   /** Who submits: the user that logged in, or the device recognised by its address. */
   principal: Principal | undefined;
+  /**
+   * The keyed fingerprint of the directory password this session logged in with, and the
+   * directory's account (null for a password of Postern's own): what a suspension records, so
+   * that the stolen password stays refused (see Authenticator.fingerprint). Never the password.
+   */
+  caught: CaughtPassword | null = null;
+  /** This login's 535 came after the directory's own failure delay (no second delay needed). */
+  failureDelayed = false;
   counted = false;
   constructor(readonly client: Client) {}
 }
@@ -194,7 +206,8 @@ export class SubmissionService {
     v: Exclude<Verdict, { kind: 'accept' }>,
     principal: Principal,
     policy: PolicyName | undefined,
-    extra: { sender?: string; fields?: Record<string, unknown>; incidentDetail?: string } = {},
+    /** caught: the directory password the principal used (recorded with a suspension). */
+    extra: { sender?: string; fields?: Record<string, unknown>; incidentDetail?: string; caught?: CaughtPassword | null } = {},
   ): Finding {
     const incident = v.incident;
     return {
@@ -214,6 +227,7 @@ export class SubmissionService {
               sender: extra.sender ?? null,
               detail: extra.incidentDetail ?? v.detail?.replace(/^<|>$/g, '') ?? null,
               suspend: incident.suspend,
+              compromisedPassword: principal.kind === 'user' ? (extra.caught ?? null) : null,
             });
           }
         : undefined,
@@ -257,12 +271,16 @@ export class SubmissionService {
    * of the reply. A verification slower than the delay answers when it ends.
    */
   async login(s: Submission, auth: Credentials): Promise<Decision> {
-    const deadline = performance.now() + this.deps.authFailureDelayMs;
+    const start = performance.now();
+    s.failureDelayed = false;
     const d = await this.authenticate(s, auth);
-    if (d.verdict === 'refuse' && d.reason.code === 535) d.notBefore = deadline;
+    // A directory answers a wrong password late (Dovecot's auth_failure_delay) and a right
+    // one at once: every other 535 waits as long as a recent wrong password took there.
+    if (d.verdict === 'refuse' && d.reason.code === 535) d.notBefore = start + Math.max(this.deps.authFailureDelayMs, s.failureDelayed ? 0 : this.deps.authenticator.failureDelayMs());
     // Only a login answered 235 makes the session someone's: one that failed after the
     // password was proven (a store error while caching it) leaves the session anonymous.
     if (d.verdict === 'accept') s.principal = d.principal;
+    else s.caught = null;
     return d;
   }
 
@@ -311,11 +329,11 @@ export class SubmissionService {
       }
       // The cache again: a login that waited for its turn behind others of the same user
       // (a fleet of devices connecting at once) finds the password proven by then.
-      const verified = await deps.authenticator.verify(username, auth.password, { useCache, app });
+      const verified = await deps.authenticator.verify(username, auth.password, { useCache, app, client: s.client });
       const judged = await this.judge(s, auth, verified);
       outcome = judged.verdict === 'accept' ? 'ok' : judged.verdict === 'refuse' && judged.reason.code === 535 ? 'fail' : 'void';
       // Rehash and cache only what was accepted: a refused right password leaves no trace.
-      if (judged.verdict === 'accept' && verified.kind === 'ok') await deps.authenticator.accepted(verified.user, username, auth.password, verified.app);
+      if (judged.verdict === 'accept' && verified.kind === 'ok') await deps.authenticator.accepted(verified.user, username, auth.password, verified.app, verified.caught?.account ?? null);
       return judged;
     } finally {
       try {
@@ -372,7 +390,17 @@ export class SubmissionService {
     const { deps } = this;
     const username = auth.username;
     if (out.kind === 'busy') return this.refuse(s, 'auth.busy', REASONS.AUTH_TEMPFAIL, principalFields({ kind: 'user', name: username }));
-    if (out.kind === 'invalid') return this.refuse(s, 'auth.fail', REASONS.AUTH_INVALID, { ...principalFields({ kind: 'user', name: username }), method: auth.method });
+    // The directory's trouble is ours, never the client's wrong password: no failure counted
+    // (454 settles the attempt as void), nobody suspended.
+    if (out.kind === 'unavailable') return this.refuse(s, 'auth.unavailable', REASONS.AUTH_TEMPFAIL, { ...principalFields({ kind: 'user', name: username }), backend: 'dovecot', err: out.reason });
+    if (out.kind === 'invalid' && out.why === 'compromised') {
+      // The reply of a wrong password: the thief learns nothing; the user was told to change it.
+      return this.refuse(s, 'auth.compromised_password', REASONS.AUTH_INVALID, { ...principalFields({ kind: 'user', name: username }), method: auth.method });
+    }
+    if (out.kind === 'invalid') {
+      s.failureDelayed = out.delayed === true;
+      return this.refuse(s, 'auth.fail', REASONS.AUTH_INVALID, { ...principalFields({ kind: 'user', name: username }), method: auth.method, ...(out.why ? { unprovisioned: true } : {}) });
+    }
     const principal: Principal = { kind: 'user', id: out.user.id, name: out.user.username, ref: out.user.principalRef, epoch: out.user.authEpoch };
     const places = await this.places(out.user.id, out.app);
     const geo = await this.geoFor(s, places);
@@ -391,7 +419,7 @@ export class SubmissionService {
       const where = loginDetail(place, out.app?.label ?? null);
       // Same moment and same lockout count as a wrong password: a fast 535 would tell a
       // thief the password was right.
-      const refused = await this.apply(s, this.verdictFinding(s, 'auth.fail', verdict, principal, policy, { fields: { place, ...label }, incidentDetail: where }));
+      const refused = await this.apply(s, this.verdictFinding(s, 'auth.fail', verdict, principal, policy, { fields: { place, ...label }, incidentDetail: where, caught: out.caught }));
       if (refused) return refused;
     }
     // last_used_at moves at most once a minute: no write for every login of a busy phone.
@@ -399,6 +427,7 @@ export class SubmissionService {
       const id = out.app.id;
       deps.appPasswords.touch(id, deps.clock.now()).catch((e: unknown) => this.log.error({ event: 'auth.error', session: s.client.id, ip: s.client.ip, err: (e as Error).message }));
     }
+    s.caught = out.caught;
     this.log.info({ event: 'auth.ok', session: s.client.id, ip: s.client.ip, ...principalFields(principal), ...label, method: auth.method, cached: out.cached });
     return { verdict: 'accept', principal };
   }
@@ -497,7 +526,7 @@ export class SubmissionService {
           const principal = s.principal!;
           const senders = await this.deps.bindings.values(principal.kind, principal.id, 'sender', this.deps.clock.now());
           const v = judgeSender(principal.kind, from.address, senders);
-          return v.kind === 'reject' ? this.verdictFinding(s, 'mail.refused', v, principal, 'sender', { sender: from.address, fields: { sender: from.address } }) : null;
+          return v.kind === 'reject' ? this.verdictFinding(s, 'mail.refused', v, principal, 'sender', { sender: from.address, fields: { sender: from.address }, caught: s.caught }) : null;
         },
         () => this.quotaRefusal(s, 'mail', s.principal!),
       ],

@@ -119,11 +119,13 @@ describe('DovecotAuthClient on the wire', () => {
         cont: `CONT\t${id}\t`,
         Alice: `OK\t${id}\tuser=alice`,
         plain: `OK\t${id}`,
+        nologin: `OK\t${id}\tuser=nologin\tnologin\treason=Account locked`,
+        proxy: `OK\t${id}\tuser=proxy\tproxy\thost=10.0.0.9\tnopassword`,
       };
       s.write(`${reply[userOf(rest)!]}\n`);
     });
     const c = new DovecotAuthClient({ socket: srv.socket, service: 'smtp', connections: 2 });
-    const names = ['temp', 'code', 'disabled', 'wrong', 'cont', 'Alice', 'plain'];
+    const names = ['temp', 'code', 'disabled', 'wrong', 'cont', 'Alice', 'plain', 'nologin', 'proxy'];
     expect(await Promise.all(names.map((n) => c.authenticate(req(n, 'pw'))))).toEqual([
       { kind: 'tempfail', reason: 'dovecot auth temporary failure' },
       { kind: 'tempfail', reason: 'dovecot auth temporary failure: LDAP\tdown' },
@@ -132,11 +134,14 @@ describe('DovecotAuthClient on the wire', () => {
       { kind: 'tempfail', reason: 'dovecot auth asked to continue a PLAIN login' },
       { kind: 'ok', user: 'alice' },
       { kind: 'ok', user: 'plain' },
+      // An OK Dovecot's own login processes would refuse: a disabled account, a proxy answer.
+      { kind: 'fail', reason: 'dovecot answered OK with nologin: Account locked' },
+      { kind: 'fail', reason: 'dovecot answered OK with proxy' },
     ]);
     // A CONT is cancelled, so Dovecot does not keep the request open.
     const contId = srv.lines.find((l) => l.startsWith('AUTH') && userOf(l.split('\t')) === 'cont')!.split('\t')[1];
     await srv.seen(`CANCEL\t${contId}`);
-    expect(c.stats).toEqual({ requests: 7, ok: 2, fail: 2, tempfail: 3, timeouts: 0 });
+    expect(c.stats).toEqual({ requests: 9, ok: 2, fail: 4, tempfail: 3, timeouts: 0 });
     await c.close();
     await srv.close();
   });

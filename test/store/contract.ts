@@ -547,22 +547,26 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.credentials.secret('other', 'x', T)).toBe('x');
       });
 
-      it('records compromised fingerprints per user, once each, until forgotten or the user is deleted', async () => {
+      it('records compromised fingerprints once each, by account, and keeps them when the user is deleted', async () => {
         const a = await addUser('alice');
         const b = await addUser('bob');
-        expect(await s.credentials.markCompromised(a.id, 'fp-1', T)).toBe(true);
-        expect(await s.credentials.markCompromised(a.id, 'fp-1', T + 1)).toBe(false);
-        expect(await s.credentials.markCompromised(a.id, 'fp-2', T)).toBe(true);
-        expect(await s.credentials.isCompromised(a.id, 'fp-1')).toBe(true);
-        expect(await s.credentials.isCompromised(b.id, 'fp-1')).toBe(false);
-        expect(await s.credentials.isCompromised(a.id, 'fp-3')).toBe(false);
-        expect(await s.credentials.countCompromised(a.id)).toBe(2);
-        expect(await s.credentials.countCompromised(b.id)).toBe(0);
-        await s.credentials.markCompromised(b.id, 'fp-1', T);
-        expect(await s.credentials.forgetCompromised(a.id)).toBe(2);
-        expect(await s.credentials.isCompromised(a.id, 'fp-1')).toBe(false);
+        expect(await s.credentials.markCompromised('fp-1', 'alice', a.id, T)).toBe(true);
+        expect(await s.credentials.markCompromised('fp-1', 'alice', a.id, T + 1)).toBe(false);
+        expect(await s.credentials.markCompromised('fp-2', 'Alice@Example.com', a.id, T)).toBe(true);
+        expect(await s.credentials.isCompromised('fp-1')).toBe(true);
+        expect(await s.credentials.isCompromised('fp-3')).toBe(false);
+        expect(await s.credentials.countCompromised(a.id, 'alice')).toBe(2);
+        expect(await s.credentials.countCompromised(b.id, 'bob')).toBe(0);
+        // Found by the account's name too, in any case: a user deleted and added again.
+        expect(await s.credentials.markCompromised('fp-4', 'bob', b.id, T)).toBe(true);
         expect(await s.users.delete(b.id, T)).toBe(true);
-        expect(await s.credentials.countCompromised(b.id)).toBe(0);
+        expect(await s.credentials.isCompromised('fp-4')).toBe(true);
+        const b2 = await addUser('bob');
+        expect(await s.credentials.countCompromised(b2.id, 'BOB')).toBe(1);
+        expect(await s.credentials.forgetCompromised(b2.id, 'Bob')).toBe(1);
+        expect(await s.credentials.isCompromised('fp-4')).toBe(false);
+        expect(await s.credentials.forgetCompromised(a.id, 'alice')).toBe(2);
+        expect(await s.credentials.isCompromised('fp-1')).toBe(false);
       });
 
       it('commits a fingerprint with the suspension of its transaction, or neither', async () => {
@@ -570,12 +574,12 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         await expect(
           s.tx(async (t) => {
             await t.users.suspend(a.id, 'foreign-network', T);
-            await t.credentials.markCompromised(a.id, 'fp-1', T);
+            await t.credentials.markCompromised('fp-1', 'alice', a.id, T);
             throw new Error('boom');
           }),
         ).rejects.toThrow('boom');
         expect((await s.users.get(a.id))!.status).toBe('active');
-        expect(await s.credentials.isCompromised(a.id, 'fp-1')).toBe(false);
+        expect(await s.credentials.isCompromised('fp-1')).toBe(false);
       });
     });
 

@@ -10,19 +10,19 @@ export class PgCredentialRepo implements CredentialStore {
     return (await this.db.one<{ value: string }>('SELECT value FROM secrets WHERE name = $1', [name]))!.value;
   }
 
-  async markCompromised(userId: number, fingerprint: string, now: number): Promise<boolean> {
-    return (await this.db.run('INSERT INTO compromised_passwords (user_id, fingerprint, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [userId, fingerprint, now])) === 1;
+  async markCompromised(fingerprint: string, account: string, userId: number | null, now: number): Promise<boolean> {
+    return (await this.db.run('INSERT INTO compromised_passwords (fingerprint, account, user_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING', [fingerprint, account, userId, now])) === 1;
   }
 
-  async isCompromised(userId: number, fingerprint: string): Promise<boolean> {
-    return (await this.db.one('SELECT 1 AS n FROM compromised_passwords WHERE user_id = $1 AND fingerprint = $2', [userId, fingerprint])) !== undefined;
+  async isCompromised(fingerprint: string): Promise<boolean> {
+    return (await this.db.one('SELECT 1 AS n FROM compromised_passwords WHERE fingerprint = $1', [fingerprint])) !== undefined;
   }
 
-  async countCompromised(userId: number): Promise<number> {
-    return Number((await this.db.one<{ n: string }>('SELECT COUNT(*) AS n FROM compromised_passwords WHERE user_id = $1', [userId]))!.n);
+  async countCompromised(userId: number, account: string): Promise<number> {
+    return Number((await this.db.one<{ n: string }>('SELECT COUNT(*) AS n FROM compromised_passwords WHERE user_id = $1 OR lower(account) = lower($2)', [userId, account]))!.n);
   }
 
-  async forgetCompromised(userId: number): Promise<number> {
-    return this.db.run('DELETE FROM compromised_passwords WHERE user_id = $1', [userId]);
+  async forgetCompromised(userId: number, account: string): Promise<number> {
+    return this.db.run('DELETE FROM compromised_passwords WHERE user_id = $1 OR lower(account) = lower($2)', [userId, account]);
   }
 }
