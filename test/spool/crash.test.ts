@@ -17,8 +17,9 @@ import { SmtpClient } from '../helpers/smtp-client.js';
  * not failed. POSTERN_CRASH_SEED and POSTERN_CRASH_CYCLES change the run.
  */
 const SEED = Number(process.env.POSTERN_CRASH_SEED ?? 20261122);
-// 1 + 8: the migration kill, then each of the four kill points twice (more: POSTERN_CRASH_CYCLES).
-const CYCLES = Number(process.env.POSTERN_CRASH_CYCLES ?? 9);
+// 1 + 4: the migration kill, then each of the four kill points once (CI time: the suite must
+// stay under 6 minutes on 2 cores); POSTERN_CRASH_CYCLES=41 runs ten of each.
+const CYCLES = Number(process.env.POSTERN_CRASH_CYCLES ?? 5);
 const PASS = 'correct horse battery staple';
 
 function rng(seed: number) {
