@@ -4,6 +4,7 @@ import type { Clock } from '../domain/clock.js';
 import type { CaughtPassword, User } from '../domain/types.js';
 import type { AppPassword } from '../store/app-passwords.js';
 import type { Store } from '../store/index.js';
+import type { DovecotAuthRequest, DovecotAuthResult } from './dovecot.js';
 import { hashPassword, needsRehash, verifyPassword, type Argon2Params } from './passwords.js';
 
 export type AuthOutcome =
@@ -27,29 +28,18 @@ export type { CaughtPassword };
 /** The client of a login, as the directory is told about it (Dovecot's rip, lip, secured). */
 export interface LoginClient {
   id: string;
+  /** The client's address, normalised (no ::ffff: prefix). */
   ip: string;
   secure: boolean;
+  /** The address and port the client connected to, and its own port (for the directory). */
   localIp?: string;
   localPort?: number;
   port?: number;
 }
 
-/** One directory check (the shape of DovecotAuthClient's; see src/identity/dovecot.ts). */
-export interface DirectoryRequest {
-  username: string;
-  password: string;
-  rip: string;
-  lip: string;
-  rport?: number;
-  lport?: number;
-  secured: boolean;
-  session?: string;
-}
-export type DirectoryResult = { kind: 'ok'; user: string } | { kind: 'fail'; reason: string | null } | { kind: 'tempfail'; reason: string };
-
-/** Where passwords live when they are not Postern's own ([auth] backend = "dovecot"). */
+/** Where passwords live when they are not Postern's own ([auth] backend = "dovecot"): DovecotAuthClient. */
 export interface Directory {
-  authenticate(req: DirectoryRequest): Promise<DirectoryResult>;
+  authenticate(req: DovecotAuthRequest): Promise<DovecotAuthResult>;
 }
 
 export interface DirectoryOptions {
@@ -202,7 +192,7 @@ export class Authenticator {
     this.directoryPending++;
     this.asked++;
     const t0 = performance.now();
-    let res: DirectoryResult;
+    let res: DovecotAuthResult;
     try {
       res = await dir.client.authenticate({
         username,

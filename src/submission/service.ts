@@ -1,7 +1,7 @@
 import type { Clock } from '../domain/clock.js';
 import { REASONS, type Reason } from '../domain/reasons.js';
 import type { AcceptedHook, Assessment, MessageAssessor, Principal, QueueState } from '../domain/types.js';
-import type { AuthOutcome, Authenticator, CaughtPassword } from '../identity/authenticator.js';
+import type { AuthOutcome, Authenticator, CaughtPassword, LoginClient } from '../identity/authenticator.js';
 import type { AuthThrottle, ThrottleScope } from '../identity/throttle.js';
 import type { IncidentResponder } from '../notify/incidents.js';
 import { principalFields, type Logger } from '../obs/log.js';
@@ -61,16 +61,7 @@ export interface GeoSource {
 }
 
 /** One client connection as the service sees it; the adapter fills it from smtp-server's session. */
-export interface Client {
-  id: string;
-  /** The client's address, normalised (no ::ffff: prefix). */
-  ip: string;
-  secure: boolean;
-  /** The address and port the client connected to, and its own port (for the directory). */
-  localIp?: string;
-  localPort?: number;
-  port?: number;
-}
+export type Client = LoginClient;
 
 /** A MAIL FROM or RCPT TO address and whether its transaction declared SMTPUTF8. */
 export interface EnvelopeArg {
