@@ -45,7 +45,7 @@ export const NO_DOVECOT_MESSAGE =
 const running = new Set<ChildProcess>();
 let exitHook = false;
 
-function config(dir: string, port: number): string {
+function config(dir: string, port: number, failureDelaySeconds: number): string {
   // Dovecot drops to these users for its auth and login processes: as root, Debian's own
   // `dovecot` and `dovenull`; as anyone else, that user, who may not chroot either.
   const me = os.userInfo().username;
@@ -67,7 +67,7 @@ auth_debug_passwords = no
 auth_verbose_passwords = no
 # Postern applies its own failure delay and counts failures itself; Dovecot's 2 s would only
 # slow the tests. (2.3 still answers failures in batches every 0.5 s: tests fail in parallel.)
-auth_failure_delay = 0
+auth_failure_delay = ${failureDelaySeconds}s
 # No cache: a password changed in the passwd-file counts from the next request.
 auth_cache_size = 0
 auth_mechanisms = plain login
@@ -189,7 +189,8 @@ function ready(child: ChildProcess, dir: string, logFile: string, port: number, 
 }
 
 /** Starts a real Dovecot with these users ({PLAIN} passwords in a passwd-file); resolves once it accepts connections. */
-export async function startDovecot(users: Record<string, string>): Promise<TestDovecot> {
+/** `failureDelaySeconds`: Dovecot's auth_failure_delay (0 unless a test is about that delay). */
+export async function startDovecot(users: Record<string, string>, opts: { failureDelaySeconds?: number } = {}): Promise<TestDovecot> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'postern-dovecot-'));
   // Dovecot's auth process runs as the `dovecot` user: it must reach the passwd-file.
   await chmod(dir, 0o755);
@@ -199,7 +200,7 @@ export async function startDovecot(users: Record<string, string>): Promise<TestD
   const passwd = path.join(dir, 'passwd');
   const logFile = path.join(dir, 'dovecot.log');
   const socketPath = path.join(dir, 'auth-client');
-  await writeFile(conf, config(dir, port));
+  await writeFile(conf, config(dir, port, opts.failureDelaySeconds ?? 0));
 
   const table = new Map(Object.entries(users));
   // Dovecot re-reads a passwd-file whose mtime (in seconds) or size changed: each write gets
