@@ -267,20 +267,24 @@ describe.skipIf(!dovecotAvailable())('a right password refused takes as long as 
   };
 
   it('holds the 535 of a right password from a foreign network, and of a directory user without a Postern user, as long as the wrong ones took', async () => {
-    expect(await timed('tim', 'a-wrong-password', 1)).toMatchObject({ reply: INVALID, ms: expect.toSatisfy((ms: number) => ms >= 995) });
+    // Dovecot's delay varies with its batching: what counts is that a right password refused
+    // waits as long as the wrong one took (the authenticator replays a recent failure's time).
+    const wrong = await timed('tim', 'a-wrong-password', 1);
+    expect(wrong.reply).toBe(INVALID);
+    expect(wrong.ms).toBeGreaterThan(250);
     const foreign = await timed('tim', 'the-right-password', 2);
     expect(foreign).toMatchObject({ reply: INVALID });
-    expect(foreign.ms).toBeGreaterThanOrEqual(995);
+    expect(foreign.ms).toBeGreaterThanOrEqual(wrong.ms - 50);
     const unprovisioned = await timed('nobody', 'the-right-password', 1);
     expect(unprovisioned).toMatchObject({ reply: INVALID });
-    expect(unprovisioned.ms).toBeGreaterThanOrEqual(995);
+    expect(unprovisioned.ms).toBeGreaterThanOrEqual(wrong.ms - 50);
     // The right password inside the user's networks is not held back (the suspension above is lifted first).
     await r.relay.store.users.unsuspend((await r.relay.store.users.find('tim'))!.id, r.clock.now());
     await r.relay.store.credentials.forgetCompromised((await r.relay.store.users.find('tim'))!.id, 'tim');
     sent.add('the-right-password');
     const ok = await timed('tim', 'the-right-password', 1);
     expect(ok.reply).toBe(OK);
-    expect(ok.ms).toBeLessThan(995);
+    expect(ok.ms).toBeLessThan(wrong.ms / 2);
   });
 });
 
