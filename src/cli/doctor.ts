@@ -24,12 +24,15 @@ export const DOCTOR_HELP = `Usage: postern doctor [--json] [--domain D]...
 
 Checks what receivers judge this relay by, before it sends: the PTR of [identity]
 outbound_ip and its forward confirmation, the HELO name (syntax, address, domain, SPF),
-SPF, DMARC, DKIM and MX of every envelope domain, null MX/SPF on names that take no
-mail, the postmaster@ and abuse@ route, the submission certificate, and the age of the
-IP database when a binding names a country or an ASN or [geo] names a file, and Dovecot's
-auth service when [auth] backend = "dovecot" (run it as the service user). A FAIL or WARN
-that DNS can fix comes with the record to publish, in zone-file syntax; others say what
-to change. DNS goes through [delivery] dns_servers, else the system resolvers.
+SPF, DMARC, DKIM and MX of every envelope domain, null MX/SPF on the PTR name (it takes
+no mail), an MX that is not null for the HELO name and [server] hostname, so mail to
+postmaster@ and abuse@ those names reaches a host that takes it (Postern takes none), the
+hostname's syntax and address, the submission certificate, the age of the IP database
+when a binding names a country or an ASN or [geo] names a file, and Dovecot's auth
+service when [auth] backend = "dovecot" (run it as the service user). A FAIL or WARN
+that DNS can fix comes with the record to publish, in zone-file syntax (MX-HOST, ADDRESS
+and SELECTOR are values to fill in); others say what to change. DNS goes through
+[delivery] dns_servers, else the system resolvers.
 
   --domain D    check envelope domain D (repeatable); without it, every domain
                 users and devices are bound to send as

@@ -5,7 +5,9 @@ import type { Clock } from '../domain/clock.js';
 import * as domain from './checks/domain.js';
 import { checkDovecot } from './checks/auth.js';
 import { checkGeoData, geoConfigured } from './checks/geo.js';
+import * as hostname from './checks/hostname.js';
 import * as identity from './checks/identity.js';
+import { checkHeloPostmaster, checkHostnamePostmaster } from './checks/postmaster.js';
 import { fail, info, skip, warn, type Check, type CheckResult, type DoctorContext, type DomainCheck, type Need } from './checks/result.js';
 import { checkSpf } from './checks/spf.js';
 import * as tls from './checks/tls.js';
@@ -53,7 +55,7 @@ const IDENTITY: Check[] = [
   { id: 'helo.spf.exists', needs: ['helo'], run: (c) => checkSpf(c, { prefix: 'helo', name: c.helo, strictAll: true }) },
   { id: 'ptr.null_mx', needs: ['ptrName'], run: identity.checkPtrNullMx },
   { id: 'ptr.null_spf', needs: ['ptrName'], run: identity.checkPtrNullSpf },
-  { id: 'helo.null_mx', needs: ['helo'], run: identity.checkHeloNullMx },
+  { id: 'helo.postmaster', needs: ['helo'], run: checkHeloPostmaster },
   { id: 'postmaster.route', needs: ['helo'], run: identity.checkPostmaster },
   { id: 'helo.csa', needs: ['helo'], optional: true, run: identity.checkCsa },
   { id: 'helo.rp', needs: ['helo'], optional: true, run: identity.checkRp },
@@ -66,6 +68,13 @@ const PER_DOMAIN: DomainCheck[] = [
   { id: 'domain.mx', run: domain.checkMx },
 ];
 
+// The 220 greeting name, next to the certificate that names it.
+const HOSTNAME: Check[] = [
+  { id: 'hostname.syntax', needs: [], dns: false, run: hostname.checkHostnameSyntax },
+  { id: 'hostname.forward', needs: ['hostname'], run: hostname.checkHostnameForward },
+  { id: 'hostname.postmaster', needs: ['hostname'], run: checkHostnamePostmaster },
+];
+
 const TLS: Check[] = [
   { id: 'tls.names', needs: [], dns: false, run: tls.checkTlsNames },
   { id: 'tls.expiry', needs: [], dns: false, run: tls.checkTlsExpiry },
@@ -74,6 +83,7 @@ const TLS: Check[] = [
 const HAVE: Record<Need, (c: DoctorContext) => boolean> = {
   ip: (c) => c.ip !== null,
   helo: (c) => c.heloOk,
+  hostname: (c) => c.hostnameOk,
   ptr: (c) => c.ptrSeen !== null,
   ptrName: (c) => Boolean(c.ptrName),
 };
@@ -117,6 +127,7 @@ async function context(input: DoctorInput, deps: DoctorDeps, dnsDown: boolean): 
   const raw = id.outbound_ip.trim();
   const ip = isIP(raw) ? raw : null;
   const helo = normName(id.helo);
+  const host = normName(input.config.server.hostname);
   const cfgPtr = normName(id.ptr);
   // A failed PTR lookup shows up in ptr.exists, which asks again (the answer is memoised).
   const observedPtr = ip && !dnsDown ? await deps.dns.ptr(ip).catch(() => []) : [];
@@ -129,6 +140,8 @@ async function context(input: DoctorInput, deps: DoctorDeps, dnsDown: boolean): 
     family: isIP(raw) === 6 ? 6 : 4,
     helo,
     heloOk: hostNameProblem(helo) === null,
+    hostname: host,
+    hostnameOk: hostNameProblem(host) === null,
     cfgPtr,
     observedPtr,
     ptrSeen,
@@ -144,7 +157,7 @@ async function context(input: DoctorInput, deps: DoctorDeps, dnsDown: boolean): 
 function about(c: DoctorContext, id: string): string {
   if (id.startsWith('ptr.')) return c.ip ?? '-';
   if (id.startsWith('helo.') || id === 'postmaster.route') return c.helo || '[identity] helo';
-  return c.cfg.server.hostname;
+  return c.hostname || '[server] hostname';
 }
 
 export async function runDoctor(input: DoctorInput, deps: DoctorDeps): Promise<CheckResult[]> {
@@ -164,6 +177,7 @@ export async function runDoctor(input: DoctorInput, deps: DoctorDeps): Promise<C
     ...(down ? [Promise.resolve([resolverDown(down)])] : []),
     ...IDENTITY.map(check),
     ...(c.domains.length ? c.domains.flatMap(perDomain) : [Promise.resolve([noDomains])]),
+    ...HOSTNAME.map(check),
     ...TLS.map(check),
     // The IP database's age, only where it is used (a binding, or a [geo] path set); never asks DNS.
     ...(input.geoBindings || geoConfigured(c.cfg.geo) ? [run(c, 'geo.data', [], 'geo', () => checkGeoData(c))] : []),

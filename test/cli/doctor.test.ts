@@ -6,7 +6,7 @@ import { runCli } from '../../src/cli/run.js';
 import { bundledData } from '../../src/geo/index.js';
 import { openStore } from '../../src/store/index.js';
 import { startDnsServer, type DnsServer } from '../helpers/dnsd.js';
-import { certificate, DOMAIN, drop, edit, goodZone, HELO, HOSTNAME, IP, newRsaKey, PTR, SELECTOR } from '../helpers/doctorZone.js';
+import { certificate, DOMAIN, drop, edit, goodZone, HELO, HOSTNAME, IP, newRsaKey, PTR, put, SELECTOR } from '../helpers/doctorZone.js';
 import { tempDir } from '../helpers/relay.js';
 
 const DAY = 86_400_000;
@@ -72,7 +72,7 @@ describe('postern doctor', () => {
     const doc = JSON.parse(r.out);
     expect(Object.keys(doc)).toEqual(['ok', 'counts', 'checks']);
     expect(doc.ok).toBe(true);
-    expect(doc.counts).toEqual({ FAIL: 0, WARN: 0, PASS: 27, INFO: 0, SKIP: 0 });
+    expect(doc.counts).toEqual({ FAIL: 0, WARN: 0, PASS: 30, INFO: 0, SKIP: 0 });
     expect(doc.checks[0]).toEqual({ id: 'identity.outbound_ip', subject: IP, status: 'PASS', reason: 'the public address mail leaves from', fix: null });
     expect(doc.checks.find((c: { id: string }) => c.id === 'domain.dkim')).toMatchObject({ status: 'PASS', subject: `${SELECTOR}._domainkey.${DOMAIN}` });
   });
@@ -115,7 +115,7 @@ describe('postern doctor', () => {
     expect(plain.out).not.toContain('\x1b[');
     expect(plain.out).toMatch(/^STATUS {2}CHECK +SUBJECT +REASON\n/);
     expect(plain.out).toMatch(/\nFAIL {4}domain\.dmarc +example\.com +no DMARC record.*\n {8}_dmarc\.example\.com\. IN TXT "v=DMARC1; p=none; rua=mailto:postmaster@example\.com"\n/);
-    expect(plain.out).toMatch(/\n\n1 FAIL, 26 PASS: publish the records shown under each FAIL and WARN, then run postern doctor again\n$/);
+    expect(plain.out).toMatch(/\n\n1 FAIL, 29 PASS: publish the records shown under each FAIL and WARN, then run postern doctor again\n$/);
     const tty = await doctor(['--domain', DOMAIN], true);
     expect(tty.out).toContain('\x1b[1;31mFAIL\x1b[0m    domain.dmarc');
     expect(tty.out).toContain('\x1b[32mPASS\x1b[0m    identity.outbound_ip');
@@ -160,9 +160,9 @@ describe('postern doctor', () => {
       `resolver unreachable: 127.0.0.1:${closed.port} (ECONNREFUSED); the checks that ask DNS were skipped: fix [delivery] dns_servers (empty: the system's resolvers in /etc/resolv.conf), then run the doctor again`,
     ]);
     expect(rows.filter((l) => l.startsWith('FAIL'))).toHaveLength(1);
-    expect(rows.filter((l) => l.startsWith('SKIP'))).toHaveLength(17);
+    expect(rows.filter((l) => l.startsWith('SKIP'))).toHaveLength(19);
     expect(out).not.toContain('publish the records');
-    expect(out).toMatch(/\n\n1 FAIL, 6 PASS, 17 SKIP: make the resolver answer, then run postern doctor again\n$/);
+    expect(out).toMatch(/\n\n1 FAIL, 7 PASS, 19 SKIP: make the resolver answer, then run postern doctor again\n$/);
   });
 
   it('says what to change, not what to publish, when no FAIL or WARN has a record', async () => {
@@ -205,6 +205,31 @@ describe('postern doctor', () => {
     } finally {
       await bind(false);
     }
+  });
+
+  it('prints the MX record to publish under a HELO name whose null MX refuses postmaster@ mail', async () => {
+    dns.setRecords(edit(zone, [put({ type: 'MX', name: HELO, data: { preference: 0, exchange: '.' } })]));
+    const r = await doctor(['--domain', DOMAIN]);
+    expect(r.code).toBe(1);
+    const rows = r.out.split('\n');
+    const at = rows.findIndex((l) => l.startsWith('FAIL    helo.postmaster '));
+    expect(rows[at]!.split(/ {2,}/).slice(0, 3)).toEqual(['FAIL', 'helo.postmaster', HELO]);
+    expect(rows.slice(at + 1, at + 4)).toEqual([
+      `        ; remove the null MX (${HELO}. IN MX 0 .): RFC 7505 allows no other MX beside it`,
+      `        ; mx.example.net receives mail for example.net: have it accept postmaster@${HELO} and abuse@${HELO} too`,
+      `        ${HELO}. IN MX 10 mx.example.net.`,
+    ]);
+  });
+
+  it('refuses a greeting name with "_" before asking DNS, naming the key', async () => {
+    const file = path.join(dir, 'underscore.toml');
+    writeFileSync(file, readFileSync(configFile, 'utf8').replace(`hostname = "${HOSTNAME}"`, 'hostname = "smtp_out.example.net"'));
+    let out = '';
+    let err = '';
+    const code = await runCli(['--config', file, 'doctor', '--domain', DOMAIN], { stdout: (s) => (out += s), stderr: (s) => (err += s), stdin: async () => '', env: {} });
+    expect(code).toBe(1);
+    expect(out).toBe('');
+    expect(err).toBe(`postern: ${file}: server.hostname: must be a host name such as smtp.example.com\n`);
   });
 
   it('refuses a --domain that is not a domain name', async () => {

@@ -61,6 +61,8 @@ function config(identity: Partial<Config['identity']> = {}): Config {
 
 interface Run {
   identity?: Partial<Config['identity']>;
+  /** [server] hostname, set after the config is parsed: the doctor is given names the schema would refuse. */
+  hostname?: string;
   zone?: Edit[];
   dkimKeys?: LocalDkimKey[];
   certificate?: LocalCertificate;
@@ -68,7 +70,8 @@ interface Run {
 
 async function doctor(r: Run = {}): Promise<CheckResult[]> {
   dns.setRecords(edit(goodZone(dkim.publicKey), r.zone ?? []));
-  const cfg = config(r.identity);
+  const parsed = config(r.identity);
+  const cfg = r.hostname === undefined ? parsed : { ...parsed, server: { ...parsed.server, hostname: r.hostname } };
   return runDoctor(
     {
       config: cfg,
@@ -103,7 +106,7 @@ describe('postern doctor on a correct zone', () => {
       'helo.spf.all',
       'ptr.null_mx',
       'ptr.null_spf',
-      'helo.null_mx',
+      'helo.postmaster',
       'postmaster.route',
       'helo.csa',
       'helo.rp',
@@ -113,6 +116,9 @@ describe('postern doctor on a correct zone', () => {
       'domain.dmarc',
       'domain.dkim',
       'domain.mx',
+      'hostname.syntax',
+      'hostname.forward',
+      'hostname.postmaster',
       'tls.names',
       'tls.expiry',
     ]);
@@ -156,7 +162,10 @@ const BROKEN: { name: string; run: Run; id: string; status: 'FAIL' | 'WARN'; fix
   },
   {
     name: 'a HELO name equal to the PTR name fails helo.not_ptr',
-    run: { identity: { helo: PTR }, zone: [put({ type: 'TXT', name: PTR, data: `v=spf1 ip4:${IP} -all` })] },
+    run: {
+      identity: { helo: PTR },
+      zone: [put({ type: 'TXT', name: PTR, data: `v=spf1 ip4:${IP} -all` }), put({ type: 'MX', name: PTR, data: { preference: 10, exchange: 'mx.example.net' } })],
+    },
     id: 'helo.not_ptr',
     status: 'FAIL',
     fix: `mta-out.example.net. IN A ${IP}`,
@@ -168,7 +177,7 @@ const BROKEN: { name: string; run: Run; id: string; status: 'FAIL' | 'WARN'; fix
       zone: [
         add({ type: 'A', name: 'mta-out.example.org', data: IP }),
         add({ type: 'TXT', name: 'mta-out.example.org', data: `v=spf1 ip4:${IP} -all` }),
-        add({ type: 'MX', name: 'mta-out.example.org', data: { preference: 0, exchange: '.' } }),
+        add({ type: 'MX', name: 'mta-out.example.org', data: { preference: 10, exchange: 'mx.example.net' } }),
         add({ type: 'MX', name: 'example.org', data: { preference: 10, exchange: 'mx.example.net' } }),
         add({ type: 'RP', name: 'mta-out.example.org', data: { mbox: 'postmaster.example.org', txt: '.' } }),
         add({ type: 'SRV', name: '_client._smtp.mta-out.example.org', data: { priority: 1, weight: 2, port: 0, target: 'mta-out.example.org' } }),
@@ -188,7 +197,13 @@ const BROKEN: { name: string; run: Run; id: string; status: 'FAIL' | 'WARN'; fix
   {
     name: 'a HELO name that is a CNAME fails helo.cname and suggests an address record',
     run: {
-      zone: [drop('A', HELO), add({ type: 'CNAME', name: HELO, data: PTR }), put({ type: 'TXT', name: PTR, data: `v=spf1 ip4:${IP} -all` })],
+      zone: [
+        drop('A', HELO),
+        drop('MX', HELO),
+        add({ type: 'CNAME', name: HELO, data: PTR }),
+        put({ type: 'TXT', name: PTR, data: `v=spf1 ip4:${IP} -all` }),
+        put({ type: 'MX', name: PTR, data: { preference: 10, exchange: 'mx.example.net' } }),
+      ],
     },
     id: 'helo.cname',
     status: 'FAIL',
@@ -290,6 +305,63 @@ const BROKEN: { name: string; run: Run; id: string; status: 'FAIL' | 'WARN'; fix
     status: 'FAIL',
     fix: '; an MX host that accepts mail for postmaster@example.net and abuse@example.net\nexample.net. IN MX 10 mx.example.net.',
   },
+  {
+    name: 'a HELO name with a null MX fails helo.postmaster and suggests an MX to the organisation\'s inbound host',
+    run: { zone: [put({ type: 'MX', name: HELO, data: { preference: 0, exchange: '.' } })] },
+    id: 'helo.postmaster',
+    status: 'FAIL',
+    fix: [
+      '; remove the null MX (mta-out.example.net. IN MX 0 .): RFC 7505 allows no other MX beside it',
+      '; mx.example.net receives mail for example.net: have it accept postmaster@mta-out.example.net and abuse@mta-out.example.net too',
+      'mta-out.example.net. IN MX 10 mx.example.net.',
+    ].join('\n'),
+  },
+  {
+    name: 'a HELO name with only an address record fails helo.postmaster: Postern takes no inbound mail',
+    run: { zone: [drop('MX', HELO)] },
+    id: 'helo.postmaster',
+    status: 'FAIL',
+    fix: '; mx.example.net receives mail for example.net: have it accept postmaster@mta-out.example.net and abuse@mta-out.example.net too\nmta-out.example.net. IN MX 10 mx.example.net.',
+  },
+  {
+    name: 'a HELO name whose MX host has no address fails helo.postmaster',
+    run: { zone: [put({ type: 'MX', name: HELO, data: { preference: 10, exchange: 'mx-gone.example.net' } })] },
+    id: 'helo.postmaster',
+    status: 'FAIL',
+    fix: '; mx.example.net receives mail for example.net: have it accept postmaster@mta-out.example.net and abuse@mta-out.example.net too\nmta-out.example.net. IN MX 10 mx.example.net.',
+  },
+  {
+    name: 'a HELO name whose MX is this relay itself warns in helo.postmaster',
+    run: { zone: [put({ type: 'MX', name: HELO, data: { preference: 10, exchange: HELO } })] },
+    id: 'helo.postmaster',
+    status: 'WARN',
+    fix: '; mx.example.net receives mail for example.net: have it accept postmaster@mta-out.example.net and abuse@mta-out.example.net too\nmta-out.example.net. IN MX 10 mx.example.net.',
+  },
+  {
+    name: 'a greeting name with a null MX fails hostname.postmaster and suggests an MX',
+    run: { zone: [put({ type: 'MX', name: HOSTNAME, data: { preference: 0, exchange: '.' } })] },
+    id: 'hostname.postmaster',
+    status: 'FAIL',
+    fix: [
+      '; remove the null MX (smtp.example.net. IN MX 0 .): RFC 7505 allows no other MX beside it',
+      '; mx.example.net receives mail for example.net: have it accept postmaster@smtp.example.net and abuse@smtp.example.net too',
+      'smtp.example.net. IN MX 10 mx.example.net.',
+    ].join('\n'),
+  },
+  {
+    name: 'a greeting name with only an address record fails hostname.postmaster',
+    run: { zone: [drop('MX', HOSTNAME)] },
+    id: 'hostname.postmaster',
+    status: 'FAIL',
+    fix: '; mx.example.net receives mail for example.net: have it accept postmaster@smtp.example.net and abuse@smtp.example.net too\nsmtp.example.net. IN MX 10 mx.example.net.',
+  },
+  {
+    name: 'a greeting name without an address fails hostname.forward and suggests one',
+    run: { zone: [drop('A', HOSTNAME)] },
+    id: 'hostname.forward',
+    status: 'FAIL',
+    fix: `; the address submission clients connect to (here the outbound address: change it if they connect to another)\nsmtp.example.net. IN A ${IP}`,
+  },
 ];
 
 describe('postern doctor on a zone broken one way', () => {
@@ -346,13 +418,69 @@ describe('postern doctor, beyond DNS records', () => {
     ]);
   });
 
-  it('warns about PTR and HELO names without null MX or null SPF', async () => {
-    const results = await doctor({ zone: [drop('MX', PTR), drop('TXT', PTR), drop('MX', HELO)] });
+  it('warns about a PTR name without null MX or null SPF: it sends and announces nothing, unlike the HELO and greeting names', async () => {
+    const results = await doctor({ zone: [drop('MX', PTR), drop('TXT', PTR)] });
     expect(faults(results).map((r) => [r.status, r.id, r.fix])).toEqual([
       ['WARN', 'ptr.null_mx', `${PTR}. IN MX 0 .`],
       ['WARN', 'ptr.null_spf', `${PTR}. IN TXT "v=spf1 -all"`],
-      ['WARN', 'helo.null_mx', `${HELO}. IN MX 0 .`],
     ]);
+    expect(results.filter((r) => r.id.endsWith('.postmaster')).map((r) => [r.status, r.subject, r.reason])).toEqual([
+      ['PASS', HELO, `mail to postmaster@${HELO} and abuse@${HELO} goes to MX mx.example.net`],
+      ['PASS', HOSTNAME, `mail to postmaster@${HOSTNAME} and abuse@${HOSTNAME} goes to MX mx.example.net`],
+    ]);
+  });
+
+  it('says why a HELO name with a null MX or only an address cannot take postmaster@ mail', async () => {
+    const row = async (zone: Edit[]) => (await doctor({ zone })).find((r) => r.id === 'helo.postmaster')!;
+    expect(await row([put({ type: 'MX', name: HELO, data: { preference: 0, exchange: '.' } })])).toMatchObject({
+      status: 'FAIL',
+      subject: HELO,
+      reason: `null MX (RFC 7505): mail to postmaster@${HELO} and abuse@${HELO} is refused, yet receivers write there about this relay's mail (RFC 5321 4.5.1, RFC 2142); publish an MX to a host that accepts it`,
+    });
+    expect((await row([drop('MX', HELO)])).reason).toBe(
+      `no MX, only an address: mail to postmaster@${HELO} and abuse@${HELO} goes to port 25 of ${IP} (the implicit MX, RFC 5321 5.1), and Postern takes no inbound mail; receivers write there about this relay's mail (RFC 5321 4.5.1, RFC 2142): publish an MX to a host that accepts it`,
+    );
+    const self = await row([put({ type: 'MX', name: HELO, data: { preference: 10, exchange: HELO } })]);
+    expect(self.reason).toBe(`MX ${HELO} is this relay's outbound address ${IP}, where Postern takes no inbound mail: unless another MTA accepts mail on port 25 there, mail to postmaster@${HELO} and abuse@${HELO} is refused`);
+  });
+
+  it('suggests an envelope domain\'s MX host when the HELO name\'s own domain has none, else a placeholder to replace', async () => {
+    const fixOf = async (zone: Edit[]) => (await doctor({ zone })).find((r) => r.id === 'helo.postmaster')!.fix;
+    const accept = `postmaster@${HELO} and abuse@${HELO}`;
+    expect(await fixOf([drop('MX', HELO), drop('MX', 'example.net')])).toBe(`; mx1.example.com receives mail for example.com: have it accept ${accept} too\n${HELO}. IN MX 10 mx1.example.com.`);
+    expect(await fixOf([drop('MX', HELO), drop('MX', 'example.net'), drop('MX', DOMAIN)])).toBe(
+      `; replace MX-HOST with your organisation's inbound mail host, and have it accept ${accept}\n${HELO}. IN MX 10 MX-HOST.`,
+    );
+  });
+
+  it('judges the greeting name\'s syntax before asking DNS about it', async () => {
+    // The config refuses "_" in [server] hostname (test/config/load.test.ts); the doctor judges a config made otherwise the same way.
+    const underscore = await doctor({ hostname: 'smtp_out.example.net' });
+    expect(underscore.filter((r) => r.id.startsWith('hostname.'))).toEqual([
+      {
+        id: 'hostname.syntax',
+        subject: 'smtp_out.example.net',
+        status: 'FAIL',
+        reason:
+          '[server] hostname contains "_", which host names may not (RFC 1123): it is the 220 greeting name, which submission clients connect to and check the certificate against; set hostname = "smtp-out.example.net" and publish its address',
+        fix: `; the address submission clients connect to (here the outbound address: change it if they connect to another)\nsmtp-out.example.net. IN A ${IP}`,
+      },
+    ]);
+    // localhost, the default when [server] is left out.
+    const local = await doctor({ hostname: 'localhost' });
+    expect(local.filter((r) => r.id.startsWith('hostname.')).map((r) => [r.status, r.id, r.reason])).toEqual([
+      [
+        'FAIL',
+        'hostname.syntax',
+        '[server] hostname is not fully qualified (needs a domain, e.g. mta-out.example.com): it is the 220 greeting name, which submission clients connect to and check the certificate against; set hostname = "smtp.example.net" and publish its address',
+      ],
+    ]);
+  });
+
+  it('checks the greeting name once when it is the HELO name', async () => {
+    const results = await doctor({ hostname: HELO });
+    expect(results.filter((r) => r.id.endsWith('.postmaster')).map((r) => [r.id, r.subject])).toEqual([['helo.postmaster', HELO]]);
+    expect(results.find((r) => r.id === 'hostname.forward')).toMatchObject({ status: 'PASS', subject: HELO });
   });
 
   it('fails a certificate that does not name the submission hostname', async () => {
@@ -414,7 +542,7 @@ describe('postern doctor without a resolver', () => {
       { dns: doctorDns(createResolver([server], { timeoutMs: 200, tries: 1 }), { timeoutMs: 200 }), clock: new ManualClock(NOW) },
     );
   // What needs no DNS still runs; everything else is skipped, not failed.
-  const NO_DNS = ['identity.outbound_ip', 'helo.syntax', 'helo.not_ptr', 'helo.same_domain', 'tls.names', 'tls.expiry'];
+  const NO_DNS = ['identity.outbound_ip', 'helo.syntax', 'helo.not_ptr', 'helo.same_domain', 'hostname.syntax', 'tls.names', 'tls.expiry'];
 
   it('says once that the resolver refuses, and skips every check that asks DNS', async () => {
     // A port nobody listens on: the kernel answers ICMP port unreachable (ECONNREFUSED).
@@ -441,12 +569,14 @@ describe('postern doctor without a resolver', () => {
       'helo.spf.exists',
       'ptr.null_mx',
       'ptr.null_spf',
-      'helo.null_mx',
+      'helo.postmaster',
       'postmaster.route',
       'helo.csa',
       'helo.rp',
       ...['domain.spf.exists', 'domain.dmarc', 'domain.dkim', 'domain.mx'],
       ...['domain.spf.exists', 'domain.dmarc', 'domain.dkim', 'domain.mx'],
+      'hostname.forward',
+      'hostname.postmaster',
     ]);
     expect(skipped.every((r) => r.reason === 'skipped: the resolver does not answer (see dns.resolver)' && r.fix === undefined)).toBe(true);
     expect(skipped.filter((r) => r.id === 'domain.mx').map((r) => r.subject)).toEqual([DOMAIN, 'example.org']);

@@ -4,8 +4,9 @@ import { reverseName, type Rr } from './dnsd.js';
 
 /**
  * A relay whose DNS is right in every way `postern doctor` checks: outbound IP 203.0.113.25,
- * PTR mail.example.net, HELO mta-out.example.net, envelope domain example.com signed with
- * selector s1. Tests break it one way at a time.
+ * PTR mail.example.net (null MX, null SPF), HELO mta-out.example.net and greeting name
+ * smtp.example.net (postmaster@ either goes to example.net's MX, mx.example.net), envelope
+ * domain example.com signed with selector s1. Tests break it one way at a time.
  */
 export const IP = '203.0.113.25';
 export const PTR = 'mail.example.net';
@@ -29,9 +30,11 @@ export function goodZone(dkimPublicKey: KeyObject): Rr[] {
     { type: 'TXT', name: PTR, data: 'v=spf1 -all' },
     { type: 'A', name: HELO, data: IP },
     { type: 'TXT', name: HELO, data: `v=spf1 ip4:${IP} -all` },
-    { type: 'MX', name: HELO, data: { preference: 0, exchange: '.' } },
+    { type: 'MX', name: HELO, data: { preference: 10, exchange: 'mx.example.net' } },
     { type: 'RP', name: HELO, data: { mbox: 'postmaster.example.net', txt: '.' } },
     { type: 'SRV', name: `_client._smtp.${HELO}`, data: { priority: 1, weight: 2, port: 0, target: HELO } },
+    { type: 'A', name: HOSTNAME, data: IP },
+    { type: 'MX', name: HOSTNAME, data: { preference: 10, exchange: 'mx.example.net' } },
     { type: 'MX', name: 'example.net', data: { preference: 10, exchange: 'mx.example.net' } },
     { type: 'A', name: 'mx.example.net', data: '198.51.100.10' },
     { type: 'TXT', name: '_spf.example.net', data: `v=spf1 ip4:${IP} -all` },

@@ -174,8 +174,11 @@ async function nullMx(c: DoctorContext, id: string, name: string): Promise<Found
   );
 }
 
-export const checkPtrNullMx = (c: DoctorContext) => nullMx(c, 'ptr.null_mx', c.ptrName!);
-export const checkHeloNullMx = (c: DoctorContext) => (c.helo === c.ptrName ? null : nullMx(c, 'helo.null_mx', c.helo));
+/**
+ * The PTR name sends nothing and announces nothing, so it refuses mail. Not when it is also the
+ * HELO or greeting name: those must take mail for postmaster@ (helo.postmaster, hostname.postmaster).
+ */
+export const checkPtrNullMx = (c: DoctorContext) => (c.ptrName === c.helo || c.ptrName === c.hostname ? null : nullMx(c, 'ptr.null_mx', c.ptrName!));
 
 /** The PTR name never sends as an envelope domain: a null SPF lets receivers refuse mail forged from it. */
 export async function checkPtrNullSpf(c: DoctorContext): Promise<Found> {
@@ -194,7 +197,8 @@ async function hasAddress(c: DoctorContext, name: string): Promise<boolean> {
 /** RFC 5321 4.5.1 and RFC 2142: receivers write to postmaster@ and abuse@ of the HELO's domain about problems. */
 export async function checkPostmaster(c: DoctorContext): Promise<Found> {
   const domain = registeredDomain(c.helo);
-  if (!domain) return null;
+  // A HELO name that is its registered domain is judged, more strictly, by helo.postmaster.
+  if (!domain || domain === c.helo) return null;
   const subject = domain;
   const fix = `; an MX host that accepts mail for postmaster@${domain} and abuse@${domain}\n${domain}. IN MX 10 mx.${domain}.`;
   const mx = await c.dns.mx(domain);

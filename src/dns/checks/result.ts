@@ -37,6 +37,9 @@ export interface DoctorContext {
   family: 4 | 6;
   helo: string;
   heloOk: boolean;
+  /** [server] hostname, normalised: the 220 greeting name and the sender of notices (postmaster@). */
+  hostname: string;
+  hostnameOk: boolean;
   /** [identity] ptr, normalised; '' when unset. */
   cfgPtr: string;
   /** PTR names the outbound IP has in DNS. */
@@ -54,7 +57,7 @@ export interface DoctorContext {
 export type Found = CheckResult | CheckResult[] | null;
 
 /** Facts a check depends on; a check whose needs are unmet is skipped, its cause reported elsewhere. */
-export type Need = 'ip' | 'helo' | 'ptr' | 'ptrName';
+export type Need = 'ip' | 'helo' | 'hostname' | 'ptr' | 'ptrName';
 
 export interface Check {
   /** The id reported when the check cannot run at all (a DNS failure). */
