@@ -125,6 +125,8 @@ function messageJson(m: QueuedMessage, rcpts: RecipientState[], now: number) {
       next_attempt: isoOrNull(rcptNext(m, r)),
       status: r.statusCode,
       remote_mta: r.remoteMta,
+      // The last attempt's TLS: {version, verified, policy}; null before any connection.
+      tls: r.lastTls,
       last_error: r.lastError,
     })),
   };

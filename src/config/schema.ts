@@ -138,7 +138,16 @@ export const configSchema = z.strictObject({
       reject_alert: z.number().min(0).max(1).default(0.2),
       reject_window_minutes: z.number().int().min(1).max(10_080).default(60),
       reject_min_sample: z.number().int().min(1).max(100_000).default(20),
-      tls_policy: z.record(z.string().regex(HOSTNAME_RE, 'keys must be domain names'), z.enum(['may', 'encrypt', 'verify'])).default({}),
+      tls_policy: z.record(z.string().regex(HOSTNAME_RE, 'keys must be domain names'), z.enum(['may', 'encrypt', 'verify', 'mta-sts'])).default({}),
+      // MTA-STS (RFC 8461): recipient domains' published policies are fetched, cached in the
+      // store and applied (enforce: only the policy's MX hosts, TLS with a valid certificate).
+      mta_sts: z.boolean().default(true),
+      // The HTTPS port policies are fetched from: 443 (another only for tests, as port is).
+      mta_sts_port: z.number().int().min(1).max(65_535).default(443),
+      // More CA certificates (PEM file) to trust for verified delivery and policy fetches, beside the system's.
+      tls_ca_file: z.string().default(''),
+      // TLS reports (RFC 8460): daily counts of TLS successes and failures per recipient domain, mailed to its _smtp._tls rua.
+      tls_reports: z.boolean().default(false),
     })
     .prefault({}),
   // Each enforcing policy can run in monitor mode: the would-be verdict is logged

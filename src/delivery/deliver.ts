@@ -12,6 +12,9 @@ import { buildDsn, type FailedRecipient } from './dsn.js';
 import type { Reputation } from './reputation.js';
 import type { Router } from './routing.js';
 import { SendError, type TlsLevel, type TlsOutcome, type Transport } from './transport.js';
+import { stsMxMatches, type MtaSts, type StsPolicy } from './mta-sts.js';
+import type { DeliveryTls } from '../store/delivery.js';
+import { isTlsReport, type TlsSessionResult } from './tls-reports.js';
 
 export interface DelivererDeps {
   repo: Store['delivery'];
@@ -28,7 +31,18 @@ export interface DelivererDeps {
   log: Logger;
   /** Name in Reporting-MTA and MAILER-DAEMON@ of DSNs. */
   reportingMta: string;
-  tlsPolicy: Record<string, TlsLevel>;
+  /** [delivery.tls_policy]: a level, or "mta-sts" (the domain's policy even with MTA-STS off). */
+  tlsPolicy: Record<string, TlsLevel | 'mta-sts'>;
+  /** MTA-STS policies ([delivery] mta_sts); null: only domains whose tls_policy says "mta-sts" would use it, and there is none. */
+  mtaSts?: MtaSts | null;
+  /** [delivery] mta_sts: apply published policies to domains without a tls_policy entry. */
+  mtaStsDefault?: boolean;
+  /** Everything goes through a smarthost: recipient domains' policies do not apply to it. */
+  smarthost?: boolean;
+  /** Counts each session's TLS outcome for TLS reports (RFC 8460); never throws. */
+  tlsReport?: (r: TlsSessionResult) => void;
+  /** [identity] outbound_ip, for TLS reports ("" = unknown). */
+  sendingIp?: string;
   maxQueueDays: number;
   retryInitialMinutes: number;
   retryMaxMinutes: number;
@@ -50,6 +64,8 @@ interface Outcome {
   remote: boolean;
   mx: string | null;
   tls: TlsOutcome | null;
+  /** How TLS was decided for this attempt. */
+  tlsPolicy: DeliveryTls['policy'];
   category: string;
 }
 
@@ -87,7 +103,10 @@ export class Deliverer {
 
       const byDomain = new Map<string, RecipientState[]>();
       for (const r of pending) byDomain.set(domainOf(r.address), [...(byDomain.get(domainOf(r.address)) ?? []), r]);
-      const outcomes = (await Promise.all([...byDomain].map(([domain, rcpts]) => this.deliverDomain(job, domain, rcpts, signed.raw)))).flat();
+      // RFC 8460 5.3: a TLS report goes out even where the TLS it reports on fails (no policy
+      // applies to it) and is not itself counted. Only Postern's own (no principal) count as one.
+      const report = isTlsReport(job.principal, body);
+      const outcomes = (await Promise.all([...byDomain].map(([domain, rcpts]) => this.deliverDomain(job, domain, rcpts, signed.raw, report)))).flat();
       if (await this.record(job, outcomes)) {
         this.d.log.info({ event: 'delivery.done', queue_id: id });
         return;
@@ -96,17 +115,45 @@ export class Deliverer {
     await this.finish(job.id, body.subarray(0, headerEnd(body)));
   }
 
-  private async deliverDomain(job: DeliveryJob, domain: string, rcpts: RecipientState[], raw: Buffer): Promise<Outcome[]> {
+  private async deliverDomain(job: DeliveryJob, domain: string, rcpts: RecipientState[], raw: Buffer, tlsReport = false): Promise<Outcome[]> {
     const all = (status: Outcome['status'], code: string, text: string, extra: Partial<Outcome> = {}): Outcome[] =>
-      rcpts.map((rcpt) => ({ rcpt, status, code, text, remote: false, mx: null, tls: null, category: 'routing', ...extra }));
+      rcpts.map((rcpt) => ({ rcpt, status, code, text, remote: false, mx: null, tls: null, tlsPolicy: 'none', category: 'routing', ...extra }));
 
     const route = await this.d.router.route(domain);
     if (route.kind === 'fail') return all('failed', route.status, route.text);
     if (route.kind === 'defer') return all('deferred', route.status, route.text);
 
-    const tls = this.d.tlsPolicy[domain] ?? 'may';
+    // The TLS policy: a tls_policy entry, else the domain's MTA-STS policy, else opportunistic.
+    const manual = this.d.tlsPolicy[domain];
+    let tls: TlsLevel = manual && manual !== 'mta-sts' ? manual : 'may';
+    let tlsPolicy: DeliveryTls['policy'] = manual && manual !== 'mta-sts' ? 'manual' : 'opportunistic';
+    let hosts = route.hosts;
+    let sts: StsPolicy | null = null;
+    if (this.d.mtaSts && !this.d.smarthost && !tlsReport && (manual === 'mta-sts' || (!manual && this.d.mtaStsDefault !== false))) {
+      const found = await this.d.mtaSts.policy(domain);
+      if (found.policy && found.policy.mode !== 'none') sts = found.policy;
+      if (!found.policy && found.error) this.report(domain, null, null, null, 'sts-policy-fetch-error');
+    }
+    const report = (mx: string | null, address: string | null, result: string) => (tlsReport ? undefined : this.report(domain, sts, mx, address, result));
+    if (sts?.mode === 'enforce') {
+      // RFC 8461 5: only the policy's MX hosts, with TLS and a certificate valid for the MX
+      // name; never plaintext, never another host.
+      hosts = route.hosts.filter((h) => stsMxMatches(sts.mx, h.name));
+      tls = 'verify';
+      tlsPolicy = 'mta-sts';
+      if (!hosts.length) {
+        const names = route.hosts.map((h) => h.name).join(', ');
+        report(route.hosts[0]?.name ?? null, null, 'validation-failure');
+        this.d.log.warn({ event: 'delivery.mta_sts_refused', queue_id: job.id, domain, mx: names, reason: 'mx-not-in-policy' });
+        return all('deferred', '4.7.5', `MTA-STS policy of ${domain} (enforce, id ${sts.id}) names none of its MX hosts (${names})`, { category: 'mta-sts', tlsPolicy });
+      }
+    }
     let last: { line: string; mx: string; tls: TlsOutcome | null } = { line: 'ECONNECTION no MX host could be tried', mx: '', tls: null };
-    for (const host of route.hosts) {
+    for (const host of hosts) {
+      // testing: delivered as without a policy; what enforce would have refused is logged and counted.
+      if (sts?.mode === 'testing' && !stsMxMatches(sts.mx, host.name)) {
+        this.d.log.warn({ event: 'delivery.mta_sts_testing', queue_id: job.id, domain, mx: host.name, would: 'defer', reason: 'mx-not-in-policy' });
+      }
       for (const address of host.addresses) {
         try {
           const res = await this.d.transport.send({
@@ -116,20 +163,26 @@ export class Deliverer {
             to: rcpts.map((r) => r.address),
             raw,
           });
+          report(host.name, address, !res.tls.used ? 'starttls-not-supported' : sts && !res.tls.verified ? 'certificate-not-trusted' : 'success');
+          if (sts?.mode === 'testing' && !res.tls.verified) {
+            this.d.log.warn({ event: 'delivery.mta_sts_testing', queue_id: job.id, domain, mx: host.name, would: 'defer', reason: res.tls.used ? 'certificate-not-verified' : 'no-tls' });
+          }
           const rejected = new Map(res.rejected.map((r) => [r.rcpt.toLowerCase(), r.reply]));
           return rcpts.map((rcpt) => {
             const reply = rejected.get(rcpt.address.toLowerCase());
             if (reply === undefined) {
-              return { rcpt, status: 'delivered', code: /^2\d\d[ -](2\.\d{1,3}\.\d{1,3})\b/.exec(res.response)?.[1] ?? '2.0.0', text: res.response, remote: true, mx: host.name, tls: res.tls, category: 'ok' };
+              return { rcpt, status: 'delivered', code: /^2\d\d[ -](2\.\d{1,3}\.\d{1,3})\b/.exec(res.response)?.[1] ?? '2.0.0', text: res.response, remote: true, mx: host.name, tls: res.tls, tlsPolicy, category: 'ok' };
             }
-            return this.fromReply(rcpt, reply, host.name, res.tls);
+            return this.fromReply(rcpt, reply, host.name, res.tls, tlsPolicy);
           });
         } catch (e) {
           if (!(e instanceof SendError)) throw e;
           if (e.scope === 'message') {
+            report(host.name, address, !e.tls?.used ? 'starttls-not-supported' : sts && !e.tls.verified ? 'certificate-not-trusted' : 'success');
             const perRcpt = new Map(e.rejected.map((r) => [r.rcpt.toLowerCase(), r.reply]));
-            return rcpts.map((rcpt) => this.fromReply(rcpt, perRcpt.get(rcpt.address.toLowerCase()) ?? e.line, host.name, e.tls));
+            return rcpts.map((rcpt) => this.fromReply(rcpt, perRcpt.get(rcpt.address.toLowerCase()) ?? e.line, host.name, e.tls, tlsPolicy));
           }
+          if (e.line.startsWith('ETLS')) report(host.name, address, /certificate|CERT|hostname|altnames/i.test(e.line) ? 'certificate-host-mismatch' : 'starttls-not-supported');
           // RFC 5321 5.1: a host that cannot be reached or will not talk is skipped for the next.
           this.d.log.info({ event: 'delivery.mx_unusable', queue_id: job.id, domain, mx: host.name, address, error: e.line });
           last = { line: e.line, mx: host.name, tls: e.tls };
@@ -139,12 +192,31 @@ export class Deliverer {
     const c = classify(last.line);
     // No host answered for the message: only an explicit 5xx from the last one is final.
     const status = c.action === 'fail' ? 'failed' : 'deferred';
-    return all(status, c.status, last.line, { remote: /^\d{3}/.test(last.line), mx: last.mx || null, tls: last.tls, category: c.category });
+    if (tlsPolicy === 'mta-sts' && last.line.startsWith('ETLS')) {
+      // Say which policy refused: the admin and the DSN's reader look for the cause there.
+      this.d.log.warn({ event: 'delivery.mta_sts_refused', queue_id: job.id, domain, mx: last.mx, reason: 'tls' });
+      return all('deferred', '4.7.5', `MTA-STS policy of ${domain} (enforce) requires TLS with a certificate valid for ${last.mx}: ${last.line}`, { mx: last.mx || null, tls: last.tls, tlsPolicy, category: 'mta-sts' });
+    }
+    return all(status, c.status, last.line, { remote: /^\d{3}/.test(last.line), mx: last.mx || null, tls: last.tls, tlsPolicy, category: c.category });
   }
 
-  private fromReply(rcpt: RecipientState, reply: string, mx: string, tls: TlsOutcome | null): Outcome {
+  /** One session for TLS reports: the policy domain, the policy that applied, the MX and the result. */
+  private report(domain: string, sts: StsPolicy | null, mx: string | null, address: string | null, result: string): void {
+    this.d.tlsReport?.({
+      policyDomain: domain,
+      policyType: sts ? 'sts' : 'no-policy-found',
+      policyString: sts?.text ?? [],
+      mxHost: mx,
+      sendingIp: this.d.sendingIp || null,
+      receivingIp: address,
+      result,
+      at: this.d.clock.now(),
+    });
+  }
+
+  private fromReply(rcpt: RecipientState, reply: string, mx: string, tls: TlsOutcome | null, tlsPolicy: DeliveryTls['policy']): Outcome {
     const c = classify(reply);
-    return { rcpt, status: c.action === 'fail' ? 'failed' : 'deferred', code: c.status, text: reply, remote: true, mx, tls, category: c.category };
+    return { rcpt, status: c.action === 'fail' ? 'failed' : 'deferred', code: c.status, text: reply, remote: true, mx, tls, tlsPolicy, category: c.category };
   }
 
   /**
@@ -202,11 +274,14 @@ export class Deliverer {
       error: o.status === 'delivered' ? null : o.text,
       statusCode: o.code,
       remoteMta: o.mx,
+      // Known once a policy decided or a connection was made; routing failures have neither.
+      tls: o.tls || o.tlsPolicy !== 'none' ? { version: o.tls?.used ? (o.tls.protocol ?? 'TLS') : null, verified: o.tls?.verified ?? false, policy: o.tlsPolicy } : null,
       remoteVerdict: o.remote && o.status === 'delivered' ? 'accepted' : o.remote && o.status === 'failed' ? 'rejected' : undefined,
     }));
     const removed = await this.writeOutcome({ id: job.id, updates, now, nextAttemptAt: next, principal: job.principal?.ref ?? null, owner: this.d.owner }, job.attempts);
     for (const o of outcomes) {
-      const base = { queue_id: job.id, ...principalFields(job.principal), rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), status: o.code, attempt: job.attempts + 1 };
+      const tlsFields = { tls_version: o.tls?.used ? (o.tls.protocol ?? 'TLS') : null, tls_verified: o.tls?.verified ?? false, tls_policy: o.tlsPolicy };
+      const base = { queue_id: job.id, ...principalFields(job.principal), rcpt: o.rcpt.address, mx: o.mx, tls: tlsSummary(o.tls), ...tlsFields, status: o.code, attempt: job.attempts + 1 };
       if (o.status === 'delivered') this.d.log.info({ event: 'delivery.ok', ...base, response: o.text });
       else if (o.status === 'deferred') this.d.log.info({ event: 'delivery.defer', ...base, reason: o.category, response: o.text, next_attempt: next && new Date(next).toISOString() });
       else this.d.log.info({ event: 'delivery.fail', ...base, reason: o.category, response: o.text });

@@ -14,14 +14,18 @@ import type { IncidentResponder } from '../notify/incidents.js';
 import { Router, type MxResolver } from './routing.js';
 import { DeliveryScheduler } from './scheduler.js';
 import { SmtpTransport, type Transport } from './transport.js';
+import { TlsReporter } from './tls-reports.js';
+import { MtaSts, type StsResolver } from './mta-sts.js';
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
 
 export interface DeliveryDeps {
   store: Store;
   spool: Spool;
   clock: Clock;
   log: Logger;
-  /** Injected in tests; default: node:dns Resolver on [delivery] dns_servers. */
-  resolver?: MxResolver;
+  /** Injected in tests; default: node:dns Resolver on [delivery] dns_servers. Without resolveTxt, no MTA-STS. */
+  resolver?: MxResolver & Partial<Pick<StsResolver, 'resolveTxt'>>;
   /** Injected in tests; default: SMTP over nodemailer. */
   transport?: Transport;
   /** Order of equal-preference MX hosts; default Math.random. */
@@ -37,6 +41,8 @@ export interface DeliveryDeps {
 export interface Delivery {
   scheduler: DeliveryScheduler;
   reputation: Reputation;
+  /** TLS reports (RFC 8460): the deliverer records each session's TLS; the daily reports go out on a timer. */
+  tlsReports: TlsReporter;
   /** Stops scheduling, waits for attempts in flight, closes connections. */
   stop(): Promise<void>;
 }
@@ -46,6 +52,9 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   const { store, clock, log } = deps;
   const d = cfg.delivery;
   const outboundIp = cfg.identity.outbound_ip;
+  // [delivery] tls_ca_file: more CAs beside the system's, for verified delivery and policy fetches.
+  const ca = d.tls_ca_file ? [...rootCertificates, readFileSync(d.tls_ca_file, 'utf8')] : undefined;
+  const resolver = deps.resolver ?? createResolver(d.dns_servers);
   const transport =
     deps.transport ??
     new SmtpTransport({
@@ -53,11 +62,12 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
       localAddress: outboundIp,
       connectTimeoutMs: d.connect_timeout_seconds * 1000,
       connectionsPerHost: d.connections_per_host,
+      ca,
       clock,
       log,
     });
   const router = new Router({
-    resolver: deps.resolver ?? createResolver(d.dns_servers),
+    resolver,
     port: d.port,
     smarthost: d.smarthost,
     random: deps.random ?? Math.random,
@@ -78,6 +88,18 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   };
   const reputation = new Reputation(store, { alert: d.reject_alert, windowMs: d.reject_window_minutes * 60_000, minSample: d.reject_min_sample }, clock, log, report);
   const owner = deps.owner ?? processOwner(nodeName(cfg));
+  const tlsReports = new TlsReporter({
+    store,
+    resolver: resolver.resolveTxt ? { resolveTxt: (name) => resolver.resolveTxt!(name) } : createResolver(d.dns_servers),
+    // Queued like DSNs and notices: no principal, so no user's limits or bindings hold them.
+    accept: (m) => deps.spool.accept(m),
+    clock,
+    log,
+    from: cfg.notify.from || `postmaster@${cfg.server.hostname}`,
+    organization: cfg.server.hostname,
+    enabled: d.tls_reports,
+    owner,
+  });
   let stopping = false;
   const deliverer = new Deliverer({
     owner,
@@ -92,6 +114,13 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     log,
     reportingMta: cfg.server.hostname,
     tlsPolicy: Object.fromEntries(Object.entries(d.tls_policy).map(([k, v]) => [k.toLowerCase(), v])),
+    mtaSts: resolver.resolveTxt
+      ? new MtaSts({ store: store.mtaSts, resolver: resolver as StsResolver, port: d.mta_sts_port, ca, timeoutMs: d.connect_timeout_seconds * 1000, clock, log })
+      : null,
+    mtaStsDefault: d.mta_sts,
+    smarthost: d.smarthost !== '',
+    sendingIp: outboundIp,
+    tlsReport: (r) => tlsReports.record(r),
     maxQueueDays: d.max_queue_days,
     retryInitialMinutes: d.retry_initial_minutes,
     retryMaxMinutes: d.retry_max_minutes,
@@ -115,12 +144,15 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
     .pruneOutcomes(clock.now() - Math.max(d.reject_window_minutes * 60_000, 7 * 86_400_000))
     .catch((e: unknown) => log.error({ event: 'store.error', err: (e as Error).message }));
   scheduler.start();
+  tlsReports.start();
   return {
     scheduler,
     reputation,
+    tlsReports,
     async stop() {
       stopping = true;
       await scheduler.stop();
+      await tlsReports.stop();
       await transport.close();
     },
   };

@@ -78,6 +78,8 @@ export interface SmtpTransportOptions {
   localAddress: string;
   connectTimeoutMs: number;
   connectionsPerHost: number;
+  /** CA certificates to verify MX certificates against (default: the system's). */
+  ca?: string[];
   clock: Clock;
   log: Logger;
   /** An idle connection is kept this long for the next message to the same host. */
@@ -212,7 +214,7 @@ export class SmtpTransport implements Transport {
       ignoreTLS: plaintext,
       opportunisticTLS: req.tls === 'may',
       requireTLS: req.tls !== 'may',
-      tls: { rejectUnauthorized: req.tls === 'verify', servername },
+      tls: { rejectUnauthorized: req.tls === 'verify', servername, ...(this.opts.ca ? { ca: this.opts.ca } : {}) },
       logger: false,
     });
     const conn: Conn = { smtp, tls: { used: false, protocol: null, cipher: null, verified: false, note: null }, key, messages: 0, dead: false, idleTimer: null };

@@ -56,6 +56,13 @@ export class Metrics {
     const refused = new Counter({ name: 'postern_messages_refused_total', help: 'Refusals by SMTP stage (mail, rcpt, message) and reason id', labelNames: ['stage', 'reason'], registers: r });
     const suspensions = new Counter({ name: 'postern_suspensions_total', help: 'Users and devices suspended, by principal kind and incident kind', labelNames: ['principal_kind', 'reason'], registers: r });
     const incidents = new Counter({ name: 'postern_incidents_total', help: 'Incidents recorded, by kind', labelNames: ['kind'], registers: r });
+    const tls = new Counter({
+      name: 'postern_delivery_tls_total',
+      help: 'Delivery outcomes per recipient by TLS policy (none, opportunistic, mta-sts, dane, manual) and result (verified, unverified, no-tls)',
+      labelNames: ['policy', 'result'],
+      registers: r,
+    });
+    const stsTesting = new Counter({ name: 'postern_mta_sts_testing_total', help: 'Deliveries an MTA-STS policy in mode testing would have deferred under enforce, by reason', labelNames: ['reason'], registers: r });
     const held = new Counter({ name: 'postern_quarantine_held_total', help: 'Messages held in quarantine', registers: r });
     // Shared figures are read once per scrape, by the node that reports them (see reportsShared).
     let shared: Promise<boolean> | null = null;
@@ -136,15 +143,23 @@ export class Metrics {
       const at = typeof e.queue_id === 'string' ? src.receivedAt(e.queue_id) : null;
       if (at !== null) deliveryLatency.observe(Math.max(0, src.now() - at) / 1000);
     };
+    // Each recipient's outcome by the TLS policy that decided and what came of it.
+    const tlsOf = (e: LogEvent) => tls.inc({ policy: label(e.tls_policy, 'none'), result: !e.tls_version ? 'no-tls' : e.tls_verified === true ? 'verified' : 'unverified' });
     on(['delivery.ok'], (e) => {
       delivery.inc({ class: 'delivered', category: 'none' });
+      tlsOf(e);
       final(e);
     });
-    on(['delivery.defer'], (e) => delivery.inc({ class: 'deferred', category: label(e.reason) }));
+    on(['delivery.defer'], (e) => {
+      delivery.inc({ class: 'deferred', category: label(e.reason) });
+      tlsOf(e);
+    });
     on(['delivery.fail'], (e) => {
       delivery.inc({ class: 'failed', category: label(e.reason) });
+      tlsOf(e);
       final(e);
     });
+    on(['delivery.mta_sts_testing'], (e) => stsTesting.inc({ reason: label(e.reason) }));
     on(['dsn.queued'], () => dsns.inc());
     on(['policy.monitor'], (e) => monitored.inc({ policy: label(e.policy), would: label(e.would), reason: label(e.reason, 'none') }));
   }

@@ -16,7 +16,16 @@ export interface RecipientState {
   lastError: string | null;
   statusCode: string | null;
   remoteMta: string | null;
+  /** The TLS of the last attempt (see DeliveryTls); null before any connection. */
+  lastTls: DeliveryTls | null;
   dsnDone: boolean;
+}
+
+/** The TLS of one delivery: the protocol (null: none), whether the certificate was verified, and the policy that decided. */
+export interface DeliveryTls {
+  version: string | null;
+  verified: boolean;
+  policy: 'none' | 'opportunistic' | 'mta-sts' | 'dane' | 'manual';
 }
 
 /** What delivery needs of a message: its envelope, provenance and progress. */
@@ -38,6 +47,8 @@ export interface RecipientUpdate {
   error: string | null;
   statusCode: string | null;
   remoteMta: string | null;
+  /** The attempt's TLS; null when no connection was made (routing, MTA-STS refusals). */
+  tls?: DeliveryTls | null;
   /** A final verdict from a remote server (2xx or 5xx): counted for reputation. */
   remoteVerdict?: 'accepted' | 'rejected';
 }
@@ -51,6 +62,7 @@ export interface RcptRow {
   last_error: string | null;
   status_code: string | null;
   remote_mta: string | null;
+  last_tls: string | null;
   dsn_done: number;
 }
 
@@ -63,6 +75,7 @@ export const toRcpt = (r: RcptRow): RecipientState => ({
   lastError: r.last_error,
   statusCode: r.status_code,
   remoteMta: r.remote_mta,
+  lastTls: r.last_tls ? (JSON.parse(r.last_tls) as DeliveryTls) : null,
   dsnDone: r.dsn_done === 1,
 });
 
@@ -266,7 +279,7 @@ export class DeliveryRepo {
     );
     this.rcptStmt = db.prepare<[string], RcptRow>('SELECT * FROM recipients WHERE message_id = ? ORDER BY position');
     this.updateRcpt = fast.prepare(
-      `UPDATE recipients SET status = ?, last_error = ?, status_code = ?, remote_mta = ?,
+      `UPDATE recipients SET status = ?, last_error = ?, status_code = ?, remote_mta = ?, last_tls = ?,
          attempts = attempts + 1, last_attempt_at = ?, dsn_done = ? WHERE message_id = ? AND position = ?`,
     );
     // The claim ends in the same commit as the attempt's outcome: a process killed right after
@@ -291,7 +304,7 @@ export class DeliveryRepo {
         }
         for (const u of a.updates) {
           // Nothing to report for a delivered recipient: its dsn_done is set at once.
-          this.updateRcpt.run(u.status, u.error, u.statusCode, u.remoteMta, a.now, u.status === 'failed' ? 0 : 1, a.id, u.position);
+          this.updateRcpt.run(u.status, u.error, u.statusCode, u.remoteMta, u.tls ? JSON.stringify(u.tls) : null, a.now, u.status === 'failed' ? 0 : 1, a.id, u.position);
           if (a.principal !== null && u.remoteVerdict) this.insertOutcome.run(a.principal, a.now, u.remoteVerdict === 'rejected' ? 1 : 0);
         }
         this.updateMsg.run(a.nextAttemptAt, a.id);

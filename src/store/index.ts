@@ -1,6 +1,7 @@
 import { AppPasswordRepo } from './app-passwords.js';
 import { AuditRepo } from './audit.js';
 import { CredentialRepo } from './credentials.js';
+import { MtaStsRepo } from './mta-sts.js';
 import { DkimRepo } from './dkim.js';
 import { BindingRepo } from './bindings.js';
 import { openDb, type Db } from './db.js';
@@ -17,6 +18,7 @@ import { QueueRepo } from './queue.js';
 import { QuarantineRepo } from './quarantine.js';
 import { UserRepo } from './users.js';
 import { AuthAttemptRepo, LeaseRepo } from './shared.js';
+import { TlsReportRepo } from './tls-reports.js';
 
 /** Each repository's verbs, as every engine implements them (classes may `implements` these). */
 export type UserStore = Async<UserRepo>;
@@ -34,6 +36,8 @@ export type LeaseStore = Async<LeaseRepo>;
 export type DkimStore = Async<DkimRepo>;
 export type AppPasswordStore = Async<AppPasswordRepo>;
 export type CredentialStore = Async<CredentialRepo>;
+export type TlsReportStore = Async<TlsReportRepo>;
+export type MtaStsStore = Async<MtaStsRepo>;
 
 /**
  * The store as Postern's modules see it: repositories whose verbs return promises, and one
@@ -61,6 +65,10 @@ export interface Store {
   appPasswords: Async<AppPasswordRepo>;
   /** Fingerprints of compromised directory passwords, and the store-wide key they are made with. */
   credentials: Async<CredentialRepo>;
+  /** The counts behind the daily TLS reports (RFC 8460), shared by every node (SQLite: on the second connection, not inside tx). */
+  tlsReports: Async<TlsReportRepo>;
+  /** MTA-STS policies of recipient domains, fetched once for every node. */
+  mtaSts: Async<MtaStsRepo>;
   /**
    * Brings this process's view of policy rows (users, devices, bindings, limit overrides) up
    * to date with changes other processes committed before the call. SQLite checks on every
@@ -149,6 +157,8 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
     dkim: g(new DkimRepo(db)),
     appPasswords: g(new AppPasswordRepo(db, cache)),
     credentials: g(new CredentialRepo(db)),
+    tlsReports: g(new TlsReportRepo(bookkeeping)),
+    mtaSts: g(new MtaStsRepo(db)),
     senderDomains: (now) => gate.run(() => senderDomains(db, now)),
     syncPolicy: async () => undefined,
     tx: (fn) =>

@@ -38,8 +38,8 @@ describe('postern queue list, retry and delete', () => {
     // Queued by the harness's spool, which names no node; nobody is delivering it between attempts.
     expect(m).toMatchObject({ id, state: 'queued', attempts: 1, next_attempt: '2026-11-22T12:05:00Z', accepted_by: null, delivering_node: null });
     expect(m!.recipients).toEqual([
-      { address: 'now@dest.example', state: 'delivered', attempts: 1, last_attempt: '2026-11-22T12:00:00Z', next_attempt: null, status: '2.0.0', remote_mta: 'mx.dest.example', last_error: null },
-      { address: 'later@dest.example', state: 'deferred', attempts: 1, last_attempt: '2026-11-22T12:00:00Z', next_attempt: '2026-11-22T12:05:00Z', status: '4.7.1', remote_mta: 'mx.dest.example', last_error: '451 4.7.1 Greylisted' },
+      { address: 'now@dest.example', state: 'delivered', attempts: 1, last_attempt: '2026-11-22T12:00:00Z', next_attempt: null, status: '2.0.0', remote_mta: 'mx.dest.example', tls: { version: null, verified: false, policy: 'opportunistic' }, last_error: null },
+      { address: 'later@dest.example', state: 'deferred', attempts: 1, last_attempt: '2026-11-22T12:00:00Z', next_attempt: '2026-11-22T12:05:00Z', status: '4.7.1', remote_mta: 'mx.dest.example', tls: { version: null, verified: false, policy: 'opportunistic' }, last_error: '451 4.7.1 Greylisted' },
     ]);
     const human = (await cli(config, ['queue', 'list'])).out;
     expect(human).toMatch(new RegExp(`^${id}\\s+queued\\s+\\d+\\s+2026-11-22T12:00:00Z\\s+2026-11-22T12:05:00Z\\s+alice@sender\\.example\\s+-\\s+-$`, 'm'));
@@ -58,7 +58,7 @@ describe('postern queue list, retry and delete', () => {
     const id = await h.submit({ from: 'alice@sender.example', to: ['x@dest.example'], state: 'held' });
     const [m] = JSON.parse((await cli(config, ['queue', 'list', '--json', '--state', 'held'])).out) as Array<Record<string, unknown>>;
     expect(m).toMatchObject({ id, state: 'held', attempts: 0, next_attempt: null, delivering_node: null });
-    expect(m!.recipients).toEqual([{ address: 'x@dest.example', state: 'pending', attempts: 0, last_attempt: null, next_attempt: null, status: null, remote_mta: null, last_error: null }]);
+    expect(m!.recipients).toEqual([{ address: 'x@dest.example', state: 'pending', attempts: 0, last_attempt: null, next_attempt: null, status: null, remote_mta: null, tls: null, last_error: null }]);
     expect(await cli(config, ['queue', 'list', '--state', 'queued'])).toEqual({ code: 0, out: 'no queued messages\n', err: '' });
     expect(await cli(config, ['queue', 'list', '--state', 'bogus'])).toEqual({ code: 2, out: '', err: 'postern: unknown state bogus: use one of queued, held, waiting-quota\n' });
   });
@@ -147,8 +147,8 @@ describe('postern queue show', () => {
       accepted_by: null,
       delivering_node: null,
       recipients: [
-        { address: 'now@dest.example', state: 'delivered', attempts: 1, last_attempt: '2026-11-22T12:00:00Z', next_attempt: null, status: '2.0.0', remote_mta: 'mx.dest.example', last_error: null },
-        { address: 'later@dest.example', state: 'deferred', attempts: 1, last_attempt: '2026-11-22T12:00:00Z', next_attempt: '2026-11-22T12:05:00Z', status: '4.7.1', remote_mta: 'mx.dest.example', last_error: '451 4.7.1 Greylisted' },
+        { address: 'now@dest.example', state: 'delivered', attempts: 1, last_attempt: '2026-11-22T12:00:00Z', next_attempt: null, status: '2.0.0', remote_mta: 'mx.dest.example', tls: { version: null, verified: false, policy: 'opportunistic' }, last_error: null },
+        { address: 'later@dest.example', state: 'deferred', attempts: 1, last_attempt: '2026-11-22T12:00:00Z', next_attempt: '2026-11-22T12:05:00Z', status: '4.7.1', remote_mta: 'mx.dest.example', tls: { version: null, verified: false, policy: 'opportunistic' }, last_error: '451 4.7.1 Greylisted' },
       ],
       held: null,
       score: null,

@@ -52,8 +52,9 @@ export function sinkCert() {
   return tlsMaterial;
 }
 
-export async function startSink(host: string, port: number, opts: { tls?: boolean | 'broken'; behaviour?: SinkBehaviour; smtputf8?: boolean } = {}): Promise<Sink> {
-  const material = opts.tls ? await sinkCert() : undefined;
+export async function startSink(host: string, port: number, opts: { tls?: boolean | 'broken'; behaviour?: SinkBehaviour; smtputf8?: boolean; cert?: { key: string; cert: string } } = {}): Promise<Sink> {
+  // cert: a certificate of the test's own (one a test CA issued for the MX name), else the shared self-signed one.
+  const material = opts.tls ? (opts.cert ?? (await sinkCert())) : undefined;
   const ee = new EventEmitter() as Sink;
   ee.host = host;
   ee.messages = [];
@@ -142,13 +143,13 @@ export async function closeAllSinks(): Promise<void> {
 }
 
 /** Sinks on several loopback addresses sharing one port ([delivery] port is global). */
-export async function startSinks(hosts: string[], opts: { tls?: (boolean | 'broken')[] } = {}): Promise<Sink[]> {
+export async function startSinks(hosts: string[], opts: { tls?: (boolean | 'broken')[]; certs?: ({ key: string; cert: string } | undefined)[] } = {}): Promise<Sink[]> {
   for (let tries = 0; ; tries++) {
     const sinks: Sink[] = [];
     try {
       let port = 0;
       for (const [i, h] of hosts.entries()) {
-        const s = await startSink(h, port, { tls: opts.tls?.[i] ?? false });
+        const s = await startSink(h, port, { tls: opts.tls?.[i] ?? false, cert: opts.certs?.[i] });
         sinks.push(s);
         port = s.port;
       }

@@ -5,6 +5,7 @@ import type { Store } from '../../src/store/index.js';
 import type { AttemptRecord } from '../../src/store/delivery.js';
 import type { Actor } from '../../src/store/quarantine.js';
 import type { CounterSpec, CounterState } from '../../src/store/shared.js';
+import type { TlsReportKey } from '../../src/store/tls-reports.js';
 import { newQueueId } from '../../src/spool/message.js';
 // The error classes are values, not types: callers tell these refusals apart with instanceof
 // (cli/user.ts, cli/quarantine.ts, cli/queue.ts), so every engine must throw these very classes.
@@ -540,6 +541,17 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
       });
     });
 
+    describe('mtaSts', () => {
+      it('keeps one policy per domain, whatever the letter case, and replaces it on put', async () => {
+        const p = { domain: 'Dest.Example', id: '1', mode: 'enforce' as const, mx: ['mx.dest.example', '*.dest.example'], maxAge: 86_400, text: ['version: STSv1', 'mode: enforce'], fetchedAt: T, expiresAt: T + 86_400_000 };
+        expect(await s.mtaSts.get('dest.example')).toBeUndefined();
+        await s.mtaSts.put(p);
+        expect(await s.mtaSts.get('DEST.example')).toEqual({ ...p, domain: 'dest.example' });
+        await s.mtaSts.put({ ...p, id: '2', mode: 'testing', mx: ['mx2.dest.example'], text: [], fetchedAt: T + 5 });
+        expect(await s.mtaSts.get('dest.example')).toEqual({ ...p, domain: 'dest.example', id: '2', mode: 'testing', mx: ['mx2.dest.example'], text: [], fetchedAt: T + 5 });
+      });
+    });
+
     describe('credentials', () => {
       it('makes a store-wide secret once: the first value asked with is kept and every later caller gets it', async () => {
         expect(await s.credentials.secret('password-fingerprint', 'first', T)).toBe('first');
@@ -580,6 +592,70 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         ).rejects.toThrow('boom');
         expect((await s.users.get(a.id))!.status).toBe('active');
         expect(await s.credentials.isCompromised('fp-1')).toBe(false);
+      });
+    });
+
+    describe('tlsReports', () => {
+      const sts = ['version: STSv1', 'mode: enforce', 'mx: mx.example.org', 'max_age: 86400'].join('\n');
+      const entry = (o: Partial<TlsReportKey> = {}): TlsReportKey => ({
+        day: '2026-11-22',
+        policyDomain: 'example.org',
+        policyType: 'sts',
+        policyString: sts,
+        mxHost: 'mx.example.org',
+        result: 'success',
+        sendingIp: '',
+        receivingIp: '',
+        ...o,
+      });
+
+      it('counts each kind of session of a day on its own row, adding to it (n at a time when asked)', async () => {
+        await s.tlsReports.add(entry());
+        await s.tlsReports.add(entry());
+        await s.tlsReports.add(entry({ result: 'certificate-host-mismatch', sendingIp: '192.0.2.1', receivingIp: '198.51.100.7' }), 3);
+        await s.tlsReports.add(entry({ policyDomain: 'example.net', policyType: 'no-policy-found', policyString: '', mxHost: '' }));
+        await s.tlsReports.add(entry({ policyString: sts.replace('enforce', 'testing') }));
+        await s.tlsReports.add(entry({ day: '2026-11-23' }), 5);
+        expect(await s.tlsReports.entries('2026-11-22')).toEqual([
+          { ...entry({ policyDomain: 'example.net', policyType: 'no-policy-found', policyString: '', mxHost: '' }), count: 1 },
+          { ...entry({ result: 'certificate-host-mismatch', sendingIp: '192.0.2.1', receivingIp: '198.51.100.7' }), count: 3 },
+          { ...entry(), count: 2 },
+          { ...entry({ policyString: sts.replace('enforce', 'testing') }), count: 1 },
+        ]);
+        expect(await s.tlsReports.entries('2026-11-23')).toEqual([{ ...entry({ day: '2026-11-23' }), count: 5 }]);
+        expect(await s.tlsReports.entries('2026-11-21')).toEqual([]);
+      });
+
+      it('daysBefore lists each day with counts strictly before the one given, oldest first', async () => {
+        for (const day of ['2026-11-23', '2026-11-21', '2026-11-22', '2026-11-21']) await s.tlsReports.add(entry({ day }));
+        expect(await s.tlsReports.daysBefore('2026-11-23')).toEqual(['2026-11-21', '2026-11-22']);
+        expect(await s.tlsReports.daysBefore('2026-11-21')).toEqual([]);
+        expect(await s.tlsReports.daysBefore('2027-01-01')).toEqual(['2026-11-21', '2026-11-22', '2026-11-23']);
+      });
+
+      it('clear forgets one policy domain of one day only', async () => {
+        await s.tlsReports.add(entry());
+        await s.tlsReports.add(entry({ result: 'starttls-not-supported' }));
+        await s.tlsReports.add(entry({ policyDomain: 'example.net' }));
+        await s.tlsReports.add(entry({ day: '2026-11-23' }));
+        expect(await s.tlsReports.clear('2026-11-22', 'example.org')).toBe(2);
+        expect(await s.tlsReports.clear('2026-11-22', 'example.org')).toBe(0);
+        expect(await s.tlsReports.entries('2026-11-22')).toEqual([{ ...entry({ policyDomain: 'example.net' }), count: 1 }]);
+        expect(await s.tlsReports.entries('2026-11-23')).toEqual([{ ...entry({ day: '2026-11-23' }), count: 1 }]);
+      });
+
+      it('counts every session when several processes add to the same row at once', async () => {
+        const other = await env.reopen();
+        await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? other : s).tlsReports.add(entry())));
+        expect(await s.tlsReports.entries('2026-11-22')).toEqual([{ ...entry(), count: 20 }]);
+      });
+
+      it('keeps a policy of the largest size MTA-STS allows (64 KB) as one row', async () => {
+        const big = ['version: STSv1', 'mode: enforce', ...Array.from({ length: 2500 }, (_, i) => `mx: mx${i}.example.org`), 'max_age: 86400'].join('\n');
+        expect(big.length).toBeGreaterThan(50_000);
+        await s.tlsReports.add(entry({ policyString: big }));
+        await s.tlsReports.add(entry({ policyString: big }), 2);
+        expect(await s.tlsReports.entries('2026-11-22')).toEqual([{ ...entry({ policyString: big }), count: 3 }]);
       });
     });
 
@@ -1464,6 +1540,7 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         lastError: null,
         statusCode: null,
         remoteMta: null,
+        lastTls: null,
         dsnDone: false,
       });
 
@@ -1601,14 +1678,14 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
           nextAttemptAt: T + 2000,
           principal: principalOf(a),
           updates: [
-            { position: 0, status: 'delivered', error: null, statusCode: '2.0.0', remoteMta: 'dns; mx.example.org', remoteVerdict: 'accepted' },
+            { position: 0, status: 'delivered', error: null, statusCode: '2.0.0', remoteMta: 'dns; mx.example.org', tls: { version: 'TLSv1.3', verified: true, policy: 'mta-sts' }, remoteVerdict: 'accepted' },
             { position: 1, status: 'pending', error: '451 4.7.1 try later', statusCode: '4.7.1', remoteMta: 'dns; mx.example.net' },
           ],
         };
         expect([...(await s.delivery.recordAttempts([attempt]))]).toEqual([]);
         const rcpts = await s.delivery.recipients(m!);
-        expect(rcpts[0]).toEqual({ position: 0, address: 'x@example.org', status: 'delivered', attempts: 1, lastAttemptAt: T + 1000, lastError: null, statusCode: '2.0.0', remoteMta: 'dns; mx.example.org', dsnDone: true });
-        expect(rcpts[1]).toMatchObject({ position: 1, address: 'y@example.net', status: 'pending', attempts: 1, lastAttemptAt: T + 1000, lastError: '451 4.7.1 try later', statusCode: '4.7.1', remoteMta: 'dns; mx.example.net' });
+        expect(rcpts[0]).toEqual({ position: 0, address: 'x@example.org', status: 'delivered', attempts: 1, lastAttemptAt: T + 1000, lastError: null, statusCode: '2.0.0', remoteMta: 'dns; mx.example.org', lastTls: { version: 'TLSv1.3', verified: true, policy: 'mta-sts' }, dsnDone: true });
+        expect(rcpts[1]).toMatchObject({ position: 1, address: 'y@example.net', status: 'pending', attempts: 1, lastAttemptAt: T + 1000, lastError: '451 4.7.1 try later', statusCode: '4.7.1', remoteMta: 'dns; mx.example.net', lastTls: null });
         expect(await s.delivery.job(m!)).toMatchObject({ attempts: 1, nextAttemptAt: T + 2000 });
         expect(await s.delivery.outcomeCounts(principalOf(a), T)).toEqual({ total: 1, rejected: 0 });
         // The claim (until T + HOUR) ended with the outcome: another owner takes the retry when due.

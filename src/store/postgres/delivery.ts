@@ -83,7 +83,7 @@ export class PgDeliveryRepo implements DeliveryStore {
       `SELECT m.id, m.state, m.mail_from, p.id AS ref, p.kind, p.name, m.received_at, m.attempts, m.next_attempt_at,
          (SELECT COALESCE(json_agg(json_build_object('position', r.position, 'address', r.address, 'status', r.status, 'attempts', r.attempts,
                    'last_attempt_at', r.last_attempt_at, 'last_error', r.last_error, 'status_code', r.status_code, 'remote_mta', r.remote_mta,
-                   'dsn_done', r.dsn_done) ORDER BY r.position), '[]'::json)
+                   'last_tls', r.last_tls, 'dsn_done', r.dsn_done) ORDER BY r.position), '[]'::json)
           FROM recipients r WHERE r.message_id = m.id) AS recipients
        FROM messages m LEFT JOIN principals p ON p.id = m.principal_ref WHERE m.id = $1`,
       [id],
@@ -110,9 +110,9 @@ export class PgDeliveryRepo implements DeliveryStore {
         for (const u of a.updates) {
           // Nothing to report for a delivered recipient: its dsn_done is set at once.
           await this.db.run(
-            `UPDATE recipients SET status = $1, last_error = $2, status_code = $3, remote_mta = $4,
+            `UPDATE recipients SET status = $1, last_error = $2, status_code = $3, remote_mta = $4, last_tls = $9,
                attempts = attempts + 1, last_attempt_at = $5, dsn_done = $6 WHERE message_id = $7 AND position = $8`,
-            [u.status, u.error, u.statusCode, u.remoteMta, a.now, u.status === 'failed' ? 0 : 1, a.id, u.position],
+            [u.status, u.error, u.statusCode, u.remoteMta, a.now, u.status === 'failed' ? 0 : 1, a.id, u.position, u.tls ? JSON.stringify(u.tls) : null],
           );
           if (a.principal !== null && u.remoteVerdict) {
             await this.db.run('INSERT INTO delivery_outcomes (principal_ref, at, rejected) VALUES ($1, $2, $3)', [a.principal, a.now, u.remoteVerdict === 'rejected' ? 1 : 0]);

@@ -2,6 +2,7 @@ import type { Store } from '../index.js';
 import { PgAppPasswordRepo } from './app-passwords.js';
 import { PgBindingRepo } from './bindings.js';
 import { PgCredentialRepo } from './credentials.js';
+import { PgMtaStsRepo } from './mta-sts.js';
 import { PgDeliveryRepo } from './delivery.js';
 import { PgDkimRepo } from './dkim.js';
 import { PgAuditRepo, PgIncidentRepo } from './incidents.js';
@@ -13,6 +14,7 @@ import { PgQuarantineRepo } from './quarantine.js';
 import { PgQueueRepo } from './queue.js';
 import { PgAuthAttemptRepo, PgLeaseRepo } from './shared.js';
 import { PgStatsRepo } from './stats.js';
+import { PgTlsReportRepo } from './tls-reports.js';
 import { PgDeviceRepo, PgUserRepo } from './users.js';
 import { SCHEMA_VERSION } from '../sql.js';
 
@@ -61,6 +63,8 @@ export async function openPostgresStore(url: string, opts: { migrate?: boolean }
     dkim: new PgDkimRepo(db),
     appPasswords: new PgAppPasswordRepo(db, cache),
     credentials: new PgCredentialRepo(db),
+    tlsReports: new PgTlsReportRepo(db),
+    mtaSts: new PgMtaStsRepo(db),
     senderDomains: async (now) => {
       const rows = await db.q<{ d: string }>(
         `SELECT DISTINCT lower(regexp_replace(value, '^.*@', '')) COLLATE "C" AS d FROM bindings
