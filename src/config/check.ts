@@ -433,7 +433,7 @@ export async function checkConfigFile(file?: string, opts: { unprivileged?: bool
     geo.asn_db = resolveGeoPaths(baseDir, geo.asn_db);
   }
 
-  problems.push(...crossCheckProblems({ tls: tlsCfg ?? { cert: '', key: '' }, submission: submission ?? { proxy_protocol: false, trusted_proxies: [] }, auth: section('auth') ?? undefined }));
+  problems.push(...crossCheckProblems({ tls: tlsCfg ?? { cert: '', key: '' }, submission: submission ?? { proxy_protocol: false, trusted_proxies: [] }, auth: section('auth') ?? undefined, delivery: section('delivery') ?? undefined }));
   if (identity) problems.push(...identityProblems(identity));
   if (tlsCfg) problems.push(...tlsProblems(tlsCfg));
   if (server) problems.push(...dataDirProblems(server.data_dir));

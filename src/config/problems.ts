@@ -69,6 +69,7 @@ export function problem(key: string | null, value: unknown, what: string, fix: s
 export function crossCheckProblems(cfg: {
   tls: { cert: string; key: string };
   submission: { proxy_protocol: boolean; trusted_proxies: string[] };
+  delivery?: { dane: string; dns_servers: string[]; tls_policy: Record<string, string> };
   auth?: { backend: string; dovecot_socket: string; provision: string; template: ProvisionTemplate };
 }): Problem[] {
   const out: Problem[] = [];
@@ -89,6 +90,21 @@ export function crossCheckProblems(cfg: {
     );
   }
   if (cfg.auth) out.push(...authProblems(cfg.auth));
+  const d = cfg.delivery;
+  if (d && (d.dane === 'auto' || Object.values(d.tls_policy).includes('dane'))) {
+    // The AD bit is worth only what the path to the resolver is: on this host, nobody can forge it.
+    const far = d.dns_servers.filter((s) => !/^(127\.|\[::1\]|::1$)/.test(s));
+    if (!d.dns_servers.length || far.length) {
+      out.push(
+        problem(
+          'delivery.dns_servers',
+          d.dns_servers,
+          `DANE (delivery.dane = "auto" or a tls_policy "dane") trusts the resolver's DNSSEC validation, so it must be a validating resolver on this host${far.length ? `, not ${far.join(', ')}` : ''}`,
+          'run unbound on loopback and set dns_servers = ["127.0.0.1:53"], or set delivery.dane = "off"',
+        ),
+      );
+    }
+  }
   return out;
 }
 

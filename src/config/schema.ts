@@ -138,7 +138,10 @@ export const configSchema = z.strictObject({
       reject_alert: z.number().min(0).max(1).default(0.2),
       reject_window_minutes: z.number().int().min(1).max(10_080).default(60),
       reject_min_sample: z.number().int().min(1).max(100_000).default(20),
-      tls_policy: z.record(z.string().regex(HOSTNAME_RE, 'keys must be domain names'), z.enum(['may', 'encrypt', 'verify', 'mta-sts'])).default({}),
+      tls_policy: z.record(z.string().regex(HOSTNAME_RE, 'keys must be domain names'), z.enum(['may', 'encrypt', 'verify', 'mta-sts', 'dane'])).default({}),
+      // DANE (RFC 7672): "auto" trusts the AD bit of dns_servers, which must then be a
+      // validating resolver on this host (loopback); "off" by default for that reason.
+      dane: z.enum(['off', 'auto']).default('off'),
       // MTA-STS (RFC 8461): recipient domains' published policies are fetched, cached in the
       // store and applied (enforce: only the policy's MX hosts, TLS with a valid certificate).
       mta_sts: z.boolean().default(true),

@@ -13,6 +13,7 @@ import type { Reputation } from './reputation.js';
 import type { Router } from './routing.js';
 import { SendError, type TlsLevel, type TlsOutcome, type Transport } from './transport.js';
 import { stsMxMatches, type MtaSts, type StsPolicy } from './mta-sts.js';
+import type { Dane, DaneHost } from './dane.js';
 import type { DeliveryTls } from '../store/delivery.js';
 import { isTlsReport, type TlsSessionResult } from './tls-reports.js';
 
@@ -31,8 +32,12 @@ export interface DelivererDeps {
   log: Logger;
   /** Name in Reporting-MTA and MAILER-DAEMON@ of DSNs. */
   reportingMta: string;
-  /** [delivery.tls_policy]: a level, or "mta-sts" (the domain's policy even with MTA-STS off). */
-  tlsPolicy: Record<string, TlsLevel | 'mta-sts'>;
+  /** [delivery.tls_policy]: a level, "mta-sts" (the domain's policy even with MTA-STS off) or "dane". */
+  tlsPolicy: Record<string, TlsLevel | 'mta-sts' | 'dane'>;
+  /** DANE lookups through a trusted validating resolver ([delivery] dane = "auto"); null: off. */
+  dane?: Dane | null;
+  /** [delivery] dane = "auto": every domain; else only those whose tls_policy says "dane". */
+  daneDefault?: boolean;
   /** MTA-STS policies ([delivery] mta_sts); null: only domains whose tls_policy says "mta-sts" would use it, and there is none. */
   mtaSts?: MtaSts | null;
   /** [delivery] mta_sts: apply published policies to domains without a tls_policy entry. */
@@ -123,18 +128,34 @@ export class Deliverer {
     if (route.kind === 'fail') return all('failed', route.status, route.text);
     if (route.kind === 'defer') return all('deferred', route.status, route.text);
 
-    // The TLS policy: a tls_policy entry, else the domain's MTA-STS policy, else opportunistic.
+    // The TLS policy: a tls_policy entry, else DANE for the hosts that publish TLSA records in
+    // a secure zone, else the domain's MTA-STS policy, else opportunistic.
     const manual = this.d.tlsPolicy[domain];
-    let tls: TlsLevel = manual && manual !== 'mta-sts' ? manual : 'may';
-    let tlsPolicy: DeliveryTls['policy'] = manual && manual !== 'mta-sts' ? 'manual' : 'opportunistic';
+    const level = manual === 'mta-sts' || manual === 'dane' ? undefined : manual;
+    let tls: TlsLevel = level ?? 'may';
+    let tlsPolicy: DeliveryTls['policy'] = level ? 'manual' : 'opportunistic';
     let hosts = route.hosts;
     let sts: StsPolicy | null = null;
-    if (this.d.mtaSts && !this.d.smarthost && !tlsReport && (manual === 'mta-sts' || (!manual && this.d.mtaStsDefault !== false))) {
+    let daneHosts: Map<string, DaneHost> | null = null;
+    if (this.d.dane && !this.d.smarthost && !tlsReport && (manual === 'dane' || (!manual && this.d.daneDefault === true))) {
+      const implicit = route.hosts.length === 1 && route.hosts[0]!.name === domain;
+      const secure = await this.d.dane.domain(domain, implicit);
+      if (secure === 'bogus') {
+        this.d.log.warn({ event: 'delivery.dane_refused', queue_id: job.id, domain, reason: 'mx-bogus' });
+        return all('deferred', '4.7.5', `DANE: the ${implicit ? 'address' : 'MX'} records of ${domain} failed DNSSEC validation`, { category: 'dane', tlsPolicy: 'dane' });
+      }
+      if (secure === 'secure') {
+        const found = await Promise.all(route.hosts.map(async (h) => [h.name, await this.d.dane!.host(h.name)] as const));
+        // RFC 7672 2.2: DANE for the hosts that have it; MTA-STS is not consulted then.
+        if (found.some(([, d]) => d.kind !== 'none')) daneHosts = new Map(found);
+      }
+    }
+    if (!daneHosts && this.d.mtaSts && !this.d.smarthost && !tlsReport && (manual === 'mta-sts' || (!manual && this.d.mtaStsDefault !== false))) {
       const found = await this.d.mtaSts.policy(domain);
       if (found.policy && found.policy.mode !== 'none') sts = found.policy;
       if (!found.policy && found.error) this.report(domain, null, null, null, 'sts-policy-fetch-error');
     }
-    const report = (mx: string | null, address: string | null, result: string) => (tlsReport ? undefined : this.report(domain, sts, mx, address, result));
+    const report = (mx: string | null, address: string | null, result: string, dane = false) => (tlsReport ? undefined : this.report(domain, dane ? 'tlsa' : sts, mx, address, result));
     if (sts?.mode === 'enforce') {
       // RFC 8461 5: only the policy's MX hosts, with TLS and a certificate valid for the MX
       // name; never plaintext, never another host.
@@ -150,6 +171,17 @@ export class Deliverer {
     }
     let last: { line: string; mx: string; tls: TlsOutcome | null } = { line: 'ECONNECTION no MX host could be tried', mx: '', tls: null };
     for (const host of hosts) {
+      const dane = daneHosts?.get(host.name);
+      if (dane?.kind === 'unusable') {
+        // RFC 7672 2.1.1: a host whose TLSA lookup failed is skipped, never tried without them.
+        report(host.name, null, 'tlsa-invalid', true);
+        this.d.log.info({ event: 'delivery.mx_unusable', queue_id: job.id, domain, mx: host.name, error: `DANE: ${dane.reason}` });
+        last = { line: `ETLS DANE: ${dane.reason}`, mx: host.name, tls: null };
+        continue;
+      }
+      const daneHere = dane?.kind === 'dane' || dane?.kind === 'encrypt';
+      const hostTls: TlsLevel = daneHere ? 'encrypt' : tls;
+      const hostPolicy: DeliveryTls['policy'] = daneHere ? 'dane' : tlsPolicy;
       // testing: delivered as without a policy; what enforce would have refused is logged and counted.
       if (sts?.mode === 'testing' && !stsMxMatches(sts.mx, host.name)) {
         this.d.log.warn({ event: 'delivery.mta_sts_testing', queue_id: job.id, domain, mx: host.name, would: 'defer', reason: 'mx-not-in-policy' });
@@ -158,12 +190,13 @@ export class Deliverer {
         try {
           const res = await this.d.transport.send({
             target: { address, port: host.port, name: host.name },
-            tls,
+            tls: hostTls,
+            ...(dane?.kind === 'dane' ? { dane: dane.records } : {}),
             from: job.mailFrom,
             to: rcpts.map((r) => r.address),
             raw,
           });
-          report(host.name, address, !res.tls.used ? 'starttls-not-supported' : sts && !res.tls.verified ? 'certificate-not-trusted' : 'success');
+          report(host.name, address, !res.tls.used ? 'starttls-not-supported' : (sts || daneHere) && !res.tls.verified && dane?.kind !== 'encrypt' ? 'certificate-not-trusted' : 'success', daneHere);
           if (sts?.mode === 'testing' && !res.tls.verified) {
             this.d.log.warn({ event: 'delivery.mta_sts_testing', queue_id: job.id, domain, mx: host.name, would: 'defer', reason: res.tls.used ? 'certificate-not-verified' : 'no-tls' });
           }
@@ -171,18 +204,21 @@ export class Deliverer {
           return rcpts.map((rcpt) => {
             const reply = rejected.get(rcpt.address.toLowerCase());
             if (reply === undefined) {
-              return { rcpt, status: 'delivered', code: /^2\d\d[ -](2\.\d{1,3}\.\d{1,3})\b/.exec(res.response)?.[1] ?? '2.0.0', text: res.response, remote: true, mx: host.name, tls: res.tls, tlsPolicy, category: 'ok' };
+              return { rcpt, status: 'delivered', code: /^2\d\d[ -](2\.\d{1,3}\.\d{1,3})\b/.exec(res.response)?.[1] ?? '2.0.0', text: res.response, remote: true, mx: host.name, tls: res.tls, tlsPolicy: hostPolicy, category: 'ok' };
             }
-            return this.fromReply(rcpt, reply, host.name, res.tls, tlsPolicy);
+            return this.fromReply(rcpt, reply, host.name, res.tls, hostPolicy);
           });
         } catch (e) {
           if (!(e instanceof SendError)) throw e;
           if (e.scope === 'message') {
-            report(host.name, address, !e.tls?.used ? 'starttls-not-supported' : sts && !e.tls.verified ? 'certificate-not-trusted' : 'success');
+            report(host.name, address, !e.tls?.used ? 'starttls-not-supported' : sts && !e.tls.verified ? 'certificate-not-trusted' : 'success', daneHere);
             const perRcpt = new Map(e.rejected.map((r) => [r.rcpt.toLowerCase(), r.reply]));
-            return rcpts.map((rcpt) => this.fromReply(rcpt, perRcpt.get(rcpt.address.toLowerCase()) ?? e.line, host.name, e.tls, tlsPolicy));
+            return rcpts.map((rcpt) => this.fromReply(rcpt, perRcpt.get(rcpt.address.toLowerCase()) ?? e.line, host.name, e.tls, hostPolicy));
           }
-          if (e.line.startsWith('ETLS')) report(host.name, address, /certificate|CERT|hostname|altnames/i.test(e.line) ? 'certificate-host-mismatch' : 'starttls-not-supported');
+          if (e.line.startsWith('ETLS')) {
+            const kind = /DANE: no TLSA record/.test(e.line) ? 'validation-failure' : /certificate|CERT|hostname|altnames|DANE/i.test(e.line) ? 'certificate-host-mismatch' : 'starttls-not-supported';
+            report(host.name, address, kind, daneHere);
+          }
           // RFC 5321 5.1: a host that cannot be reached or will not talk is skipped for the next.
           this.d.log.info({ event: 'delivery.mx_unusable', queue_id: job.id, domain, mx: host.name, address, error: e.line });
           last = { line: e.line, mx: host.name, tls: e.tls };
@@ -192,6 +228,10 @@ export class Deliverer {
     const c = classify(last.line);
     // No host answered for the message: only an explicit 5xx from the last one is final.
     const status = c.action === 'fail' ? 'failed' : 'deferred';
+    if (daneHosts && last.line.startsWith('ETLS')) {
+      this.d.log.warn({ event: 'delivery.dane_refused', queue_id: job.id, domain, mx: last.mx, reason: last.line.includes('DNSSEC') ? 'tlsa-bogus' : 'tls' });
+      return all('deferred', '4.7.5', `DANE: ${domain}: no MX host could be authenticated by its TLSA records; last ${last.mx}: ${last.line}`, { mx: last.mx || null, tls: last.tls, tlsPolicy: 'dane', category: 'dane' });
+    }
     if (tlsPolicy === 'mta-sts' && last.line.startsWith('ETLS')) {
       // Say which policy refused: the admin and the DSN's reader look for the cause there.
       this.d.log.warn({ event: 'delivery.mta_sts_refused', queue_id: job.id, domain, mx: last.mx, reason: 'tls' });
@@ -201,11 +241,11 @@ export class Deliverer {
   }
 
   /** One session for TLS reports: the policy domain, the policy that applied, the MX and the result. */
-  private report(domain: string, sts: StsPolicy | null, mx: string | null, address: string | null, result: string): void {
+  private report(domain: string, policy: StsPolicy | 'tlsa' | null, mx: string | null, address: string | null, result: string): void {
     this.d.tlsReport?.({
       policyDomain: domain,
-      policyType: sts ? 'sts' : 'no-policy-found',
-      policyString: sts?.text ?? [],
+      policyType: policy === 'tlsa' ? 'tlsa' : policy ? 'sts' : 'no-policy-found',
+      policyString: policy && policy !== 'tlsa' ? policy.text : [],
       mxHost: mx,
       sendingIp: this.d.sendingIp || null,
       receivingIp: address,

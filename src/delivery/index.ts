@@ -16,6 +16,8 @@ import { DeliveryScheduler } from './scheduler.js';
 import { SmtpTransport, type Transport } from './transport.js';
 import { TlsReporter } from './tls-reports.js';
 import { MtaSts, type StsResolver } from './mta-sts.js';
+import { Dane } from './dane.js';
+import { secureQuery } from '../dns/rawquery.js';
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 
@@ -118,6 +120,12 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
       ? new MtaSts({ store: store.mtaSts, resolver: resolver as StsResolver, port: d.mta_sts_port, ca, timeoutMs: d.connect_timeout_seconds * 1000, clock, log })
       : null,
     mtaStsDefault: d.mta_sts,
+    // DANE asks dns_servers with the AD bit; config checks they are on loopback.
+    dane:
+      (d.dane === 'auto' || Object.values(d.tls_policy).includes('dane')) && d.dns_servers.length
+        ? new Dane((name, type) => secureQuery(d.dns_servers, name, type, Math.min(5000, d.connect_timeout_seconds * 1000)))
+        : null,
+    daneDefault: d.dane === 'auto',
     smarthost: d.smarthost !== '',
     sendingIp: outboundIp,
     tlsReport: (r) => tlsReports.record(r),

@@ -1,9 +1,11 @@
 import { isIP } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
 import Bottleneck from 'bottleneck';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Clock } from '../domain/clock.js';
 import type { Logger } from '../obs/log.js';
+import { daneMismatch, type Tlsa } from './dane.js';
 
 /** One MX host at one address. */
 export interface Target {
@@ -33,6 +35,8 @@ export interface TlsOutcome {
 export interface SendRequest {
   target: Target;
   tls: TlsLevel;
+  /** DANE (RFC 7672): TLS required and the certificate must match one of these TLSA records (tls is then "encrypt"). */
+  dane?: Tlsa[];
   /** Envelope: what the RCPTs and MAIL FROM say, independent of the header fields. */
   from: string;
   to: string[];
@@ -153,7 +157,9 @@ export class SmtpTransport implements Transport {
   }
 
   private async sendNow(req: SendRequest): Promise<SendResult> {
-    const key = `${req.target.address}:${req.target.port}|${req.tls}`;
+    // A connection authenticated by DANE is reused only for the same host and records.
+    const dane = req.dane ? `|dane:${req.target.name}:${req.dane.map((r) => `${r.usage}${r.selector}${r.matchingType}${r.data.toString('hex')}`).join(',')}` : '';
+    const key = `${req.target.address}:${req.target.port}|${req.tls}${dane}`;
     let conn = this.takeIdle(key);
     if (conn) {
       try {
@@ -214,7 +220,7 @@ export class SmtpTransport implements Transport {
       ignoreTLS: plaintext,
       opportunisticTLS: req.tls === 'may',
       requireTLS: req.tls !== 'may',
-      tls: { rejectUnauthorized: req.tls === 'verify', servername, ...(this.opts.ca ? { ca: this.opts.ca } : {}) },
+      tls: { rejectUnauthorized: req.tls === 'verify' && !req.dane, servername, ...(this.opts.ca ? { ca: this.opts.ca } : {}) },
       logger: false,
     });
     const conn: Conn = { smtp, tls: { used: false, protocol: null, cipher: null, verified: false, note: null }, key, messages: 0, dead: false, idleTimer: null };
@@ -239,8 +245,15 @@ export class SmtpTransport implements Transport {
       smtp.connect((err?: Error | null) => {
         if (err) return fail(err as NodemailerError);
         if (settled) return;
+        const tls = describeTls(smtp, plaintext);
+        if (req.dane) {
+          // RFC 7672 3: the TLSA records, not the WebPKI, authenticate the server.
+          const why = tls.used ? daneMismatch(req.dane, peerChain(smtp), target.name, peerLeaf(smtp)) : 'the server did not start TLS';
+          if (why) return fail(Object.assign(new Error(`DANE: ${why}`), { code: 'ETLS' }));
+          tls.verified = true;
+        }
         settled = true;
-        conn.tls = describeTls(smtp, plaintext);
+        conn.tls = tls;
         resolve(conn);
       });
     });
@@ -331,4 +344,24 @@ function describeTls(smtp: SMTPConnection, plaintext: boolean): TlsOutcome {
     verified: sock?.authorized === true,
     note: null,
   };
+}
+
+const tlsSocket = (smtp: SMTPConnection) => (smtp as unknown as { _socket?: TLSSocket })._socket;
+
+/** The certificates the server presented, leaf first (each once). */
+function peerChain(smtp: SMTPConnection): X509Certificate[] {
+  const out: X509Certificate[] = [];
+  const seen = new Set<string>();
+  let c: DetailedPeerCertificate | undefined = tlsSocket(smtp)?.getPeerCertificate?.(true);
+  while (c?.raw && !seen.has(c.fingerprint256)) {
+    seen.add(c.fingerprint256);
+    out.push(new X509Certificate(c.raw));
+    c = c.issuerCertificate;
+  }
+  return out;
+}
+
+function peerLeaf(smtp: SMTPConnection): PeerCertificate | null {
+  const c = tlsSocket(smtp)?.getPeerCertificate?.();
+  return c && c.raw ? c : null;
 }

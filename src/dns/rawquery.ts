@@ -73,3 +73,69 @@ export async function rawQuery(servers: string[], name: string, type: RecordType
   }
   throw last;
 }
+
+/** A validating resolver's answer: its rcode, whether it vouched for the data (AD), and the records. */
+export interface SecureAnswer {
+  /** 0 NOERROR, 2 SERVFAIL (a validating resolver's answer to bogus data), 3 NXDOMAIN. */
+  rcode: number;
+  /** The resolver validated the answer with DNSSEC (the AD flag; RFC 6840 5.7: asked for with the AD bit). */
+  secure: boolean;
+  answers: Answer[];
+}
+
+/**
+ * One question with the AD bit set, for DANE (RFC 7672): only a resolver this host trusts
+ * (on loopback) can be believed when it says an answer is secure. A timeout moves on to the
+ * next server; any rcode is returned, not thrown: SERVFAIL from a validating resolver is how
+ * bogus data looks, and the caller decides.
+ */
+export async function secureQuery(servers: string[], name: string, type: RecordType, timeoutMs = 2000): Promise<SecureAnswer> {
+  let last: Error = new DnsError('no DNS servers configured', 'ECONNREFUSED');
+  for (const server of servers) {
+    try {
+      return await askSecure(server, name, type, timeoutMs);
+    } catch (e) {
+      last = e as Error;
+    }
+  }
+  throw last;
+}
+
+function askSecure(server: string, name: string, type: RecordType, timeoutMs: number): Promise<SecureAnswer> {
+  const { host, port } = parseServer(server);
+  const socket = dgram.createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
+  const id = randomInt(0, 65_536);
+  return new Promise<SecureAnswer>((resolve, reject) => {
+    const timer = setTimeout(() => finish(new DnsError(`query ${type} ${name} to ${server} timed out`, 'ETIMEOUT')), timeoutMs);
+    let done = false;
+    function finish(err: Error | null, res?: SecureAnswer) {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.close();
+      if (err) reject(err);
+      else resolve(res!);
+    }
+    socket.on('error', (e) => finish(e));
+    socket.on('message', (msg) => {
+      let res;
+      try {
+        res = dnsPacket.decode(msg);
+      } catch {
+        return;
+      }
+      if (res.id !== id) return;
+      if (res.flag_tc) return finish(new DnsError(`query ${type} ${name} to ${server}: answer truncated`, 'ETRUNCATED'));
+      finish(null, { rcode: (res.flags ?? 0) & 0xf, secure: res.flag_ad === true, answers: res.answers ?? [] });
+    });
+    // EDNS for TLSA sets larger than 512 bytes; no DO bit: the signatures are the resolver's business.
+    const query = dnsPacket.encode({
+      type: 'query',
+      id,
+      flags: dnsPacket.RECURSION_DESIRED | dnsPacket.AUTHENTIC_DATA,
+      questions: [{ type, name }],
+      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232 } as Answer],
+    });
+    socket.send(query, port, host);
+  });
+}

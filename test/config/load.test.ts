@@ -73,3 +73,14 @@ describe('[auth] with the Dovecot backend', () => {
     expect(parse({ ...dovecot, template: { senders: ['{localpart}@example.com'], countries: ['de'] } })().auth.template).toMatchObject({ senders: ['{localpart}@example.com'], countries: ['de'] });
   });
 });
+
+describe('[delivery] dane', () => {
+  const parse = (delivery: Record<string, unknown>) => () => parseConfig({ server: { hostname: 'smtp.example.com', data_dir: '/tmp/x' }, delivery }, '/etc/postern');
+
+  it('needs a validating resolver on this host: dns_servers on loopback', () => {
+    expect(parse({ dane: 'auto' })).toThrow('delivery.dns_servers = []: DANE (delivery.dane = "auto" or a tls_policy "dane") trusts the resolver\'s DNSSEC validation, so it must be a validating resolver on this host; run unbound on loopback');
+    expect(parse({ dane: 'auto', dns_servers: ['127.0.0.1:53', '8.8.8.8:53'] })).toThrow('must be a validating resolver on this host, not 8.8.8.8:53');
+    expect(parse({ tls_policy: { 'bank.example': 'dane' }, dns_servers: ['9.9.9.9:53'] })).toThrow('not 9.9.9.9:53');
+    expect(parse({ dane: 'auto', dns_servers: ['127.0.0.1:53'] })().delivery.dane).toBe('auto');
+  });
+});

@@ -1,0 +1,89 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, X509Certificate } from 'node:crypto';
+import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
+import { dnssecToolsAvailable, NO_DNSSEC_MESSAGE, startSignedDns, type SignedDns } from '../helpers/dnssec.js';
+import { startSinks, type Sink } from '../helpers/sink.js';
+import { tempDir } from '../helpers/relay.js';
+import { makeTestCa } from '../helpers/testca.js';
+
+/**
+ * DANE (RFC 7672) over real sockets: nsd serves DNSSEC-signed test zones on loopback, unbound
+ * validates them with the zones' own trust anchors (its AD bit is what delivery trusts), and
+ * two SMTP sinks stand for the MX hosts: 127.0.0.3 with STARTTLS and a certificate from a test
+ * CA for mx.tls.example (which no public CA would vouch for: only the TLSA record can),
+ * 127.0.0.2 without STARTTLS.
+ */
+let dns: SignedDns;
+let h: Harness;
+let tlsSink: Sink;
+let plain: Sink;
+
+const tlsa = (owner: string, hex: string) => `_25._tcp.${owner} 300 IN TLSA 3 1 1 ${hex}`;
+
+beforeAll(async () => {
+  if (!dnssecToolsAvailable()) return;
+  const ca = makeTestCa(tempDir('postern-dane-'));
+  const cert = ca.issue(['mx.tls.example']);
+  const spki = createHash('sha256').update(new X509Certificate(cert.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
+  const wrong = createHash('sha256').update('another key').digest('hex');
+  [plain, tlsSink] = (await startSinks(['127.0.0.2', '127.0.0.3'], { tls: [false, true], certs: [undefined, cert] })) as [Sink, Sink];
+  // Each case is a zone of its own: the MX host name is inside the zone, so its address and
+  // TLSA records are as secure (or not) as the zone.
+  const zone = (origin: string, address: string, extra: string[] = []) => [`${origin}. 300 IN MX 10 mx.${origin}.`, `mx.${origin}. 300 IN A ${address}`, ...extra];
+  dns = await startSignedDns([
+    { origin: 'dane-ok.example', signed: true, records: zone('dane-ok.example', '127.0.0.3', [tlsa('mx.dane-ok.example.', spki)]) },
+    { origin: 'dane-wrong.example', signed: true, records: zone('dane-wrong.example', '127.0.0.3', [tlsa('mx.dane-wrong.example.', wrong)]) },
+    { origin: 'dane-bogus.example', signed: true, bogus: true, records: zone('dane-bogus.example', '127.0.0.3', [tlsa('mx.dane-bogus.example.', spki)]) },
+    { origin: 'unsigned.example', signed: false, records: zone('unsigned.example', '127.0.0.2', [tlsa('mx.unsigned.example.', wrong)]) },
+    { origin: 'signed-no-tlsa.example', signed: true, records: zone('signed-no-tlsa.example', '127.0.0.2') },
+  ]);
+  h = await startHarness({ records: [], port: plain.port, config: { delivery: { dns_servers: [dns.resolver], dane: 'auto', mta_sts: false } } });
+});
+afterAll(async () => {
+  await closeDeliveryFixtures();
+  await dns?.stop();
+});
+
+const rcpt = async (id: string) => (await h.store.delivery.recipients(id))[0]!;
+const got = (sink: Sink, to: string) => sink.messages.filter((m) => m.to.includes(to)).length;
+
+describe.skipIf(!dnssecToolsAvailable())('DANE in delivery', () => {
+  it('delivers over TLS to an MX whose certificate matches its DNSSEC-secure DANE-EE record, and records dane', async () => {
+    const id = await h.submit({ from: 'alice@sender.example', to: ['bob@dane-ok.example'] });
+    await h.drain();
+    expect(got(tlsSink, 'bob@dane-ok.example')).toBe(1);
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ mx: 'mx.dane-ok.example', tls_policy: 'dane', tls_verified: true, tls_version: expect.stringMatching(/^TLSv1\.[23]$/) });
+  });
+
+  it('defers with 4.7.5 naming DANE when no TLSA record matches the certificate, and sends nothing', async () => {
+    const id = await h.submit({ from: 'alice@sender.example', to: ['bob@dane-wrong.example'] });
+    await h.drain();
+    expect(got(tlsSink, 'bob@dane-wrong.example')).toBe(0);
+    expect(await rcpt(id)).toMatchObject({
+      status: 'pending',
+      statusCode: '4.7.5',
+      lastError: expect.stringMatching(/^DANE: dane-wrong\.example: no MX host could be authenticated by its TLSA records; last mx\.dane-wrong\.example: ETLS DANE: no TLSA record of mx\.dane-wrong\.example matches the certificate it presented/),
+      lastTls: { version: null, verified: false, policy: 'dane' },
+    });
+  });
+
+  it('defers, without connecting, when the TLSA records fail DNSSEC validation (bogus)', async () => {
+    const before = tlsSink.connections;
+    const id = await h.submit({ from: 'alice@sender.example', to: ['bob@dane-bogus.example'] });
+    await h.drain();
+    expect(tlsSink.connections).toBe(before);
+    expect(await rcpt(id)).toMatchObject({ status: 'pending', statusCode: '4.7.5', lastError: expect.stringContaining('failed DNSSEC validation') });
+    expect(h.logs.events('delivery.dane_refused').find((e) => e.queue_id === id)).toMatchObject({ domain: 'dane-bogus.example', reason: 'tlsa-bogus' });
+  });
+
+  it('falls back to opportunistic TLS for an unsigned zone, whatever TLSA records it has, and for a signed zone without TLSA', async () => {
+    const a = await h.submit({ from: 'alice@sender.example', to: ['bob@unsigned.example'] });
+    const b = await h.submit({ from: 'alice@sender.example', to: ['bob@signed-no-tlsa.example'] });
+    await h.drain();
+    expect(got(plain, 'bob@unsigned.example')).toBe(1);
+    expect(got(plain, 'bob@signed-no-tlsa.example')).toBe(1);
+    for (const id of [a, b]) expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ tls_policy: 'opportunistic', tls_version: null });
+  });
+});
+
+if (!dnssecToolsAvailable()) console.warn(NO_DNSSEC_MESSAGE);
