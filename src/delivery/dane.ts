@@ -42,7 +42,8 @@ export class Dane {
   async domain(domain: string, implicitMx: boolean): Promise<'secure' | 'insecure' | 'bogus'> {
     try {
       const a = await this.ask(domain, implicitMx ? 'A' : 'MX');
-      if (a.rcode === 2) return 'bogus';
+      // RFC 7672 2.1.1: any failure but NOERROR/NXDOMAIN is a lookup failure, never "insecure".
+      if (a.rcode !== 0 && a.rcode !== 3) return 'bogus';
       return a.secure ? 'secure' : 'insecure';
     } catch {
       return 'bogus';
@@ -53,10 +54,10 @@ export class Dane {
     try {
       // RFC 7672 2.2.2: TLSA records count only for a host whose address is itself secure.
       const addr = await this.ask(name, 'A');
-      if (addr.rcode === 2) return { kind: 'unusable', reason: `the address of ${name} failed DNSSEC validation` };
+      if (addr.rcode !== 0 && addr.rcode !== 3) return { kind: 'unusable', reason: `the address of ${name} failed DNSSEC validation (rcode ${addr.rcode})` };
       if (!addr.secure) return { kind: 'none' };
       const t = await this.ask(`_${this.port}._tcp.${name}`, 'TLSA');
-      if (t.rcode === 2) return { kind: 'unusable', reason: `the TLSA records of ${name} failed DNSSEC validation (bogus or unanswered)` };
+      if (t.rcode !== 0 && t.rcode !== 3) return { kind: 'unusable', reason: `the TLSA records of ${name} failed DNSSEC validation (rcode ${t.rcode})` };
       if (!t.secure) return { kind: 'none' };
       const records = t.answers
         .filter((a) => a.type === 'TLSA')

@@ -146,11 +146,14 @@ export class Deliverer {
       }
       if (secure === 'secure') {
         const found = await Promise.all(route.hosts.map(async (h) => [h.name, await this.d.dane!.host(h.name)] as const));
-        // RFC 7672 2.2: DANE for the hosts that have it; MTA-STS is not consulted then.
+        // RFC 7672 2.2: DANE for the hosts that have it; the others are the MTA-STS policy's.
         if (found.some(([, d]) => d.kind !== 'none')) daneHosts = new Map(found);
       }
     }
-    if (!daneHosts && this.d.mtaSts && !this.d.smarthost && !tlsReport && (manual === 'mta-sts' || (!manual && this.d.mtaStsDefault !== false))) {
+    // DANE only for its hosts: the domain's MTA-STS policy still governs every other MX host
+    // (a backup MX in an unsigned zone is no way around an enforce policy).
+    const hasDane = (name: string) => (daneHosts?.get(name)?.kind ?? 'none') !== 'none';
+    if (this.d.mtaSts && !this.d.smarthost && !tlsReport && !route.hosts.every((h) => hasDane(h.name)) && (manual === 'mta-sts' || manual === 'dane' || (!manual && this.d.mtaStsDefault !== false))) {
       const found = await this.d.mtaSts.policy(domain);
       if (found.policy && found.policy.mode !== 'none') sts = found.policy;
       if (!found.policy && found.error) this.report(domain, null, null, null, 'sts-policy-fetch-error');
@@ -159,7 +162,7 @@ export class Deliverer {
     if (sts?.mode === 'enforce') {
       // RFC 8461 5: only the policy's MX hosts, with TLS and a certificate valid for the MX
       // name; never plaintext, never another host.
-      hosts = route.hosts.filter((h) => stsMxMatches(sts.mx, h.name));
+      hosts = route.hosts.filter((h) => hasDane(h.name) || stsMxMatches(sts.mx, h.name));
       tls = 'verify';
       tlsPolicy = 'mta-sts';
       if (!hosts.length) {
@@ -169,14 +172,14 @@ export class Deliverer {
         return all('deferred', '4.7.5', `MTA-STS policy of ${domain} (enforce, id ${sts.id}) names none of its MX hosts (${names})`, { category: 'mta-sts', tlsPolicy });
       }
     }
-    let last: { line: string; mx: string; tls: TlsOutcome | null } = { line: 'ECONNECTION no MX host could be tried', mx: '', tls: null };
+    let last: { line: string; mx: string; tls: TlsOutcome | null; policy: DeliveryTls['policy'] } = { line: 'ECONNECTION no MX host could be tried', mx: '', tls: null, policy: tlsPolicy };
     for (const host of hosts) {
       const dane = daneHosts?.get(host.name);
       if (dane?.kind === 'unusable') {
         // RFC 7672 2.1.1: a host whose TLSA lookup failed is skipped, never tried without them.
-        report(host.name, null, 'tlsa-invalid', true);
+        report(host.name, null, 'dnssec-invalid', true);
         this.d.log.info({ event: 'delivery.mx_unusable', queue_id: job.id, domain, mx: host.name, error: `DANE: ${dane.reason}` });
-        last = { line: `ETLS DANE: ${dane.reason}`, mx: host.name, tls: null };
+        last = { line: `ETLS DANE: ${dane.reason}`, mx: host.name, tls: null, policy: 'dane' };
         continue;
       }
       const daneHere = dane?.kind === 'dane' || dane?.kind === 'encrypt';
@@ -216,23 +219,32 @@ export class Deliverer {
             return rcpts.map((rcpt) => this.fromReply(rcpt, perRcpt.get(rcpt.address.toLowerCase()) ?? e.line, host.name, e.tls, hostPolicy));
           }
           if (e.line.startsWith('ETLS')) {
-            const kind = /DANE: no TLSA record/.test(e.line) ? 'validation-failure' : /certificate|CERT|hostname|altnames|DANE/i.test(e.line) ? 'certificate-host-mismatch' : 'starttls-not-supported';
+            // RFC 8460 4.3 result types, from the TLS error's code where there is one.
+            const kind = /DANE: no TLSA record/.test(e.line)
+              ? 'validation-failure'
+              : /CERT_HAS_EXPIRED|CERT_NOT_YET_VALID/.test(e.line)
+                ? 'certificate-expired'
+                : /SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY|CERT_UNTRUSTED|CERT_SIGNATURE/.test(e.line)
+                  ? 'certificate-not-trusted'
+                  : /certificate|CERT|hostname|altnames|DANE/i.test(e.line)
+                    ? 'certificate-host-mismatch'
+                    : 'starttls-not-supported';
             report(host.name, address, kind, daneHere);
           }
           // RFC 5321 5.1: a host that cannot be reached or will not talk is skipped for the next.
           this.d.log.info({ event: 'delivery.mx_unusable', queue_id: job.id, domain, mx: host.name, address, error: e.line });
-          last = { line: e.line, mx: host.name, tls: e.tls };
+          last = { line: e.line, mx: host.name, tls: e.tls, policy: hostPolicy };
         }
       }
     }
     const c = classify(last.line);
     // No host answered for the message: only an explicit 5xx from the last one is final.
     const status = c.action === 'fail' ? 'failed' : 'deferred';
-    if (daneHosts && last.line.startsWith('ETLS')) {
+    if (last.policy === 'dane' && last.line.startsWith('ETLS')) {
       this.d.log.warn({ event: 'delivery.dane_refused', queue_id: job.id, domain, mx: last.mx, reason: last.line.includes('DNSSEC') ? 'tlsa-bogus' : 'tls' });
       return all('deferred', '4.7.5', `DANE: ${domain}: no MX host could be authenticated by its TLSA records; last ${last.mx}: ${last.line}`, { mx: last.mx || null, tls: last.tls, tlsPolicy: 'dane', category: 'dane' });
     }
-    if (tlsPolicy === 'mta-sts' && last.line.startsWith('ETLS')) {
+    if (last.policy === 'mta-sts' && last.line.startsWith('ETLS')) {
       // Say which policy refused: the admin and the DSN's reader look for the cause there.
       this.d.log.warn({ event: 'delivery.mta_sts_refused', queue_id: job.id, domain, mx: last.mx, reason: 'tls' });
       return all('deferred', '4.7.5', `MTA-STS policy of ${domain} (enforce) requires TLS with a certificate valid for ${last.mx}: ${last.line}`, { mx: last.mx || null, tls: last.tls, tlsPolicy, category: 'mta-sts' });

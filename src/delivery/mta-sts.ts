@@ -127,7 +127,8 @@ export class MtaSts {
     try {
       const parsed = parseStsPolicy(await this.fetch(domain));
       const policy: StsPolicy = { domain, id: txt.id, ...parsed, fetchedAt: now, expiresAt: now + parsed.maxAge * 1000 };
-      await this.o.store.put(policy);
+      // A store that cannot keep it does not unmake a policy fetched fine: it applies now.
+      await this.o.store.put(policy).catch((e: unknown) => this.o.log.error({ event: 'mta_sts.error', domain, err: `the policy could not be stored: ${(e as Error).message}`, cached: null }));
       this.o.log.info({ event: 'mta_sts.fetched', domain, id: txt.id, mode: policy.mode, max_age: policy.maxAge, mx: policy.mx });
       return { policy, cached: false };
     } catch (e) {
@@ -179,6 +180,9 @@ export class MtaSts {
         },
       );
       req.on('timeout', () => req.destroy(new Error(`no answer from https://${host}/ within ${this.o.timeoutMs} ms`)));
+      // A server that trickles bytes resets the idle timeout: the whole fetch has a deadline too.
+      const deadline = setTimeout(() => req.destroy(new Error(`https://${host}/.well-known/mta-sts.txt took longer than ${2 * this.o.timeoutMs} ms`)), 2 * this.o.timeoutMs);
+      req.on('close', () => clearTimeout(deadline));
       req.on('error', (e: Error & { code?: string }) => reject(new Error(e.code && !e.message.includes(e.code) ? `${e.code} ${e.message}` : e.message)));
     });
   }

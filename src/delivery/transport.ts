@@ -159,7 +159,8 @@ export class SmtpTransport implements Transport {
   private async sendNow(req: SendRequest): Promise<SendResult> {
     // A connection authenticated by DANE is reused only for the same host and records.
     const dane = req.dane ? `|dane:${req.target.name}:${req.dane.map((r) => `${r.usage}${r.selector}${r.matchingType}${r.data.toString('hex')}`).join(',')}` : '';
-    const key = `${req.target.address}:${req.target.port}|${req.tls}${dane}`;
+    // And every connection only for the MX name it was opened (and its certificate checked) for.
+    const key = `${req.target.address}:${req.target.port}|${req.target.name.toLowerCase()}|${req.tls}${dane}`;
     let conn = this.takeIdle(key);
     if (conn) {
       try {

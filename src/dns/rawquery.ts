@@ -117,14 +117,15 @@ function askSecure(server: string, name: string, type: RecordType, timeoutMs: nu
       else resolve(res!);
     }
     socket.on('error', (e) => finish(e));
-    socket.on('message', (msg) => {
+    socket.on('message', (msg, rinfo) => {
       let res;
       try {
         res = dnsPacket.decode(msg);
       } catch {
         return;
       }
-      if (res.id !== id) return;
+      // Only the resolver's own answer: its AD bit is what DANE trusts.
+      if (res.id !== id || rinfo.address !== host || rinfo.port !== port) return;
       if (res.flag_tc) return finish(new DnsError(`query ${type} ${name} to ${server}: answer truncated`, 'ETRUNCATED'));
       finish(null, { rcode: (res.flags ?? 0) & 0xf, secure: res.flag_ad === true, answers: res.answers ?? [] });
     });

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, X509Certificate } from 'node:crypto';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
 import { dnssecToolsAvailable, NO_DNSSEC_MESSAGE, startSignedDns, type SignedDns } from '../helpers/dnssec.js';
 import { startSinks, type Sink } from '../helpers/sink.js';
@@ -17,6 +19,7 @@ let dns: SignedDns;
 let h: Harness;
 let tlsSink: Sink;
 let plain: Sink;
+let policyServer: https.Server | undefined;
 
 const tlsa = (owner: string, hex: string) => `_25._tcp.${owner} 300 IN TLSA 3 1 1 ${hex}`;
 
@@ -36,12 +39,34 @@ beforeAll(async () => {
     { origin: 'dane-bogus.example', signed: true, bogus: true, records: zone('dane-bogus.example', '127.0.0.3', [tlsa('mx.dane-bogus.example.', spki)]) },
     { origin: 'unsigned.example', signed: false, records: zone('unsigned.example', '127.0.0.2', [tlsa('mx.unsigned.example.', wrong)]) },
     { origin: 'signed-no-tlsa.example', signed: true, records: zone('signed-no-tlsa.example', '127.0.0.2') },
+    // A DANE host that does not answer (127.0.0.9), and a backup MX in an unsigned zone that
+    // the domain's MTA-STS enforce policy governs.
+    {
+      origin: 'mixed.example',
+      signed: true,
+      records: [
+        ...zone('mixed.example', '127.0.0.9', [tlsa('mx.mixed.example.', spki)]),
+        'mixed.example. 300 IN MX 20 mx.unsigned.example.',
+        '_mta-sts.mixed.example. 300 IN TXT "v=STSv1; id=1;"',
+        'mta-sts.mixed.example. 300 IN A 127.0.0.5',
+      ],
+    },
   ]);
-  h = await startHarness({ records: [], port: plain.port, config: { delivery: { dns_servers: [dns.resolver], dane: 'auto', mta_sts: false } } });
+  const sts = https.createServer(ca.issue(['mta-sts.mixed.example']), (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' }).end('version: STSv1\r\nmode: enforce\r\nmx: mx.mixed.example\r\nmx: mx.unsigned.example\r\nmax_age: 86400\r\n');
+  });
+  policyServer = sts;
+  await new Promise<void>((r) => sts.listen(0, '127.0.0.5', r));
+  h = await startHarness({
+    records: [],
+    port: plain.port,
+    config: { delivery: { dns_servers: [dns.resolver], dane: 'auto', mta_sts_port: (sts.address() as AddressInfo).port, tls_ca_file: ca.caFile } },
+  });
 });
 afterAll(async () => {
   await closeDeliveryFixtures();
   await dns?.stop();
+  await new Promise((r) => (policyServer ? policyServer.close(r) : r(undefined)));
 });
 
 const rcpt = async (id: string) => (await h.store.delivery.recipients(id))[0]!;
@@ -74,6 +99,14 @@ describe.skipIf(!dnssecToolsAvailable())('DANE in delivery', () => {
     expect(tlsSink.connections).toBe(before);
     expect(await rcpt(id)).toMatchObject({ status: 'pending', statusCode: '4.7.5', lastError: expect.stringContaining('failed DNSSEC validation') });
     expect(h.logs.events('delivery.dane_refused').find((e) => e.queue_id === id)).toMatchObject({ domain: 'dane-bogus.example', reason: 'tlsa-bogus' });
+  });
+
+  it('keeps the MTA-STS policy for the MX hosts without DANE: the unsigned backup MX gets verified TLS or nothing', async () => {
+    const id = await h.submit({ from: 'alice@sender.example', to: ['bob@mixed.example'] });
+    await h.drain();
+    expect(got(plain, 'bob@mixed.example')).toBe(0);
+    expect(await rcpt(id)).toMatchObject({ status: 'pending', statusCode: '4.7.5', lastError: expect.stringMatching(/^MTA-STS policy of mixed\.example \(enforce\) requires TLS with a certificate valid for mx\.unsigned\.example: ETLS /) });
+    expect(h.logs.events('delivery.mx_unusable').filter((e) => e.queue_id === id).map((e) => e.mx)).toEqual(['mx.mixed.example', 'mx.unsigned.example']);
   });
 
   it('falls back to opportunistic TLS for an unsigned zone, whatever TLSA records it has, and for a signed zone without TLSA', async () => {

@@ -43,13 +43,16 @@ function zone(): Rr[] {
   domain('testing.example', 'mx.plain.example', '1');
   domain('cached.example', 'mx.tls.example', '1');
   domain('nopolicy.example', 'mx.plain.example', null);
+  // Another MX name at the address of mx.tls.example, whose certificate does not name it.
+  rr.push({ type: 'A', name: 'mx.other.example', data: '127.0.0.3' });
+  domain('reuse.example', 'mx.other.example', '1');
   return rr;
 }
 
 beforeAll(async () => {
   const dir = tempDir('postern-mta-sts-');
   const ca = makeTestCa(dir);
-  const names = ['no-starttls', 'unlisted', 'good', 'testing', 'cached'].map((d) => `mta-sts.${d}.example`);
+  const names = ['no-starttls', 'unlisted', 'good', 'testing', 'cached', 'reuse'].map((d) => `mta-sts.${d}.example`);
   policyServer = https.createServer({ ...ca.issue(names) }, (req, res) => {
     const host = (req.headers.host ?? '').replace(/:\d+$/, '');
     served.push(host);
@@ -72,6 +75,7 @@ beforeAll(async () => {
   policies.set('good.example', policy('enforce', '*.tls.example'));
   policies.set('testing.example', policy('testing', 'mx.tls.example'));
   policies.set('cached.example', policy('enforce', 'mx.tls.example'));
+  policies.set('reuse.example', policy('enforce', 'mx.other.example'));
 });
 afterAll(async () => {
   await closeDeliveryFixtures();
@@ -110,6 +114,18 @@ describe('MTA-STS in delivery', () => {
     expect(deliveredTo(tlsSink, 'bob@good.example')).toBe(1);
     expect(tlsSink.messages.at(-1)!.secure).toBe(true);
     expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ mx: 'mx.tls.example', tls_policy: 'mta-sts', tls_verified: true, tls_version: expect.stringMatching(/^TLSv1\.[23]$/) });
+  });
+
+  it('never reuses a connection verified for one MX name for another name at the same address', async () => {
+    // A connection to 127.0.0.3, verified for mx.tls.example, is left idle in the pool;
+    // mx.other.example resolves to the same address, and the certificate names only mx.tls.example.
+    await h.submit({ from: 'alice@sender.example', to: ['carol@good.example'] });
+    await h.drain();
+    expect(deliveredTo(tlsSink, 'carol@good.example')).toBe(1);
+    const id = await h.submit({ from: 'alice@sender.example', to: ['bob@reuse.example'] });
+    await h.drain();
+    expect(deliveredTo(tlsSink, 'bob@reuse.example')).toBe(0);
+    expect(await rcpt(id)).toMatchObject({ status: 'pending', statusCode: '4.7.5', lastError: expect.stringMatching(/^MTA-STS policy of reuse\.example \(enforce\) requires TLS with a certificate valid for mx\.other\.example: ETLS .*mx\.other\.example/) });
   });
 
   it('delivers as today under testing, and logs what enforce would have refused', async () => {
@@ -153,7 +169,8 @@ describe('TLS reports of these deliveries', () => {
     const counts = (await h.store.tlsReports.entries(day)).map((e) => ({ domain: e.policyDomain, type: e.policyType, mx: e.mxHost, result: e.result, count: e.count }));
     expect(counts).toEqual(
       expect.arrayContaining([
-        { domain: 'good.example', type: 'sts', mx: 'mx.tls.example', result: 'success', count: 1 },
+        { domain: 'good.example', type: 'sts', mx: 'mx.tls.example', result: 'success', count: 2 },
+        { domain: 'reuse.example', type: 'sts', mx: 'mx.other.example', result: 'certificate-host-mismatch', count: 1 },
         { domain: 'no-starttls.example', type: 'sts', mx: 'mx.plain.example', result: 'starttls-not-supported', count: 1 },
         { domain: 'unlisted.example', type: 'sts', mx: 'mx.tls.example', result: 'validation-failure', count: 1 },
         { domain: 'testing.example', type: 'sts', mx: 'mx.plain.example', result: 'starttls-not-supported', count: 1 },
