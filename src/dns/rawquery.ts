@@ -22,39 +22,59 @@ export function parseServer(s: string): { host: string; port: number } {
   return { host: host!, port: Number(port ?? 53) };
 }
 
-function askOne(server: string, name: string, type: RecordType, timeoutMs: number): Promise<Answer[]> {
+/**
+ * One question to one server over UDP: the reply's rcode, AD flag and answers. Only the
+ * server's own reply counts (its id, source address and port); a truncated one is an error.
+ */
+function exchange(server: string, name: string, type: RecordType, timeoutMs: number, ad: boolean): Promise<SecureAnswer> {
   const { host, port } = parseServer(server);
   const socket = dgram.createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
   const id = randomInt(0, 65_536);
-  return new Promise<Answer[]>((resolve, reject) => {
+  return new Promise<SecureAnswer>((resolve, reject) => {
     const timer = setTimeout(() => finish(new DnsError(`query ${type} ${name} to ${server} timed out`, 'ETIMEOUT')), timeoutMs);
     let done = false;
-    function finish(err: Error | null, answers: Answer[] = []) {
+    function finish(err: Error | null, res?: SecureAnswer) {
       if (done) return;
       done = true;
       clearTimeout(timer);
       socket.close();
       if (err) reject(err);
-      else resolve(answers);
+      else resolve(res!);
     }
     socket.on('error', (e) => finish(e));
-    socket.on('message', (msg) => {
+    socket.on('message', (msg, rinfo) => {
       let res;
       try {
         res = dnsPacket.decode(msg);
       } catch {
         return;
       }
-      // A reply with another id is a stray or a spoofing attempt, not our answer.
-      if (res.id !== id) return;
-      const rcode = (res.flags ?? 0) & 0xf;
-      if (rcode === 3) finish(null, []);
-      else if (rcode !== 0) finish(new DnsError(`query ${type} ${name}: server ${server} answered rcode ${rcode}`, rcode === 2 ? 'ESERVFAIL' : 'EREFUSED'));
-      else finish(null, res.answers ?? []);
+      // A reply with another id or from elsewhere is a stray or a spoofing attempt, not our answer.
+      if (res.id !== id || rinfo.port !== port || (isIP(host) && rinfo.address !== host)) return;
+      if (ad && res.flag_tc) return finish(new DnsError(`query ${type} ${name} to ${server}: answer truncated`, 'ETRUNCATED'));
+      finish(null, { rcode: (res.flags ?? 0) & 0xf, secure: res.flag_ad === true, answers: res.answers ?? [] });
     });
-    const query = dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] });
+    // With the AD bit (RFC 6840 5.7) and EDNS for TLSA sets over 512 bytes; no DO bit: the
+    // signatures are the resolver's business.
+    const query = ad
+      ? dnsPacket.encode({
+          type: 'query',
+          id,
+          flags: dnsPacket.RECURSION_DESIRED | dnsPacket.AUTHENTIC_DATA,
+          questions: [{ type, name }],
+          additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232 } as Answer],
+        })
+      : dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] });
     socket.send(query, port, host);
   });
+}
+
+/** NXDOMAIN is an empty answer; any other failure rcode is an error shaped like node:dns's. */
+async function askOne(server: string, name: string, type: RecordType, timeoutMs: number): Promise<Answer[]> {
+  const res = await exchange(server, name, type, timeoutMs, false);
+  if (res.rcode === 3) return [];
+  if (res.rcode !== 0) throw new DnsError(`query ${type} ${name}: server ${server} answered rcode ${res.rcode}`, res.rcode === 2 ? 'ESERVFAIL' : 'EREFUSED');
+  return res.answers;
 }
 
 /**
@@ -93,50 +113,10 @@ export async function secureQuery(servers: string[], name: string, type: RecordT
   let last: Error = new DnsError('no DNS servers configured', 'ECONNREFUSED');
   for (const server of servers) {
     try {
-      return await askSecure(server, name, type, timeoutMs);
+      return await exchange(server, name, type, timeoutMs, true);
     } catch (e) {
       last = e as Error;
     }
   }
   throw last;
-}
-
-function askSecure(server: string, name: string, type: RecordType, timeoutMs: number): Promise<SecureAnswer> {
-  const { host, port } = parseServer(server);
-  const socket = dgram.createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
-  const id = randomInt(0, 65_536);
-  return new Promise<SecureAnswer>((resolve, reject) => {
-    const timer = setTimeout(() => finish(new DnsError(`query ${type} ${name} to ${server} timed out`, 'ETIMEOUT')), timeoutMs);
-    let done = false;
-    function finish(err: Error | null, res?: SecureAnswer) {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.close();
-      if (err) reject(err);
-      else resolve(res!);
-    }
-    socket.on('error', (e) => finish(e));
-    socket.on('message', (msg, rinfo) => {
-      let res;
-      try {
-        res = dnsPacket.decode(msg);
-      } catch {
-        return;
-      }
-      // Only the resolver's own answer: its AD bit is what DANE trusts.
-      if (res.id !== id || rinfo.address !== host || rinfo.port !== port) return;
-      if (res.flag_tc) return finish(new DnsError(`query ${type} ${name} to ${server}: answer truncated`, 'ETRUNCATED'));
-      finish(null, { rcode: (res.flags ?? 0) & 0xf, secure: res.flag_ad === true, answers: res.answers ?? [] });
-    });
-    // EDNS for TLSA sets larger than 512 bytes; no DO bit: the signatures are the resolver's business.
-    const query = dnsPacket.encode({
-      type: 'query',
-      id,
-      flags: dnsPacket.RECURSION_DESIRED | dnsPacket.AUTHENTIC_DATA,
-      questions: [{ type, name }],
-      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232 } as Answer],
-    });
-    socket.send(query, port, host);
-  });
 }
