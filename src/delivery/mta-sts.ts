@@ -92,6 +92,8 @@ export function stsMxMatches(patterns: string[], host: string): boolean {
 export class MtaSts {
   /** One fetch per domain at a time: a burst of mail to one domain fetches once. */
   private readonly inflight = new Map<string, Promise<StsLookup>>();
+  /** Domains whose cached policy is being refreshed in the background. */
+  private readonly refreshing = new Set<string>();
 
   constructor(private readonly o: MtaStsOptions) {}
 
@@ -123,7 +125,15 @@ export class MtaSts {
     if (txt === 'many' || txt === 'invalid') {
       return fresh ? { policy: fresh, cached: true } : { policy: null, error: `_mta-sts.${domain} TXT record is ${txt === 'many' ? 'there more than once' : 'not valid'}` };
     }
-    if (fresh && fresh.id === txt.id) return { policy: fresh, cached: true };
+    if (fresh && fresh.id === txt.id) {
+      // RFC 8461 10.2: refreshed before it lapses, so an attacker who blocks the lookups when
+      // it expires finds a new max_age in place. In the background: this delivery uses the cache.
+      if (now > fresh.fetchedAt + fresh.maxAge * 500 && !this.refreshing.has(domain)) {
+        this.refreshing.add(domain);
+        void this.refresh(domain, txt.id, now).finally(() => this.refreshing.delete(domain));
+      }
+      return { policy: fresh, cached: true };
+    }
     try {
       const parsed = parseStsPolicy(await this.fetch(domain));
       const policy: StsPolicy = { domain, id: txt.id, ...parsed, fetchedAt: now, expiresAt: now + parsed.maxAge * 1000 };
@@ -135,6 +145,17 @@ export class MtaSts {
       const error = `MTA-STS policy of ${domain} could not be fetched: ${(e as Error).message}`;
       this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: fresh ? fresh.id : null });
       return fresh ? { policy: fresh, cached: true } : { policy: null, error };
+    }
+  }
+
+  /** Fetches and stores the policy again; a failure leaves the cached one (logged). */
+  private async refresh(domain: string, id: string, now: number): Promise<void> {
+    try {
+      const parsed = parseStsPolicy(await this.fetch(domain));
+      await this.o.store.put({ domain, id, ...parsed, fetchedAt: now, expiresAt: now + parsed.maxAge * 1000 });
+      this.o.log.info({ event: 'mta_sts.fetched', domain, id, mode: parsed.mode, max_age: parsed.maxAge, mx: parsed.mx, refresh: true });
+    } catch (e) {
+      this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: id });
     }
   }
 

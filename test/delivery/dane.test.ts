@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
@@ -19,6 +20,7 @@ let dns: SignedDns;
 let h: Harness;
 let tlsSink: Sink;
 let plain: Sink;
+let taSink: Sink;
 let policyServer: https.Server | undefined;
 
 const tlsa = (owner: string, hex: string) => `_25._tcp.${owner} 300 IN TLSA 3 1 1 ${hex}`;
@@ -29,7 +31,14 @@ beforeAll(async () => {
   const cert = ca.issue(['mx.tls.example']);
   const spki = createHash('sha256').update(new X509Certificate(cert.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
   const wrong = createHash('sha256').update('another key').digest('hex');
-  [plain, tlsSink] = (await startSinks(['127.0.0.2', '127.0.0.3'], { tls: [false, true], certs: [undefined, cert] })) as [Sink, Sink];
+  // 127.0.0.4 presents its chain (leaf and the test CA): a DANE-TA(2) record names the CA.
+  const caPem = readFileSync(ca.caFile, 'utf8');
+  const taLeaf = ca.issue(['mx.dane-ta.example']);
+  const caHash = createHash('sha256').update(new X509Certificate(caPem).raw).digest('hex');
+  [plain, tlsSink, taSink] = (await startSinks(['127.0.0.2', '127.0.0.3', '127.0.0.4'], {
+    tls: [false, true, true],
+    certs: [undefined, cert, { key: taLeaf.key, cert: `${taLeaf.cert}${caPem}` }],
+  })) as [Sink, Sink, Sink];
   // Each case is a zone of its own: the MX host name is inside the zone, so its address and
   // TLSA records are as secure (or not) as the zone.
   const zone = (origin: string, address: string, extra: string[] = []) => [`${origin}. 300 IN MX 10 mx.${origin}.`, `mx.${origin}. 300 IN A ${address}`, ...extra];
@@ -37,6 +46,9 @@ beforeAll(async () => {
     { origin: 'dane-ok.example', signed: true, records: zone('dane-ok.example', '127.0.0.3', [tlsa('mx.dane-ok.example.', spki)]) },
     { origin: 'dane-wrong.example', signed: true, records: zone('dane-wrong.example', '127.0.0.3', [tlsa('mx.dane-wrong.example.', wrong)]) },
     { origin: 'dane-bogus.example', signed: true, bogus: true, records: zone('dane-bogus.example', '127.0.0.3', [tlsa('mx.dane-bogus.example.', spki)]) },
+    { origin: 'dane-ta.example', signed: true, records: zone('dane-ta.example', '127.0.0.4', [`_25._tcp.mx.dane-ta.example. 300 IN TLSA 2 0 1 ${caHash}`]) },
+    // The same server and chain under another MX name: a TA record needs the name to match.
+    { origin: 'dane-ta-name.example', signed: true, records: zone('dane-ta-name.example', '127.0.0.4', [`_25._tcp.mx.dane-ta-name.example. 300 IN TLSA 2 0 1 ${caHash}`]) },
     { origin: 'unsigned.example', signed: false, records: zone('unsigned.example', '127.0.0.2', [tlsa('mx.unsigned.example.', wrong)]) },
     { origin: 'signed-no-tlsa.example', signed: true, records: zone('signed-no-tlsa.example', '127.0.0.2') },
     // A DANE host that does not answer (127.0.0.9), and a backup MX in an unsigned zone that
@@ -78,6 +90,16 @@ describe.skipIf(!dnssecToolsAvailable())('DANE in delivery', () => {
     await h.drain();
     expect(got(tlsSink, 'bob@dane-ok.example')).toBe(1);
     expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ mx: 'mx.dane-ok.example', tls_policy: 'dane', tls_verified: true, tls_version: expect.stringMatching(/^TLSv1\.[23]$/) });
+  });
+
+  it('delivers under a DANE-TA record that names the CA of the chain the server presents, for the MX name its certificate holds', async () => {
+    const ok = await h.submit({ from: 'alice@sender.example', to: ['bob@dane-ta.example'] });
+    const other = await h.submit({ from: 'alice@sender.example', to: ['bob@dane-ta-name.example'] });
+    await h.drain();
+    expect(got(taSink, 'bob@dane-ta.example')).toBe(1);
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === ok)).toMatchObject({ tls_policy: 'dane', tls_verified: true });
+    expect(got(taSink, 'bob@dane-ta-name.example')).toBe(0);
+    expect(await rcpt(other)).toMatchObject({ statusCode: '4.7.5', lastError: expect.stringContaining('ETLS DANE: the certificate is not valid for mx.dane-ta-name.example') });
   });
 
   it('defers with 4.7.5 naming DANE when no TLSA record matches the certificate, and sends nothing', async () => {

@@ -22,6 +22,8 @@ let policyServer: https.Server;
 /** The policy text each mta-sts.DOMAIN serves; absent: 404. */
 const policies = new Map<string, string>();
 const served: string[] = [];
+/** The UTC day the harness's clock starts on (a test below moves it on). */
+let startDay: string;
 
 const policy = (mode: string, ...mx: string[]) => ['version: STSv1', `mode: ${mode}`, ...mx.map((m) => `mx: ${m}`), 'max_age: 86400', ''].join('\r\n');
 
@@ -70,6 +72,7 @@ beforeAll(async () => {
     port: plain.port,
     config: { delivery: { mta_sts_port: (policyServer.address() as AddressInfo).port, tls_ca_file: ca.caFile, tls_reports: true } },
   });
+  startDay = new Date(h.clock.now()).toISOString().slice(0, 10);
   policies.set('no-starttls.example', policy('enforce', 'mx.plain.example'));
   policies.set('unlisted.example', policy('enforce', 'mx.other.example', '*.example.com'));
   policies.set('good.example', policy('enforce', '*.tls.example'));
@@ -161,11 +164,23 @@ describe('MTA-STS in delivery', () => {
     expect(served.length).toBe(fetched);
     expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ tls_policy: 'opportunistic' });
   });
+  it('refreshes a cached policy in the background once half its max_age has passed, while delivering with the cached one', async () => {
+    const before = (await h.store.mtaSts.get('good.example'))!;
+    policies.set('good.example', policy('enforce', '*.tls.example').replace('max_age: 86400', 'max_age: 172800'));
+    h.clock.advance(13 * 3_600_000);
+    const fetched = h.logs.events('mta_sts.fetched').length;
+    const id = await h.submit({ from: 'alice@sender.example', to: ['dave@good.example'] });
+    await h.drain();
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ tls_policy: 'mta-sts' });
+    await h.logs.logged('mta_sts.fetched', fetched + 1);
+    expect(h.logs.events('mta_sts.fetched').at(-1)).toMatchObject({ domain: 'good.example', id: '1', max_age: 172_800, refresh: true });
+    expect(await h.store.mtaSts.get('good.example')).toMatchObject({ id: '1', maxAge: 172_800, fetchedAt: before.fetchedAt + 13 * 3_600_000 });
+  });
 });
 
 describe('TLS reports of these deliveries', () => {
   it('counted each session by policy domain, policy and result (the record() the deliverer calls)', async () => {
-    const day = new Date(h.clock.now()).toISOString().slice(0, 10);
+    const day = startDay;
     const counts = (await h.store.tlsReports.entries(day)).map((e) => ({ domain: e.policyDomain, type: e.policyType, mx: e.mxHost, result: e.result, count: e.count }));
     expect(counts).toEqual(
       expect.arrayContaining([
