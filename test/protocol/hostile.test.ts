@@ -187,9 +187,11 @@ describe.concurrent('command order and floods', () => {
 
 describe.concurrent('SMTP smuggling and message data', () => {
   // The cases run side by side, so each one checks that nothing was queued for its own
-  // recipient, and the suite checks the total once they are all done.
+  // recipient, and the suite checks that nothing reached the victim once they are all done.
+  // The total of client mail is checked once, when the file ends: the concurrent cases of the
+  // next suite may already be submitting (counted only after their 250) while this one ends,
+  // which made a total here fail now and then (52 queued, 51 counted, in a CI run).
   afterAll(async () => {
-    expect(await clientMail()).toBe(queued);
     expect((await t.relay.store.queue.list()).filter((m) => m.rcptTo.includes('victim@example.net'))).toEqual([]);
   });
 
