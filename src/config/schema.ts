@@ -68,6 +68,8 @@ export const configSchema = z.strictObject({
       max_recipients: z.number().int().min(1).max(100_000).default(100),
       // PROXY protocol v1/v2 on every submission listener, only from trusted_proxies.
       proxy_protocol: z.boolean().default(false),
+      // The pause before the 220 (early talkers in it are refused); 0 = none, as Postfix on submission.
+      greeting_delay_ms: z.number().int().min(0).max(5000).default(0),
       trusted_proxies: z.array(cidr).default([]),
     })
     .prefault({}),

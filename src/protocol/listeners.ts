@@ -1,4 +1,5 @@
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { installGreetingDelay } from './greeting.js';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { REASONS } from '../domain/reasons.js';
@@ -89,7 +90,10 @@ export async function startListeners(
     onData: handlers.onData,
     onClose: handlers.onClose,
     onConnect: handlers.onConnect,
-  };
+    // Read by the patched SMTPConnection.init (greeting.ts).
+    greetingDelayMs: cfg.submission.greeting_delay_ms,
+  } as SMTPServerOptions;
+  installGreetingDelay();
 
   const servers: SMTPServer[] = [];
   const ports = { starttls: [] as number[], tls: [] as number[] };

@@ -6,8 +6,8 @@ import { startTestRelay, type TestRelay } from '../helpers/relay.js';
 /**
  * Hostile input over real sockets. Every case asserts the exact reply lines, then that the
  * server still serves the next client (a fresh EHLO, STARTTLS, AUTH and message), and at the
- * end the queue holds exactly the messages the tests meant to queue. smtp-server holds every
- * greeting back 100 ms (to catch early talkers), so each suite runs its cases concurrently.
+ * end the queue holds exactly the messages the tests meant to queue. Each suite runs its cases
+ * concurrently (the greeting was held back 100 ms when they were written; see greeting.test.ts).
  */
 
 const PASS = 'correct horse battery staple';
