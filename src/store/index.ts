@@ -2,6 +2,7 @@ import { AppPasswordRepo } from './app-passwords.js';
 import { AuditRepo } from './audit.js';
 import { CredentialRepo } from './credentials.js';
 import { MtaStsRepo } from './mta-sts.js';
+import { TlsTicketKeyRepo } from './tls-tickets.js';
 import { DkimRepo } from './dkim.js';
 import { BindingRepo } from './bindings.js';
 import { openDb, type Db } from './db.js';
@@ -38,6 +39,7 @@ export type AppPasswordStore = Async<AppPasswordRepo>;
 export type CredentialStore = Async<CredentialRepo>;
 export type TlsReportStore = Async<TlsReportRepo>;
 export type MtaStsStore = Async<MtaStsRepo>;
+export type TlsTicketKeyStore = Async<TlsTicketKeyRepo>;
 
 /**
  * The store as Postern's modules see it: repositories whose verbs return promises, and one
@@ -69,6 +71,8 @@ export interface Store {
   tlsReports: Async<TlsReportRepo>;
   /** MTA-STS policies of recipient domains, fetched once for every node. */
   mtaSts: Async<MtaStsRepo>;
+  /** TLS session ticket keys, one per rotation period: every worker and node resumes the others' sessions. */
+  tlsTickets: Async<TlsTicketKeyRepo>;
   /**
    * Brings this process's view of policy rows (users, devices, bindings, limit overrides) up
    * to date with changes other processes committed before the call. SQLite checks on every
@@ -159,6 +163,7 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
     credentials: g(new CredentialRepo(db)),
     tlsReports: g(new TlsReportRepo(bookkeeping)),
     mtaSts: g(new MtaStsRepo(db)),
+    tlsTickets: g(new TlsTicketKeyRepo(db)),
     senderDomains: (now) => gate.run(() => senderDomains(db, now)),
     syncPolicy: async () => undefined,
     tx: (fn) =>

@@ -552,6 +552,22 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
       });
     });
 
+    describe('tlsTickets', () => {
+      const key = (startsAt: number, fill: number) => ({ startsAt, name: Buffer.alloc(16, fill), secret: Buffer.alloc(32, fill + 1) });
+      it('keeps the first key claimed for a period: every later claimant gets that one', async () => {
+        expect(await s.tlsTickets.claim(key(3_600_000, 1), T)).toEqual(key(3_600_000, 1));
+        expect(await s.tlsTickets.claim(key(3_600_000, 7), T + 1)).toEqual(key(3_600_000, 1));
+        expect(await s.tlsTickets.claim(key(7_200_000, 9), T + 2)).toEqual(key(7_200_000, 9));
+      });
+
+      it('lists the keys of the periods from a start, newest first, and prunes the older ones', async () => {
+        for (const [i, start] of [0, 3_600_000, 7_200_000].entries()) await s.tlsTickets.claim(key(start, i * 3), T);
+        expect((await s.tlsTickets.since(3_600_000)).map((k) => k.startsAt)).toEqual([7_200_000, 3_600_000]);
+        expect(await s.tlsTickets.prune(3_600_000)).toBe(1);
+        expect(await s.tlsTickets.since(0)).toEqual([key(7_200_000, 6), key(3_600_000, 3)]);
+      });
+    });
+
     describe('credentials', () => {
       it('makes a store-wide secret once: the first value asked with is kept and every later caller gets it', async () => {
         expect(await s.credentials.secret('password-fingerprint', 'first', T)).toBe('first');

@@ -15,6 +15,7 @@ import { PgQueueRepo } from './queue.js';
 import { PgAuthAttemptRepo, PgLeaseRepo } from './shared.js';
 import { PgStatsRepo } from './stats.js';
 import { PgTlsReportRepo } from './tls-reports.js';
+import { PgTlsTicketKeyRepo } from './tls-tickets.js';
 import { PgDeviceRepo, PgUserRepo } from './users.js';
 import { SCHEMA_VERSION } from '../sql.js';
 
@@ -65,6 +66,7 @@ export async function openPostgresStore(url: string, opts: { migrate?: boolean }
     credentials: new PgCredentialRepo(db),
     tlsReports: new PgTlsReportRepo(db),
     mtaSts: new PgMtaStsRepo(db),
+    tlsTickets: new PgTlsTicketKeyRepo(db),
     senderDomains: async (now) => {
       const rows = await db.q<{ d: string }>(
         `SELECT DISTINCT lower(regexp_replace(value, '^.*@', '')) COLLATE "C" AS d FROM bindings
