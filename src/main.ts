@@ -17,6 +17,7 @@ import { Metrics, tapLogger } from './obs/metrics.js';
 import { parseListen } from './protocol/listen.js';
 import { startListeners, type Listeners } from './protocol/listeners.js';
 import { loadTls } from './protocol/tls.js';
+import { startTicketKeys, type TicketKeyRing } from './protocol/tickets.js';
 import { GeoService } from './geo/service.js';
 import { Quarantine } from './quarantine/index.js';
 import { reloadRelay, type ReloadOutcome } from './reload.js';
@@ -55,6 +56,8 @@ export interface Relay {
   adminLog: AdminLog;
   /** The IP database behind country and ASN bindings: loaded on first need, re-read on SIGHUP. */
   geo: GeoService;
+  /** TLS session ticket keys shared through the store; null with [tls] session_tickets = false. */
+  tickets: TicketKeyRing | null;
   /** What SIGHUP does with a re-read config: new TLS material and log level; see reload.ts. */
   reload(next: Config): Promise<ReloadOutcome>;
   close(): Promise<void>;
@@ -161,7 +164,14 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
       stops.push(() => started.stop());
       delivery = started;
     }
-    const smtp = await startListeners(cfg, { service: submission.service, tls: tlsMaterial, log, onConnection: () => metrics.sessions.inc() });
+    // TLS session tickets under keys shared through the store (every worker and node).
+    let tickets: TicketKeyRing | null = null;
+    if (cfg.tls.session_tickets) {
+      const ring = await startTicketKeys({ store: store.tlsTickets, clock, log, rotationMs: cfg.tls.ticket_key_rotation_seconds * 1000 });
+      stops.push(() => ring.stop());
+      tickets = ring;
+    }
+    const smtp = await startListeners(cfg, { service: submission.service, tls: tlsMaterial, log, onConnection: () => metrics.sessions.inc(), tickets });
     late.listeners = smtp;
     stops.push(smtp.stop);
     quarantine.start();
@@ -214,7 +224,8 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
       metricsPort: metricsServer?.port ?? null,
       adminLog,
       geo,
-      reload: (next) => reloadRelay(cfg, next, { servers: smtp.servers, log, baseLog, geo }),
+      tickets,
+      reload: (next) => reloadRelay(cfg, next, { servers: smtp.servers, log, baseLog, geo, tickets }),
       close() {
         // In reverse order of starting: the listeners first (sessions between transactions
         // get 421), then delivery lets attempts in flight finish, the spool commits what is

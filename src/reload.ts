@@ -4,6 +4,8 @@ import type { SMTPServer } from 'smtp-server';
 import type { Config } from './config/schema.js';
 import type { GeoService } from './geo/service.js';
 import type { Logger } from './obs/log.js';
+import { installTickets } from './protocol/listeners.js';
+import type { TicketKeyRing } from './protocol/tickets.js';
 import { loadTls } from './protocol/tls.js';
 
 /**
@@ -42,7 +44,7 @@ export const fingerprint = (certPem: Buffer | string) => new X509Certificate(cer
 export async function reloadRelay(
   current: Config,
   next: Config,
-  deps: { servers: SMTPServer[]; log: Logger; baseLog: Logger; geo?: GeoService },
+  deps: { servers: SMTPServer[]; log: Logger; baseLog: Logger; geo?: GeoService; tickets?: TicketKeyRing | null },
 ): Promise<ReloadOutcome> {
   const { log } = deps;
   let material: { cert: Buffer; key: Buffer };
@@ -56,7 +58,11 @@ export async function reloadRelay(
     log.error({ event: 'config.reload_refused', reason: 'tls', err: error });
     return { ok: false, error };
   }
-  for (const s of deps.servers) s.updateSecureContext({ key: material.key, cert: material.cert });
+  for (const s of deps.servers) {
+    s.updateSecureContext({ key: material.key, cert: material.cert });
+    // New contexts: the shared ticket keys go on them too, or resumption would end at a reload.
+    installTickets(s, deps.tickets);
+  }
   deps.baseLog.level = next.log.level;
   const restartNeeded = changedKeys(current, next).filter((k) => !(RELOADABLE as readonly string[]).includes(k));
   current.tls = next.tls;

@@ -44,6 +44,8 @@ export const configSchema = z.strictObject({
       max_connections_per_ip: z.number().int().min(1).max(100_000).default(50),
       idle_timeout_seconds: z.number().int().min(5).max(3600).default(300),
       shutdown_grace_seconds: z.number().int().min(0).max(600).default(30),
+      // Processes serving the listeners: 1 = this one; 0 = one per CPU core.
+      workers: z.number().int().min(0).max(256).default(1),
       // This node's name in delivery claims, leases and logs; "" = the host name.
       node_id: z
         .string()
@@ -77,6 +79,9 @@ export const configSchema = z.strictObject({
     .strictObject({
       cert: z.string().default(''),
       key: z.string().default(''),
+      // Session tickets: a reconnecting client resumes its TLS session (keys in the store).
+      session_tickets: z.boolean().default(true),
+      ticket_key_rotation_seconds: z.number().int().min(60).max(86_400).default(3600),
     })
     .prefault({}),
   auth: z

@@ -1,3 +1,4 @@
+import { constants } from 'node:crypto';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { installGreetingDelay } from './greeting.js';
 import type { AddressInfo } from 'node:net';
@@ -9,6 +10,7 @@ import { parseListen } from './listen.js';
 import { installProxyProtocol } from './proxy.js';
 import { patchSmtpServerReplies } from './replies.js';
 import { createHandlers } from './session.js';
+import type { TicketKeyRing } from './tickets.js';
 
 export interface Listeners {
   /** Bound ports, in the order of submission.listen and submission.listen_tls. */
@@ -51,10 +53,20 @@ function closeIdle(server: SMTPServer): void {
   }
 }
 
+/**
+ * Session tickets on a server's TLS contexts: the shared key ring when [tls] session_tickets
+ * is on, else none at all (OpenSSL would issue tickets under a key of this process's own).
+ * Called again after every rebuild of the contexts (SIGHUP).
+ */
+export function installTickets(s: SMTPServer, tickets: TicketKeyRing | null | undefined): void {
+  const contexts = [...(s as unknown as { secureContext: Map<string, import('node:tls').SecureContext> }).secureContext.values()];
+  if (tickets) tickets.install(s, contexts);
+}
+
 /** The submission listeners (587 STARTTLS, 465 implicit TLS), each command answered by the service. */
 export async function startListeners(
   cfg: Config,
-  deps: { service: SubmissionService; tls: { key: Buffer | string; cert: Buffer | string }; log: Logger; onConnection: () => void },
+  deps: { service: SubmissionService; tls: { key: Buffer | string; cert: Buffer | string }; log: Logger; onConnection: () => void; tickets?: TicketKeyRing | null },
 ): Promise<Listeners> {
   const { log } = deps;
   patchSmtpServerReplies();
@@ -66,6 +78,13 @@ export async function startListeners(
     key: deps.tls.key,
     cert: deps.tls.cert,
     minVersion: 'TLSv1.2',
+    // Resumed sessions must match this: smtp-server's default is a hash of the command line,
+    // which differs between nodes started with other paths, so a ticket from one would not
+    // resume on another. A ticket outlives its key by no more than one rotation period.
+    sessionIdContext: 'postern-submission',
+    sessionTimeout: cfg.tls.ticket_key_rotation_seconds,
+    // session_tickets = false: no tickets (and no session cache: Node keeps none), no resumption.
+    ...(cfg.tls.session_tickets ? {} : { secureOptions: constants.SSL_OP_NO_TICKET }),
     authMethods: ['PLAIN', 'LOGIN'],
     // Authentication is enforced by the submission service so that the refusal before
     // STARTTLS can say "Must issue a STARTTLS command first" rather than "auth required".
@@ -108,6 +127,7 @@ export async function startListeners(
     for (const [specs, secure] of [[cfg.submission.listen, false], [cfg.submission.listen_tls, true]] as const) {
       for (const spec of specs) {
         const s = new SMTPServer({ ...base, secure });
+        installTickets(s, deps.tickets);
         wire(s, secure);
         servers.push(s);
         (secure ? ports.tls : ports.starttls).push(await listen(s, spec));

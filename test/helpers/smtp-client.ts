@@ -1,6 +1,10 @@
 import net from 'node:net';
 import tls from 'node:tls';
 
+/** The latest session (TLS 1.3 ticket) each socket received: tickets may come with the handshake's last flight. */
+const sessions = new WeakMap<tls.TLSSocket, Buffer>();
+const keepSessions = (s: tls.TLSSocket) => s.on('session', (session: Buffer) => sessions.set(s, session));
+
 /**
  * A deliberately raw SMTP client: it writes exactly the bytes a test gives it and returns
  * exactly the reply lines the server sent, so tests can assert codes and texts precisely
@@ -11,13 +15,17 @@ export class SmtpClient {
   private waiters: Array<() => void> = [];
   private closed = false;
   readonly greeting: Promise<string>;
+  /** The latest TLS session the server gave this client (a ticket), to resume with on another connection. */
+  get session(): Buffer | undefined {
+    return this.sock instanceof tls.TLSSocket ? sessions.get(this.sock) : undefined;
+  }
 
   private constructor(private sock: net.Socket | tls.TLSSocket) {
     this.attach(sock);
     this.greeting = this.read();
   }
 
-  static async connect(port: number, opts: { host?: string; tls?: boolean; localAddress?: string; servername?: string; proxyHeader?: string | Buffer } = {}): Promise<SmtpClient> {
+  static async connect(port: number, opts: { host?: string; tls?: boolean; localAddress?: string; servername?: string; proxyHeader?: string | Buffer; session?: Buffer } = {}): Promise<SmtpClient> {
     const host = opts.host ?? '127.0.0.1';
     // TLS goes over a plain socket we open ourselves, so localAddress (a second loopback
     // address as a "foreign" client) works the same for both kinds of listener.
@@ -29,7 +37,8 @@ export class SmtpClient {
     if (opts.proxyHeader !== undefined) plain.write(opts.proxyHeader);
     const sock = opts.tls
       ? await new Promise<tls.TLSSocket>((resolve, reject) => {
-          const s = tls.connect({ socket: plain, rejectUnauthorized: false, ...(opts.servername ? { servername: opts.servername } : {}) }, () => resolve(s));
+          const s = tls.connect({ socket: plain, rejectUnauthorized: false, session: opts.session, ...(opts.servername ? { servername: opts.servername } : {}) }, () => resolve(s));
+          keepSessions(s);
           s.once('error', reject);
         })
       : plain;
@@ -88,19 +97,20 @@ export class SmtpClient {
     return this.last();
   }
 
-  async starttls(): Promise<string> {
+  async starttls(session?: Buffer): Promise<string> {
     const r = await this.cmd('STARTTLS');
-    if (r.startsWith('220')) await this.upgrade();
+    if (r.startsWith('220')) await this.upgrade(session);
     return r;
   }
 
   /** The TLS handshake after a 220 to STARTTLS (the fuzzer sends its own STARTTLS spellings). */
-  async upgrade(): Promise<void> {
+  async upgrade(session?: Buffer): Promise<void> {
     const plain = this.sock;
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
     this.sock = await new Promise<tls.TLSSocket>((resolve, reject) => {
-      const s = tls.connect({ socket: plain, rejectUnauthorized: false }, () => resolve(s));
+      const s = tls.connect({ socket: plain, rejectUnauthorized: false, session }, () => resolve(s));
+      keepSessions(s);
       s.once('error', reject);
     });
     this.attach(this.sock);
@@ -119,10 +129,10 @@ export class SmtpClient {
   }
 
   /** EHLO, STARTTLS, EHLO, AUTH PLAIN: the usual submission preamble. Returns the AUTH reply. */
-  async login(user: string, pass: string): Promise<string> {
+  async login(user: string, pass: string, session?: Buffer): Promise<string> {
     await this.cmd('EHLO client.example');
     if (!this.tlsSocket) {
-      await this.starttls();
+      await this.starttls(session);
       await this.cmd('EHLO client.example');
     }
     return this.authPlain(user, pass);
