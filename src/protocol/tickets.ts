@@ -2,8 +2,6 @@ import { randomBytes } from 'node:crypto';
 import type { SecureContext } from 'node:tls';
 import type { Clock } from '../domain/clock.js';
 import type { Logger } from '../obs/log.js';
-import type { TlsTicketKeyStore } from '../store/index.js';
-import type { TicketKey } from '../store/tls-tickets.js';
 
 /**
  * TLS session tickets ([tls] session_tickets): a device that reconnects for every message
@@ -32,6 +30,20 @@ export interface TicketKeyRing {
   stop(): void;
 }
 
+/** A period's key as the store keeps it (store/tls-tickets.ts). */
+export interface TicketKey {
+  startsAt: number;
+  name: Buffer;
+  secret: Buffer;
+}
+
+/** Where the keys are shared: the store's tlsTickets (main.ts passes it in). */
+export interface TicketKeySource {
+  claim(candidate: TicketKey, now: number): Promise<TicketKey>;
+  since(since: number): Promise<TicketKey[]>;
+  prune(before: number): Promise<number>;
+}
+
 interface NativeContext {
   enableTicketKeyCallback?: () => void;
   onticketkeycallback?: (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[];
@@ -45,7 +57,7 @@ const UNKNOWN = 0;
 /** An unknown key still has to be answered with keys of the right size, or the handshake fails. */
 const NONE = [UNKNOWN, Buffer.alloc(16), Buffer.alloc(16)];
 
-export async function startTicketKeys(deps: { store: TlsTicketKeyStore; clock: Clock; log: Logger; rotationMs: number }): Promise<TicketKeyRing> {
+export async function startTicketKeys(deps: { store: TicketKeySource; clock: Clock; log: Logger; rotationMs: number }): Promise<TicketKeyRing> {
   const { store, clock, log, rotationMs: period } = deps;
   /** Newest first: the next period's (once made), the current and the previous one. */
   let keys: TicketKey[] = [];
