@@ -26,6 +26,7 @@ import { queueIdTime } from './spool/message.js';
 import type { QuotaGate } from './spool/quota.js';
 import { openConfiguredStore, type Store } from './store/index.js';
 import { processOwner } from './store/shared.js';
+import type { ConnectionCounter } from './submission/connections.js';
 import { startSubmission } from './submission/index.js';
 
 /** The lease naming the node that reports shared figures in /metrics, and how long it lasts unrenewed. */
@@ -35,6 +36,19 @@ const SHARED_LEASE_MS = 60_000;
 export interface RelayOptions {
   clock?: Clock;
   log?: Logger;
+  /** Set in each worker process when [server] workers is above 1 (see src/workers.ts). */
+  worker?: WorkerRole;
+}
+
+/** What a worker does differently from a relay on its own. */
+export interface WorkerRole {
+  index: number;
+  /** The node's connection table, kept by the primary (max_clients, max_connections_per_ip). */
+  connections: ConnectionCounter;
+  /** Whether this worker runs delivery (one per node, for its pacing and connection pools). */
+  delivers: boolean;
+  /** Tells the delivering worker that mail is due (from a worker that does not deliver). */
+  wakeDelivery(): void;
 }
 
 export interface Relay {
@@ -58,9 +72,35 @@ export interface Relay {
   geo: GeoService;
   /** TLS session ticket keys shared through the store; null with [tls] session_tickets = false. */
   tickets: TicketKeyRing | null;
+  /** What relay.started (worker.started) said: bound addresses and ports, the engine, the certificate's source. */
+  started: Record<string, unknown>;
+  /** What /healthz answers for this process. */
+  health(): Promise<{ ok: boolean; detail: string }>;
   /** What SIGHUP does with a re-read config: new TLS material and log level; see reload.ts. */
   reload(next: Config): Promise<ReloadOutcome>;
   close(): Promise<void>;
+}
+
+/**
+ * What every start checks before it serves, run once by the primary of [server] workers
+ * before it forks: the outbound identity, the files the config names, the store (opened,
+ * so migrated, then closed) and the TLS certificate (made once if self-signed, so the workers
+ * all reuse the same one). Throws as startRelay does; resolves with the certificate's source.
+ */
+export async function preflight(cfg: Config): Promise<'config' | 'generated' | 'reused'> {
+  const identityProblem = outboundIdentityProblem(cfg.identity);
+  if (identityProblem) throw new ConfigError(`refusing to start: ${identityProblem}`);
+  const problems = startupProblems(cfg);
+  if (problems.length) throw new StartupError(problems);
+  let store: Store;
+  try {
+    store = await openConfiguredStore(cfg);
+  } catch (e) {
+    const problem = storeOpenProblem(cfg, e);
+    throw problem ? new StartupError([problem]) : e;
+  }
+  store.close();
+  return (await loadTls({ ...cfg.tls, dataDir: cfg.server.data_dir, hostname: cfg.server.hostname })).source;
 }
 
 /**
@@ -69,7 +109,8 @@ export interface Relay {
  */
 export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<Relay> {
   const clock = opts.clock ?? systemClock;
-  const baseLog = opts.log ?? createLogger(cfg.log.level);
+  const worker = opts.worker;
+  const baseLog = opts.log ?? createLogger(cfg.log.level, undefined, { worker: worker?.index });
   // Refuse before anything is opened: mail sent under a bad HELO identity hurts reputation.
   const identityProblem = outboundIdentityProblem(cfg.identity);
   if (identityProblem) throw new ConfigError(`refusing to start: ${identityProblem}`);
@@ -133,33 +174,50 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     stops.push(responder.stop);
     const { incidents } = responder;
     let delivery: Delivery | null = null;
-    const limits = await startQuota(cfg, { store, clock, log, owner, onReleased: () => delivery?.scheduler.wake() });
+    const limits = await startQuota(cfg, { store, clock, log, owner, onReleased: () => (delivery ? delivery.scheduler.wake() : worker?.wakeDelivery()) });
     stops.push(limits.stop);
     const { quota } = limits;
     // Scores each message before the spool commit; expires held mail.
     const quarantine = new Quarantine(cfg, { store, spool, clock, log, quota });
     let closing: Promise<void> | undefined;
-    const submission = startSubmission(cfg, { store, spool, health, incidents, quota, clock, log, geo, assess: quarantine.assess, onAccepted: quarantine.onAccepted, isClosing: () => closing !== undefined });
+    const submission = startSubmission(cfg, {
+      store,
+      spool,
+      health,
+      incidents,
+      quota,
+      clock,
+      log,
+      geo,
+      assess: quarantine.assess,
+      onAccepted: quarantine.onAccepted,
+      isClosing: () => closing !== undefined,
+      connections: worker?.connections,
+    });
     stops.push(submission.stop);
     late.authenticator = submission.authenticator;
+    const healthy = async () => {
+      if (closing) return { ok: false, detail: 'shutting down' };
+      if (!store.open) return { ok: false, detail: 'store closed' };
+      if (!late.listeners?.listening()) return { ok: false, detail: 'listener down' };
+      return health.state();
+    };
     let metricsServer: MetricsServer | null = null;
-    if (cfg.metrics.enabled) {
-      metricsServer = await startMetricsServer(parseListen(cfg.metrics.listen), {
-        registry: metrics.registry,
-        healthy: () => {
-          if (closing) return { ok: false, detail: 'shutting down' };
-          if (!store.open) return { ok: false, detail: 'store closed' };
-          if (!late.listeners?.listening()) return { ok: false, detail: 'listener down' };
-          return health.state();
-        },
-      });
+    // A worker's figures are served by the primary, summed over the workers.
+    if (cfg.metrics.enabled && !worker) {
+      metricsServer = await startMetricsServer(parseListen(cfg.metrics.listen), { registry: metrics.registry, healthy });
       const server = metricsServer;
       stops.push(() => server.close());
     }
     // Outbound delivery: takes due mail by claim; woken by the spool and the quota drain.
     // Started before the listeners, so it stops after them: attempts in flight finish and are
     // recorded (they may queue DSNs) once no new mail comes in.
-    if (cfg.delivery.enabled) {
+    if (cfg.delivery.enabled && worker && !worker.delivers) {
+      // Mail accepted here is delivered by the delivering worker: it is told at once.
+      spool.onCommit((msgs) => {
+        if (msgs.some((m) => m.state === 'queued')) worker.wakeDelivery();
+      });
+    } else if (cfg.delivery.enabled) {
       const started = startDelivery(cfg, { store, spool, clock, log, incidents, owner });
       stops.push(() => started.stop());
       delivery = started;
@@ -197,8 +255,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
     // The bound addresses (address:port) beside the bare ports, which scripts and tests read.
     const bound = smtp.servers.map((s) => hostPort(s.server.address() as AddressInfo));
     const metricsListen = metricsServer ? hostPort({ address: parseListen(cfg.metrics.listen).host, port: metricsServer.port }) : null;
-    log.info({
-      event: 'relay.started',
+    const started = {
       node: nodeName(cfg),
       engine: cfg.store.url ? 'postgres' : 'sqlite',
       hostname: cfg.server.hostname,
@@ -209,7 +266,8 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
       tls: smtp.ports.tls,
       cert: tlsMaterial.source,
       metrics: metricsServer?.port ?? null,
-    });
+    };
+    log.info({ event: worker ? 'worker.started' : 'relay.started', pid: process.pid, ...started });
 
     return {
       store,
@@ -225,6 +283,8 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
       adminLog,
       geo,
       tickets,
+      health: healthy,
+      started,
       reload: (next) => reloadRelay(cfg, next, { servers: smtp.servers, log, baseLog, geo, tickets }),
       close() {
         // In reverse order of starting: the listeners first (sessions between transactions

@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.js';
 import { loadConfig } from '../config/load.js';
 import { startRelay, type Relay } from '../main.js';
 import type { ReloadOutcome } from '../reload.js';
+import { runPrimary, workerCount, workerIndex, workerRole } from '../workers.js';
 import type { Ctx } from './io.js';
 
 export const SERVE_HELP = `Usage: postern serve
@@ -12,6 +13,8 @@ Signals: SIGTERM or SIGINT shut down gracefully (open transactions may finish wi
 server.shutdown_grace_seconds); SIGHUP re-reads the config file and reloads the TLS
 certificate and key, the log level and the IP database ([geo], once loaded). A config that does not validate is refused with
 a "config.reload_refused" log line and the running one stays in force.
+With [server] workers above 1 (0 = one per core) this process is the primary: it forks the
+workers, passes SIGHUP and SIGTERM to each, restarts one that dies, and serves /metrics.
 A start that fails over the config (a missing certificate, a key that does not match it,
 an unwritable data_dir, a listen address in use) says which key, its value and what to do,
 as "postern config check" does, and exits 1.
@@ -40,15 +43,33 @@ export async function reloadFromFile(relay: Relay, read: () => Config): Promise<
 
 /** Runs the relay until SIGTERM or SIGINT, then shuts down gracefully. */
 export async function serveCommand(ctx: Ctx): Promise<number> {
+  const cfg = ctx.config();
+  const index = workerIndex();
+  // [server] workers above 1: this process is the primary, the workers run this same command.
+  if (index === null && workerCount(cfg) > 1) {
+    try {
+      return await runPrimary(cfg, workerCount(cfg), ctx.io);
+    } catch (e) {
+      if (!(e instanceof StartupError)) throw e;
+      for (const p of e.problems) ctx.io.stderr(`postern: ${p.message}\n`);
+      return 1;
+    }
+  }
+  const worker = index === null ? null : workerRole(index);
   let relay: Relay;
   try {
-    relay = await startRelay(ctx.config());
+    relay = await startRelay(cfg, worker ? { worker: worker.role } : {});
   } catch (e) {
     if (!(e instanceof StartupError)) throw e;
-    // One line per problem, each as "postern config check" prints it.
-    for (const p of e.problems) ctx.io.stderr(`postern: ${p.message}\n`);
+    // One line per problem, each as "postern config check" prints it (a worker's, once, by its primary).
+    if (worker) {
+      // Said once, by the primary; sent before the channel closes.
+      await worker.failed(e.problems.map((p) => p.message));
+      if (process.connected) process.disconnect();
+    } else for (const p of e.problems) ctx.io.stderr(`postern: ${p.message}\n`);
     return 1;
   }
+  worker?.attach(relay);
   const file = ctx.configPath ?? ctx.io.env.POSTERN_CONFIG;
   // Without a handler SIGHUP would end the process; with one, reloads run one at a time.
   let reloading = Promise.resolve();
@@ -65,11 +86,28 @@ export async function serveCommand(ctx: Ctx): Promise<number> {
       relay.log.info({ event: 'relay.stopping', signal });
       resolve();
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    if (worker) {
+      // A worker hears SIGTERM twice when systemd signals the whole group and its primary
+      // passes the signal on: the second must not end the graceful stop the first began.
+      let told = false;
+      const once = (signal: string) => {
+        if (told) return;
+        told = true;
+        stop(signal);
+      };
+      process.on('SIGTERM', () => once('SIGTERM'));
+      process.on('SIGINT', () => once('SIGINT'));
+      // A worker whose primary is gone (killed) stops as if told to: nothing would restart it.
+      process.once('disconnect', () => once('primary-exited'));
+    } else {
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    }
   });
   process.off('SIGHUP', hangup);
   await reloading;
   await relay.close();
+  // The channel to the primary would keep a stopped worker's process alive.
+  if (worker && process.connected) process.disconnect();
   return 0;
 }

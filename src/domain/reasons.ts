@@ -74,6 +74,8 @@ export const REASONS = {
   TOO_MANY_ERRORS: r('TOO_MANY_ERRORS', 421, '4.7.0', 'Too many errors, closing connection'),
   NOT_SMTP: r('NOT_SMTP', 421, '4.7.0', 'HTTP requests not allowed, closing connection'),
   TOO_MANY_CONNECTIONS: r('TOO_MANY_CONNECTIONS', 421, '4.7.0', 'Too many connections from this address, please try again later'),
+  // [server] max_clients, over every listener (and every worker) of the node.
+  TOO_MANY_CLIENTS: r('TOO_MANY_CLIENTS', 421, '4.3.2', 'Too many connected clients, please try again later'),
   LOCAL_ERROR: r('LOCAL_ERROR', 451, '4.3.0', 'Temporary local problem, please try again later'),
   // RFC 3463 4.3.1 mail system full: said at MAIL FROM, before the client sends the data
   // (Postfix: "452 4.3.1 Insufficient system storage").

@@ -14,7 +14,7 @@ export interface MetricsServer {
  */
 export async function startMetricsServer(
   spec: { host: string; port: number },
-  deps: { registry: Registry; healthy: () => { ok: boolean; detail: string } | Promise<{ ok: boolean; detail: string }> },
+  deps: { registry: Pick<Registry, 'metrics' | 'contentType'>; healthy: () => { ok: boolean; detail: string } | Promise<{ ok: boolean; detail: string }> },
 ): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];

@@ -7,16 +7,19 @@ export type { Logger };
  * docs in README "Log events"). Secrets never reach here: the redact list is a backstop for
  * a mistake, not the mechanism.
  */
-export function createLogger(level: string, destination?: DestinationStream): Logger {
+export function createLogger(level: string, destination?: DestinationStream, opts: { worker?: number } = {}): Logger {
   return pino(
     {
       level,
-      base: { svc: 'postern' },
+      // A worker's lines say which ([server] workers above 1); they share the primary's stdout.
+      base: opts.worker === undefined ? { svc: 'postern' } : { svc: 'postern', worker: opts.worker },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: ['password', '*.password', 'passwordHash', '*.passwordHash', 'hash', '*.hash'], remove: true },
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination ?? pino.destination({ fd: 1, sync: false }),
+    // Workers write each line with one write(2), so lines from several processes sharing
+    // stdout (a pipe, journald's socket) never interleave mid-line.
+    destination ?? pino.destination({ fd: 1, sync: opts.worker !== undefined }),
   );
 }
 

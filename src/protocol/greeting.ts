@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { REASONS } from '../domain/reasons.js';
 
 /**
  * [submission] greeting_delay_ms: smtp-server waits a fixed 100 ms before every 220 to catch
@@ -45,7 +46,8 @@ export function installGreetingDelay(): void {
   proto.init = function init(this: ConnectionInternals) {
     this._setListeners(() => {
       if (this._server.options.maxClients && this._server.connections.size > this._server.options.maxClients) {
-        return this.send(421, `${this.name} Too many connected clients, try again in a moment`, false);
+        // The node-wide cap's reply (README), not smtp-server's, which has no enhanced code.
+        return this.send(REASONS.TOO_MANY_CLIENTS.code, `${REASONS.TOO_MANY_CLIENTS.enhanced} ${REASONS.TOO_MANY_CLIENTS.text}`, false);
       }
       const delay = this._server.options.greetingDelayMs ?? 100;
       if (delay <= 0) return this.connectionReady();

@@ -11,6 +11,7 @@ import type { SpoolHealth } from '../spool/health.js';
 import type { QuotaGate } from '../spool/quota.js';
 import type { Spool } from '../spool/spool.js';
 import type { Store } from '../store/index.js';
+import { localConnections, type ConnectionCounter } from './connections.js';
 import { SubmissionService, type GeoSource } from './service.js';
 
 export interface SubmissionDepsIn {
@@ -28,6 +29,8 @@ export interface SubmissionDepsIn {
   isClosing: () => boolean;
   /** The IP database for country and ASN bindings. */
   geo: GeoSource;
+  /** The node's connection table when it is not this process's own (workers: the primary's). */
+  connections?: ConnectionCounter;
 }
 
 /** The submission service with its password verifier and guessing brake. */
@@ -80,7 +83,7 @@ export function startSubmission(cfg: Config, deps: SubmissionDepsIn): { service:
     onAccepted: deps.onAccepted,
     throttle,
     authFailureDelayMs: cfg.limits.auth_failure_delay_ms,
-    maxConnectionsPerIp: cfg.server.max_connections_per_ip,
+    connections: deps.connections ?? localConnections(cfg.server.max_connections_per_ip, cfg.server.max_clients),
     spoolNoRoom: () => deps.health.noRoom(),
     leases: store.leases,
     quota: deps.quota,

@@ -18,6 +18,7 @@ import type { QuotaGate } from '../spool/quota.js';
 import type { Spool } from '../spool/spool.js';
 import type { Store } from '../store/index.js';
 import type { Decision, Finding, PolicyMode, PolicyName } from './decision.js';
+import type { ConnectionCounter } from './connections.js';
 
 export interface SubmissionDeps {
   /** True once shutdown began: new transactions get 421 so clients retry elsewhere or later. */
@@ -49,7 +50,8 @@ export interface SubmissionDeps {
   /** Whether the spool has room for a message of the maximum size (null: room). */
   spoolNoRoom?: () => string | null;
   /** Simultaneous connections one client address may hold (per process, like Postfix's anvil per host). */
-  maxConnectionsPerIp: number;
+  /** max_connections_per_ip (and, across workers, max_clients): see connections.ts. */
+  connections: ConnectionCounter;
   /** Per policy: enforce, or monitor (log and count the would-be verdict, apply nothing). */
   modes: Record<PolicyName, PolicyMode>;
 }
@@ -107,6 +109,8 @@ export class Submission {
   /** This login's 535 came after the directory's own failure delay (no second delay needed). */
   failureDelayed = false;
   counted = false;
+  /** The connection has closed (onClose came, perhaps before its admission was answered). */
+  closed = false;
   constructor(readonly client: Client) {}
 }
 
@@ -131,8 +135,6 @@ function messageIdOf(data: Buffer): string | null {
  * finding that applies decides. Monitor mode is applied in one place (apply), over findings.
  */
 export class SubmissionService {
-  private readonly connectionsByIp = new Map<string, number>();
-
   constructor(private readonly deps: SubmissionDeps) {}
 
   /** The largest message DATA keeps; the adapter reads past it without storing. */
@@ -234,22 +236,25 @@ export class SubmissionService {
    */
   async connect(s: Submission, remoteAddress: string): Promise<Decision> {
     const ip = clientKey(remoteAddress);
-    const n = (this.connectionsByIp.get(ip) ?? 0) + 1;
-    if (n > this.deps.maxConnectionsPerIp) {
-      return this.refuse(s, 'session.refused', REASONS.TOO_MANY_CONNECTIONS, { connections: n - 1 });
+    const a = await this.deps.connections.admit(ip);
+    if (!a.ok) {
+      const reason = a.cap === 'ip' ? REASONS.TOO_MANY_CONNECTIONS : REASONS.TOO_MANY_CLIENTS;
+      return this.refuse(s, 'session.refused', reason, { connections: a.connections });
     }
-    this.connectionsByIp.set(ip, n);
+    // The client left while the count was asked (another process's table): give it back now.
+    if (s.closed) {
+      this.deps.connections.release(ip);
+      return { verdict: 'accept' };
+    }
     s.counted = true;
     return { verdict: 'accept' };
   }
 
   close(s: Submission, remoteAddress: string): void {
+    s.closed = true;
     if (!s.counted) return;
     s.counted = false;
-    const ip = clientKey(remoteAddress);
-    const n = (this.connectionsByIp.get(ip) ?? 1) - 1;
-    if (n > 0) this.connectionsByIp.set(ip, n);
-    else this.connectionsByIp.delete(ip);
+    this.deps.connections.release(clientKey(remoteAddress));
   }
 
   // --- AUTH

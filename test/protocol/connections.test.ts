@@ -33,4 +33,14 @@ describe('connections per client address', () => {
     if (c instanceof SmtpClient) c.destroy();
     expect(t.logs.events('session.refused')[0]).toMatchObject({ reason: 'TOO_MANY_CONNECTIONS', ip: '127.0.0.1' });
   });
+
+  it('refuses a connection past max_clients with 421 4.3.2, over both listeners', async () => {
+    t = await startTestRelay({ server: { max_clients: 2 } });
+    const a = await SmtpClient.connect(t.port);
+    const b = await SmtpClient.connect(t.tlsPort, { tls: true, localAddress: '127.0.0.2' });
+    const c = await SmtpClient.connect(t.port, { localAddress: '127.0.0.3' });
+    expect(await c.greeting).toBe('421 4.3.2 Too many connected clients, please try again later');
+    c.destroy();
+    for (const x of [a, b]) await x.quit();
+  });
 });
