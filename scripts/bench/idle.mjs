@@ -1,16 +1,25 @@
 // Idle benchmark: N TLS connections held open on the implicit-TLS listener, each
 // past the greeting and EHLO, then the server's RSS: memory per idle connection. One JSON line.
 //   node scripts/bench/idle.mjs --conns 2000
+//   node scripts/bench/idle.mjs --conns 2000 --workers 2   ([server] workers = 2)
+// RSS is of the serve process and every process below it: server_rss_mb is the sum, and
+// `processes` gives each one's (the primary's and each worker's; "main" when there is one
+// process).
 import path from 'node:path';
 import tls from 'node:tls';
-import { args, procStats, ROOT, startChild, tempConfig, SERVE_FLAGS } from './lib.mjs';
+import { args, processTree, ROOT, startChild, tempConfig, treeUsage, SERVE_FLAGS } from './lib.mjs';
 
-const o = args({ conns: 2000, seconds: 120 });
-const { file } = tempConfig({ submission: { listen: ['127.0.0.1:0'], listen_tls: ['127.0.0.1:0'] } });
+const o = args({ conns: 2000, seconds: 120, workers: '', label: '' });
+if (o.workers !== '' && !/^\d+$/.test(o.workers)) throw new Error(`--workers takes a number of processes (0: one per core), not "${o.workers}"`);
+const { file } = tempConfig({
+  submission: { listen: ['127.0.0.1:0'], listen_tls: ['127.0.0.1:0'] },
+  ...(o.workers !== '' ? { server: { workers: Number(o.workers) } } : {}),
+});
 const server = await startChild([...SERVE_FLAGS, path.join(ROOT, 'bin/postern.js'), '--config', file, 'serve']);
 const port = server.event.tls[0];
 const deadline = Date.now() + o.seconds * 1000;
-const before = procStats(server.child.pid);
+const before = processTree(server.child.pid);
+const beforeRss = before.list.reduce((n, p) => n + p.rss, 0);
 
 function open() {
   return new Promise((resolve, reject) => {
@@ -43,17 +52,21 @@ while (sockets.length + errors < o.conns && Date.now() < deadline) {
   }
 }
 const openSecs = (performance.now() - t0) / 1000;
-const held = procStats(server.child.pid);
+const held = treeUsage(server.child.pid, before);
+const rssBefore = new Map(before.list.map((p) => [p.pid, p.rss]));
 console.log(
   JSON.stringify({
+    ...(o.label ? { case: o.label } : {}),
     bench: 'idle',
     connections: sockets.length,
     errors,
     open_s: +openSecs.toFixed(2),
-    server_rss_before_mb: +(before.rss / 1048576).toFixed(1),
+    workers: o.workers === '' ? null : Number(o.workers),
+    server_rss_before_mb: +(beforeRss / 1048576).toFixed(1),
     server_rss_mb: +(held.rss / 1048576).toFixed(1),
     server_peak_rss_mb: +(held.peakRss / 1048576).toFixed(1),
-    kb_per_connection: +((held.rss - before.rss) / 1024 / Math.max(1, sockets.length)).toFixed(1),
+    kb_per_connection: +((held.rss - beforeRss) / 1024 / Math.max(1, sockets.length)).toFixed(1),
+    processes: held.processes.map(({ role, pid, rss_mb, peak_rss_mb }) => ({ role, pid, rss_before_mb: +((rssBefore.get(pid) ?? 0) / 1048576).toFixed(1), rss_mb, peak_rss_mb })),
   }),
 );
 for (const s of sockets) s.destroy();

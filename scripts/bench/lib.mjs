@@ -33,6 +33,13 @@ export function args(defaults) {
 }
 
 /** Minimal SMTP conversation over one socket: reads whole replies, upgrades with STARTTLS. */
+/**
+ * One client TLS context for every connection, as a device's TLS library keeps one: without
+ * it Node builds a context per connection (the CA store included), which made the load
+ * client, not the server, the limit of the one-login-per-message runs.
+ */
+const CLIENT_TLS = tls.createSecureContext({});
+
 export class Conn {
   static open(port, host = '127.0.0.1') {
     return new Promise((resolve, reject) => {
@@ -80,21 +87,28 @@ export class Conn {
     this.sock.write(line + '\r\n');
     return this.reply();
   }
-  async starttls() {
+  /**
+   * Upgrades with STARTTLS, offering `session` (a previous connection's, from `this.session`)
+   * for resumption; `this.resumed` tells whether the server took it. `this.session` follows
+   * the 'session' events: TLS 1.3 tickets arrive after the handshake, and the latest wins.
+   */
+  async starttls(session) {
     const r = await this.cmd('STARTTLS');
     if (!r.startsWith('220')) throw new Error(r);
     const plain = this.sock;
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
     const s = await new Promise((resolve, reject) => {
-      const t = tls.connect({ socket: plain, rejectUnauthorized: false }, () => resolve(t));
+      const t = tls.connect({ socket: plain, rejectUnauthorized: false, secureContext: CLIENT_TLS, ...(session ? { session } : {}) }, () => resolve(t));
+      t.on('session', (ticket) => (this.session = ticket));
       t.once('error', reject);
     });
+    this.resumed = s.isSessionReused();
     this.use(s);
   }
-  async login(user, pass) {
+  async login(user, pass, session) {
     await this.cmd('EHLO bench.example');
-    await this.starttls();
+    await this.starttls(session);
     await this.cmd('EHLO bench.example');
     const r = await this.cmd('AUTH PLAIN ' + Buffer.from(`\0${user}\0${pass}`).toString('base64'));
     if (!r.startsWith('235')) throw new Error(`AUTH: ${r}`);
@@ -140,6 +154,89 @@ export function procStats(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   const ticks = Number(stat[11]) + Number(stat[12]);
   return { peakRss: hwm, rss, cpuSeconds: ticks / 100, sysSeconds: Number(stat[12]) / 100 };
+}
+
+/**
+ * The serve process `pid` and every process below it (with [server] workers, the primary and
+ * its workers; children from /proc/<pid>/task/<tid>/children), each with procStats and a role:
+ * "main" when it has no children, else "primary"; below it "worker N" (node:cluster's
+ * NODE_UNIQUE_ID from the environment; else the pid). `reapedCpuSeconds` is CPU of children
+ * already reaped (a worker that died), counted in the primary's cutime/cstime. A process that
+ * exits while being read is left out.
+ */
+export function processTree(pid) {
+  const kids = (p) => {
+    const out = [];
+    try {
+      for (const t of readdirSync(`/proc/${p}/task`)) {
+        for (const c of readFileSync(`/proc/${p}/task/${t}/children`, 'utf8').split(' ').filter(Boolean)) out.push(Number(c));
+      }
+    } catch {
+      // exited meanwhile
+    }
+    return out;
+  };
+  const list = [];
+  const walk = (p, depth) => {
+    let st;
+    try {
+      st = procStats(p);
+    } catch {
+      return;
+    }
+    let role = depth === 0 ? 'primary' : `pid ${p}`;
+    if (depth > 0) {
+      try {
+        const id = /(?:^|\0)NODE_UNIQUE_ID=(\d+)/.exec(readFileSync(`/proc/${p}/environ`, 'latin1'));
+        if (id) role = `worker ${id[1]}`;
+      } catch {
+        // not readable: keep the pid
+      }
+    }
+    list.push({ pid: p, role, ...st });
+    for (const c of kids(p)) walk(c, depth + 1);
+  };
+  walk(pid, 0);
+  if (list.length === 1) list[0].role = 'main';
+  let reapedCpuSeconds = 0;
+  let reapedSysSeconds = 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    reapedCpuSeconds = (Number(stat[13]) + Number(stat[14])) / 100;
+    reapedSysSeconds = Number(stat[14]) / 100;
+  } catch {
+    // exited
+  }
+  return { list, reapedCpuSeconds, reapedSysSeconds };
+}
+
+/**
+ * CPU and memory of the serve process tree since `base` (a processTree taken at start): totals
+ * (CPU summed over every process, RSS summed, peak RSS as the sum of each process's own peak,
+ * an upper bound of the tree's) and one row per process, in MB and seconds.
+ */
+export function treeUsage(pid, base) {
+  const now = processTree(pid);
+  const was = new Map(base.list.map((p) => [p.pid, p]));
+  const mb = (b) => +(b / 1048576).toFixed(1);
+  const rows = now.list.map((p) => ({
+    role: p.role,
+    pid: p.pid,
+    cpu_s: +(p.cpuSeconds - (was.get(p.pid)?.cpuSeconds ?? 0)).toFixed(2),
+    sys_s: +(p.sysSeconds - (was.get(p.pid)?.sysSeconds ?? 0)).toFixed(2),
+    rss_mb: mb(p.rss),
+    peak_rss_mb: mb(p.peakRss),
+  }));
+  // A process gone since `base` was reaped by its parent: its whole CPU moved into the
+  // parent's children times, so totals are (live + reaped) now minus the same at start.
+  const total = (t, k, reaped) => t.list.reduce((n, p) => n + p[k], 0) + t[reaped];
+  return {
+    cpuSeconds: total(now, 'cpuSeconds', 'reapedCpuSeconds') - total(base, 'cpuSeconds', 'reapedCpuSeconds'),
+    sysSeconds: total(now, 'sysSeconds', 'reapedSysSeconds') - total(base, 'sysSeconds', 'reapedSysSeconds'),
+    rss: now.list.reduce((n, p) => n + p.rss, 0),
+    peakRss: now.list.reduce((n, p) => n + p.peakRss, 0),
+    processes: rows,
+  };
 }
 
 /** The postmaster listening on `port` (its command line has "-p PORT"), or null. */
@@ -191,7 +288,20 @@ export function startChild(argv, env = {}) {
       }
       if (ev.event === 'relay.started' || ev.event === 'ready') {
         child.removeAllListeners('exit');
-        resolve({ child, event: ev, port: ev.starttls ? ev.starttls[0] : ev.port, stop: () => { clearTimeout(timer); child.kill('SIGKILL'); } });
+        // stop() ends the workers too ([server] workers: they are children of the serve process).
+        const stop = () => {
+          clearTimeout(timer);
+          const below = processTree(child.pid).list.slice(1);
+          child.kill('SIGKILL');
+          for (const p of below) {
+            try {
+              process.kill(p.pid, 'SIGKILL');
+            } catch {
+              // already gone
+            }
+          }
+        };
+        resolve({ child, event: ev, port: ev.starttls ? ev.starttls[0] : ev.port, stop });
       }
     });
   });

@@ -8,9 +8,12 @@
 //   node scripts/bench/submit.mjs --pg 1 --nodes 2           (two nodes on one throwaway PostgreSQL)
 //   node scripts/bench/submit.mjs --dovecot 1 --mode message --set auth.cache_ttl_seconds=0
 //                                                            (passwords checked by a throwaway Dovecot)
+//   node scripts/bench/submit.mjs --mode message --resume 1  (devices that resume their TLS session)
+//   node scripts/bench/submit.mjs --workers 2                ([server] workers = 2)
+//   scripts/bench/issue20.sh                                 (issue 20's cases, each next to the ceiling)
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { args, Conn, message, percentile, pgCpuSeconds, postmasterPid, procStats, ROOT, startChild, tempConfig, SERVE_FLAGS } from './lib.mjs';
+import { args, Conn, message, percentile, pgCpuSeconds, postmasterPid, processTree, ROOT, startChild, tempConfig, treeUsage, SERVE_FLAGS } from './lib.mjs';
 
 // --set limits.enabled=false,quarantine.mode=monitor changes the relay's config for the run.
 // --target smtp-sink runs Postfix's smtp-sink (no TLS, no AUTH): use --plain 1 for it and for
@@ -21,9 +24,20 @@ import { args, Conn, message, percentile, pgCpuSeconds, postmasterPid, procStats
 // as a TCP load balancer would.
 // --dovecot 1 starts a throwaway Dovecot (Debian's dovecot-core, as the tests do; needs the
 // build) with the bench user in a passwd-file, and sets [auth] backend = "dovecot".
-const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '', plain: 0, rate: 0, pg: 0, nodes: 1, dovecot: 0 });
+// --resume 1: each client slot offers the TLS session of its previous connection (the latest
+// ticket the server sent on it) at its next STARTTLS, as a device that keeps its TLS session
+// does; the JSON counts the handshakes and how many the server resumed (with --resume 0 the
+// client offers none, so resumed is 0). Meant for --mode message; works on both targets.
+// --workers N sets [server] workers = N (0: one per core), as --set server.workers=N would.
+// CPU and RSS are of the serve process and every process below it (primary and workers):
+// server_cpu_s is their sum, and `processes` lists each one (role, pid, cpu_s, rss_mb, ...).
+// errors are split into dropped (the connection failed: refused, reset, closed, TLS failed, or
+// a 421 reply, after which the server closes) and refused (any other unexpected SMTP reply).
+const o = args({ target: 'postern', conns: 10, messages: 2000, size: 10_240, mode: 'conn', storm: 0, seconds: 120, set: '', plain: 0, rate: 0, pg: 0, nodes: 1, dovecot: 0, resume: 0, workers: '', label: '' });
+if (o.workers !== '' && !/^\d+$/.test(o.workers)) throw new Error(`--workers takes a number of processes (0: one per core), not "${o.workers}"`);
+if (o.workers !== '' && o.target !== 'postern') throw new Error('--workers applies to --target postern only (the bare server is one process)');
+if (o.resume && o.plain) throw new Error('--resume needs TLS: leave out --plain');
 const PASS = 'bench password 0123456789';
-const deadline = Date.now() + o.seconds * 1000;
 
 let server;
 /** Every relay started (one unless --nodes). */
@@ -54,6 +68,7 @@ if (o.target === 'smtp-sink') {
     const [section, key] = k.split('.');
     overrides[section] = { ...overrides[section], [key]: v === 'true' ? true : v === 'false' ? false : /^\d+$/.test(v) ? Number(v) : v };
   }
+  if (o.workers !== '') overrides.server = { ...overrides.server, workers: Number(o.workers) };
   if (o.pg) {
     const { startPostgres } = await import(path.join(ROOT, 'dist/test/helpers/postgres.js'));
     pgServer = await startPostgres();
@@ -76,15 +91,30 @@ if (o.target === 'smtp-sink') {
 if (!servers.length) servers = [server];
 const { child, port } = server;
 const ports = servers.map((s) => s.port);
-const base = procStats(child.pid);
-const bases = servers.map((s) => procStats(s.child.pid));
+const base = processTree(child.pid);
+const bases = servers.map((s) => processTree(s.child.pid));
 const pgBase = pgPid ? pgCpuSeconds(pgPid) : 0;
-const login = async (c) => {
-  if (o.plain) await c.cmd('EHLO bench.example');
-  else await c.login('bench', PASS);
+let handshakes = 0;
+let resumed = 0;
+const login = async (c, session) => {
+  if (o.plain) return c.cmd('EHLO bench.example');
+  await c.login('bench', PASS, o.resume ? session : undefined);
+  handshakes++;
+  if (c.resumed) resumed++;
+};
+let dropped = 0;
+let refused = 0;
+/** A failed session: refused when the server answered with an unexpected reply, else dropped (421 too: the server closes). */
+const failed = (e) => {
+  const code = /^(?:\w+(?: of DATA)?: )?(\d{3})[ -]/.exec(e.message)?.[1];
+  if (code && code !== '421') refused++;
+  else dropped++;
 };
 
-const result = { bench: o.storm ? 'login-storm' : 'submit', target: o.target, node: process.version, cpus: (await import('node:os')).cpus().length };
+// --seconds bounds the load itself: the clock starts once the servers are up.
+const deadline = Date.now() + o.seconds * 1000;
+// --label names the case in the JSON line (scripts/bench/issue20.sh sets it).
+const result = { ...(o.label ? { case: o.label } : {}), bench: o.storm ? 'login-storm' : 'submit', target: o.target, node: process.version, cpus: (await import('node:os')).cpus().length };
 if (o.storm) {
   // All connections complete TLS first, then AUTH at the same instant.
   const t0 = performance.now();
@@ -93,7 +123,7 @@ if (o.storm) {
   const t1 = performance.now();
   const replies = await Promise.all(conns.map((c) => c.cmd('AUTH PLAIN ' + Buffer.from(`\0bench\0${PASS}`).toString('base64'))));
   const t2 = performance.now();
-  const st = procStats(child.pid);
+  const st = treeUsage(child.pid, base);
   Object.assign(result, {
     connections: o.storm,
     tls_setup_s: +((t1 - t0) / 1000).toFixed(2),
@@ -101,7 +131,8 @@ if (o.storm) {
     ok: replies.filter((r) => r.startsWith('235')).length,
     tempfail: replies.filter((r) => r.startsWith('454')).length,
     server_peak_rss_mb: +(st.peakRss / 1048576).toFixed(1),
-    server_idle_rss_mb: +(base.rss / 1048576).toFixed(1),
+    server_idle_rss_mb: +(base.list.reduce((n, p) => n + p.rss, 0) / 1048576).toFixed(1),
+    processes: st.processes,
   });
   for (const c of conns) c.close();
 } else {
@@ -123,6 +154,13 @@ if (o.storm) {
   const started = new Promise((r) => (startAll = r));
   async function worker(_, index) {
     let c = null;
+    // --resume: this slot's TLS session, taken from its connection as that one ends.
+    let session;
+    const end = () => {
+      if (c?.session) session = c.session;
+      c?.close();
+      c = null;
+    };
     const port = ports[index % ports.length];
     if (interval) {
       c = await Conn.open(port);
@@ -135,7 +173,7 @@ if (o.storm) {
       try {
         if (!c) {
           c = await Conn.open(port);
-          await login(c);
+          await login(c, session);
         }
         if (interval) {
           const wait = due - performance.now();
@@ -148,23 +186,22 @@ if (o.storm) {
         }
         if (o.mode === 'message') {
           c.sock.write('QUIT\r\n');
-          c.close();
-          c = null;
+          end();
         }
       } catch (e) {
         errors++;
+        failed(e);
         if (errors < 5) console.error(String(e));
-        c?.close();
-        c = null;
+        end();
       }
     }
-    c?.close();
+    end();
   }
   if (interval) void started.then((t) => (t0 = t));
   await Promise.all(Array.from({ length: o.conns }, worker));
   const secs = (performance.now() - t0) / 1000;
   latencies.sort((a, b) => a - b);
-  const st = procStats(child.pid);
+  const st = treeUsage(child.pid, base);
   Object.assign(result, {
     mode: o.mode === 'message' ? 'login-per-message' : 'login-per-connection',
     load: o.rate ? `paced at ${o.rate} msgs/s` : 'closed loop (as fast as replies come)',
@@ -173,16 +210,23 @@ if (o.storm) {
     size: o.size,
     accepted: latencies.length,
     errors,
+    dropped,
+    refused,
     seconds: +secs.toFixed(2),
     msgs_per_s: +(latencies.length / secs).toFixed(1),
-    p50_ms: +percentile(latencies, 50).toFixed(2),
-    p99_ms: +percentile(latencies, 99).toFixed(2),
+    p50_ms: latencies.length ? +percentile(latencies, 50).toFixed(2) : null,
+    p99_ms: latencies.length ? +percentile(latencies, 99).toFixed(2) : null,
+    ...(o.plain ? {} : { resume: !!o.resume, handshakes, resumed, resumed_share: handshakes ? +(resumed / handshakes).toFixed(3) : null }),
+    workers: o.workers === '' ? null : Number(o.workers),
+    server_rss_mb: +(st.rss / 1048576).toFixed(1),
     server_peak_rss_mb: +(st.peakRss / 1048576).toFixed(1),
-    server_cpu_s: +(st.cpuSeconds - base.cpuSeconds).toFixed(2),
-    server_sys_s: +(st.sysSeconds - base.sysSeconds).toFixed(2),
+    server_cpu_s: +st.cpuSeconds.toFixed(2),
+    server_sys_s: +st.sysSeconds.toFixed(2),
+    server_cpu_ms_per_msg: latencies.length ? +((st.cpuSeconds * 1000) / latencies.length).toFixed(2) : null,
+    processes: st.processes,
   });
   if (servers.length > 1 || pgPid) {
-    const nodesCpu = servers.reduce((n, s, i) => n + procStats(s.child.pid).cpuSeconds - bases[i].cpuSeconds, 0);
+    const nodesCpu = servers.reduce((n, s, i) => n + treeUsage(s.child.pid, bases[i]).cpuSeconds, 0);
     Object.assign(result, {
       engine: o.pg || o.set.includes('store.url') ? 'postgres' : 'sqlite',
       nodes: servers.length,
