@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -198,17 +198,25 @@ describe.runIf(hasPostgres && BUILT)('two nodes on one PostgreSQL', () => {
     const served = await servedRelay('127.0.0.2', sink.port, `claim_lease_seconds = 2\n[store]\nurl = "${url}"\n`);
     dns = served.dns;
     const a = await serve(served.config);
+    const seen: { b?: ServeChild } = {};
+    let reached = 'a started';
+    // A CI run once timed out here (30 s, against 5 s usually): say where, and what each node logged last.
+    onTestFailed(() => console.error(JSON.stringify({ reached, a: a.events.slice(-20), b: seen.b?.events.slice(-20) ?? null })));
     const { c } = await login(a.port);
     expect(await c.send('alice@sender.example', ['bob@dest.example'], body('claimed by a'))).toMatch(/^250 2\.0\.0 /);
+    reached = 'accepted by a';
     await c.quit();
     await connected;
+    reached = 'a connected to the silent MX';
     a.child.kill('SIGKILL');
     expect(await a.exited).toBe(null);
+    reached = 'a killed';
     dns.setRecords([
       { type: 'A', name: 'mx.dest.example', data: '127.0.0.3' },
       { type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx.dest.example' } },
     ]);
-    const b = await serve(await servedNode(served.config));
+    const b = (seen.b = await serve(await servedNode(served.config)));
+    reached = 'b started';
     await b.next('delivery.done');
     expect(sink.messages).toHaveLength(1);
     expect(sink.messages[0]!.raw.toString()).toContain('Subject: claimed by a');
