@@ -251,6 +251,13 @@ export async function runPrimary(cfg: Config, count: number, io: PrimaryIo): Pro
     await allExited();
   };
 
+  // SIGHUP from the start on (its default would end the primary): passed to the workers that
+  // are serving; one still starting reads the config as it is now anyway.
+  const hangup = () => {
+    log.info({ event: 'relay.reloading', signal: 'SIGHUP', workers: count });
+    for (const s of slots) if (s.ready) s.worker?.process.kill('SIGHUP');
+  };
+  process.on('SIGHUP', hangup);
   // Every worker up, or the first that could not start.
   for (const s of slots) fork(s);
   const up = await new Promise<boolean>((resolve) => {
@@ -260,6 +267,7 @@ export async function runPrimary(cfg: Config, count: number, io: PrimaryIo): Pro
     };
   });
   if (!up) {
+    process.off('SIGHUP', hangup);
     await stopWorkers();
     for (const p of startFailure ?? ['a worker process exited before it started (see its output above)']) io.stderr(`postern: ${p}\n`);
     return 1;
@@ -297,11 +305,6 @@ export async function runPrimary(cfg: Config, count: number, io: PrimaryIo): Pro
     pids: slots.map((s) => s.worker?.process.pid ?? null),
   });
 
-  const hangup = () => {
-    log.info({ event: 'relay.reloading', signal: 'SIGHUP', workers: count });
-    for (const s of slots) s.worker?.process.kill('SIGHUP');
-  };
-  process.on('SIGHUP', hangup);
   // Listeners kept for the whole stop: a second SIGTERM (systemd signals the whole group) must
   // not end the primary while its workers finish.
   const signal = await new Promise<string>((resolve) => {
