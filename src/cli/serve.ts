@@ -43,44 +43,46 @@ export async function reloadFromFile(relay: Relay, read: () => Config): Promise<
 
 /** Runs the relay until SIGTERM or SIGINT, then shuts down gracefully. */
 export async function serveCommand(ctx: Ctx): Promise<number> {
-  const cfg = ctx.config();
+  const file = ctx.configPath ?? ctx.io.env.POSTERN_CONFIG;
   const index = workerIndex();
+  // A worker of [server] workers: its config is the primary's (read and validated once).
+  const worker = index === null ? null : workerRole(index);
+  const cfg = worker ? await worker.config() : ctx.config();
   // [server] workers above 1: this process is the primary, the workers run this same command.
-  if (index === null && workerCount(cfg) > 1) {
+  if (!worker && workerCount(cfg) > 1) {
     try {
-      return await runPrimary(cfg, workerCount(cfg), ctx.io);
+      return await runPrimary(cfg, workerCount(cfg), ctx.io, () => loadConfig(file));
     } catch (e) {
       if (!(e instanceof StartupError)) throw e;
       for (const p of e.problems) ctx.io.stderr(`postern: ${p.message}\n`);
       return 1;
     }
   }
-  const worker = index === null ? null : workerRole(index);
   let relay: Relay;
   try {
     relay = await startRelay(cfg, worker ? { worker: worker.role } : {});
   } catch (e) {
     if (!(e instanceof StartupError)) throw e;
     // One line per problem, each as "postern config check" prints it (a worker's, once, by its primary).
-    if (worker) {
-      // Said once, by the primary; sent before the channel closes.
-      await worker.failed(e.problems.map((p) => p.message));
-      if (process.connected) process.disconnect();
-    } else for (const p of e.problems) ctx.io.stderr(`postern: ${p.message}\n`);
+    if (worker) await worker.failed(e.problems.map((p) => p.message));
+    else for (const p of e.problems) ctx.io.stderr(`postern: ${p.message}\n`);
+    worker?.detach();
     return 1;
   }
-  worker?.attach(relay);
-  const file = ctx.configPath ?? ctx.io.env.POSTERN_CONFIG;
-  // Without a handler SIGHUP would end the process; with one, reloads run one at a time.
+  // Reloads run one at a time: SIGHUP re-reads the file; a worker is sent the primary's.
   let reloading = Promise.resolve();
-  const hangup = () => {
+  const reload = (read: () => Config) => {
     relay.log.info({ event: 'relay.reloading', signal: 'SIGHUP' });
-    reloading = reloading.then(() => reloadFromFile(relay, () => loadConfig(file))).then(
+    reloading = reloading.then(() => reloadFromFile(relay, read)).then(
       () => undefined,
       (e: unknown) => relay.log.error({ event: 'config.reload_refused', reason: 'internal', err: (e as Error).message }),
     );
   };
+  // Without a handler SIGHUP would end the process. A worker leaves reloading to its primary
+  // (a hangup of the whole process group reaches it too).
+  const hangup = worker ? () => undefined : () => reload(() => loadConfig(file));
   process.on('SIGHUP', hangup);
+  worker?.attach(relay, (next) => reload(() => next));
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       relay.log.info({ event: 'relay.stopping', signal });
@@ -108,6 +110,6 @@ export async function serveCommand(ctx: Ctx): Promise<number> {
   await reloading;
   await relay.close();
   // The channel to the primary would keep a stopped worker's process alive.
-  if (worker && process.connected) process.disconnect();
+  worker?.detach();
   return 0;
 }

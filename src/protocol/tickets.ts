@@ -71,10 +71,21 @@ export async function startTicketKeys(deps: { store: TicketKeySource; clock: Clo
     const now = clock.now();
     return keys.find((k) => k.startsAt <= now);
   };
+  /**
+   * The key that issues a ticket: the current one, else (a clock stepped back behind every
+   * key held) the oldest held, else one of this process's own. Never none: Node reads a name
+   * and an IV from an encryption answer whatever its code, and aborts without them.
+   */
+  const issuing = (): TicketKey => {
+    const k = current() ?? keys.at(-1);
+    if (k) return k;
+    const own = fresh(periodOf(clock.now()));
+    keys = [own];
+    return own;
+  };
   const callback = (name: Buffer, iv: Buffer, encrypt: boolean): unknown[] => {
     if (encrypt) {
-      const k = current();
-      if (!k) return NONE;
+      const k = issuing();
       return [USE, k.secret.subarray(0, 16), k.secret.subarray(16), k.name, randomBytes(16)];
     }
     const k = keys.find((x) => x.name.equals(name));
@@ -99,6 +110,7 @@ export async function startTicketKeys(deps: { store: TicketKeySource; clock: Clo
     if (k) ctx.setTicketKeys(Buffer.concat([k.name, k.secret]));
   };
 
+  let stopped = false;
   let refreshing: Promise<void> | null = null;
   const refresh = (): Promise<void> =>
     (refreshing ??= (async () => {
@@ -111,9 +123,12 @@ export async function startTicketKeys(deps: { store: TicketKeySource; clock: Clo
         keys = await store.since(start - period);
         await store.prune(start - period);
       } catch (e) {
+        if (stopped) return;
         log.error({ event: 'tls.tickets_refresh_failed', err: (e as Error).message });
-        // Until the store answers, a key of this process's own keeps tickets working here.
-        if (!current()) keys = [fresh(start)];
+        // Until the store answers, keys age out here as they would there (no key is used
+        // past the period after its own), and one of this process's own keeps tickets working.
+        keys = keys.filter((k) => k.startsAt >= start - period);
+        if (!keys.some((k) => k.startsAt === start)) keys = [fresh(start), ...keys].sort((a, b) => b.startsAt - a.startsAt);
       }
       if (degraded) for (const list of contexts.values()) list.forEach(apply);
     })().finally(() => {
@@ -122,6 +137,7 @@ export async function startTicketKeys(deps: { store: TicketKeySource; clock: Clo
   // A ticket under an unknown key: read the store again, at most once every 10 s.
   let lastSoon = 0;
   const soon = () => {
+    if (stopped) return;
     const now = clock.now();
     if (now - lastSoon < 10_000) return;
     lastSoon = now;
@@ -138,6 +154,9 @@ export async function startTicketKeys(deps: { store: TicketKeySource; clock: Clo
       list.forEach(apply);
     },
     refresh,
-    stop: () => clearInterval(timer),
+    stop() {
+      stopped = true;
+      clearInterval(timer);
+    },
   };
 }

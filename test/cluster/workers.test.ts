@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
 import { BIN, BUILT, serve, type ServeChild } from '../helpers/child.js';
 import { writeConfig } from '../helpers/cli.js';
 import { tempDir } from '../helpers/relay.js';
@@ -63,9 +64,12 @@ async function scrape(): Promise<string> {
   return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
 }
 const series = (text: string, name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+/** A metric's series summed over the workers (each labelled worker="N"), those with a label value given. */
+const overWorkers = (text: string, name: string, label: string) =>
+  [...text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, 'gm'))].filter((m) => m[1]!.includes(label) && /worker="\d+"/.test(m[1]!)).reduce((n, m) => n + Number(m[2]), 0);
 
 describe.runIf(BUILT)('two worker processes', () => {
-  it('refuses to start when a listen address is in use, saying so once with the key, and leaves no process behind', async () => {
+  it('refuses to start when a listen address is in use, saying so once with the key, after stopping the workers it started', async () => {
     const busy = net.createServer();
     await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
     const port = (busy.address() as net.AddressInfo).port;
@@ -97,7 +101,9 @@ describe.runIf(BUILT)('two worker processes', () => {
     expect(new Set(relay.events.filter((e) => e.event === 'delivery.done').map((e) => e.worker))).toEqual(new Set([0]));
     // /metrics, from the primary, sums both workers.
     const text = await scrape();
-    expect(series(text, 'postern_messages_accepted_total{state="queued"}')).toBe(6);
+    // Labelled per worker (a restarted worker's counters start again from 0 in a series of their own).
+    expect(overWorkers(text, 'postern_messages_accepted_total', 'state="queued"')).toBe(6);
+    expect(text).toMatch(/^postern_messages_accepted_total\{state="queued",worker="0"\} \d+$/m);
     expect(series(text, 'postern_workers')).toBe(2);
     expect(series(text, 'postern_worker_restarts_total')).toBe(0);
     const port = relay.events.find((e) => e.event === 'relay.started')!.metrics as number;
@@ -191,3 +197,42 @@ async function waitAdmitted(port: number): Promise<string> {
   }
   return g;
 }
+
+describe.runIf(BUILT)('a primary without /metrics', () => {
+  it('lives on while every worker is being replaced, and its workers stop gracefully when it is killed', async () => {
+    const dir = tempDir();
+    const config = writeConfig(dir);
+    writeFileSync(config, readFileSync(config, 'utf8').replace('[server]\n', '[server]\nworkers = 2\n').replace('[metrics]\n', '[metrics]\nenabled = false\n'));
+    // Spawned here, not with serve(): the workers' last lines come after the primary is gone,
+    // on the stdout they share, which ends when the last of them exits.
+    const child = spawn(process.execPath, [BIN, '--config', config, 'serve'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const events: Array<Record<string, unknown>> = [];
+    const waiters: Array<() => void> = [];
+    const lines = createInterface({ input: child.stdout });
+    lines.on('line', (l) => {
+      if (!l.startsWith('{')) return;
+      events.push(JSON.parse(l) as Record<string, unknown>);
+      for (const w of waiters.splice(0)) w();
+    });
+    const ended = once(lines, 'close');
+    const seen = async (event: string, n: number) => {
+      while (events.filter((e) => e.event === event).length < n) await new Promise<void>((r) => waiters.push(r));
+    };
+    await seen('relay.started', 1);
+    const first = events.find((e) => e.event === 'relay.started')!.pids as number[];
+    // Both at once: nothing but the restart timers keeps the primary's event loop busy then.
+    for (const pid of first) process.kill(pid, 'SIGKILL');
+    await seen('worker.started', 4);
+    expect(events.filter((e) => e.event === 'worker.exited').map((e) => e.pid).sort()).toEqual([...first].sort());
+    const now = events.filter((e) => e.event === 'worker.started').slice(2).map((e) => e.pid as number);
+    expect(now.some((pid) => first.includes(pid))).toBe(false);
+    // The primary killed: each worker stops as if told (nothing would restart it), and says so.
+    child.kill('SIGKILL');
+    await ended;
+    expect(events.filter((e) => e.event === 'relay.stopping').map((e) => [e.worker, e.signal]).sort()).toEqual([
+      [0, 'primary-exited'],
+      [1, 'primary-exited'],
+    ]);
+    expect(events.filter((e) => e.event === 'relay.stopped').map((e) => e.worker).sort()).toEqual([0, 1]);
+  });
+});

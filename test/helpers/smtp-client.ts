@@ -25,7 +25,7 @@ export class SmtpClient {
     this.greeting = this.read();
   }
 
-  static async connect(port: number, opts: { host?: string; tls?: boolean; localAddress?: string; servername?: string; proxyHeader?: string | Buffer; session?: Buffer } = {}): Promise<SmtpClient> {
+  static async connect(port: number, opts: { host?: string; tls?: boolean; localAddress?: string; servername?: string; proxyHeader?: string | Buffer; session?: Buffer; maxVersion?: tls.SecureVersion } = {}): Promise<SmtpClient> {
     const host = opts.host ?? '127.0.0.1';
     // TLS goes over a plain socket we open ourselves, so localAddress (a second loopback
     // address as a "foreign" client) works the same for both kinds of listener.
@@ -37,7 +37,7 @@ export class SmtpClient {
     if (opts.proxyHeader !== undefined) plain.write(opts.proxyHeader);
     const sock = opts.tls
       ? await new Promise<tls.TLSSocket>((resolve, reject) => {
-          const s = tls.connect({ socket: plain, rejectUnauthorized: false, session: opts.session, ...(opts.servername ? { servername: opts.servername } : {}) }, () => resolve(s));
+          const s = tls.connect({ socket: plain, rejectUnauthorized: false, session: opts.session, maxVersion: opts.maxVersion, ...(opts.servername ? { servername: opts.servername } : {}) }, () => resolve(s));
           keepSessions(s);
           s.once('error', reject);
         })
