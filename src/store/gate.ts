@@ -101,7 +101,16 @@ export type Async<T> = {
 };
 
 /** The methods of `repo` (its class's and its own function properties), each run through the gate. */
-export function gated<T extends object>(repo: T, gate: Gate): Async<T> {
+/** What makes a verb's writes durable before it resolves (SQLite: an fsync of the log, see wal-sync.ts). */
+export interface Durability {
+  /** Writes made on the connection so far. */
+  writes: { n: number };
+  /** True inside store.tx: the transaction makes its writes durable once, after COMMIT. */
+  inTransaction(): boolean;
+  sync(): Promise<void>;
+}
+
+export function gated<T extends object>(repo: T, gate: Gate, durable?: Durability): Async<T> {
   const out: Record<string, unknown> = {};
   const names = new Set<string>();
   for (let p: object | null = repo; p && p !== Object.prototype; p = Object.getPrototypeOf(p) as object | null) {
@@ -110,7 +119,15 @@ export function gated<T extends object>(repo: T, gate: Gate): Async<T> {
   for (const n of names) {
     const f = (repo as Record<string, unknown>)[n];
     if (typeof f !== 'function') continue;
-    out[n] = (...args: unknown[]) => gate.run(() => (f as (...a: unknown[]) => unknown).apply(repo, args));
+    const call = (...args: unknown[]) => gate.run(() => (f as (...a: unknown[]) => unknown).apply(repo, args));
+    out[n] = !durable
+      ? call
+      : async (...args: unknown[]) => {
+          const before = durable.writes.n;
+          const r = await call(...args);
+          if (durable.writes.n !== before && !durable.inTransaction()) await durable.sync();
+          return r;
+        };
   }
   return out as Async<T>;
 }
