@@ -101,16 +101,7 @@ export type Async<T> = {
 };
 
 /** The methods of `repo` (its class's and its own function properties), each run through the gate. */
-/** What makes a verb's writes durable before it resolves (SQLite: an fsync of the log, see wal-sync.ts). */
-export interface Durability {
-  /** Writes made on the connection so far. */
-  writes: { n: number };
-  /** True inside store.tx: the transaction makes its writes durable once, after COMMIT. */
-  inTransaction(): boolean;
-  sync(): Promise<void>;
-}
-
-export function gated<T extends object>(repo: T, gate: Gate, durable?: Durability): Async<T> {
+export function gated<T extends object>(repo: T, gate: Gate): Async<T> {
   const out: Record<string, unknown> = {};
   const names = new Set<string>();
   for (let p: object | null = repo; p && p !== Object.prototype; p = Object.getPrototypeOf(p) as object | null) {
@@ -119,15 +110,7 @@ export function gated<T extends object>(repo: T, gate: Gate, durable?: Durabilit
   for (const n of names) {
     const f = (repo as Record<string, unknown>)[n];
     if (typeof f !== 'function') continue;
-    const call = (...args: unknown[]) => gate.run(() => (f as (...a: unknown[]) => unknown).apply(repo, args));
-    out[n] = !durable
-      ? call
-      : async (...args: unknown[]) => {
-          const before = durable.writes.n;
-          const r = await call(...args);
-          if (durable.writes.n !== before && !durable.inTransaction()) await durable.sync();
-          return r;
-        };
+    out[n] = (...args: unknown[]) => gate.run(() => (f as (...a: unknown[]) => unknown).apply(repo, args));
   }
   return out as Async<T>;
 }

@@ -5,10 +5,8 @@ import { MtaStsRepo } from './mta-sts.js';
 import { TlsTicketKeyRepo } from './tls-tickets.js';
 import { DkimRepo } from './dkim.js';
 import { BindingRepo } from './bindings.js';
-import path from 'node:path';
-import { openDb, writesOn, type Db } from './db.js';
-import { WalSync } from './wal-sync.js';
-import { gated, type Durability, Gate, type Async } from './gate.js';
+import { openDb, type Db } from './db.js';
+import { gated, Gate, type Async } from './gate.js';
 import { senderDomains } from './senders.js';
 import { StatsRepo } from './stats.js';
 import { DeviceRepo } from './devices.js';
@@ -146,13 +144,7 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
   const gate = new Gate(opts.lockBudgetMs);
   const cache = new PolicyCache(db);
   const audit = new AuditRepo(db);
-  // Commits on the main connection only write the log; the fsync that makes them durable runs
-  // off the event loop, and every verb that wrote waits for it before it resolves (wal-sync.ts).
-  // Migrations above ran with synchronous=FULL.
-  const wal = new WalSync(`${path.join(dataDir, 'postern.db')}-wal`);
-  db.pragma('synchronous = NORMAL');
-  const durable: Durability = { writes: writesOn(db), inTransaction: () => db.inTransaction, sync: () => wal.request() };
-  const g = <T extends object>(repo: T) => gated(repo, gate, durable);
+  const g = <T extends object>(repo: T) => gated(repo, gate);
   const store: Store = {
     users: g(new UserRepo(db, cache)),
     devices: g(new DeviceRepo(db, cache)),
@@ -174,10 +166,8 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
     tlsTickets: g(new TlsTicketKeyRepo(db)),
     senderDomains: (now) => gate.run(() => senderDomains(db, now)),
     syncPolicy: async () => undefined,
-    tx: async (fn) => {
-      const nested = db.inTransaction;
-      const before = durable.writes.n;
-      const r = await gate.exclusive(
+    tx: (fn) =>
+      gate.exclusive(
         () => db.exec('BEGIN IMMEDIATE'),
         () => fn(store),
         () => db.exec('COMMIT'),
@@ -185,32 +175,17 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
           if (db.inTransaction) db.exec('ROLLBACK');
           cache.clear();
         },
-      );
-      // BEGIN and COMMIT count as writes: a transaction that changed nothing syncs too (rare).
-      if (!nested && durable.writes.n !== before) await wal.request();
-      return r;
-    },
+      ),
     get open() {
       return db.open;
     },
     close: () => {
       if (bookkeeping.open) bookkeeping.close();
       if (db.open) db.close();
-      wal.close();
     },
   };
   handles.set(store, db);
-  syncs.set(store, wal);
   return store;
-}
-
-const syncs = new WeakMap<Store, WalSync>();
-
-/** How many fsyncs of the log a SQLite store has completed (tests: a write waits for one). */
-export function sqliteSyncCount(store: Store): number {
-  const w = syncs.get(store);
-  if (!w) throw new Error('not a SQLite store');
-  return w.count;
 }
 
 const handles = new WeakMap<Store, Db>();
