@@ -88,19 +88,29 @@ export interface Relay {
  * all reuse the same one). Throws as startRelay does; resolves with the certificate's source.
  */
 export async function preflight(cfg: Config): Promise<'config' | 'generated' | 'reused'> {
+  (await checkedStore(cfg)).close();
+  return (await loadTls({ ...cfg.tls, dataDir: cfg.server.data_dir, hostname: cfg.server.hostname })).source;
+}
+
+/**
+ * The checks before anything is served, then the store opened (and migrated): a problem is
+ * thrown as a StartupError that names its key and the next step.
+ */
+async function checkedStore(cfg: Config): Promise<Store> {
+  // Refuse before anything is opened: mail sent under a bad HELO identity hurts reputation.
   const identityProblem = outboundIdentityProblem(cfg.identity);
   if (identityProblem) throw new ConfigError(`refusing to start: ${identityProblem}`);
+  // The files the config names, checked as `postern config check` does: a missing certificate
+  // or an unwritable data_dir is said with its key and the next step, not as a bare ENOENT,
+  // and before a database is created beside a certificate that will never load.
   const problems = startupProblems(cfg);
   if (problems.length) throw new StartupError(problems);
-  let store: Store;
   try {
-    store = await openConfiguredStore(cfg);
+    return await openConfiguredStore(cfg);
   } catch (e) {
     const problem = storeOpenProblem(cfg, e);
     throw problem ? new StartupError([problem]) : e;
   }
-  store.close();
-  return (await loadTls({ ...cfg.tls, dataDir: cfg.server.data_dir, hostname: cfg.server.hostname })).source;
 }
 
 /**
@@ -111,22 +121,7 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
   const clock = opts.clock ?? systemClock;
   const worker = opts.worker;
   const baseLog = opts.log ?? createLogger(cfg.log.level, undefined, { worker: worker?.index });
-  // Refuse before anything is opened: mail sent under a bad HELO identity hurts reputation.
-  const identityProblem = outboundIdentityProblem(cfg.identity);
-  if (identityProblem) throw new ConfigError(`refusing to start: ${identityProblem}`);
-  // The files the config names, checked as `postern config check` does: a missing certificate
-  // or an unwritable data_dir is said with its key and the next step, not as a bare ENOENT,
-  // and before a database is created beside a certificate that will never load.
-  const problems = startupProblems(cfg);
-  if (problems.length) throw new StartupError(problems);
-
-  let store: Store;
-  try {
-    store = await openConfiguredStore(cfg);
-  } catch (e) {
-    const problem = storeOpenProblem(cfg, e);
-    throw problem ? new StartupError([problem]) : e;
-  }
+  const store = await checkedStore(cfg);
   // Stopped in reverse order of starting; a failure part-way stops what had started.
   const stops: Array<() => void | Promise<void>> = [() => store.close()];
   // Every stop runs even if one before it failed (the store must close); the first failure
