@@ -7,6 +7,8 @@ import type { Store } from '../store/index.js';
 
 /** Pause after an attempt that failed locally (bug, unreadable body, DB trouble). */
 const LOCAL_ERROR_RETRY_MS = 5 * 60_000;
+/** How soon a scan looks again at a message that became due while it ran. */
+const DUE_AGAIN_MS = 50;
 
 export interface SchedulerOptions {
   repo: Store['delivery'];
@@ -151,9 +153,12 @@ export class DeliveryScheduler extends EventEmitter {
     try {
       const next = await this.o.repo.nextDueAt();
       const now = this.o.clock.now();
-      // A due message not started is in flight or waiting for a free slot: a finishing
-      // attempt wakes the scheduler, so only future ones set the timer.
       if (next !== null && next > now) delay = Math.min(delay, next - now);
+      // Due already, yet not claimed by this scan: with no free slot it waits for a finishing
+      // attempt (which wakes the scheduler); with one, it became due since the claim was asked
+      // (another process's claim lapsed in between, or its row was being claimed by another
+      // node), so look again soon rather than at the next scan, up to scan_interval away.
+      else if (next !== null && this.inflight.size < this.o.maxConcurrent) delay = Math.min(delay, DUE_AGAIN_MS);
     } catch {
       // The next scan retries.
     }
