@@ -297,4 +297,4 @@ export async function startRelay(cfg: Config, opts: RelayOptions = {}): Promise<
 }
 
 /** "127.0.0.1:587", "[::]:587". */
-const hostPort = (a: { address: string; port: number }): string => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
+export const hostPort = (a: { address: string; port: number }): string => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);

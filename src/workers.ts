@@ -3,7 +3,7 @@ import os from 'node:os';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Config } from './config/schema.js';
 import { explainListenError } from './config/check.js';
-import { preflight, type Relay, type WorkerRole } from './main.js';
+import { hostPort, preflight, type Relay, type WorkerRole } from './main.js';
 import { startMetricsServer, type MetricsServer } from './obs/http.js';
 import { createLogger, type Logger } from './obs/log.js';
 import { parseListen } from './protocol/listen.js';
@@ -427,7 +427,7 @@ export async function runPrimary(first: Config, count: number, io: PrimaryIo, re
       event: 'relay.started',
       ...slots[0]!.started,
       cert: certSource,
-      metrics_listen: metricsServer ? hostPort(parseListen(cfg.metrics.listen).host, metricsServer.port) : null,
+      metrics_listen: metricsServer ? hostPort({ address: parseListen(cfg.metrics.listen).host, port: metricsServer.port }) : null,
       metrics: metricsServer?.port ?? null,
       workers: count,
       pids: slots.map((s) => s.worker?.process.pid ?? null),
@@ -446,8 +446,6 @@ export async function runPrimary(first: Config, count: number, io: PrimaryIo, re
     return 0;
   }
 }
-
-const hostPort = (host: string, port: number): string => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
 
 function flush(log: Logger): Promise<void> {
   return new Promise((resolve) => log.flush(() => resolve()));

@@ -50,10 +50,6 @@ export class ConnectionTable {
     for (const [ip, m] of mine) this.drop(ip, m);
   }
 
-  get open(): number {
-    return this.total;
-  }
-
   private drop(ip: string, m: number): void {
     const n = (this.byIp.get(ip) ?? m) - m;
     if (n > 0) this.byIp.set(ip, n);
