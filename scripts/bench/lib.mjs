@@ -16,7 +16,10 @@ import { stringify as stringifyToml } from 'smol-toml';
  * sitting in RSS between scavenges (no measurable cost in submit runs). Benchmarks start the
  * relay the same way.
  */
-export const SERVE_FLAGS = ['--max-semi-space-size=2'];
+// BENCH_SERVE_FLAGS adds Node flags to the relay's, for profiling a case, e.g.
+// BENCH_SERVE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (the relay is then stopped with SIGTERM,
+// not SIGKILL, so it writes the profile).
+export const SERVE_FLAGS = ['--max-semi-space-size=2', ...(process.env.BENCH_SERVE_FLAGS ?? '').split(' ').filter(Boolean)];
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -292,10 +295,12 @@ export function startChild(argv, env = {}) {
         const stop = () => {
           clearTimeout(timer);
           const below = processTree(child.pid).list.slice(1);
-          child.kill('SIGKILL');
+          // Profiling (BENCH_SERVE_FLAGS): SIGTERM, so the relay stops and writes its profile.
+          const signal = process.env.BENCH_SERVE_FLAGS ? 'SIGTERM' : 'SIGKILL';
+          child.kill(signal);
           for (const p of below) {
             try {
-              process.kill(p.pid, 'SIGKILL');
+              process.kill(p.pid, signal);
             } catch {
               // already gone
             }

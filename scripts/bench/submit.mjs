@@ -223,6 +223,9 @@ if (o.storm) {
     server_cpu_s: +st.cpuSeconds.toFixed(2),
     server_sys_s: +st.sysSeconds.toFixed(2),
     server_cpu_ms_per_msg: latencies.length ? +((st.cpuSeconds * 1000) / latencies.length).toFixed(2) : null,
+    // The load client's own CPU (this process, setup included): on a shared machine it is CPU
+    // the server does not get.
+    client_cpu_s: +((process.cpuUsage().user + process.cpuUsage().system) / 1e6).toFixed(2),
     processes: st.processes,
   });
   if (servers.length > 1 || pgPid) {
