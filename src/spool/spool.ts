@@ -6,8 +6,8 @@ import type { SpoolHealth } from './health.js';
 
 /**
  * The only writer of new messages into the queue (Postfix's cleanup). accept() resolves
- * once the message and its envelope are committed with synchronous=FULL, that is, on disk:
- * the caller may then say 250. Messages that arrive in the same event-loop turn share one
+ * once the message and its envelope are committed and on disk (the store's write verbs resolve
+ * only after an fsync that covers them, store/wal-sync.ts): the caller may then say 250. Messages that arrive in the same event-loop turn share one
  * transaction and one fsync (group commit).
  */
 export class Spool {

@@ -5,9 +5,22 @@ import path from 'node:path';
 export type Db = Database.Database;
 
 /**
+ * Executions of statements that may write, per connection (wal-sync.ts: a store call that
+ * wrote on the main connection waits for an fsync of the log before it resolves).
+ */
+const writeCounts = new WeakMap<Db, { n: number }>();
+export function writesOn(db: Db): { n: number } {
+  let c = writeCounts.get(db);
+  if (!c) writeCounts.set(db, (c = { n: 0 }));
+  return c;
+}
+
+/**
  * Opens the state database. WAL lets the CLI read and write while the server runs;
- * synchronous=FULL makes every commit reach the disk before it returns, which is what
- * lets a 250 after DATA promise that the message survives a crash.
+ * synchronous=FULL makes every commit reach the disk before it returns. openStore runs the
+ * migrations so, then turns the main connection to NORMAL with the log's fsync done off the
+ * event loop before each write resolves (wal-sync.ts): either way a 250 after DATA promises
+ * that the message survives a crash.
  */
 export function openDb(dataDir: string, opts: { synchronous?: 'FULL' | 'NORMAL' } = {}): Db {
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
@@ -27,10 +40,12 @@ export function openDb(dataDir: string, opts: { synchronous?: 'FULL' | 'NORMAL' 
   // they change it for every other caller of the same SQL.
   const prepare = db.prepare.bind(db);
   const cache = new Map<string, ReturnType<typeof prepare>>();
+  const writes = writesOn(db);
   db.prepare = ((sql: string) => {
     let st = cache.get(sql);
     if (!st) {
       st = prepare(sql);
+      if (!st.readonly) counted(st, writes);
       cache.set(sql, st);
     }
     return st;
@@ -74,4 +89,19 @@ export function isBusy(e: unknown): boolean {
 export class StoreBusyError extends Error {
   override name = 'StoreBusyError';
   readonly code = 'SQLITE_BUSY';
+}
+
+/**
+ * Counts every execution of a statement that may write (run; get, all and iterate for
+ * RETURNING). Statements inside db.transaction() count too; BEGIN and COMMIT (db.exec) need
+ * not: a transaction that wrote ran at least one counted statement.
+ */
+function counted(st: Database.Statement, writes: { n: number }): void {
+  for (const m of ['run', 'get', 'all', 'iterate'] as const) {
+    const f = (st[m] as (...a: unknown[]) => unknown).bind(st);
+    (st as unknown as Record<string, unknown>)[m] = (...a: unknown[]) => {
+      writes.n++;
+      return f(...a);
+    };
+  }
 }

@@ -251,7 +251,7 @@ export class DeliveryRepo {
   readonly ignoreQuota: (id: string, by: Actor) => ChangedMessage;
 
   /**
-   * db: the spool's connection (synchronous=FULL) for reads and CLI changes; fast: a second
+   * db: the spool's connection (every write fsynced, wal-sync.ts) for reads and CLI changes; fast: a second
    * connection with synchronous=NORMAL for attempt outcomes (see openStore).
    */
   constructor(

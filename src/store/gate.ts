@@ -16,11 +16,18 @@ import { isBusy, LOCK_BUDGET_MS, StoreBusyError } from './db.js';
  *   context) run at once, as part of it.
  */
 export class Gate {
-  private holder: object | null = null;
+  private holder: { open: boolean } | null = null;
   private waiters: Array<() => void> = [];
-  private readonly context = new AsyncLocalStorage<object>();
+  private readonly context = new AsyncLocalStorage<{ open: boolean }>();
 
-  constructor(private readonly budgetMs = LOCK_BUDGET_MS) {}
+  constructor(
+    private readonly budgetMs = LOCK_BUDGET_MS,
+    /**
+     * What makes a commit durable when COMMIT itself does not fsync (wal-sync.ts): a verb that
+     * wrote, outside a transaction, and a transaction, after its COMMIT, resolve only once it has.
+     */
+    private readonly durable?: Durability,
+  ) {}
 
   /** True while a transaction other than the caller's holds the store. */
   private blocked(): boolean {
@@ -34,9 +41,26 @@ export class Gate {
   /** Runs a synchronous verb (or a verb that returns a promise of its own) when the store is free. */
   run<T>(fn: () => T): Promise<Awaited<T>> {
     if (this.blocked()) return this.released().then(() => this.run(fn));
-    // Inside a transaction, a lock in the way is the transaction's own (a verb on the second
-    // connection): waiting cannot help, so say so at once.
-    return this.attempt(fn, this.holder !== null);
+    // Not blocked with a holder: the caller's own transaction. A lock in the way is then the
+    // transaction's own (a verb on the second connection): waiting cannot help, so say so at
+    // once; and its writes are made durable once, after its COMMIT.
+    // A verb its transaction started without waiting for, running after COMMIT (or ROLLBACK)
+    // while the holder is still being let go, is on its own: autocommit, and made durable.
+    const inTransaction = this.holder !== null && this.holder.open;
+    if (!this.durable || inTransaction) return this.attempt(fn, inTransaction);
+    const before = this.durable.writes(); // before fn runs (attempt runs it at once)
+    return this.durably(this.attempt(fn, false), before);
+  }
+
+  /** `p`, resolved (or rejected) only after its writes, if it made any, are on disk. */
+  private async durably<T>(p: Promise<T>, before: number): Promise<T> {
+    try {
+      return await p;
+    } finally {
+      // A verb that failed after writing (two statements, the second refused) syncs too. A
+      // sync that fails fails the verb: nothing it wrote was promised.
+      if (this.durable!.writes() !== before) await this.durable!.sync();
+    }
   }
 
   /** `fn` now; on another process's lock, again after growing pauses (or at once an error, `ownLock`). */
@@ -68,19 +92,23 @@ export class Gate {
    * lock), then `fn`, then `commit`, or `rollback` if anything threw.
    */
   async exclusive<T>(begin: () => void, fn: () => Promise<T>, commit: () => void, rollback: () => void): Promise<T> {
-    if (this.context.getStore() === this.holder && this.holder) return fn(); // nested: part of the outer one
+    if (this.holder?.open && this.context.getStore() === this.holder) return fn(); // nested: part of the outer one
     while (this.holder) await this.released();
-    const token = {};
+    const token = { open: true };
     this.holder = token;
+    const before = this.durable?.writes() ?? 0;
+    let result: T;
     try {
-      return await this.context.run(token, async () => {
+      result = await this.context.run(token, async () => {
         // BEGIN waits for another process's lock like any verb; only after it is the lock ours.
         await this.attempt(begin, false);
         try {
-          const result = await fn();
+          const value = await fn();
+          token.open = false;
           commit();
-          return result;
+          return value;
         } catch (e) {
+          token.open = false;
           // Also after a failed COMMIT: the connection must not stay inside the transaction.
           rollback();
           throw e;
@@ -92,7 +120,18 @@ export class Gate {
       this.waiters = [];
       for (const wake of w) wake();
     }
+    // Committed: durable before the caller hears so (others may use the store meanwhile).
+    if (this.durable && this.durable.writes() !== before) await this.durable.sync();
+    return result;
   }
+}
+
+/** See Gate's constructor and wal-sync.ts. */
+export interface Durability {
+  /** Writes made so far on the connection whose commits do not fsync. */
+  writes(): number;
+  /** Resolves once everything committed before the call is on disk. */
+  sync(): Promise<void>;
 }
 
 /** A repository as the rest of Postern sees it: every verb returns a promise. */

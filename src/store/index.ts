@@ -1,3 +1,5 @@
+import { realpathSync } from 'node:fs';
+import path from 'node:path';
 import { AppPasswordRepo } from './app-passwords.js';
 import { AuditRepo } from './audit.js';
 import { CredentialRepo } from './credentials.js';
@@ -5,7 +7,8 @@ import { MtaStsRepo } from './mta-sts.js';
 import { TlsTicketKeyRepo } from './tls-tickets.js';
 import { DkimRepo } from './dkim.js';
 import { BindingRepo } from './bindings.js';
-import { openDb, type Db } from './db.js';
+import { openDb, writesOn, type Db } from './db.js';
+import { WalSync } from './wal-sync.js';
 import { gated, Gate, type Async } from './gate.js';
 import { senderDomains } from './senders.js';
 import { StatsRepo } from './stats.js';
@@ -125,8 +128,11 @@ export async function migrateConfiguredStore(cfg: { server: { data_dir: string }
 /** Opens the database in dataDir, brings the schema up to date, and hands out repositories. */
 export function openStore(dataDir: string, opts: { migrate?: boolean; /** How long a verb waits for another process's lock (default 5 s). */ lockBudgetMs?: number } = {}): Store {
   const db = openDb(dataDir);
+  let walFile: string;
   try {
     if (opts.migrate !== false) migrate(db);
+    // The log SQLite writes: next to the database file, symlinks resolved as SQLite does.
+    walFile = `${realpathSync(path.join(dataDir, 'postern.db'))}-wal`;
   } catch (e) {
     db.close();
     throw e;
@@ -141,7 +147,14 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
   // From here on a lock held by another process is waited for by the gate, asynchronously:
   // SQLite's own busy wait would hold the event loop, and every client with it.
   for (const d of [db, bookkeeping]) d.pragma('busy_timeout = 0');
-  const gate = new Gate(opts.lockBudgetMs);
+  // The main connection's commits only write the log from here on (the migrations above ran
+  // with synchronous=FULL); each verb that wrote, and each transaction, resolves once an fsync
+  // of the log run off the event loop covers it (wal-sync.ts). Should WAL be unavailable
+  // (journal_mode stayed another), COMMIT keeps its own fsync.
+  const wal = String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal' ? new WalSync(walFile) : null;
+  if (wal) db.pragma('synchronous = NORMAL');
+  const writes = writesOn(db);
+  const gate = new Gate(opts.lockBudgetMs, wal ? { writes: () => writes.n, sync: () => wal.request() } : undefined);
   const cache = new PolicyCache(db);
   const audit = new AuditRepo(db);
   const g = <T extends object>(repo: T) => gated(repo, gate);
@@ -180,12 +193,24 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
       return db.open;
     },
     close: () => {
+      // First the log's last fsync (whatever was written is then on disk), then the connections.
+      wal?.close();
       if (bookkeeping.open) bookkeeping.close();
       if (db.open) db.close();
     },
   };
   handles.set(store, db);
+  if (wal) syncs.set(store, wal);
   return store;
+}
+
+const syncs = new WeakMap<Store, WalSync>();
+
+/** How many fsyncs of the log a SQLite store has completed (tests: a write waits for one). */
+export function sqliteSyncCount(store: Store): number {
+  const w = syncs.get(store);
+  if (!w) throw new Error('not a SQLite store in WAL mode');
+  return w.count;
 }
 
 const handles = new WeakMap<Store, Db>();
