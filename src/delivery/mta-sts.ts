@@ -26,6 +26,15 @@ export interface MtaStsOptions {
   log: Logger;
 }
 
+/**
+ * After a failed fetch, the same policy (domain and TXT id) is not fetched again for this long:
+ * RFC 8461 3.3 suggests five minutes or more per id, so that a policy host in trouble is not
+ * also flooded by every message for its domain. A new id is fetched at once.
+ */
+export const STS_FETCH_RETRY_MS = 5 * 60_000;
+/** Failed fetches remembered at most (expired ones are dropped first). */
+const MAX_FAILED = 10_000;
+
 /** The policy to apply, and why there is none (for the log and TLS reports). */
 export type StsLookup = { policy: StsPolicy; cached: boolean } | { policy: null; error: string | null };
 
@@ -94,6 +103,12 @@ export class MtaSts {
   private readonly inflight = new Map<string, Promise<StsLookup>>();
   /** Domains whose cached policy is being refreshed in the background. */
   private readonly refreshing = new Set<string>();
+  /**
+   * Fetches that failed, per domain: the TXT id asked for, until when it is not asked again,
+   * and the error. In this process only: it spares the policy host, and delivery runs in one
+   * process per node.
+   */
+  private readonly failed = new Map<string, { id: string; until: number; error: string }>();
 
   constructor(private readonly o: MtaStsOptions) {}
 
@@ -125,14 +140,20 @@ export class MtaSts {
     if (txt === 'many' || txt === 'invalid') {
       return fresh ? { policy: fresh, cached: true } : { policy: null, error: `_mta-sts.${domain} TXT record is ${txt === 'many' ? 'there more than once' : 'not valid'}` };
     }
+    const failed = this.failed.get(domain);
+    const backingOff = failed && failed.id === txt.id && now < failed.until ? failed : null;
     if (fresh && fresh.id === txt.id) {
       // RFC 8461 10.2: refreshed before it lapses, so an attacker who blocks the lookups when
       // it expires finds a new max_age in place. In the background: this delivery uses the cache.
-      if (now > fresh.fetchedAt + fresh.maxAge * 500 && !this.refreshing.has(domain)) {
+      if (now > fresh.fetchedAt + fresh.maxAge * 500 && !this.refreshing.has(domain) && !backingOff) {
         this.refreshing.add(domain);
         void this.refresh(domain, txt.id, now).finally(() => this.refreshing.delete(domain));
       }
       return { policy: fresh, cached: true };
+    }
+    if (backingOff) {
+      const error = `${backingOff.error} (not fetched again before ${new Date(backingOff.until).toISOString()}, RFC 8461 3.3)`;
+      return fresh ? { policy: fresh, cached: true } : { policy: null, error };
     }
     try {
       const parsed = parseStsPolicy(await this.fetch(domain));
@@ -140,12 +161,27 @@ export class MtaSts {
       // A store that cannot keep it does not unmake a policy fetched fine: it applies now.
       await this.o.store.put(policy).catch((e: unknown) => this.o.log.error({ event: 'mta_sts.error', domain, err: `the policy could not be stored: ${(e as Error).message}`, cached: null }));
       this.o.log.info({ event: 'mta_sts.fetched', domain, id: txt.id, mode: policy.mode, max_age: policy.maxAge, mx: policy.mx });
+      this.failed.delete(domain);
       return { policy, cached: false };
     } catch (e) {
       const error = `MTA-STS policy of ${domain} could not be fetched: ${(e as Error).message}`;
-      this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: fresh ? fresh.id : null });
+      const retry = this.fetchFailed(domain, txt.id, now, error);
+      this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: fresh ? fresh.id : null, retry_at: new Date(retry).toISOString() });
       return fresh ? { policy: fresh, cached: true } : { policy: null, error };
     }
+  }
+
+  /** Remembers a failed fetch of `id`; returns when it may be fetched again. */
+  private fetchFailed(domain: string, id: string, now: number, error: string): number {
+    if (this.failed.size >= MAX_FAILED) {
+      for (const [d, f] of this.failed) if (f.until <= now) this.failed.delete(d);
+      // Still full of live entries: the oldest goes (a Map keeps insertion order).
+      if (this.failed.size >= MAX_FAILED) this.failed.delete(this.failed.keys().next().value!);
+    }
+    const until = now + STS_FETCH_RETRY_MS;
+    this.failed.delete(domain);
+    this.failed.set(domain, { id, until, error });
+    return until;
   }
 
   /** Fetches and stores the policy again; a failure leaves the cached one (logged). */
@@ -154,8 +190,10 @@ export class MtaSts {
       const parsed = parseStsPolicy(await this.fetch(domain));
       await this.o.store.put({ domain, id, ...parsed, fetchedAt: now, expiresAt: now + parsed.maxAge * 1000 });
       this.o.log.info({ event: 'mta_sts.fetched', domain, id, mode: parsed.mode, max_age: parsed.maxAge, mx: parsed.mx, refresh: true });
+      this.failed.delete(domain);
     } catch (e) {
-      this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: id });
+      const retry = this.fetchFailed(domain, id, now, `MTA-STS policy of ${domain} could not be fetched: ${(e as Error).message}`);
+      this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: id, retry_at: new Date(retry).toISOString() });
     }
   }
 

@@ -22,6 +22,8 @@ let policyServer: https.Server;
 /** The policy text each mta-sts.DOMAIN serves; absent: 404. */
 const policies = new Map<string, string>();
 const served: string[] = [];
+/** The TXT id broken.example announces (a test below changes it). */
+let brokenId = '1';
 /** The UTC day the harness's clock starts on (a test below moves it on). */
 let startDay: string;
 
@@ -48,13 +50,15 @@ function zone(): Rr[] {
   // Another MX name at the address of mx.tls.example, whose certificate does not name it.
   rr.push({ type: 'A', name: 'mx.other.example', data: '127.0.0.3' });
   domain('reuse.example', 'mx.other.example', '1');
+  // A TXT record, and a policy host that answers 404.
+  domain('broken.example', 'mx.plain.example', brokenId);
   return rr;
 }
 
 beforeAll(async () => {
   const dir = tempDir('postern-mta-sts-');
   const ca = makeTestCa(dir);
-  const names = ['no-starttls', 'unlisted', 'good', 'testing', 'cached', 'reuse'].map((d) => `mta-sts.${d}.example`);
+  const names = ['no-starttls', 'unlisted', 'good', 'testing', 'cached', 'reuse', 'broken'].map((d) => `mta-sts.${d}.example`);
   policyServer = https.createServer({ ...ca.issue(names) }, (req, res) => {
     const host = (req.headers.host ?? '').replace(/:\d+$/, '');
     served.push(host);
@@ -175,6 +179,43 @@ describe('MTA-STS in delivery', () => {
     await h.logs.logged('mta_sts.fetched', fetched + 1);
     expect(h.logs.events('mta_sts.fetched').at(-1)).toMatchObject({ domain: 'good.example', id: '1', max_age: 172_800, refresh: true });
     expect(await h.store.mtaSts.get('good.example')).toMatchObject({ id: '1', maxAge: 172_800, fetchedAt: before.fetchedAt + 13 * 3_600_000 });
+  });
+
+  it('after a failed fetch asks the policy host again only 5 minutes later, or at once for a new TXT id (RFC 8461 3.3)', async () => {
+    const asked = () => served.filter((host) => host === 'mta-sts.broken.example').length;
+    const first = await h.submit({ from: 'alice@sender.example', to: ['a@broken.example'] });
+    await h.drain();
+    expect(asked()).toBe(1);
+    const retryAt = new Date(h.clock.now() + 300_000).toISOString();
+    expect(h.logs.events('mta_sts.error').filter((e) => e.domain === 'broken.example')).toEqual([
+      expect.objectContaining({ err: 'HTTP 404 from https://mta-sts.broken.example/.well-known/mta-sts.txt', cached: null, retry_at: retryAt }),
+    ]);
+    // No policy: delivered as to a domain without one (the RFC's fallback).
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === first)).toMatchObject({ tls_policy: 'opportunistic' });
+    // Within the 5 minutes: not asked again, and delivered the same way.
+    h.clock.advance(299_000);
+    const second = await h.submit({ from: 'alice@sender.example', to: ['b@broken.example'] });
+    await h.drain();
+    expect(asked()).toBe(1);
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === second)).toMatchObject({ tls_policy: 'opportunistic' });
+    // Each delivery still counts the failure for the domain's TLS report (RFC 8460).
+    const day = new Date(h.clock.now()).toISOString().slice(0, 10);
+    expect((await h.store.tlsReports.entries(day)).find((e) => e.policyDomain === 'broken.example' && e.result === 'sts-policy-fetch-error')).toMatchObject({ count: 2 });
+    // Once they are over: asked again.
+    h.clock.advance(1_000);
+    await h.submit({ from: 'alice@sender.example', to: ['c@broken.example'] });
+    await h.drain();
+    expect(asked()).toBe(2);
+    // A new id is asked for at once, and a policy that now loads applies.
+    brokenId = '2';
+    h.dns.setRecords(zone());
+    policies.set('broken.example', policy('testing', 'mx.plain.example'));
+    const fourth = await h.submit({ from: 'alice@sender.example', to: ['d@broken.example'] });
+    await h.drain();
+    expect(asked()).toBe(3);
+    expect(h.logs.events('mta_sts.fetched').find((e) => e.domain === 'broken.example')).toMatchObject({ id: '2', mode: 'testing' });
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === fourth)).toMatchObject({ tls_policy: 'opportunistic' });
+    expect(h.logs.events('delivery.mta_sts_testing').filter((e) => e.queue_id === fourth)).toEqual([expect.objectContaining({ domain: 'broken.example', reason: 'no-tls' })]);
   });
 });
 
