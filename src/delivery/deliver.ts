@@ -13,7 +13,7 @@ import type { Reputation } from './reputation.js';
 import type { Router } from './routing.js';
 import { SendError, type TlsLevel, type TlsOutcome, type Transport } from './transport.js';
 import { stsMxMatches, type MtaSts, type StsPolicy } from './mta-sts.js';
-import type { Dane, DaneHost } from './dane.js';
+import type { Dane, DaneHost, Tlsa } from './dane.js';
 import type { DeliveryTls } from '../store/delivery.js';
 import { isTlsReport, type TlsSessionResult } from './tls-reports.js';
 
@@ -158,7 +158,8 @@ export class Deliverer {
       if (found.policy && found.policy.mode !== 'none') sts = found.policy;
       if (!found.policy && found.error) this.report(domain, null, null, null, 'sts-policy-fetch-error');
     }
-    const report = (mx: string | null, address: string | null, result: string, dane = false) => (tlsReport ? undefined : this.report(domain, dane ? 'tlsa' : sts, mx, address, result));
+    // dane: the host's TLSA records ([] when none could be had), for the report's policy-string.
+    const report = (mx: string | null, address: string | null, result: string, dane?: Tlsa[]) => (tlsReport ? undefined : this.report(domain, dane ? { tlsa: dane } : sts, mx, address, result));
     if (sts?.mode === 'enforce') {
       // RFC 8461 5: only the policy's MX hosts, with TLS and a certificate valid for the MX
       // name; never plaintext, never another host.
@@ -177,12 +178,13 @@ export class Deliverer {
       const dane = daneHosts?.get(host.name);
       if (dane?.kind === 'unusable') {
         // RFC 7672 2.1.1: a host whose TLSA lookup failed is skipped, never tried without them.
-        report(host.name, null, 'dnssec-invalid', true);
+        report(host.name, null, 'dnssec-invalid', []);
         this.d.log.info({ event: 'delivery.mx_unusable', queue_id: job.id, domain, mx: host.name, error: `DANE: ${dane.reason}` });
         last = { line: `ETLS DANE: ${dane.reason}`, mx: host.name, tls: null, policy: 'dane' };
         continue;
       }
       const daneHere = dane?.kind === 'dane' || dane?.kind === 'encrypt';
+      const tlsaHere = dane?.kind === 'dane' ? dane.records : daneHere ? [] : undefined;
       const hostTls: TlsLevel = daneHere ? 'encrypt' : tls;
       const hostPolicy: DeliveryTls['policy'] = daneHere ? 'dane' : tlsPolicy;
       // testing: delivered as without a policy; what enforce would have refused is logged and counted.
@@ -199,7 +201,7 @@ export class Deliverer {
             to: rcpts.map((r) => r.address),
             raw,
           });
-          report(host.name, address, !res.tls.used ? 'starttls-not-supported' : (sts || daneHere) && !res.tls.verified && dane?.kind !== 'encrypt' ? 'certificate-not-trusted' : 'success', daneHere);
+          report(host.name, address, !res.tls.used ? 'starttls-not-supported' : (sts || daneHere) && !res.tls.verified && dane?.kind !== 'encrypt' ? 'certificate-not-trusted' : 'success', tlsaHere);
           if (sts?.mode === 'testing' && !res.tls.verified) {
             this.d.log.warn({ event: 'delivery.mta_sts_testing', queue_id: job.id, domain, mx: host.name, would: 'defer', reason: res.tls.used ? 'certificate-not-verified' : 'no-tls' });
           }
@@ -214,7 +216,7 @@ export class Deliverer {
         } catch (e) {
           if (!(e instanceof SendError)) throw e;
           if (e.scope === 'message') {
-            report(host.name, address, !e.tls?.used ? 'starttls-not-supported' : sts && !e.tls.verified ? 'certificate-not-trusted' : 'success', daneHere);
+            report(host.name, address, !e.tls?.used ? 'starttls-not-supported' : sts && !e.tls.verified ? 'certificate-not-trusted' : 'success', tlsaHere);
             const perRcpt = new Map(e.rejected.map((r) => [r.rcpt.toLowerCase(), r.reply]));
             return rcpts.map((rcpt) => this.fromReply(rcpt, perRcpt.get(rcpt.address.toLowerCase()) ?? e.line, host.name, e.tls, hostPolicy));
           }
@@ -229,7 +231,7 @@ export class Deliverer {
                   : /certificate|CERT|hostname|altnames|DANE/i.test(e.line)
                     ? 'certificate-host-mismatch'
                     : 'starttls-not-supported';
-            report(host.name, address, kind, daneHere);
+            report(host.name, address, kind, tlsaHere);
           }
           // RFC 5321 5.1: a host that cannot be reached or will not talk is skipped for the next.
           this.d.log.info({ event: 'delivery.mx_unusable', queue_id: job.id, domain, mx: host.name, address, error: e.line });
@@ -252,12 +254,17 @@ export class Deliverer {
     return all(status, c.status, last.line, { remote: /^\d{3}/.test(last.line), mx: last.mx || null, tls: last.tls, tlsPolicy, category: c.category });
   }
 
-  /** One session for TLS reports: the policy domain, the policy that applied, the MX and the result. */
-  private report(domain: string, policy: StsPolicy | 'tlsa' | null, mx: string | null, address: string | null, result: string): void {
+  /**
+   * One session for TLS reports: the policy domain, the policy that applied, the MX and the
+   * result. RFC 8460 4.4's policy-string: the MTA-STS policy's lines, or the TLSA records in
+   * presentation form ("3 1 1 1F85..."), one per line.
+   */
+  private report(domain: string, policy: StsPolicy | { tlsa: Tlsa[] } | null, mx: string | null, address: string | null, result: string): void {
+    const tlsa = policy && 'tlsa' in policy ? policy.tlsa : null;
     this.d.tlsReport?.({
       policyDomain: domain,
-      policyType: policy === 'tlsa' ? 'tlsa' : policy ? 'sts' : 'no-policy-found',
-      policyString: policy && policy !== 'tlsa' ? policy.text : [],
+      policyType: tlsa ? 'tlsa' : policy ? 'sts' : 'no-policy-found',
+      policyString: tlsa ? tlsa.map((r) => `${r.usage} ${r.selector} ${r.matchingType} ${r.data.toString('hex').toUpperCase()}`) : policy && 'text' in policy ? policy.text : [],
       mxHost: mx,
       sendingIp: this.d.sendingIp || null,
       receivingIp: address,

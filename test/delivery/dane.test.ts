@@ -24,12 +24,14 @@ let taSink: Sink;
 let policyServer: https.Server | undefined;
 
 const tlsa = (owner: string, hex: string) => `_25._tcp.${owner} 300 IN TLSA 3 1 1 ${hex}`;
+/** The DANE-EE digest of mx.tls.example's key (set in beforeAll). */
+let spki = '';
 
 beforeAll(async () => {
   if (!dnssecToolsAvailable()) return;
   const ca = makeTestCa(tempDir('postern-dane-'));
   const cert = ca.issue(['mx.tls.example']);
-  const spki = createHash('sha256').update(new X509Certificate(cert.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
+  spki = createHash('sha256').update(new X509Certificate(cert.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
   const wrong = createHash('sha256').update('another key').digest('hex');
   // 127.0.0.4 presents its chain (leaf and the test CA): a DANE-TA(2) record names the CA.
   const caPem = readFileSync(ca.caFile, 'utf8');
@@ -72,7 +74,7 @@ beforeAll(async () => {
   h = await startHarness({
     records: [],
     port: plain.port,
-    config: { delivery: { dns_servers: [dns.resolver], dane: 'auto', mta_sts_port: (sts.address() as AddressInfo).port, tls_ca_file: ca.caFile } },
+    config: { delivery: { dns_servers: [dns.resolver], dane: 'auto', mta_sts_port: (sts.address() as AddressInfo).port, tls_ca_file: ca.caFile, tls_reports: true } },
   });
 });
 afterAll(async () => {
@@ -90,6 +92,12 @@ describe.skipIf(!dnssecToolsAvailable())('DANE in delivery', () => {
     await h.drain();
     expect(got(tlsSink, 'bob@dane-ok.example')).toBe(1);
     expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ mx: 'mx.dane-ok.example', tls_policy: 'dane', tls_verified: true, tls_version: expect.stringMatching(/^TLSv1\.[23]$/) });
+    // The TLS report's session: policy tlsa, its policy-string the TLSA record in presentation
+    // form (RFC 8460 4.4).
+    const day = new Date(h.clock.now()).toISOString().slice(0, 10);
+    expect((await h.store.tlsReports.entries(day)).filter((e) => e.policyDomain === 'dane-ok.example')).toEqual([
+      expect.objectContaining({ policyType: 'tlsa', policyString: `3 1 1 ${spki.toUpperCase()}`, mxHost: 'mx.dane-ok.example', result: 'success', count: 1 }),
+    ]);
   });
 
   it('delivers under a DANE-TA record that names the CA of the chain the server presents, for the MX name its certificate holds', async () => {
