@@ -54,8 +54,11 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   const { store, clock, log } = deps;
   const d = cfg.delivery;
   const outboundIp = cfg.identity.outbound_ip;
-  // [delivery] tls_ca_file: more CAs beside the system's, for verified delivery and policy fetches.
-  const ca = d.tls_ca_file ? [...rootCertificates, readFileSync(d.tls_ca_file, 'utf8')] : undefined;
+  // [delivery] tls_ca_file: more CAs beside Node's (Mozilla's list and NODE_EXTRA_CA_CERTS),
+  // for verified delivery and policy fetches. A `ca` list replaces Node's default, so the
+  // extra file an admin gave Node is read here too rather than dropped.
+  const extra = process.env.NODE_EXTRA_CA_CERTS;
+  const ca = d.tls_ca_file ? [...rootCertificates, ...(extra ? [readFileSync(extra, 'utf8')] : []), readFileSync(d.tls_ca_file, 'utf8')] : undefined;
   const resolver = deps.resolver ?? createResolver(d.dns_servers);
   const transport =
     deps.transport ??

@@ -3,6 +3,8 @@ import { once } from 'node:events';
 import type { Rr } from '../helpers/dnsd.js';
 import { closeDeliveryFixtures, startHarness, type Harness } from '../helpers/delivery.js';
 import { startSink, startSinks, type Sink } from '../helpers/sink.js';
+import { tempDir } from '../helpers/relay.js';
+import { makeTestCa } from '../helpers/testca.js';
 
 const MIN = 60_000;
 let h: Harness | undefined;
@@ -135,6 +137,30 @@ describe('TLS', () => {
     expect(mx1.messages).toHaveLength(0);
     expect(await rcptStates(h, id)).toEqual([{ address: 'bob@dest.example', status: 'pending', code: '4.7.5', attempts: 1 }]);
     expect(h.logs.events('delivery.defer')[0]).toMatchObject({ reason: 'tls' });
+  });
+
+  it('with tls_ca_file set still trusts the CAs of NODE_EXTRA_CA_CERTS, as Node does without it', async () => {
+    const own = makeTestCa(tempDir('postern-own-ca-'));
+    const extra = makeTestCa(tempDir('postern-extra-ca-'));
+    sinks = await startSinks(['127.0.0.2', '127.0.0.3'], { tls: [true, false], certs: [extra.issue(['mx1.dest.example']), undefined] });
+    const before = process.env.NODE_EXTRA_CA_CERTS;
+    process.env.NODE_EXTRA_CA_CERTS = extra.caFile;
+    try {
+      h = await startHarness({
+        records: zone([{ type: 'MX', name: 'dest.example', data: { preference: 10, exchange: 'mx1.dest.example' } }]),
+        port: sinks[0]!.port,
+        config: { delivery: { tls_ca_file: own.caFile, tls_policy: { 'dest.example': 'verify' } } },
+      });
+    } finally {
+      if (before === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
+      else process.env.NODE_EXTRA_CA_CERTS = before;
+    }
+    const id = await h.submit({ from: 'alice@sender.example', to: ['bob@dest.example'] });
+    await h.drain();
+    expect(await rcptStates(h, id)).toEqual([]);
+    expect(sinks[0]!.messages).toHaveLength(1);
+    expect(sinks[0]!.messages[0]!.secure).toBe(true);
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ tls_verified: true });
   });
 
   it('defers under "encrypt" when the MX offers no STARTTLS at all', async () => {
