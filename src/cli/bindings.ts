@@ -1,4 +1,5 @@
 import { canonicalNetwork, canonicalSenderBinding, senderAllowed } from '../policy/bindings.js';
+import { countryName, countryProblem } from '../domain/countries.js';
 import { CliError } from './io.js';
 
 /** Validates and canonicalises CLI input for bindings; errors say what was wrong and how to fix it. */
@@ -42,24 +43,16 @@ export function notifyWarning(name: string, address: string | null, senders: str
   return null;
 }
 
-const REGIONS = new Intl.DisplayNames(['en'], { type: 'region' });
-
-/** ISO 3166-1 alpha-2 codes, upper case, checked against the region names Node.js knows. */
+/** ISO 3166-1 alpha-2 codes, upper case (domain/countries.ts). */
 export function countriesArg(values: string[]): string[] {
   return values.map((v) => {
-    const c = v.trim().toUpperCase();
-    // The IP databases say GB, as ISO 3166-1 does; UK would match nobody.
-    if (c === 'UK') throw new CliError('bad country "UK": the ISO 3166-1 code of the United Kingdom is GB');
-    const name = /^[A-Z]{2}$/.test(c) ? REGIONS.of(c) : undefined;
-    if (!name || name === c || name === 'Unknown Region') {
-      throw new CliError(`bad country ${JSON.stringify(v)}: use a two-letter ISO 3166-1 code such as DE, AT or PT`);
-    }
-    return c;
+    const problem = countryProblem(v);
+    if (problem) throw new CliError(`bad country ${JSON.stringify(v)}: ${problem}`);
+    return v.trim().toUpperCase();
   });
 }
 
-/** The region's English name, for messages ("DE (Germany)"). */
-export const countryName = (code: string) => REGIONS.of(code) ?? code;
+export { countryName };
 
 /** Autonomous system numbers as stored (decimal strings): "3320" or "AS3320". */
 export function asnsArg(values: string[]): string[] {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { countryProblem } from '../domain/countries.js';
 import { parseNetwork } from '../policy/bindings.js';
 
 /** RFC 1123 host name: letters, digits and hyphens in dot-separated labels, no underscore. */
@@ -114,7 +115,10 @@ export const configSchema = z.strictObject({
           // "{user}" is the login name, "{localpart}" and "{domain}" its halves.
           senders: z.array(z.string().min(1)).default([]),
           networks: z.array(cidr).default([]),
-          countries: z.array(z.string().regex(/^[A-Za-z]{2}$/, 'must be a two-letter country code such as "FR"')).default([]),
+          countries: z.array(z.string().superRefine((v, ctx) => {
+            const problem = countryProblem(v);
+            if (problem) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a country: ${problem}` });
+          })).default([]),
           asns: z.array(z.union([z.number().int().min(0).max(4_294_967_295), z.string().regex(/^(AS)?\d{1,10}$/i, 'must be an AS number such as 16276')])).default([]),
         })
         .prefault({}),

@@ -72,6 +72,13 @@ describe('[auth] with the Dovecot backend', () => {
     expect(parse({ ...dovecot, template: { senders: ['{name}@example.com'], asns: [3320] } })).toThrow('sender "{name}@example.com" names {name}: use {user}, {localpart} or {domain}');
     expect(parse({ ...dovecot, template: { senders: ['{localpart}@example.com'], countries: ['de'] } })().auth.template).toMatchObject({ senders: ['{localpart}@example.com'], countries: ['de'] });
   });
+
+  it('takes only ISO 3166-1 country codes in the template, as the CLI does', () => {
+    const dovecot = { backend: 'dovecot', dovecot_socket: '/run/dovecot/auth-postern', provision: 'template' };
+    expect(parse({ ...dovecot, template: { senders: ['{user}'], countries: ['DE', 'XX'] } })).toThrow('"XX" is not a country: use a two-letter ISO 3166-1 code such as DE, AT or PT');
+    expect(parse({ ...dovecot, template: { senders: ['{user}'], countries: ['uk'] } })).toThrow('"uk" is not a country: the ISO 3166-1 code of the United Kingdom is GB');
+    expect(parse({ ...dovecot, template: { senders: ['{user}'], countries: ['Germany'] } })).toThrow('"Germany" is not a country');
+  });
 });
 
 describe('[delivery] dane', () => {
