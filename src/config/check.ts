@@ -206,7 +206,29 @@ export function geoProblems(geo: Config['geo']): Problem[] {
 
 /** What `postern serve` checks before it opens anything: the files the config names. */
 export function startupProblems(cfg: Config): Problem[] {
-  return [...tlsProblems(cfg.tls), ...dataDirProblems(cfg.server.data_dir), ...geoProblems(cfg.geo)];
+  return [...tlsProblems(cfg.tls), ...dataDirProblems(cfg.server.data_dir), ...geoProblems(cfg.geo), ...caFileProblems(cfg.delivery.tls_ca_file)];
+}
+
+/** [delivery] tls_ca_file: readable, and holding at least one certificate. */
+export function caFileProblems(file: string): Problem[] {
+  if (!file) return [];
+  const fix = 'set delivery.tls_ca_file to a PEM file of CA certificates ("-----BEGIN CERTIFICATE-----"), readable by the relay, or "" for Node\'s CAs only';
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = errno(e);
+    const what = code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? `not readable by ${who()}` : code === 'EISDIR' ? 'is a directory, not a file' : `cannot be read (${(e as Error).message})`;
+    return [problem('delivery.tls_ca_file', file, what, fix)];
+  }
+  const first = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(pem)?.[0];
+  try {
+    if (!first) throw new Error('no "-----BEGIN CERTIFICATE-----" block');
+    new X509Certificate(first);
+  } catch (e) {
+    return [problem('delivery.tls_ca_file', file, `holds no certificate (${(e as Error).message})`, fix)];
+  }
+  return [];
 }
 
 /**
@@ -428,16 +450,19 @@ export async function checkConfigFile(file?: string, opts: { unprivileged?: bool
   if (server) server.data_dir = path.resolve(baseDir, server.data_dir);
   if (tlsCfg?.cert) tlsCfg.cert = path.resolve(baseDir, tlsCfg.cert);
   if (tlsCfg?.key) tlsCfg.key = path.resolve(baseDir, tlsCfg.key);
+  const delivery = section('delivery');
+  if (delivery?.tls_ca_file) delivery.tls_ca_file = path.resolve(baseDir, delivery.tls_ca_file);
   if (geo) {
     geo.country_db = resolveGeoPaths(baseDir, geo.country_db);
     geo.asn_db = resolveGeoPaths(baseDir, geo.asn_db);
   }
 
-  problems.push(...crossCheckProblems({ tls: tlsCfg ?? { cert: '', key: '' }, submission: submission ?? { proxy_protocol: false, trusted_proxies: [] }, auth: section('auth') ?? undefined, delivery: section('delivery') ?? undefined }));
+  problems.push(...crossCheckProblems({ tls: tlsCfg ?? { cert: '', key: '' }, submission: submission ?? { proxy_protocol: false, trusted_proxies: [] }, auth: section('auth') ?? undefined, delivery: delivery ?? undefined }));
   if (identity) problems.push(...identityProblems(identity));
   if (tlsCfg) problems.push(...tlsProblems(tlsCfg));
   if (server) problems.push(...dataDirProblems(server.data_dir));
   if (geo) problems.push(...geoProblems(geo));
+  if (delivery) problems.push(...caFileProblems(delivery.tls_ca_file));
   const entries = submission && metrics ? listenEntries({ submission, metrics }) : [];
   const listen = await listenProblems(entries, opts);
   problems.push(...listen.problems);

@@ -28,6 +28,7 @@ export function parseConfig(doc: unknown, baseDir: string, source = 'config'): C
   cfg.server.data_dir = path.resolve(baseDir, cfg.server.data_dir);
   if (cfg.tls.cert) cfg.tls.cert = path.resolve(baseDir, cfg.tls.cert);
   if (cfg.tls.key) cfg.tls.key = path.resolve(baseDir, cfg.tls.key);
+  if (cfg.delivery.tls_ca_file) cfg.delivery.tls_ca_file = path.resolve(baseDir, cfg.delivery.tls_ca_file);
   cfg.geo.country_db = resolveGeoPaths(baseDir, cfg.geo.country_db);
   cfg.geo.asn_db = resolveGeoPaths(baseDir, cfg.geo.asn_db);
   // Cross-checks between keys run here, beside the schema, so every command sees them

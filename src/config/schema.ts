@@ -115,10 +115,11 @@ export const configSchema = z.strictObject({
           // "{user}" is the login name, "{localpart}" and "{domain}" its halves.
           senders: z.array(z.string().min(1)).default([]),
           networks: z.array(cidr).default([]),
+          // Checked as the CLI checks them, then kept as the bindings keep them: trimmed, upper case.
           countries: z.array(z.string().superRefine((v, ctx) => {
             const problem = countryProblem(v);
             if (problem) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a country: ${problem}` });
-          })).default([]),
+          }).transform((v) => v.trim().toUpperCase())).default([]),
           asns: z.array(z.union([z.number().int().min(0).max(4_294_967_295), z.string().regex(/^(AS)?\d{1,10}$/i, 'must be an AS number such as 16276')])).default([]),
         })
         .prefault({}),

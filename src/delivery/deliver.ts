@@ -264,7 +264,9 @@ export class Deliverer {
     this.d.tlsReport?.({
       policyDomain: domain,
       policyType: tlsa ? 'tlsa' : policy ? 'sts' : 'no-policy-found',
-      policyString: tlsa ? tlsa.map((r) => `${r.usage} ${r.selector} ${r.matchingType} ${r.data.toString('hex').toUpperCase()}`) : policy && 'text' in policy ? policy.text : [],
+      // Sorted and without repeats: a resolver that rotates the RRset must not split one
+      // host's sessions over two policies of the report.
+      policyString: tlsa ? [...new Set(tlsa.map((r) => `${r.usage} ${r.selector} ${r.matchingType} ${r.data.toString('hex').toUpperCase()}`))].sort() : policy && 'text' in policy ? policy.text : [],
       mxHost: mx,
       sendingIp: this.d.sendingIp || null,
       receivingIp: address,

@@ -49,6 +49,21 @@ export interface Delivery {
   stop(): Promise<void>;
 }
 
+/**
+ * The CAs of NODE_EXTRA_CA_CERTS, as Node reads them: a file that cannot be read is skipped
+ * with a warning (Node warns too, and carries on without it).
+ */
+function extraCas(log: Logger): string[] {
+  const file = process.env.NODE_EXTRA_CA_CERTS;
+  if (!file) return [];
+  try {
+    return [readFileSync(file, 'utf8')];
+  } catch (e) {
+    log.warn({ event: 'config.extra_ca_unreadable', file, err: (e as Error).message });
+    return [];
+  }
+}
+
 /** Wires routing, sending, signing and the scheduler, and starts it. */
 export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   const { store, clock, log } = deps;
@@ -57,8 +72,7 @@ export function startDelivery(cfg: Config, deps: DeliveryDeps): Delivery {
   // [delivery] tls_ca_file: more CAs beside Node's (Mozilla's list and NODE_EXTRA_CA_CERTS),
   // for verified delivery and policy fetches. A `ca` list replaces Node's default, so the
   // extra file an admin gave Node is read here too rather than dropped.
-  const extra = process.env.NODE_EXTRA_CA_CERTS;
-  const ca = d.tls_ca_file ? [...rootCertificates, ...(extra ? [readFileSync(extra, 'utf8')] : []), readFileSync(d.tls_ca_file, 'utf8')] : undefined;
+  const ca = d.tls_ca_file ? [...rootCertificates, ...extraCas(log), readFileSync(d.tls_ca_file, 'utf8')] : undefined;
   const resolver = deps.resolver ?? createResolver(d.dns_servers);
   const transport =
     deps.transport ??

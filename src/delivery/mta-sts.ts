@@ -108,7 +108,7 @@ export class MtaSts {
    * and the error. In this process only: it spares the policy host, and delivery runs in one
    * process per node.
    */
-  private readonly failed = new Map<string, { id: string; until: number; error: string }>();
+  private readonly failed = new Map<string, { id: string; at: number; until: number; error: string; refresh: boolean }>();
 
   constructor(private readonly o: MtaStsOptions) {}
 
@@ -141,7 +141,9 @@ export class MtaSts {
       return fresh ? { policy: fresh, cached: true } : { policy: null, error: `_mta-sts.${domain} TXT record is ${txt === 'many' ? 'there more than once' : 'not valid'}` };
     }
     const failed = this.failed.get(domain);
-    const backingOff = failed && failed.id === txt.id && now < failed.until ? failed : null;
+    // A failed background refresh holds back only further refreshes: once the cached policy
+    // has expired, the next delivery fetches. A clock set back does not stretch the wait.
+    const backingOff = failed && failed.id === txt.id && now >= failed.at && now < failed.until && (fresh || !failed.refresh) ? failed : null;
     if (fresh && fresh.id === txt.id) {
       // RFC 8461 10.2: refreshed before it lapses, so an attacker who blocks the lookups when
       // it expires finds a new max_age in place. In the background: this delivery uses the cache.
@@ -165,14 +167,15 @@ export class MtaSts {
       return { policy, cached: false };
     } catch (e) {
       const error = `MTA-STS policy of ${domain} could not be fetched: ${(e as Error).message}`;
-      const retry = this.fetchFailed(domain, txt.id, now, error);
+      const retry = this.fetchFailed(domain, txt.id, error, false);
       this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: fresh ? fresh.id : null, retry_at: new Date(retry).toISOString() });
       return fresh ? { policy: fresh, cached: true } : { policy: null, error };
     }
   }
 
-  /** Remembers a failed fetch of `id`; returns when it may be fetched again. */
-  private fetchFailed(domain: string, id: string, now: number, error: string): number {
+  /** Remembers a failed fetch of `id` (counted from its failure, not its start); returns when it may be fetched again. */
+  private fetchFailed(domain: string, id: string, error: string, refresh: boolean): number {
+    const now = this.o.clock.now();
     if (this.failed.size >= MAX_FAILED) {
       for (const [d, f] of this.failed) if (f.until <= now) this.failed.delete(d);
       // Still full of live entries: the oldest goes (a Map keeps insertion order).
@@ -180,7 +183,7 @@ export class MtaSts {
     }
     const until = now + STS_FETCH_RETRY_MS;
     this.failed.delete(domain);
-    this.failed.set(domain, { id, until, error });
+    this.failed.set(domain, { id, at: now, until, error, refresh });
     return until;
   }
 
@@ -190,9 +193,10 @@ export class MtaSts {
       const parsed = parseStsPolicy(await this.fetch(domain));
       await this.o.store.put({ domain, id, ...parsed, fetchedAt: now, expiresAt: now + parsed.maxAge * 1000 });
       this.o.log.info({ event: 'mta_sts.fetched', domain, id, mode: parsed.mode, max_age: parsed.maxAge, mx: parsed.mx, refresh: true });
-      this.failed.delete(domain);
+      // Only this id's failure: a newer id's, recorded while this ran, stands.
+      if (this.failed.get(domain)?.id === id) this.failed.delete(domain);
     } catch (e) {
-      const retry = this.fetchFailed(domain, id, now, `MTA-STS policy of ${domain} could not be fetched: ${(e as Error).message}`);
+      const retry = this.fetchFailed(domain, id, `MTA-STS policy of ${domain} could not be fetched: ${(e as Error).message}`, true);
       this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: id, retry_at: new Date(retry).toISOString() });
     }
   }

@@ -12,6 +12,12 @@ export function countryProblem(v: string): string | null {
   if (c === 'UK') return 'the ISO 3166-1 code of the United Kingdom is GB';
   const name = /^[A-Z]{2}$/.test(c) ? REGIONS.of(c) : undefined;
   if (!name || name === c || name === 'Unknown Region') return 'use a two-letter ISO 3166-1 code such as DE, AT or PT';
+  // Codes for no one country, which IP data never gives an address: user-assigned ones (AA,
+  // QM-QZ, XA-XZ, ZZ; XK, Kosovo's, is kept: the IP databases use it) and groups.
+  if (/^(AA|Q[M-Z]|X[A-JL-Z]|ZZ|EU|EZ|UN)$/.test(c)) return `${c} (${name}) is not a country: use a two-letter ISO 3166-1 code such as DE, AT or PT`;
+  // Retired codes ICU still names (DD, SU, YU, ZR...): the IP data says the current one.
+  const current = Intl.getCanonicalLocales(`und-${c}`)[0]?.split('-')[1];
+  if (current && current !== c) return `${c} is a retired code: use ${current} (${REGIONS.of(current) ?? current})`;
   return null;
 }
 

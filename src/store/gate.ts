@@ -56,11 +56,22 @@ export class Gate {
   private async durably<T>(p: Promise<T>, before: number): Promise<T> {
     try {
       return await p;
+    } catch (e) {
+      throw this.refusal(e);
     } finally {
       // A verb that failed after writing (two statements, the second refused) syncs too. A
       // sync that fails fails the verb: nothing it wrote was promised.
       if (this.durable!.writes() !== before) await this.durable!.sync();
     }
+  }
+
+  /**
+   * A write refused because the connection was made read-only after a failed fsync says so by
+   * that failure, not by SQLite's "attempt to write a readonly database".
+   */
+  private refusal(e: unknown): unknown {
+    const failed = this.durable?.failed();
+    return failed && String((e as { code?: unknown } | null)?.code ?? '').startsWith('SQLITE_READONLY') ? failed : e;
   }
 
   /** `fn` now; on another process's lock, again after growing pauses (or at once an error, `ownLock`). */
@@ -114,6 +125,8 @@ export class Gate {
           throw e;
         }
       });
+    } catch (e) {
+      throw this.refusal(e);
     } finally {
       this.holder = null;
       const w = this.waiters;
@@ -128,6 +141,8 @@ export class Gate {
 
 /** See Gate's constructor and wal-sync.ts. */
 export interface Durability {
+  /** The failure after which the connection refuses writes (query_only), if there was one. */
+  failed(): Error | null;
   /** Writes made so far on the connection whose commits do not fsync. */
   writes(): number;
   /** Resolves once everything committed before the call is on disk. */

@@ -126,7 +126,16 @@ export async function migrateConfiguredStore(cfg: { server: { data_dir: string }
 }
 
 /** Opens the database in dataDir, brings the schema up to date, and hands out repositories. */
-export function openStore(dataDir: string, opts: { migrate?: boolean; /** How long a verb waits for another process's lock (default 5 s). */ lockBudgetMs?: number } = {}): Store {
+export function openStore(
+  dataDir: string,
+  opts: {
+    migrate?: boolean;
+    /** How long a verb waits for another process's lock (default 5 s). */
+    lockBudgetMs?: number;
+    /** The fsync of the write-ahead log (wal-sync.ts): fs.fsync; tests pass one that fails. */
+    walFsync?: (fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => void;
+  } = {},
+): Store {
   const db = openDb(dataDir);
   let walFile: string;
   try {
@@ -151,10 +160,23 @@ export function openStore(dataDir: string, opts: { migrate?: boolean; /** How lo
   // with synchronous=FULL); each verb that wrote, and each transaction, resolves once an fsync
   // of the log run off the event loop covers it (wal-sync.ts). Should WAL be unavailable
   // (journal_mode stayed another), COMMIT keeps its own fsync.
-  const wal = String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal' ? new WalSync(walFile) : null;
-  if (wal) db.pragma('synchronous = NORMAL');
+  // After a failed fsync the connection refuses writes (query_only): a write then writes nothing.
+  let wal: WalSync | null = null;
+  try {
+    if (String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal') {
+      wal = new WalSync(walFile, opts.walFsync, () => {
+        if (db.open) db.pragma('query_only = ON');
+      });
+      db.pragma('synchronous = NORMAL');
+    }
+  } catch (e) {
+    bookkeeping.close();
+    db.close();
+    throw e;
+  }
   const writes = writesOn(db);
-  const gate = new Gate(opts.lockBudgetMs, wal ? { writes: () => writes.n, sync: () => wal.request() } : undefined);
+  const w = wal;
+  const gate = new Gate(opts.lockBudgetMs, w ? { writes: () => writes.n, sync: () => w.request(), failed: () => w.failed } : undefined);
   const cache = new PolicyCache(db);
   const audit = new AuditRepo(db);
   const g = <T extends object>(repo: T) => gated(repo, gate);

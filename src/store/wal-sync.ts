@@ -34,6 +34,8 @@ export class WalSync {
   private queued: Promise<void> | null = null;
   private failure: Error | null = null;
   private closed = false;
+  /** close() synced everything: fsyncs still under way answer their callers with success. */
+  private coveredAtClose = false;
   /** fsyncs completed (tests: a write waits for one). */
   count = 0;
 
@@ -42,6 +44,12 @@ export class WalSync {
     private readonly file: string,
     /** fs.fsync; tests pass one that fails or waits. */
     private readonly fsyncFn: Fsync = fsync,
+    /**
+     * Told once, at the first failure: the store makes its connection refuse writes, so a
+     * write after it writes nothing (else a client told 451 would see its retry delivered
+     * twice: the refused copy was committed all the same).
+     */
+    private readonly onFail: (e: Error) => void = () => undefined,
   ) {
     // Opened now, not at the first write: an error the kernel reports once per open file must
     // find this descriptor already open.
@@ -76,16 +84,27 @@ export class WalSync {
         const fd = this.handle(false);
         if (fd !== null) {
           fsyncSync(fd);
-          if (this.dirPending) syncDirectorySync(path.dirname(this.file));
-          this.dirPending = false;
           this.count++;
         }
       } catch (e) {
         this.fail(e);
       }
+      if (this.fd !== null && this.dirPending && !this.failure) {
+        try {
+          syncDirectorySync(path.dirname(this.file));
+          this.dirPending = false;
+        } catch {
+          // Opening or syncing the directory at close: the log's data is synced; its name was
+          // synced by an earlier request unless none completed, which the next start's will.
+        }
+      }
     }
     this.closed = true;
-    if (!this.inFlight) this.release();
+    // Synced here: whatever an fsync under way would cover is on disk, so the descriptor goes
+    // now (a data directory can be unmounted once the store is closed). That fsync may then
+    // find it closed (EBADF) or reused: its callers are answered by this one, not by it.
+    if (!this.failure) this.coveredAtClose = true;
+    if (!this.inFlight || this.coveredAtClose) this.release();
   }
 
   private start(): Promise<void> {
@@ -103,6 +122,7 @@ export class WalSync {
       // too: the kernel reports a write-back error once per open file.
       const failed = (e: unknown) => reject(this.failure ?? this.fail(e));
       this.fsyncFn(fd, (e) => {
+        if (this.coveredAtClose) return resolve();
         if (e || this.failure) return failed(e);
         if (!dir) {
           this.count++;
@@ -112,6 +132,7 @@ export class WalSync {
           // Not opening the directory (EMFILE in a connection storm) is this request's failure
           // alone: the next one tries again. Its fsync failing is final, as the log's.
           if (opening) return reject(new Error(`opening the directory of the store's write-ahead log ${dir} to fsync it failed: ${e2!.message}`));
+          if (this.coveredAtClose) return resolve();
           if (e2 || this.failure) return failed(e2);
           if (this.fd === fd) this.dirPending = false;
           this.count++;
@@ -122,17 +143,28 @@ export class WalSync {
     this.inFlight = p;
     const settle = () => {
       if (this.inFlight === p) this.inFlight = null;
-      if (this.closed && !this.inFlight) this.release();
+      if (this.closed && !this.inFlight && !this.coveredAtClose) this.release();
     };
     p.then(settle, settle);
     return p;
   }
 
   private fail(e: unknown): Error {
-    this.failure ??= Object.assign(
+    if (this.failure) return this.failure;
+    this.failure = Object.assign(
       new Error(`fsync of the store's write-ahead log ${this.file} failed (${(e as Error).message}): what was written since the last good fsync may not be on disk; every write now fails until postern is restarted (check the disk)`),
       { code: (e as NodeJS.ErrnoException).code ?? 'EIO' },
     );
+    try {
+      this.onFail(this.failure);
+    } catch {
+      // The store may be closing: nothing is written through it any more either way.
+    }
+    return this.failure;
+  }
+
+  /** The failure that made every write fail, if one did. */
+  get failed(): Error | null {
     return this.failure;
   }
 

@@ -9,6 +9,7 @@ import { cli } from '../helpers/cli.js';
 import { certificate } from '../helpers/doctorZone.js';
 import { freePort } from '../helpers/net.js';
 import { startTestRelay, tempDir } from '../helpers/relay.js';
+import { makeTestCa } from '../helpers/testca.js';
 
 /** Can a user other than the owner read this file and reach it through every directory above? */
 function othersMayRun(file: string): boolean {
@@ -275,6 +276,20 @@ ptr = "mail.test.example"
     writeFileSync(path.join(home, 'geo', 'country-ipv6.csv'), '');
     writeFileSync(file, readFileSync(file, 'utf8').replace('asn_db = "geo"', 'asn_db = "geo/GeoLite2-ASN.mmdb"'));
     writeFileSync(path.join(home, 'geo', 'GeoLite2-ASN.mmdb'), '');
+    expect(await cli(file, ['config', 'check'])).toMatchObject({ code: 0, out: expect.stringMatching(/^OK: /), err: '' });
+  });
+
+  it('checks [delivery] tls_ca_file, relative to the config file, for a readable file of certificates', async () => {
+    const { file, home } = conf();
+    writeFileSync(file, readFileSync(file, 'utf8').replace(/^\[delivery\]$/m, '[delivery]\ntls_ca_file = "ca.pem"'));
+    expect(readFileSync(file, 'utf8')).toContain('tls_ca_file = "ca.pem"');
+    const fix = 'set delivery.tls_ca_file to a PEM file of CA certificates ("-----BEGIN CERTIFICATE-----"), readable by the relay, or "" for Node\'s CAs only';
+    const missing = `delivery.tls_ca_file = "${home}/ca.pem": no such file; ${fix}`;
+    expect(await cli(file, ['config', 'check'])).toEqual({ code: 1, out: `${missing}\n`, err: `postern: 1 problem in ${file}\n` });
+    expect(await cli(file, ['serve'])).toEqual({ code: 1, out: '', err: `postern: ${missing}\n` });
+    writeFileSync(path.join(home, 'ca.pem'), 'not a certificate\n');
+    expect(await cli(file, ['config', 'check'])).toEqual({ code: 1, out: `delivery.tls_ca_file = "${home}/ca.pem": holds no certificate (no "-----BEGIN CERTIFICATE-----" block); ${fix}\n`, err: `postern: 1 problem in ${file}\n` });
+    writeFileSync(path.join(home, 'ca.pem'), readFileSync(makeTestCa(tempDir('postern-ca-file-')).caFile));
     expect(await cli(file, ['config', 'check'])).toMatchObject({ code: 0, out: expect.stringMatching(/^OK: /), err: '' });
   });
 

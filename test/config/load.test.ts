@@ -70,7 +70,7 @@ describe('[auth] with the Dovecot backend', () => {
     expect(parse({ ...dovecot, template: { networks: ['10.0.0.0/8'] } })).toThrow('auth.template: auth.provision = "template" cannot make a user: the template has no senders');
     expect(parse({ ...dovecot, template: { senders: ['{user}'] } })).toThrow('cannot make a user: the template has no networks, countries or asns');
     expect(parse({ ...dovecot, template: { senders: ['{name}@example.com'], asns: [3320] } })).toThrow('sender "{name}@example.com" names {name}: use {user}, {localpart} or {domain}');
-    expect(parse({ ...dovecot, template: { senders: ['{localpart}@example.com'], countries: ['de'] } })().auth.template).toMatchObject({ senders: ['{localpart}@example.com'], countries: ['de'] });
+    expect(parse({ ...dovecot, template: { senders: ['{localpart}@example.com'], countries: ['de'] } })().auth.template).toMatchObject({ senders: ['{localpart}@example.com'], countries: ['DE'] });
   });
 
   it('takes only ISO 3166-1 country codes in the template, as the CLI does', () => {
@@ -78,6 +78,10 @@ describe('[auth] with the Dovecot backend', () => {
     expect(parse({ ...dovecot, template: { senders: ['{user}'], countries: ['DE', 'XX'] } })).toThrow('"XX" is not a country: use a two-letter ISO 3166-1 code such as DE, AT or PT');
     expect(parse({ ...dovecot, template: { senders: ['{user}'], countries: ['uk'] } })).toThrow('"uk" is not a country: the ISO 3166-1 code of the United Kingdom is GB');
     expect(parse({ ...dovecot, template: { senders: ['{user}'], countries: ['Germany'] } })).toThrow('"Germany" is not a country');
+    expect(parse({ ...dovecot, template: { senders: ['{user}'], countries: ['DD'] } })).toThrow('"DD" is not a country: DD is a retired code: use DE (Germany)');
+    expect(parse({ ...dovecot, template: { senders: ['{user}'], countries: ['XA'] } })).toThrow('"XA" is not a country: XA (Pseudo-Accents) is not a country');
+    // Kept as bindings keep them: trimmed, upper case.
+    expect(parse({ ...dovecot, template: { senders: ['{user}'], countries: [' de ', 'XK'] } })().auth.template.countries).toEqual(['DE', 'XK']);
   });
 });
 

@@ -24,15 +24,16 @@ let taSink: Sink;
 let policyServer: https.Server | undefined;
 
 const tlsa = (owner: string, hex: string) => `_25._tcp.${owner} 300 IN TLSA 3 1 1 ${hex}`;
-/** The DANE-EE digest of mx.tls.example's key (set in beforeAll). */
+/** The DANE-EE digest of mx.tls.example's key, and one of no key (set in beforeAll). */
 let spki = '';
+let wrong = '';
 
 beforeAll(async () => {
   if (!dnssecToolsAvailable()) return;
   const ca = makeTestCa(tempDir('postern-dane-'));
   const cert = ca.issue(['mx.tls.example']);
   spki = createHash('sha256').update(new X509Certificate(cert.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
-  const wrong = createHash('sha256').update('another key').digest('hex');
+  wrong = createHash('sha256').update('another key').digest('hex');
   // 127.0.0.4 presents its chain (leaf and the test CA): a DANE-TA(2) record names the CA.
   const caPem = readFileSync(ca.caFile, 'utf8');
   const taLeaf = ca.issue(['mx.dane-ta.example']);
@@ -45,7 +46,7 @@ beforeAll(async () => {
   // TLSA records are as secure (or not) as the zone.
   const zone = (origin: string, address: string, extra: string[] = []) => [`${origin}. 300 IN MX 10 mx.${origin}.`, `mx.${origin}. 300 IN A ${address}`, ...extra];
   dns = await startSignedDns([
-    { origin: 'dane-ok.example', signed: true, records: zone('dane-ok.example', '127.0.0.3', [tlsa('mx.dane-ok.example.', spki)]) },
+    { origin: 'dane-ok.example', signed: true, records: zone('dane-ok.example', '127.0.0.3', [tlsa('mx.dane-ok.example.', spki), tlsa('mx.dane-ok.example.', wrong)]) },
     { origin: 'dane-wrong.example', signed: true, records: zone('dane-wrong.example', '127.0.0.3', [tlsa('mx.dane-wrong.example.', wrong)]) },
     { origin: 'dane-bogus.example', signed: true, bogus: true, records: zone('dane-bogus.example', '127.0.0.3', [tlsa('mx.dane-bogus.example.', spki)]) },
     { origin: 'dane-ta.example', signed: true, records: zone('dane-ta.example', '127.0.0.4', [`_25._tcp.mx.dane-ta.example. 300 IN TLSA 2 0 1 ${caHash}`]) },
@@ -92,11 +93,12 @@ describe.skipIf(!dnssecToolsAvailable())('DANE in delivery', () => {
     await h.drain();
     expect(got(tlsSink, 'bob@dane-ok.example')).toBe(1);
     expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ mx: 'mx.dane-ok.example', tls_policy: 'dane', tls_verified: true, tls_version: expect.stringMatching(/^TLSv1\.[23]$/) });
-    // The TLS report's session: policy tlsa, its policy-string the TLSA record in presentation
-    // form (RFC 8460 4.4).
+    // The TLS report's session: policy tlsa, its policy-string the TLSA records in presentation
+    // form (RFC 8460 4.4), sorted whatever order DNS gave them in.
     const day = new Date(h.clock.now()).toISOString().slice(0, 10);
+    const records = [`3 1 1 ${spki.toUpperCase()}`, `3 1 1 ${wrong.toUpperCase()}`].sort().join('\n');
     expect((await h.store.tlsReports.entries(day)).filter((e) => e.policyDomain === 'dane-ok.example')).toEqual([
-      expect.objectContaining({ policyType: 'tlsa', policyString: `3 1 1 ${spki.toUpperCase()}`, mxHost: 'mx.dane-ok.example', result: 'success', count: 1 }),
+      expect.objectContaining({ policyType: 'tlsa', policyString: records, mxHost: 'mx.dane-ok.example', result: 'success', count: 1 }),
     ]);
   });
 
