@@ -181,6 +181,40 @@ describe('MTA-STS in delivery', () => {
     expect(await h.store.mtaSts.get('good.example')).toMatchObject({ id: '1', maxAge: 172_800, fetchedAt: before.fetchedAt + 13 * 3_600_000 });
   });
 
+  it('after a failed background refresh waits 5 minutes before the next, but fetches at once when the cached policy has expired', async () => {
+    const asked = () => served.filter((host) => host === 'mta-sts.testing.example').length;
+    const cached = (await h.store.mtaSts.get('testing.example'))!;
+    // Past half its max_age (the test above moved the clock 13 h), and its host now fails.
+    expect(h.clock.now()).toBeGreaterThan(cached.fetchedAt + cached.maxAge * 500);
+    policies.delete('testing.example');
+    const before = asked();
+    const errors = () => h.logs.events('mta_sts.error').filter((e) => e.domain === 'testing.example');
+    let total = h.logs.events('mta_sts.error').length;
+    await h.submit({ from: 'alice@sender.example', to: ['r1@testing.example'] });
+    await h.drain();
+    // The refresh runs in the background: its failure is logged after the delivery.
+    await h.logs.logged('mta_sts.error', ++total);
+    expect(asked()).toBe(before + 1);
+    expect(errors().at(-1)).toMatchObject({ cached: '1', retry_at: new Date(h.clock.now() + 300_000).toISOString() });
+    // Within the 5 minutes: the cached policy applies, no refresh is tried.
+    await h.submit({ from: 'alice@sender.example', to: ['r2@testing.example'] });
+    await h.drain();
+    expect(asked()).toBe(before + 1);
+    // 2 minutes before it expires: refreshed again (and it fails again).
+    h.clock.set(cached.expiresAt - 120_000);
+    await h.submit({ from: 'alice@sender.example', to: ['r3@testing.example'] });
+    await h.drain();
+    await h.logs.logged('mta_sts.error', ++total);
+    expect(asked()).toBe(before + 2);
+    // Expired, 3 minutes after that failure: nothing cached any more, so fetched now.
+    h.clock.set(cached.expiresAt + 60_000);
+    const id = await h.submit({ from: 'alice@sender.example', to: ['r4@testing.example'] });
+    await h.drain();
+    expect(asked()).toBe(before + 3);
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ tls_policy: 'opportunistic' });
+    expect(errors().at(-1)).toMatchObject({ cached: null });
+  });
+
   it('after a failed fetch asks the policy host again only 5 minutes later, or at once for a new TXT id (RFC 8461 3.3)', async () => {
     const asked = () => served.filter((host) => host === 'mta-sts.broken.example').length;
     const first = await h.submit({ from: 'alice@sender.example', to: ['a@broken.example'] });
