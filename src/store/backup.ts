@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, linkSync, openSync, realpathSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { SCHEMA_VERSION } from './sql.js';
+import { syncDir } from './wal-sync.js';
 
 /** Why a backup was not written; the CLI words each one (it knows the option names). */
 export type BackupRefusal =
@@ -120,6 +121,7 @@ export async function backupSqlite(dataDir: string, dest: string, opts: { overwr
       closeSync(fd);
     }
     place(tmp, dest, opts.overwrite);
+    // The rename itself reaches the disk only with its directory.
     syncDir(dir);
     return { file: dest, bytes: statSync(dest).size, schemaVersion };
   } finally {
@@ -162,15 +164,3 @@ function place(tmp: string, dest: string, overwrite: boolean): void {
   }
 }
 
-/** The rename itself reaches the disk only with its directory. */
-function syncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } catch (e) {
-    // Some file systems refuse fsync on a directory; the file's own data is already synced.
-    if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
-  } finally {
-    closeSync(fd);
-  }
-}

@@ -91,7 +91,7 @@ export class WalSync {
       }
       if (this.fd !== null && this.dirPending && !this.failure) {
         try {
-          syncDirectorySync(path.dirname(this.file));
+          syncDir(path.dirname(this.file));
           this.dirPending = false;
         } catch {
           // Opening or syncing the directory at close: the log's data is synced; its name was
@@ -213,7 +213,12 @@ function syncDirectory(dir: string, fsyncFn: Fsync, cb: (e: NodeJS.ErrnoExceptio
   });
 }
 
-function syncDirectorySync(dir: string): void {
+/**
+ * fsyncs a directory, synchronously: a file created or renamed in it keeps its name after a
+ * power cut. Some file systems refuse fsync on a directory (EINVAL): the file's own data is
+ * synced, and there is nothing more to ask of them. (backup.ts uses it after its rename.)
+ */
+export function syncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
     fsyncSync(fd);
