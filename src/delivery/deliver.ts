@@ -108,10 +108,10 @@ export class Deliverer {
 
       const byDomain = new Map<string, RecipientState[]>();
       for (const r of pending) byDomain.set(domainOf(r.address), [...(byDomain.get(domainOf(r.address)) ?? []), r]);
-      // RFC 8460 5.3: a TLS report goes out even where the TLS it reports on fails (no policy
-      // applies to it) and is not itself counted. Only Postern's own (no principal) count as one.
+      // RFC 8460 3, 5.3: a TLS report goes out even where the TLS it reports on fails, and is
+      // not itself counted. Only Postern's own (no principal) count as one.
       const report = isTlsReport(job.principal, body);
-      const outcomes = (await Promise.all([...byDomain].map(([domain, rcpts]) => this.deliverDomain(job, domain, rcpts, signed.raw, report)))).flat();
+      const outcomes = (await Promise.all([...byDomain].map(([domain, rcpts]) => (report ? this.deliverReport(job, domain, rcpts, signed.raw) : this.deliverDomain(job, domain, rcpts, signed.raw))))).flat();
       if (await this.record(job, outcomes)) {
         this.d.log.info({ event: 'delivery.done', queue_id: id });
         return;
@@ -120,7 +120,26 @@ export class Deliverer {
     await this.finish(job.id, body.subarray(0, headerEnd(body)));
   }
 
-  private async deliverDomain(job: DeliveryJob, domain: string, rcpts: RecipientState[], raw: Buffer, tlsReport = false): Promise<Outcome[]> {
+  /**
+   * A TLS report: under the domain's MTA-STS or DANE policy first, as any message (a report
+   * says which of the domain's hosts failed, and whose), and, for the recipients that policy
+   * refused, at once again without it (RFC 8460 3: delivered despite any TLS-related
+   * failure, in the clear if it must be). Its sessions are counted in no report.
+   */
+  private async deliverReport(job: DeliveryJob, domain: string, rcpts: RecipientState[], raw: Buffer): Promise<Outcome[]> {
+    const first = await this.deliverDomain(job, domain, rcpts, raw, { policies: true, counted: false });
+    const refused = first.filter((o) => o.status === 'deferred' && (o.category === 'mta-sts' || o.category === 'dane'));
+    if (!refused.length) return first;
+    this.d.log.info({ event: 'delivery.tls_report_fallback', queue_id: job.id, domain, policy: refused[0]!.tlsPolicy, reason: refused[0]!.text });
+    const again = await this.deliverDomain(job, domain, refused.map((o) => o.rcpt), raw, { policies: false, counted: false });
+    return [...first.filter((o) => !refused.includes(o)), ...again];
+  }
+
+  /**
+   * The recipients of one domain, in one session where it goes: `policies` false skips DANE and
+   * MTA-STS (a TLS report's second try), `counted` false keeps the sessions out of TLS reports.
+   */
+  private async deliverDomain(job: DeliveryJob, domain: string, rcpts: RecipientState[], raw: Buffer, o: { policies: boolean; counted: boolean } = { policies: true, counted: true }): Promise<Outcome[]> {
     const all = (status: Outcome['status'], code: string, text: string, extra: Partial<Outcome> = {}): Outcome[] =>
       rcpts.map((rcpt) => ({ rcpt, status, code, text, remote: false, mx: null, tls: null, tlsPolicy: 'none', category: 'routing', ...extra }));
 
@@ -137,7 +156,7 @@ export class Deliverer {
     let hosts = route.hosts;
     let sts: StsPolicy | null = null;
     let daneHosts: Map<string, DaneHost> | null = null;
-    if (this.d.dane && !this.d.smarthost && !tlsReport && (manual === 'dane' || (!manual && this.d.daneDefault === true))) {
+    if (this.d.dane && !this.d.smarthost && o.policies && (manual === 'dane' || (!manual && this.d.daneDefault === true))) {
       const implicit = route.hosts.length === 1 && route.hosts[0]!.name === domain;
       const secure = await this.d.dane.domain(domain, implicit);
       if (secure === 'bogus') {
@@ -153,13 +172,13 @@ export class Deliverer {
     // DANE only for its hosts: the domain's MTA-STS policy still governs every other MX host
     // (a backup MX in an unsigned zone is no way around an enforce policy).
     const hasDane = (name: string) => (daneHosts?.get(name)?.kind ?? 'none') !== 'none';
-    if (this.d.mtaSts && !this.d.smarthost && !tlsReport && !route.hosts.every((h) => hasDane(h.name)) && (manual === 'mta-sts' || manual === 'dane' || (!manual && this.d.mtaStsDefault !== false))) {
+    if (this.d.mtaSts && !this.d.smarthost && o.policies && !route.hosts.every((h) => hasDane(h.name)) && (manual === 'mta-sts' || manual === 'dane' || (!manual && this.d.mtaStsDefault !== false))) {
       const found = await this.d.mtaSts.policy(domain);
       if (found.policy && found.policy.mode !== 'none') sts = found.policy;
-      if (!found.policy && found.error) this.report(domain, null, null, null, 'sts-policy-fetch-error');
+      if (!found.policy && found.error && o.counted) this.report(domain, null, null, null, 'sts-policy-fetch-error');
     }
     // dane: the host's TLSA records ([] when none could be had), for the report's policy-string.
-    const report = (mx: string | null, address: string | null, result: string, dane?: Tlsa[]) => (tlsReport ? undefined : this.report(domain, dane ? { tlsa: dane } : sts, mx, address, result));
+    const report = (mx: string | null, address: string | null, result: string, dane?: Tlsa[]) => (o.counted ? this.report(domain, dane ? { tlsa: dane } : sts, mx, address, result) : undefined);
     if (sts?.mode === 'enforce') {
       // RFC 8461 5: only the policy's MX hosts, with TLS and a certificate valid for the MX
       // name; never plaintext, never another host.

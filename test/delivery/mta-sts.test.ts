@@ -160,6 +160,27 @@ describe('MTA-STS in delivery', () => {
     expect(await h.store.mtaSts.get('cached.example')).toMatchObject({ id: '1', mode: 'enforce', mx: ['mx.tls.example'], maxAge: 86_400 });
   });
 
+  it('delivers a TLS report under the policy where it can, and where the policy refuses it, at once again without it (RFC 8460 3)', async () => {
+    const report = { 'TLS-Report-Domain': 'sender.example', 'TLS-Report-Submitter': 'relay.test.example' };
+    const counted = async () => (await h.store.tlsReports.entries(new Date(h.clock.now()).toISOString().slice(0, 10))).reduce((n, e) => n + e.count, 0);
+    const before = await counted();
+    // good.example: enforce, and its MX has a valid certificate: under the policy.
+    const ok = await h.submit({ from: '', to: ['tlsrpt@good.example'], headers: report });
+    // no-starttls.example: enforce, and its MX has no STARTTLS: refused, then sent in the clear.
+    const plainId = await h.submit({ from: '', to: ['tlsrpt@no-starttls.example'], headers: report });
+    await h.drain();
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === ok)).toMatchObject({ tls_policy: 'mta-sts', tls_verified: true });
+    expect(h.logs.events('delivery.tls_report_fallback').filter((e) => e.queue_id === ok)).toEqual([]);
+    expect(h.logs.events('delivery.tls_report_fallback').filter((e) => e.queue_id === plainId)).toEqual([
+      expect.objectContaining({ domain: 'no-starttls.example', policy: 'mta-sts', reason: expect.stringMatching(/^MTA-STS policy of no-starttls\.example \(enforce\) requires TLS/) }),
+    ]);
+    expect(deliveredTo(plain, 'tlsrpt@no-starttls.example')).toBe(1);
+    expect(h.logs.events('delivery.ok').find((e) => e.queue_id === plainId)).toMatchObject({ tls_policy: 'opportunistic', tls_version: null });
+    expect(await h.store.queue.get(plainId)).toBeUndefined();
+    // Neither counted in a report.
+    expect(await counted()).toBe(before);
+  });
+
   it('delivers to a domain without a policy as today: opportunistic TLS, no policy fetched', async () => {
     const fetched = served.length;
     const id = await h.submit({ from: 'alice@sender.example', to: ['bob@nopolicy.example'] });
@@ -176,8 +197,11 @@ describe('MTA-STS in delivery', () => {
     const id = await h.submit({ from: 'alice@sender.example', to: ['dave@good.example'] });
     await h.drain();
     expect(h.logs.events('delivery.ok').find((e) => e.queue_id === id)).toMatchObject({ tls_policy: 'mta-sts' });
-    await h.logs.logged('mta_sts.fetched', fetched + 1);
-    expect(h.logs.events('mta_sts.fetched').at(-1)).toMatchObject({ domain: 'good.example', id: '1', max_age: 172_800, refresh: true });
+    // The drain also retried the messages deferred above, whose domains' policies are refreshed
+    // too, in any order: wait for good.example's.
+    const refreshed = () => h.logs.events('mta_sts.fetched').slice(fetched).find((e) => e.domain === 'good.example');
+    while (!refreshed()) await h.logs.logged('mta_sts.fetched', h.logs.events('mta_sts.fetched').length + 1);
+    expect(refreshed()).toMatchObject({ domain: 'good.example', id: '1', max_age: 172_800, refresh: true });
     expect(await h.store.mtaSts.get('good.example')).toMatchObject({ id: '1', maxAge: 172_800, fetchedAt: before.fetchedAt + 13 * 3_600_000 });
   });
 
