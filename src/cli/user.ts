@@ -1,7 +1,9 @@
 import { parseArgs } from 'node:util';
 import type { Config } from '../config/schema.js';
 import { USERNAME_RE } from '../domain/names.js';
-import type { User } from '../domain/types.js';
+import type { PrincipalRef, User } from '../domain/types.js';
+import type { AppPassword } from '../store/app-passwords.js';
+import type { Binding } from '../store/bindings.js';
 import { generatePassword, hashPassword, NO_PASSWORD, passwordProblem } from '../identity/passwords.js';
 import { canonicalAddress } from '../policy/bindings.js';
 import { loginDetailParts } from '../policy/places.js';
@@ -93,9 +95,29 @@ async function mustFind(ctx: Ctx, name: string): Promise<User> {
   return u;
 }
 
-async function describe(ctx: Ctx, u: User, now: number) {
+/** What `user list` fetched for every user at once (four queries, not four per user). */
+interface Prefetched {
+  bindings: Map<number, Binding[]>;
+  apps: Map<number, AppPassword[]>;
+  compromised: Map<number, number>;
+  openIncidents: Map<PrincipalRef, number>;
+}
+
+async function prefetch(ctx: Ctx, users: User[], now: number): Promise<Prefetched> {
   const st = await ctx.store();
-  const bindings = await st.bindings.list('user', u.id, now);
+  const ids = users.map((u) => u.id);
+  const [bindings, apps, compromised, open] = await Promise.all([
+    st.bindings.listMany('user', ids, now),
+    st.appPasswords.listMany(ids),
+    st.credentials.countCompromisedMany(ids),
+    st.incidents.countOpenMany(users.map((u) => u.principalRef)),
+  ]);
+  return { bindings, apps, compromised, openIncidents: open };
+}
+
+async function describe(ctx: Ctx, u: User, now: number, pre?: Prefetched) {
+  const st = await ctx.store();
+  const bindings = pre?.bindings.get(u.id) ?? (await st.bindings.list('user', u.id, now));
   const show = (kind: string) =>
     bindings.filter((b) => b.kind === kind).map((b) => (b.expiresAt ? `${b.value} (until ${iso(b.expiresAt)})` : b.value));
   const senders = bindings.filter((b) => b.kind === 'sender').map((b) => b.value);
@@ -109,11 +131,11 @@ async function describe(ctx: Ctx, u: User, now: number) {
     countries: show('country'),
     asns: show('asn'),
     senders: show('sender'),
-    app_passwords: (await st.appPasswords.list(u.id)).map((a) => a.label),
+    app_passwords: (pre?.apps.get(u.id) ?? (await st.appPasswords.list(u.id))).map((a) => a.label),
     // "directory": Dovecot checks it; "none": an imported user the admin has not given one yet.
     password: ctx.config().auth.backend === 'dovecot' ? 'directory' : u.passwordHash === NO_PASSWORD ? 'none' : 'set',
-    compromised_passwords: await st.credentials.countCompromised(u.id, u.username),
-    open_incidents: (await st.incidents.list({ principal: u.principalRef, open: true })).length,
+    compromised_passwords: pre ? (pre.compromised.get(u.id) ?? 0) : await st.credentials.countCompromised(u.id, u.username),
+    open_incidents: pre ? (pre.openIncidents.get(u.principalRef) ?? 0) : (await st.incidents.list({ principal: u.principalRef, open: true })).length,
     created: iso(u.createdAt),
     updated: iso(u.updatedAt),
   };
@@ -363,7 +385,8 @@ export async function userCommand(ctx: Ctx, argv: string[]): Promise<number> {
     case 'list': {
       const st = await ctx.store();
       const users = await st.users.list();
-      const described = await Promise.all(users.map((u) => describe(ctx, u, now)));
+      const pre = await prefetch(ctx, users, now);
+      const described = await Promise.all(users.map((u) => describe(ctx, u, now, pre)));
       if (values.json) printJson(ctx.io, described);
       else if (!users.length) ctx.io.stdout('no users (add one: postern user add NAME --sender ADDR --network CIDR)\n');
       else

@@ -72,6 +72,16 @@ export class AppPasswordRepo {
     this.list = cache ? cache.table(list) : list;
   }
 
+  /** The app passwords of several users at once (as list gives them), an entry for each id: one query, for `user list`. */
+  listMany(userIds: number[]): Map<number, AppPassword[]> {
+    const out = new Map<number, AppPassword[]>(userIds.map((id) => [id, []]));
+    const rows = this.db
+      .prepare<[string], AppPasswordRow>('SELECT * FROM app_passwords WHERE user_id IN (SELECT value FROM json_each(?)) ORDER BY user_id, created_at, id')
+      .all(JSON.stringify(userIds));
+    for (const r of rows) out.get(r.user_id)?.push(toAppPassword(r));
+    return out;
+  }
+
   add(userId: number, label: string, publicId: string, passwordHash: string, now: number): AppPassword {
     try {
       const r = this.db

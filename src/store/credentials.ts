@@ -33,6 +33,19 @@ export class CredentialRepo {
     return this.db.prepare<[number, string], { n: number }>('SELECT COUNT(*) AS n FROM compromised_passwords WHERE user_id = ? OR account = ?').get(userId, account)!.n;
   }
 
+  /** countCompromised for several users at once (each with its own name as the account), an entry for each id: one query, for `user list`. */
+  countCompromisedMany(userIds: number[]): Map<number, number> {
+    const out = new Map<number, number>(userIds.map((id) => [id, 0]));
+    const rows = this.db
+      .prepare<[string], { id: number; n: number }>(
+        `SELECT u.id, (SELECT COUNT(*) FROM compromised_passwords c WHERE c.user_id = u.id OR c.account = u.username) AS n
+         FROM users u WHERE u.id IN (SELECT value FROM json_each(?))`,
+      )
+      .all(JSON.stringify(userIds));
+    for (const r of rows) out.set(r.id, r.n);
+    return out;
+  }
+
   /** Forgets them (a false alarm, or the admin knows the password was changed): how many there were. */
   forgetCompromised(userId: number, account: string): number {
     return this.db.prepare('DELETE FROM compromised_passwords WHERE user_id = ? OR account = ?').run(userId, account).changes;

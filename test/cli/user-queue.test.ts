@@ -65,6 +65,29 @@ describe('postern user', () => {
     expect((await cli(cfg, ['user', 'add', 'a b'])).err).toBe('postern: invalid user name "a b": use letters, digits and . _ @ + - (at most 64)\n');
   });
 
+  it('lists every user as user show describes each (fetched for all users at once)', async () => {
+    for (const name of ['alice', 'bob', 'carol']) await cli(cfg, ['user', 'add', name, ...BIND]);
+    expect(await cli(cfg, ['user', 'allow', 'bob', '--network', '198.51.100.0/24'])).toMatchObject({ code: 0 });
+    const st = openStore(path.join(path.dirname(cfg), 'data'));
+    try {
+      const [alice, bob] = [(await st.users.find('alice'))!, (await st.users.find('bob'))!];
+      await st.appPasswords.add(alice.id, 'phone', 'pub-phone', 'hash', 1);
+      await st.appPasswords.add(alice.id, 'laptop', 'pub-laptop', 'hash', 2);
+      await st.credentials.markCompromised('fp-1', 'BOB', null, 1);
+      await st.incidents.record({ principalKind: 'user', principalId: bob.id, principalName: 'bob', principalRef: bob.principalRef, kind: 'manual' }, 1, null);
+    } finally {
+      st.close();
+    }
+    const list = JSON.parse((await cli(cfg, ['user', 'list', '--json'])).out) as Array<Record<string, unknown>>;
+    const shown = await Promise.all(['alice', 'bob', 'carol'].map(async (n) => JSON.parse((await cli(cfg, ['user', 'show', n, '--json'])).out) as Record<string, unknown>));
+    expect(list).toEqual(shown);
+    expect(list.map((u) => [u.name, u.app_passwords, u.compromised_passwords, u.open_incidents, (u.networks as string[]).length])).toEqual([
+      ['alice', ['phone', 'laptop'], 0, 0, 1],
+      ['bob', [], 1, 1, 2],
+      ['carol', [], 0, 0, 1],
+    ]);
+  });
+
   it('lists, shows, changes the password of and deletes users', async () => {
     await cli(cfg, ['user', 'add', 'alice', ...BIND]);
     await cli(cfg, ['user', 'add', 'bob', ...BIND]);

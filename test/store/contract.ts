@@ -597,6 +597,20 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(await s.credentials.isCompromised('fp-1')).toBe(false);
       });
 
+      it('countCompromisedMany counts for several users in one call as countCompromised does with each name', async () => {
+        const a = await addUser('alice');
+        const b = await addUser('Bob');
+        const c = await addUser('carol');
+        await s.credentials.markCompromised('fp-1', 'alice', a.id, T);
+        await s.credentials.markCompromised('fp-2', 'alice@example.com', a.id, T);
+        // By the account's name alone, in another case (a user deleted and added again).
+        await s.credentials.markCompromised('fp-3', 'BOB', null, T);
+        const many = await s.credentials.countCompromisedMany([a.id, b.id, c.id]);
+        expect([...many]).toEqual([[a.id, 2], [b.id, 1], [c.id, 0]]);
+        for (const u of [a, b, c]) expect(many.get(u.id)).toBe(await s.credentials.countCompromised(u.id, u.name));
+        expect(await s.credentials.countCompromisedMany([])).toEqual(new Map());
+      });
+
       it('commits a fingerprint with the suspension of its transaction, or neither', async () => {
         const a = await addUser('alice');
         await expect(
@@ -707,6 +721,20 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         expect(clash).toBeInstanceOf(Error);
         expect(clash).not.toBeInstanceOf(AppPasswordExistsError);
         expect(await s.appPasswords.list(b.id)).toEqual([q]);
+      });
+
+      it('listMany gives several users\' app passwords in one call, each as list gives them', async () => {
+        const a = await addUser('alice');
+        const b = await addUser('bob');
+        const c = await addUser('carol');
+        await addPhone(a.id, 'laptop', T + 10);
+        await addPhone(a.id, 'phone', T + 5);
+        await addPhone(b.id, 'phone', T);
+        const many = await s.appPasswords.listMany([a.id, b.id, c.id]);
+        expect([...many.keys()]).toEqual([a.id, b.id, c.id]);
+        for (const u of [a, b, c]) expect(many.get(u.id)).toEqual(await s.appPasswords.list(u.id));
+        expect(many.get(a.id)!.map((p) => p.label)).toEqual(['phone', 'laptop']);
+        expect(await s.appPasswords.listMany([])).toEqual(new Map());
       });
 
       it("list gives one user's app passwords, oldest first", async () => {
@@ -856,6 +884,21 @@ export function storeContract(engine: string, open: () => Promise<OpenedStore>):
         principalRef: principalOf(p),
         kind,
         clientIp: '203.0.113.9',
+      });
+
+      it('counts the open incidents of several principals in one call, as list gives them one by one', async () => {
+        const a = await addUser('alice');
+        const b = await addUser('bob');
+        const c = await addUser('carol');
+        const first = await s.incidents.record(report(a, 'foreign-network'), T, null);
+        await s.incidents.record(report(a, 'foreign-sender'), T + 1, null);
+        await s.incidents.record(report(b), T, null);
+        expect(await s.incidents.resolve(first.incident!.id, { actor: 'helpdesk', reason: null, now: T + 2 })).toBe('resolved');
+        const refs = [a, b, c].map(principalOf);
+        const many = await s.incidents.countOpenMany(refs);
+        expect([...many]).toEqual([[refs[0], 1], [refs[1], 1], [refs[2], 0]]);
+        for (const p of [a, b, c]) expect(many.get(principalOf(p))).toBe((await s.incidents.list({ principal: principalOf(p), open: true })).length);
+        expect(await s.incidents.countOpenMany([])).toEqual(new Map());
       });
 
       it('records an incident with every field and reads it back by id', async () => {

@@ -32,6 +32,14 @@ export class PgAppPasswordRepo implements AppPasswordStore {
     dropsCache(this, cache, ['add', 'revoke', 'revokeAll']);
   }
 
+  async listMany(userIds: number[]): Promise<Map<number, AppPassword[]>> {
+    const out = new Map<number, AppPassword[]>(userIds.map((id) => [id, []]));
+    if (!userIds.length) return out;
+    const rows = await this.db.q<AppPasswordRow>('SELECT * FROM app_passwords WHERE user_id = ANY($1::bigint[]) ORDER BY user_id, created_at, id', [userIds]);
+    for (const r of rows) out.get(r.user_id)?.push(toAppPassword(r));
+    return out;
+  }
+
   async add(userId: number, label: string, publicId: string, passwordHash: string, now: number): Promise<AppPassword> {
     try {
       const r = await this.db.one<AppPasswordRow>(

@@ -22,6 +22,18 @@ export class PgCredentialRepo implements CredentialStore {
     return Number((await this.db.one<{ n: string }>('SELECT COUNT(*) AS n FROM compromised_passwords WHERE user_id = $1 OR lower(account) = lower($2)', [userId, account]))!.n);
   }
 
+  async countCompromisedMany(userIds: number[]): Promise<Map<number, number>> {
+    const out = new Map<number, number>(userIds.map((id) => [id, 0]));
+    if (!userIds.length) return out;
+    const rows = await this.db.q<{ id: number; n: number }>(
+      `SELECT u.id, (SELECT COUNT(*) FROM compromised_passwords c WHERE c.user_id = u.id OR lower(c.account) = lower(u.username)) AS n
+       FROM users u WHERE u.id = ANY($1::bigint[])`,
+      [userIds],
+    );
+    for (const r of rows) out.set(r.id, Number(r.n));
+    return out;
+  }
+
   async forgetCompromised(userId: number, account: string): Promise<number> {
     return this.db.run('DELETE FROM compromised_passwords WHERE user_id = $1 OR lower(account) = lower($2)', [userId, account]);
   }

@@ -59,6 +59,17 @@ export class PgIncidentRepo implements IncidentStore {
   }
 
   /** An unresolved incident of the principal; with `of`, one of that kind opened since then. */
+  async countOpenMany(principals: PrincipalRef[]): Promise<Map<PrincipalRef, number>> {
+    const out = new Map<PrincipalRef, number>(principals.map((p) => [p, 0]));
+    if (!principals.length) return out;
+    const rows = await this.db.q<{ p: PrincipalRef; n: number }>(
+      'SELECT principal_ref AS p, COUNT(*) AS n FROM incidents WHERE resolved_at IS NULL AND principal_ref = ANY($1::bigint[]) GROUP BY principal_ref',
+      [principals],
+    );
+    for (const r of rows) out.set(r.p, Number(r.n));
+    return out;
+  }
+
   async hasOpen(principal: PrincipalRef, of?: { kind: IncidentKind; since: number }): Promise<boolean> {
     const r = await this.db.one(
       `SELECT 1 FROM incidents WHERE principal_ref = $1 AND resolved_at IS NULL AND ($2::text IS NULL OR kind = $2) AND created_at >= $3 LIMIT 1`,
