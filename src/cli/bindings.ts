@@ -1,5 +1,5 @@
 import { canonicalNetwork, canonicalSenderBinding, senderAllowed } from '../policy/bindings.js';
-import { countryName, countryProblem } from '../domain/countries.js';
+import { countryProblem } from '../domain/countries.js';
 import { CliError } from './io.js';
 
 /** Validates and canonicalises CLI input for bindings; errors say what was wrong and how to fix it. */
@@ -51,8 +51,6 @@ export function countriesArg(values: string[]): string[] {
     return v.trim().toUpperCase();
   });
 }
-
-export { countryName };
 
 /** Autonomous system numbers as stored (decimal strings): "3320" or "AS3320". */
 export function asnsArg(values: string[]): string[] {

@@ -52,6 +52,11 @@ function readTlsFile(key: 'tls.cert' | 'tls.key', file: string, out: Problem[]):
     key === 'tls.cert'
       ? 'set tls.cert to a PEM file or leave both empty for a self-signed certificate'
       : "set tls.key to the certificate's private key (PEM) or leave both empty for a self-signed certificate";
+  return readConfigFile(key, file, out, fixMissing);
+}
+
+/** A file a key names, read; or why not pushed to `out` as that key's problem (`fixMissing`: what to set instead). */
+function readConfigFile(key: string, file: string, out: Problem[], fixMissing: string): Buffer | null {
   try {
     return readFileSync(file);
   } catch (e) {
@@ -213,14 +218,9 @@ export function startupProblems(cfg: Config): Problem[] {
 export function caFileProblems(file: string): Problem[] {
   if (!file) return [];
   const fix = 'set delivery.tls_ca_file to a PEM file of CA certificates ("-----BEGIN CERTIFICATE-----"), readable by the relay, or "" for Node\'s CAs only';
-  let pem: string;
-  try {
-    pem = readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = errno(e);
-    const what = code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? `not readable by ${who()}` : code === 'EISDIR' ? 'is a directory, not a file' : `cannot be read (${(e as Error).message})`;
-    return [problem('delivery.tls_ca_file', file, what, fix)];
-  }
+  const out: Problem[] = [];
+  const pem = readConfigFile('delivery.tls_ca_file', file, out, fix)?.toString('utf8');
+  if (pem === undefined) return out;
   const first = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(pem)?.[0];
   try {
     if (!first) throw new Error('no "-----BEGIN CERTIFICATE-----" block');

@@ -166,16 +166,18 @@ export class MtaSts {
       this.failed.delete(domain);
       return { policy, cached: false };
     } catch (e) {
-      const error = `MTA-STS policy of ${domain} could not be fetched: ${(e as Error).message}`;
-      const retry = this.fetchFailed(domain, txt.id, error, false);
-      this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: fresh ? fresh.id : null, retry_at: new Date(retry).toISOString() });
+      const error = this.fetchFailed(domain, txt.id, e, fresh ? fresh.id : null, false);
       return fresh ? { policy: fresh, cached: true } : { policy: null, error };
     }
   }
 
-  /** Remembers a failed fetch of `id` (counted from its failure, not its start); returns when it may be fetched again. */
-  private fetchFailed(domain: string, id: string, error: string, refresh: boolean): number {
+  /**
+   * Logs a failed fetch of `id` and remembers it (counted from the failure, not the fetch's
+   * start) so it is not asked again for a while; returns the error as deliveries give it.
+   */
+  private fetchFailed(domain: string, id: string, e: unknown, cached: string | null, refresh: boolean): string {
     const now = this.o.clock.now();
+    const error = `MTA-STS policy of ${domain} could not be fetched: ${(e as Error).message}`;
     if (this.failed.size >= MAX_FAILED) {
       for (const [d, f] of this.failed) if (f.until <= now) this.failed.delete(d);
       // Still full of live entries: the oldest goes (a Map keeps insertion order).
@@ -184,7 +186,8 @@ export class MtaSts {
     const until = now + STS_FETCH_RETRY_MS;
     this.failed.delete(domain);
     this.failed.set(domain, { id, at: now, until, error, refresh });
-    return until;
+    this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached, retry_at: new Date(until).toISOString() });
+    return error;
   }
 
   /** Fetches and stores the policy again; a failure leaves the cached one (logged). */
@@ -196,8 +199,7 @@ export class MtaSts {
       // Only this id's failure: a newer id's, recorded while this ran, stands.
       if (this.failed.get(domain)?.id === id) this.failed.delete(domain);
     } catch (e) {
-      const retry = this.fetchFailed(domain, id, `MTA-STS policy of ${domain} could not be fetched: ${(e as Error).message}`, true);
-      this.o.log.warn({ event: 'mta_sts.error', domain, err: (e as Error).message, cached: id, retry_at: new Date(retry).toISOString() });
+      this.fetchFailed(domain, id, e, id, true);
     }
   }
 

@@ -20,6 +20,3 @@ export function countryProblem(v: string): string | null {
   if (current && current !== c) return `${c} is a retired code: use ${current} (${REGIONS.of(current) ?? current})`;
   return null;
 }
-
-/** The region's English name, for messages ("DE (Germany)"). */
-export const countryName = (code: string) => REGIONS.of(code) ?? code;
